@@ -1,0 +1,38 @@
+// CPU kernel table: the same kernels compiled once per instruction set, picked at run
+// time (AVX2+FMA where the CPU has it, a portable build otherwise). Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "scorefast/langevin.h"
+
+namespace scorefast {
+namespace cpu {
+
+struct KernelTable {
+  const char* isa;
+  // z for the flattened elements [begin, end) of a [P, D] tensor, as float32.
+  void (*normal_fill)(float* out, int64_t particle_size, uint64_t seed, uint32_t step,
+                      uint64_t particle_offset, int64_t begin, int64_t end);
+  // langevin_step over the flattened elements [begin, end).
+  void (*langevin)(const LangevinArgs& args, int64_t begin, int64_t end);
+  // Per-particle score multiplier min(1, max_norm / ||g_p||) for particles [begin, end).
+  void (*score_clip_factors)(const LangevinArgs& args, double max_norm, void* factors,
+                             int64_t begin, int64_t end);
+};
+
+extern const KernelTable kGenericKernels;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const KernelTable kAvx2Kernels;
+#endif
+
+// The table in use ("auto" = the fastest this CPU supports).
+const KernelTable& kernels();
+// Selects "auto", "generic" or "avx2"; returns false if the CPU cannot run it.
+bool select_isa(const std::string& name);
+std::vector<std::string> supported_isas();
+
+}  // namespace cpu
+}  // namespace scorefast

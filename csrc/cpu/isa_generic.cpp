@@ -1,0 +1,34 @@
+// Portable build of the CPU kernels (no instruction-set assumptions beyond the baseline).
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cpu_kernels.h"
+#include "scorefast/langevin.h"
+#include "scorefast/philox.h"
+#include "scorefast/storage.h"
+
+namespace scorefast {
+namespace cpu {
+namespace generic {
+
+#include "noise_kernels.h"
+
+static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
+                         uint64_t particle_offset, int64_t begin, int64_t n) {
+  fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
+}
+
+#include "langevin_kernels.h"
+
+}  // namespace generic
+
+const KernelTable kGenericKernels = {
+    "generic",
+    generic::normal_fill_range,
+    generic::langevin_range,
+    generic::score_clip_factors_range,
+};
+
+}  // namespace cpu
+}  // namespace scorefast

@@ -1,0 +1,52 @@
+// Schemas of the scorefast ops (implementations register per device in csrc/cpu and
+// csrc/cuda), and a few build/CPU facts exposed to Python through pybind11.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/library.h>
+
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_kernels.h"
+
+// Seeds are int64 here; the kernels read their bits as uint64 (Python maps [0, 2^64)).
+TORCH_LIBRARY(scorefast, m) {
+  // Philox words of the noise contract: out[p, q, :] for counter (particle_offset + p, step, q),
+  // as int64 in [0, 2^32). out: int64 [P, Q, 4], contiguous.
+  m.def("philox_fill_(Tensor(a!) out, int seed, int step, int particle_offset) -> ()");
+  // Standard normals of the noise contract. out: float32, dim 0 = particles, contiguous.
+  m.def("normal_fill_(Tensor(a!) out, int seed, int step, int particle_offset) -> ()");
+  m.def(
+      "langevin_step(Tensor x, Tensor score, Tensor? score_cond, float guidance, float step_size, "
+      "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, "
+      "Tensor? noise, int seed, int step, int particle_offset, float? clamp_min, float? clamp_max, "
+      "float? max_score_norm) -> Tensor");
+  m.def(
+      "langevin_step_(Tensor(a!) x, Tensor score, Tensor? score_cond, float guidance, float step_size, "
+      "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, "
+      "Tensor? noise, int seed, int step, int particle_offset, float? clamp_min, float? clamp_max, "
+      "float? max_score_norm) -> ()");
+}
+
+namespace {
+
+bool built_with_cuda() {
+#if defined(SCOREFAST_WITH_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "scorefast compiled kernels (ops are under torch.ops.scorefast)";
+  m.def("built_with_cuda", &built_with_cuda, "Whether the CUDA kernels were compiled in.");
+  m.def("cpu_isa", [] { return std::string(scorefast::cpu::kernels().isa); },
+        "Instruction set of the CPU kernels in use ('avx2' or 'generic').");
+  m.def("supported_cpu_isas", &scorefast::cpu::supported_isas,
+        "CPU kernel builds this machine can run.");
+  m.def("select_cpu_isa", &scorefast::cpu::select_isa, pybind11::arg("name"),
+        "Use the 'auto', 'generic' or 'avx2' CPU kernels; returns False if unsupported here.");
+}

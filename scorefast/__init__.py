@@ -1,0 +1,24 @@
+"""scorefast: fused, verifiable kernels for score-based generative models.
+
+Every op has a pure-PyTorch reference (``scorefast.reference``) that defines it, and
+kernels on several backends (``scorefast.backends()``) that match it up to float
+rounding, because the noise is counter-based (``scorefast.noise``).
+"""
+from . import _extension  # noqa: F401  (loads the compiled ops, warns once if missing)
+from . import reference
+from .backend_registry import backends
+from .langevin import langevin_step, langevin_step_
+from .noise import normal, normal_like, philox_words, random_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backends",
+    "langevin_step",
+    "langevin_step_",
+    "normal",
+    "normal_like",
+    "philox_words",
+    "random_seed",
+    "reference",
+]

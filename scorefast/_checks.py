@@ -1,0 +1,85 @@
+"""Argument checks shared by the public functions: every error names the argument and
+what was expected."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+MAX_STEP = 2**32 - 1  # the step is one 32-bit word of the Philox counter
+MAX_PARTICLE_ID = 2**63  # particle ids are 64-bit; offsets travel as int64
+
+
+def check_float_tensor(t, name: str, *, min_dim: int = 1) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
+    if t.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimension(s) (dim 0 = particles), got shape {list(t.shape)}")
+
+
+def check_like(x: torch.Tensor, t, name: str) -> None:
+    """``t`` is a float tensor with the shape and device of ``x``."""
+    check_float_tensor(t, name, min_dim=0)
+    if t.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of x {list(x.shape)}, got {list(t.shape)}")
+    if t.device != x.device:
+        raise ValueError(f"{name} must be on the device of x ({x.device}), got {t.device}")
+
+
+def check_real(value, name: str, *, minimum: float | None = None, positive: bool = False) -> float:
+    """A finite Python number, optionally >= minimum or > 0."""
+    if isinstance(value, torch.Tensor) or not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value}")
+    return value
+
+
+def check_int(value, name: str, lo: int, hi: int) -> int:
+    """An integer in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def seed_to_int64(seed) -> int:
+    """A seed in [0, 2^64) as the int64 with the same bits (the ops' schema type)."""
+    seed = check_int(seed, "seed", 0, 2**64 - 1)
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
+def check_counter(step, particle_offset, num_particles: int) -> tuple[int, int]:
+    step = check_int(step, "step", 0, MAX_STEP)
+    particle_offset = check_int(particle_offset, "particle_offset", 0, MAX_PARTICLE_ID - 1)
+    if particle_offset + num_particles > MAX_PARTICLE_ID:
+        raise ValueError(
+            f"particle_offset + number of particles must be <= 2^63, got {particle_offset} + {num_particles}"
+        )
+    return step, particle_offset
+
+
+def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    if t.dim() != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"{name} tensor must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
+    if t.device != x.device:
+        raise ValueError(f"{name} tensor must be on the device of x ({x.device}), got {t.device}")
+    if not (t.dtype.is_floating_point):
+        raise TypeError(f"{name} tensor must be floating point, got {t.dtype}")
+    # Values are checked where that costs no device sync (CPU, eager); elsewhere NaN stays NaN.
+    if t.device.type == "cpu" and t.numel() > 0 and not torch.compiler.is_compiling():
+        bad = ~torch.isfinite(t) | (t < 0)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{name} must be finite and >= 0 for every particle, got {t[i].item()} at particle {i}")

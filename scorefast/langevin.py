@@ -1,0 +1,236 @@
+"""langevin_step: one fused Langevin update on every backend.
+
+    x_new = clamp(x + a·c·g + b·z),   g = s_u + w·(s_c − s_u)   (g = s without guidance)
+    c = min(1, max_score_norm / ‖g_p‖) per particle (1 without clipping)
+    z = the noise contract's normals for (seed, step, particle), or an explicit ``noise``
+
+The ops ``<ns>::langevin_step`` (out of place) and ``<ns>::langevin_step_`` (in place) share
+one schema in every namespace: ``scorefast`` (C++ CPU and CUDA), ``scorefast_triton``,
+``scorefast_numba``. This module adds their fake kernels and autograd, and the public
+function that checks arguments and picks the backend.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks, _extension
+from . import backend_registry as backends
+from .noise import random_seed
+from .reference.langevin import langevin_step_ref
+
+# The schema after the op name (also used by the Python-defined backends).
+SCHEMA = (
+    "(Tensor x, Tensor score, Tensor? score_cond, float guidance, float step_size, "
+    "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, "
+    "Tensor? noise, int seed, int step, int particle_offset, float? clamp_min, float? clamp_max, "
+    "float? max_score_norm) -> Tensor"
+)
+INPLACE_SCHEMA = SCHEMA.replace("Tensor x,", "Tensor(a!) x,").replace("-> Tensor", "-> ()")
+
+
+def _fake(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
+          noise, seed, step, particle_offset, clamp_min, clamp_max, max_score_norm):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _fake_inplace(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale,
+                  noise_scale_pp, noise, seed, step, particle_offset, clamp_min, clamp_max,
+                  max_score_norm):
+    return None
+
+
+def _setup_context(ctx, inputs, output):
+    (x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp, noise,
+     _seed, _step, _offset, clamp_min, clamp_max, max_score_norm) = inputs
+    ctx.guidance = guidance
+    ctx.step_size = step_size
+    ctx.noise_scale = noise_scale
+    ctx.has_cond = score_cond is not None
+    ctx.has_noise = noise is not None
+    ctx.clamp = (clamp_min, clamp_max) if (clamp_min is not None or clamp_max is not None) else None
+    ctx.clipped = max_score_norm is not None
+    ctx.save_for_backward(step_size_pp, noise_scale_pp, output if ctx.clamp else None)
+
+
+def _backward(ctx, grad):
+    step_size_pp, noise_scale_pp, output = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    if needs[5] or needs[7]:
+        raise RuntimeError("langevin_step: gradients with respect to per-particle step_size or noise_scale are not supported")
+    if ctx.clipped and (needs[1] or needs[2]):
+        raise RuntimeError("langevin_step: gradients with respect to the score are not supported with max_score_norm clipping")
+    if ctx.clamp is not None:
+        lo = -math.inf if ctx.clamp[0] is None else ctx.clamp[0]
+        hi = math.inf if ctx.clamp[1] is None else ctx.clamp[1]
+        grad = grad * ((output > lo) & (output < hi))  # clamped elements pass no gradient
+    per_particle_shape = (grad.shape[0],) + (1,) * (grad.dim() - 1)
+    a = step_size_pp.reshape(per_particle_shape) if step_size_pp is not None else ctx.step_size
+    grad_g = grad * a
+    grad_score = grad_cond = grad_noise = None
+    if ctx.has_cond:
+        grad_score = grad_g * (1.0 - ctx.guidance)
+        grad_cond = grad_g * ctx.guidance
+    else:
+        grad_score = grad_g
+    if ctx.has_noise:
+        b = noise_scale_pp.reshape(per_particle_shape) if noise_scale_pp is not None else ctx.noise_scale
+        grad_noise = grad * b
+    return (grad, grad_score, grad_cond, None, None, None, None, None, grad_noise,
+            None, None, None, None, None, None)
+
+
+def register_op_extras(namespace: str) -> None:
+    """Fake kernels and autograd for ``namespace::langevin_step`` and ``langevin_step_``."""
+    torch.library.register_fake(f"{namespace}::langevin_step", _fake)
+    torch.library.register_fake(f"{namespace}::langevin_step_", _fake_inplace)
+    torch.library.register_autograd(f"{namespace}::langevin_step", _backward, setup_context=_setup_context)
+
+
+if _extension.extension() is not None:
+    register_op_extras("scorefast")
+
+
+def _coefficient(value, x: torch.Tensor, name: str):
+    """(scalar, per-particle tensor or None) for a coefficient given as a number or a [P] tensor."""
+    if isinstance(value, torch.Tensor):
+        _checks.check_per_particle(value, x, name)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return 0.0, value.to(acc).contiguous()
+    return _checks.check_real(value, name, minimum=0.0), None
+
+
+def langevin_step(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    *,
+    step_size=None,
+    epsilon=None,
+    noise_scale=None,
+    score_cond: torch.Tensor | None = None,
+    guidance: float | None = None,
+    noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    step: int = 0,
+    particle_offset: int = 0,
+    clamp: tuple[float | None, float | None] | None = None,
+    max_score_norm: float | None = None,
+    inplace: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """One Langevin update ``x + a·s + b·z`` with in-kernel noise.
+
+    Args:
+        x: particles, shape (P, ...): dim 0 indexes particles, the rest (D elements) is one
+            particle. float32, float64, float16 or bfloat16; math in float32 (float64 for
+            float64). Any strides.
+        score: s(x), shape of x. With ``score_cond`` it is the unconditional score s_u.
+            Cast to x's dtype if it differs.
+        step_size: a >= 0, a float or a tensor of shape (P,) (one per particle).
+        epsilon: instead of step_size, the ε/2 convention: a = ε/2 and b = sqrt(ε) by default,
+            i.e. ``x + ε/2·s + sqrt(ε)·z``. Give exactly one of step_size and epsilon.
+        noise_scale: b >= 0, a float or a (P,) tensor. Default sqrt(2a) (unadjusted Langevin).
+            b = 0 gives a deterministic step and draws no noise.
+        score_cond: conditional score s_c, shape of x, for classifier-free guidance:
+            the update uses g = s_u + w·(s_c − s_u).
+        guidance: w, the guidance weight (default 1.0; needs ``score_cond``).
+        noise: explicit standard-normal noise, shape of x, any float dtype (the unfused path:
+            reproduce a run with your own generator). Excludes ``seed``.
+        seed: 64-bit key of the counter-based noise, in [0, 2^64). Default: drawn from torch's
+            global generator (so ``torch.manual_seed`` applies). For reproducible chains pass
+            a seed and advance ``step``.
+        step: sampler step t, in [0, 2^32): a different t gives independent noise.
+        particle_offset: global id of particle 0 (for sharding particles across calls,
+            processes or GPUs); particle p gets the noise of id particle_offset + p.
+        clamp: (min, max) applied to the result; either end may be None. NaN stays NaN.
+        max_score_norm: per-particle clipping: g ← g·min(1, max_score_norm/‖g_p‖₂) (SGLD for EBMs).
+        inplace: write the result into x and return x.
+        backend: 'auto', 'reference', 'cpp', 'cuda', 'triton' or 'numba' (see scorefast.backends()).
+
+    Returns:
+        The updated particles, shape and dtype of x (contiguous), or x itself when inplace.
+
+    Gradients flow to x, score, score_cond and an explicit noise (not through clipping, and
+    not to per-particle coefficients); the in-place form does not track gradients.
+    """
+    _checks.check_float_tensor(x, "x")
+    _checks.check_like(x, score, "score")
+    if score.dtype != x.dtype:
+        score = score.to(x.dtype)
+    if score_cond is None:
+        if guidance is not None:
+            raise ValueError("guidance needs score_cond (classifier-free guidance mixes score and score_cond)")
+        w = 1.0
+    else:
+        _checks.check_like(x, score_cond, "score_cond")
+        if score_cond.dtype != x.dtype:
+            score_cond = score_cond.to(x.dtype)
+        w = _checks.check_real(1.0 if guidance is None else guidance, "guidance")
+
+    if (step_size is None) == (epsilon is None):
+        raise TypeError("pass exactly one of step_size (a) or epsilon (a = epsilon/2, b = sqrt(epsilon))")
+    if epsilon is not None:
+        eps_s, eps_t = _coefficient(epsilon, x, "epsilon")
+        a_s, a_t = eps_s / 2, (eps_t / 2 if eps_t is not None else None)
+    else:
+        a_s, a_t = _coefficient(step_size, x, "step_size")
+    if noise_scale is None:
+        b_s, b_t = math.sqrt(2 * a_s), (torch.sqrt(2 * a_t) if a_t is not None else None)
+    else:
+        b_s, b_t = _coefficient(noise_scale, x, "noise_scale")
+
+    if noise is not None:
+        _checks.check_like(x, noise, "noise")
+        if seed is not None:
+            raise ValueError("pass either noise= (explicit noise) or seed= (counter-based noise), not both")
+        seed = 0
+    elif seed is None:
+        seed = random_seed()
+    seed64 = _checks.seed_to_int64(seed)
+    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
+
+    clamp_min = clamp_max = None
+    if clamp is not None:
+        if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+            raise TypeError(f"clamp must be a (min, max) pair (None for an open end), got {clamp!r}")
+        clamp_min, clamp_max = clamp
+        if clamp_min is not None:
+            clamp_min = _checks.check_real(clamp_min, "clamp min")
+        if clamp_max is not None:
+            clamp_max = _checks.check_real(clamp_max, "clamp max")
+        if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
+            raise ValueError(f"clamp min ({clamp_min}) must be <= clamp max ({clamp_max})")
+    if max_score_norm is not None:
+        max_score_norm = _checks.check_real(max_score_norm, "max_score_norm", positive=True)
+
+    if inplace and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, score, score_cond, noise, a_t, b_t)
+    ):
+        raise RuntimeError("langevin_step(inplace=True) does not track gradients; use inplace=False or torch.no_grad()")
+
+    name = backends.resolve(backend, x.device)
+    if name == "reference":
+        out = langevin_step_ref(
+            x, score, step_size=a_t if a_t is not None else a_s,
+            noise_scale=b_t if b_t is not None else b_s, score_cond=score_cond, guidance=w,
+            noise=noise, seed=seed, step=step, particle_offset=particle_offset,
+            clamp_min=clamp_min, clamp_max=clamp_max, max_score_norm=max_score_norm,
+        )
+        if inplace:
+            x.copy_(out)
+            return x
+        return out.contiguous()
+
+    ns = backends.op_namespace(name)
+    args = (score, score_cond, w, a_s, a_t, b_s, b_t, noise, seed64, step, particle_offset,
+            clamp_min, clamp_max, max_score_norm)
+    if inplace:
+        ns.langevin_step_(x, *args)
+        return x
+    return ns.langevin_step(x, *args)
+
+
+def langevin_step_(x: torch.Tensor, score: torch.Tensor, **kwargs) -> torch.Tensor:
+    """In-place :func:`langevin_step`: writes the update into ``x`` and returns it."""
+    return langevin_step(x, score, inplace=True, **kwargs)

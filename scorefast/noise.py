@@ -1,0 +1,78 @@
+"""The noise contract as public functions, on every backend.
+
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
+    p' = particle_offset + p,  t = step,  tensor viewed as [P, D] (dim 0 = particles)
+
+The same (seed, particle, step) gives the same noise on every backend, whatever the
+batch chunking, thread count or launch configuration. See ``scorefast.reference.noise``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks
+from . import backend_registry as backends
+from .reference.noise import normal_ref, philox_words_ref
+
+
+def philox_words(num_particles: int, num_groups: int, *, seed: int, step: int = 0,
+                 particle_offset: int = 0, device="cpu", backend: str = "auto") -> torch.Tensor:
+    """Raw Philox words of the contract.
+
+    Returns int64 [num_particles, num_groups, 4] with values in [0, 2^32): entry [p, q, :] is
+    Philox4x32-10 of counter (lo32(p'), hi32(p'), step, q), key (lo32(seed), hi32(seed)).
+    ``seed`` in [0, 2^64), ``step`` in [0, 2^32), ``particle_offset`` >= 0.
+    """
+    P = _checks.check_int(num_particles, "num_particles", 0, 2**63 - 1)
+    Q = _checks.check_int(num_groups, "num_groups", 0, 2**32)
+    seed64 = _checks.seed_to_int64(seed)
+    step, particle_offset = _checks.check_counter(step, particle_offset, P)
+    device = torch.device(device)
+    name = backends.resolve(backend, device)
+    if name == "reference":
+        return philox_words_ref(P, Q, seed, step, particle_offset, device)
+    out = torch.empty((P, Q, 4), dtype=torch.int64, device=device)
+    backends.op_namespace(name).philox_fill_(out, seed64, step, particle_offset)
+    return out
+
+
+def normal(shape, *, seed: int, step: int = 0, particle_offset: int = 0, dtype=torch.float32,
+           device="cpu", backend: str = "auto") -> torch.Tensor:
+    """Standard normals of the contract for a tensor of ``shape`` (dim 0 = particles).
+
+    The values are float32 (Box-Muller in float32, as Triton's randn); ``dtype`` only sets
+    the storage of the result. ``seed`` in [0, 2^64), ``step`` in [0, 2^32).
+    """
+    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)))
+    if len(shape) == 0:
+        raise ValueError("shape must have at least one dimension (dim 0 = particles)")
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must be non-negative, got {list(shape)}")
+    seed64 = _checks.seed_to_int64(seed)
+    step, particle_offset = _checks.check_counter(step, particle_offset, shape[0])
+    device = torch.device(device)
+    name = backends.resolve(backend, device)
+    P = shape[0]
+    D = math.prod(shape[1:]) if P else 0
+    if name == "reference":
+        out = normal_ref(P, D, seed, step, particle_offset, device).reshape(shape)
+    else:
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+        backends.op_namespace(name).normal_fill_(out, seed64, step, particle_offset)
+    return out.to(dtype)
+
+
+def normal_like(x: torch.Tensor, *, seed: int, step: int = 0, particle_offset: int = 0,
+                backend: str = "auto") -> torch.Tensor:
+    """Contract normals shaped like ``x`` (dim 0 = particles), in x's dtype and device."""
+    _checks.check_float_tensor(x, "x")
+    return normal(x.shape, seed=seed, step=step, particle_offset=particle_offset, dtype=x.dtype,
+                  device=x.device, backend=backend)
+
+
+def random_seed() -> int:
+    """A fresh 64-bit seed drawn from torch's global generator (so torch.manual_seed applies)."""
+    hi, lo = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
+    return (hi << 32) | lo
