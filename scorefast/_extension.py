@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import warnings
 
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 _module = None
 _error: str | None = None
 
