@@ -1,0 +1,265 @@
+"""The ``scorefast`` command line: sample (the main job), bench, verify, backends.
+
+    scorefast sample            # Langevin on the two-mode 2D mixture, stats + PNG
+    scorefast bench --quick     # langevin_step timings, table + JSON in bench/results/
+    scorefast verify            # every available backend against the reference
+    scorefast backends          # which backends run here, and why not
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="sample the two-mode 2D mixture with fused Langevin steps",
+        description=(
+            "Sample the 2D mixture with modes at (+-2, 0), unit variance and equal weights, "
+            "with unadjusted Langevin through scorefast.langevin_step, print the fraction of "
+            "particles per mode, the mean and covariance next to the exact values, and write "
+            "a PNG scatter plot."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--particles", type=int, default=10000, help="number of particles (chains)")
+    p.add_argument("--steps", type=int, default=1000, help="Langevin steps")
+    p.add_argument("--step-size", type=float, default=0.02,
+                   help="a in x + a*score + sqrt(2a)*z")
+    p.add_argument("--init-scale", type=float, default=4.0,
+                   help="particles start from N(0, init_scale^2 I)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial state and the Langevin noise")
+    p.add_argument("--backend", default="auto", help="auto, reference, cpp, cuda, triton or numba")
+    p.add_argument("--device", default="cpu", help="torch device of the particles")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="particle dtype")
+    p.add_argument("--out", default=os.path.join("scorefast_out", "sample.png"),
+                   help="PNG path for the scatter plot")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--json", default=None, help="also write the summary statistics to this JSON file")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    p.set_defaults(func=cmd_sample)
+
+
+def _progress(iterable, enabled: bool | None, total: int, desc: str):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="step", file=sys.stderr)
+
+
+def _check_positive(value, name: str, parser_error) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        parser_error(f"--{name} must be a positive finite number, got {value}")
+
+
+def cmd_sample(args, parser_error) -> int:
+    import scorefast
+    from scorefast.targets import two_mode_2d
+
+    _check_positive(args.particles, "particles", parser_error)
+    _check_positive(args.steps, "steps", parser_error)
+    _check_positive(args.step_size, "step-size", parser_error)
+    _check_positive(args.init_scale, "init-scale", parser_error)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    target = two_mode_2d(device)
+
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    x = args.init_scale * torch.randn(args.particles, 2, generator=g, device=device, dtype=dtype)
+    start = time.perf_counter()
+    for t in _progress(range(args.steps), args.progress, args.steps, "langevin"):
+        scorefast.langevin_step_(x, target.score(x), step_size=args.step_size, seed=args.seed,
+                                 step=t, backend=args.backend)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+
+    stats = summary_statistics(x, target)
+    stats.update(particles=args.particles, steps=args.steps, step_size=args.step_size,
+                 seed=args.seed, backend=args.backend, seconds=elapsed,
+                 particle_steps_per_second=args.particles * args.steps / elapsed)
+    print(format_summary(stats))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(stats, f, indent=2)
+    if not args.no_plot:
+        write_scatter(x, target, args.out, title=f"Langevin, {args.particles} particles, {args.steps} steps, a={args.step_size}")
+        print(f"plot: {args.out}")
+    return 0
+
+
+def summary_statistics(x: torch.Tensor, target) -> dict:
+    """Fraction of particles per mode (nearest by responsibility), mean and covariance vs exact."""
+    finite = torch.isfinite(x).all(dim=1)
+    xf = x[finite].double()
+    k = target.responsibilities(xf).argmax(dim=1)
+    fractions = torch.bincount(k, minlength=target.num_components).double() / max(1, xf.shape[0])
+    mean = xf.mean(0)
+    cov = torch.cov(xf.T) if xf.shape[0] > 1 else torch.full((2, 2), float("nan"))
+    return {
+        "mode_means": target.means.tolist(),
+        "mode_fraction": fractions.tolist(),
+        "mode_fraction_exact": target.weights.tolist(),
+        "mean": mean.tolist(),
+        "mean_exact": target.mean().tolist(),
+        "covariance": cov.tolist(),
+        "covariance_exact": target.covariance().tolist(),
+        "non_finite_particles": int((~finite).sum()),
+    }
+
+
+def format_summary(s: dict) -> str:
+    def vec(v):
+        return "[" + ", ".join(f"{a:+.3f}" for a in v) + "]"
+
+    lines = ["mode            fraction   exact"]
+    for m, f, e in zip(s["mode_means"], s["mode_fraction"], s["mode_fraction_exact"]):
+        lines.append(f"{vec(m):<15} {f:8.3f}  {e:6.3f}")
+    lines.append(f"mean        {vec(s['mean'])}   exact {vec(s['mean_exact'])}")
+    for i, (row, row_e) in enumerate(zip(s["covariance"], s["covariance_exact"])):
+        label = "covariance" if i == 0 else ""
+        lines.append(f"{label:<11} {vec(row)}   exact {vec(row_e)}")
+    if s["non_finite_particles"]:
+        lines.append(f"non-finite particles: {s['non_finite_particles']}")
+    if "seconds" in s:
+        lines.append(f"time {s['seconds']:.2f} s, {s['particle_steps_per_second']:.3g} particle-steps/s")
+    return "\n".join(lines)
+
+
+def write_scatter(x: torch.Tensor, target, path: str, title: str = "") -> None:
+    """Scatter of the first two coordinates with the modes marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = x.detach().double().cpu()
+    pts = pts[torch.isfinite(pts).all(dim=1)][:20000]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.3, label="samples")
+    means = target.means.cpu()
+    ax.scatter(means[:, 0], means[:, 1], marker="x", color="red", s=80, label="modes")
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _add_backends(sub) -> None:
+    p = sub.add_parser("backends", help="list the backends and whether they run here")
+    p.set_defaults(func=cmd_backends)
+
+
+def cmd_backends(args, parser_error) -> int:
+    import scorefast
+
+    print(f"{'backend':<10} {'ok':<4} {'devices':<10} note")
+    for s in scorefast.backends().values():
+        print(s)
+    return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check every available backend against the reference",
+        description="Run each op on every available backend and compare with the reference "
+                    "(Philox words bit for bit, normals and langevin_step within the error budget).",
+    )
+    p.add_argument("--particles", type=int, default=257, help="particles in the check")
+    p.add_argument("--dim", type=int, default=67, help="elements per particle")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args, parser_error) -> int:
+    from scorefast.verify import verify_all
+
+    _check_positive(args.particles, "particles", parser_error)
+    _check_positive(args.dim, "dim", parser_error)
+    results = verify_all(args.particles, args.dim)
+    failed = 0
+    for r in results:
+        print(r)
+        failed += not r.ok
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time langevin_step against eager PyTorch and torch.compile",
+        description="Time langevin_step (noise in-kernel) on each backend against eager PyTorch "
+                    "x + a*s + b*randn_like(x) and torch.compile of it; print a table and "
+                    "write JSON with the machine named.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
+    p.add_argument("--max-log2", type=int, default=26, help="largest size, log2 of elements")
+    p.add_argument("--quick", action="store_true", help="sizes 2^10..2^20 and fewer repeats")
+    p.add_argument("--device", default="cpu", help="device to benchmark")
+    p.add_argument("--backends", default="auto-all",
+                   help="comma-separated backends, or auto-all for every available one")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
+    p.add_argument("--out", default=None,
+                   help="JSON path (default bench/results/langevin_step-<machine>.json)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args, parser_error) -> int:
+    from scorefast import benchmark
+
+    if args.quick:
+        args.max_log2 = min(args.max_log2, 20)
+    if not 0 <= args.min_log2 <= args.max_log2 <= 30:
+        parser_error("need 0 <= --min-log2 <= --max-log2 <= 30")
+    result = benchmark.run_langevin_bench(
+        sizes=[2**k for k in range(args.min_log2, args.max_log2 + 1)],
+        device=torch.device(args.device),
+        backends=None if args.backends == "auto-all" else args.backends.split(","),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+    )
+    print(benchmark.format_table(result))
+    path = args.out or benchmark.default_result_path("langevin_step", result["machine"])
+    benchmark.write_json(result, path)
+    print(f"results: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorefast",
+        description="Fused, verifiable kernels for score-based generative models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_sample(sub)
+    _add_bench(sub)
+    _add_verify(sub)
+    _add_backends(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args, parser.error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
