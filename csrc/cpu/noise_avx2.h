@@ -1,7 +1,235 @@
-// AVX2 noise fill (placeholder: the scalar loop, compiled for AVX2).
+// AVX2/FMA noise fill: the contract's normals for 8 Philox groups per vector.
+//
+// Lane i of a vector holds group i (one Philox call -> 4 normals). Philox's 32x32->64
+// products use _mm256_mul_epu32 on even and odd lanes (mullo_epi32 is slow on many x86
+// cores). log, sin and cos are Cephes' single-precision polynomials (~1 ulp on the
+// ranges used: u1 in [1e-7, 1), theta in [0, 2pi)), so the normals match the scalar
+// libm path to the contract's tolerance; Philox words and uniforms are bit-exact.
+// Included inside namespace avx2 by isa_avx2.cpp after noise_kernels.h.
 #pragma once
+
+namespace noise_avx2 {
+
+struct RoundKeys {
+  __m256i k0[scorefast::kPhiloxRounds];
+  __m256i k1[scorefast::kPhiloxRounds];
+  explicit RoundKeys(uint64_t seed) {
+    uint32_t a = static_cast<uint32_t>(seed), b = static_cast<uint32_t>(seed >> 32);
+    for (int r = 0; r < scorefast::kPhiloxRounds; ++r) {
+      k0[r] = _mm256_set1_epi32(static_cast<int>(a));
+      k1[r] = _mm256_set1_epi32(static_cast<int>(b));
+      a += scorefast::kPhiloxKeyA;
+      b += scorefast::kPhiloxKeyB;
+    }
+  }
+};
+
+// (hi, lo) of m * x per 32-bit lane.
+static inline void mulhilo(__m256i m, __m256i x, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(x, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+// K independent vectors at once: the products' latency hides behind each other.
+template <int K>
+static inline void philox(const RoundKeys& keys, __m256i (&c0)[K], __m256i (&c1)[K],
+                          __m256i (&c2)[K], __m256i (&c3)[K]) {
+  const __m256i ma = _mm256_set1_epi32(static_cast<int>(scorefast::kPhiloxRoundA));
+  const __m256i mb = _mm256_set1_epi32(static_cast<int>(scorefast::kPhiloxRoundB));
+  for (int r = 0; r < scorefast::kPhiloxRounds; ++r) {
+    for (int k = 0; k < K; ++k) {
+      __m256i hi_b, lo_b, hi_a, lo_a;
+      mulhilo(mb, c2[k], hi_b, lo_b);
+      mulhilo(ma, c0[k], hi_a, lo_a);
+      c0[k] = _mm256_xor_si256(_mm256_xor_si256(hi_b, c1[k]), keys.k0[r]);
+      c2[k] = _mm256_xor_si256(_mm256_xor_si256(hi_a, c3[k]), keys.k1[r]);
+      c1[k] = lo_b;
+      c3[k] = lo_a;
+    }
+  }
+}
+
+// uint32 -> uniform, bit-exact with uint32_to_uniform: int32 bits, negatives folded by ~x.
+static inline __m256 uniform(__m256i w) {
+  const __m256i folded = _mm256_xor_si256(w, _mm256_srai_epi32(w, 31));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(scorefast::kUint32ToUniformScale));
+}
+
+// Natural log for x in [1e-7, 1) (positive normal floats): Cephes logf.
+static inline __m256 log_ps(__m256 x) {
+  const __m256i xi = _mm256_castps_si256(x);
+  __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(xi, 23), _mm256_set1_epi32(126)));
+  // mantissa in [0.5, 1)
+  __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(xi, _mm256_set1_epi32(0x807FFFFF)),
+                                                 _mm256_set1_epi32(0x3F000000)));
+  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm256_sub_ps(e, _mm256_and_ps(small, _mm256_set1_ps(1.0f)));
+  // m < sqrt(1/2): use 2m - 1 (exact), else m - 1 (exact)
+  m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), _mm256_set1_ps(1.0f));
+  const __m256 z = _mm256_mul_ps(m, m);
+  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+  y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, y));
+}
+
+// sin and cos for x in [0, 2pi]: Cephes sinf/cosf with octant reduction (as sse_mathfun).
+static inline void sincos_ps(__m256 x, __m256& s, __m256& c) {
+  __m256i j = _mm256_cvttps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(1.27323954473516f)));  // 4/pi
+  j = _mm256_and_si256(_mm256_add_epi32(j, _mm256_set1_epi32(1)), _mm256_set1_epi32(~1));
+  const __m256 y = _mm256_cvtepi32_ps(j);
+  const __m256 sign_sin = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(j, _mm256_set1_epi32(4)), 29));
+  const __m256 sign_cos = _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_andnot_si256(_mm256_sub_epi32(j, _mm256_set1_epi32(2)), _mm256_set1_epi32(4)), 29));
+  const __m256 use_sin_poly = _mm256_castsi256_ps(
+      _mm256_cmpeq_epi32(_mm256_and_si256(j, _mm256_set1_epi32(2)), _mm256_setzero_si256()));
+  // Cody-Waite: pi/4 in three parts, the first two exact in products with small y.
+  x = _mm256_fnmadd_ps(y, _mm256_set1_ps(0.78515625f), x);
+  x = _mm256_fnmadd_ps(y, _mm256_set1_ps(2.4187564849853515625e-4f), x);
+  x = _mm256_fnmadd_ps(y, _mm256_set1_ps(3.77489497744594108e-8f), x);
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 pc = _mm256_set1_ps(2.443315711809948e-5f);
+  pc = _mm256_fmadd_ps(pc, z, _mm256_set1_ps(-1.388731625493765e-3f));
+  pc = _mm256_fmadd_ps(pc, z, _mm256_set1_ps(4.166664568298827e-2f));
+  pc = _mm256_mul_ps(_mm256_mul_ps(pc, z), z);
+  pc = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), pc);
+  pc = _mm256_add_ps(pc, _mm256_set1_ps(1.0f));
+  __m256 ps = _mm256_set1_ps(-1.9515295891e-4f);
+  ps = _mm256_fmadd_ps(ps, z, _mm256_set1_ps(8.3321608736e-3f));
+  ps = _mm256_fmadd_ps(ps, z, _mm256_set1_ps(-1.6666654611e-1f));
+  ps = _mm256_fmadd_ps(_mm256_mul_ps(ps, z), x, x);
+  s = _mm256_xor_ps(_mm256_blendv_ps(pc, ps, use_sin_poly), sign_sin);
+  c = _mm256_xor_ps(_mm256_blendv_ps(ps, pc, use_sin_poly), sign_cos);
+}
+
+// (r cos th, r sin th) of two word vectors, as scorefast::box_muller per lane.
+static inline void box_muller(__m256i wa, __m256i wb, __m256& zc, __m256& zs) {
+  const __m256 u1 = _mm256_max_ps(uniform(wa), _mm256_set1_ps(scorefast::kMinUniform));
+  const __m256 theta = _mm256_mul_ps(_mm256_set1_ps(scorefast::kTwoPi), uniform(wb));
+  const __m256 r = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), log_ps(u1)));
+  __m256 s, c;
+  sincos_ps(theta, s, c);
+  zc = _mm256_mul_ps(r, c);
+  zs = _mm256_mul_ps(r, s);
+}
+
+// Store the 4 normals of each of 8 groups (z[j] lane i = normal j of group i) as 32
+// consecutive floats, group-major.
+static inline void store_groups(float* out, __m256 z0, __m256 z1, __m256 z2, __m256 z3) {
+  const __m256 t0 = _mm256_unpacklo_ps(z0, z1), t1 = _mm256_unpackhi_ps(z0, z1);
+  const __m256 t2 = _mm256_unpacklo_ps(z2, z3), t3 = _mm256_unpackhi_ps(z2, z3);
+  const __m256 g04 = _mm256_shuffle_ps(t0, t2, 0x44), g15 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 g26 = _mm256_shuffle_ps(t1, t3, 0x44), g37 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  _mm256_storeu_ps(out + 0, _mm256_permute2f128_ps(g04, g15, 0x20));
+  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(g26, g37, 0x20));
+  _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(g04, g15, 0x31));
+  _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(g26, g37, 0x31));
+}
+
+// 8K consecutive groups q0, q0+1, ... of one particle -> 32K floats at out.
+template <int K>
+static inline void row_groups(const RoundKeys& keys, uint64_t particle, uint32_t step, uint32_t q0,
+                              float* out) {
+  __m256i c0[K], c1[K], c2[K], c3[K];
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int k = 0; k < K; ++k) {
+    c0[k] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(particle)));
+    c1[k] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(particle >> 32)));
+    c2[k] = _mm256_set1_epi32(static_cast<int>(step));
+    c3[k] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(q0 + 8u * k)), lanes);
+  }
+  philox<K>(keys, c0, c1, c2, c3);
+  for (int k = 0; k < K; ++k) {
+    __m256 z0, z1, z2, z3;
+    box_muller(c0[k], c1[k], z0, z1);
+    box_muller(c2[k], c3[k], z2, z3);
+    store_groups(out + 32 * k, z0, z1, z2, z3);
+  }
+}
+
+// Groups from anywhere (different particles, partial groups): gathered 8 at a time.
+struct GroupBatch {
+  alignas(32) uint32_t c0[8], c1[8], c3[8];
+  float* dst[8];
+  int first[8], count[8];
+  int size = 0;
+};
+
+static inline void flush(const RoundKeys& keys, uint32_t step, GroupBatch& b) {
+  if (b.size == 0) return;
+  __m256i c0[1] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(b.c0))};
+  __m256i c1[1] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(b.c1))};
+  __m256i c2[1] = {_mm256_set1_epi32(static_cast<int>(step))};
+  __m256i c3[1] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(b.c3))};
+  philox<1>(keys, c0, c1, c2, c3);
+  __m256 z0, z1, z2, z3;
+  box_muller(c0[0], c1[0], z0, z1);
+  box_muller(c2[0], c3[0], z2, z3);
+  alignas(32) float z[32];
+  store_groups(z, z0, z1, z2, z3);
+  for (int i = 0; i < b.size; ++i) {
+    for (int j = 0; j < b.count[i]; ++j) b.dst[i][j] = z[4 * i + b.first[i] + j];
+  }
+  b.size = 0;
+}
+
+static inline void add_group(const RoundKeys& keys, uint32_t step, GroupBatch& b, uint64_t particle,
+                             uint32_t group, int first, int count, float* dst) {
+  const int i = b.size;
+  b.c0[i] = static_cast<uint32_t>(particle);
+  b.c1[i] = static_cast<uint32_t>(particle >> 32);
+  b.c3[i] = group;
+  b.first[i] = first;
+  b.count[i] = count;
+  b.dst[i] = dst;
+  if (++b.size == 8) flush(keys, step, b);
+}
+
+}  // namespace noise_avx2
 
 static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
                          uint64_t particle_offset, int64_t begin, int64_t n) {
-  fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
+  using namespace noise_avx2;
+  const RoundKeys keys(seed);
+  GroupBatch batch;
+  int64_t p = begin / D;
+  int64_t d = begin - p * D;
+  int64_t i = 0;
+  while (i < n) {
+    const int64_t len = n - i < D - d ? n - i : D - d;  // elements of particle p here
+    const uint64_t particle = particle_offset + static_cast<uint64_t>(p);
+    int64_t e = d, stop = d + len;
+    float* out = dst + i - d;  // out[e] is element e of this particle
+    // Leading partial group.
+    if (e & 3) {
+      const int64_t group_end = ((e >> 2) + 1) << 2;
+      const int64_t m = (group_end < stop ? group_end : stop) - e;
+      add_group(keys, step, batch, particle, static_cast<uint32_t>(e >> 2), static_cast<int>(e & 3),
+                static_cast<int>(m), out + e);
+      e += m;
+    }
+    // Whole groups straight from vectors: 16 or 8 at a time.
+    for (; stop - e >= 64; e += 64) row_groups<2>(keys, particle, step, static_cast<uint32_t>(e >> 2), out + e);
+    for (; stop - e >= 32; e += 32) row_groups<1>(keys, particle, step, static_cast<uint32_t>(e >> 2), out + e);
+    // The rest (fewer than 8 groups, or a short particle) through the batch.
+    for (; e < stop; e += 4) {
+      const int m = static_cast<int>(stop - e < 4 ? stop - e : 4);
+      add_group(keys, step, batch, particle, static_cast<uint32_t>(e >> 2), 0, m, out + e);
+    }
+    i += len;
+    d = 0;
+    ++p;
+  }
+  flush(keys, step, batch);
 }
