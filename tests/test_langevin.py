@@ -140,6 +140,33 @@ def test_noncontiguous_inputs(kernel_backend):
     assert torch.equal(y, expected)
 
 
+def _unaligned_copy(t):
+    """A contiguous copy of ``t`` that starts one element into its storage (no vector loads)."""
+    if t is None:
+        return None
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    view = buf[1:].view(t.shape)
+    view.copy_(t)
+    return view
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+def test_unaligned_storage_equals_aligned(kernel_backend, dtype):
+    # Kernels may use vector loads when D % 4 == 0 and the buffers are aligned; views that
+    # start one element into their storage take the scalar path, which must agree exactly.
+    x, s, sc, z = _inputs((6, 8), dtype, kernel_backend.device, guided=True, noise=True)
+    features = [dict(seed=3, step=1), dict(seed=3, score_cond=sc, guidance=1.5, max_score_norm=0.7, clamp=(-1.0, 1.0)),
+                dict(noise=z)]
+    for extra in features:
+        kw = dict(step_size=0.1, backend=kernel_backend.name, **extra)
+        aligned = scorefast.langevin_step(x, s, **kw)
+        kw_u = {k: _unaligned_copy(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        assert torch.equal(scorefast.langevin_step(_unaligned_copy(x), _unaligned_copy(s), **kw_u), aligned), extra
+        y = _unaligned_copy(x)
+        scorefast.langevin_step_(y, _unaligned_copy(s), **kw_u)
+        assert torch.equal(y, aligned), extra
+
+
 def test_explicit_noise_equals_fused_noise(kernel_backend):
     x, s, _, _ = _inputs((5, 11), torch.float32, kernel_backend.device)
     kw = dict(step_size=0.1, backend=kernel_backend.name)

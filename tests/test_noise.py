@@ -100,6 +100,23 @@ def test_normals_independent_of_chunking(kernel_backend):
     assert torch.equal(whole, torch.cat([first, rest]))
 
 
+@pytest.mark.parametrize("D", [8, 6])
+def test_fill_ops_on_unaligned_out(kernel_backend, D):
+    # Outputs that start one element into their storage cannot take 16-byte stores.
+    name, dev = kernel_backend.name, kernel_backend.device
+    ns = scorefast.backend_registry.op_namespace(scorefast.backend_registry.resolve(name, dev))
+    P, Q = 5, 3
+    buf = torch.zeros(P * D + 1, device=dev)
+    out = buf[1:].view(P, D)
+    ns.normal_fill_(out, 9, 2, 3)
+    expected = scorefast.normal((P, D), seed=9, step=2, particle_offset=3, device=dev, backend=name)
+    assert torch.equal(out, expected) and buf[0] == 0
+    wbuf = torch.zeros(P * Q * 4 + 1, dtype=torch.int64, device=dev)
+    words = wbuf[1:].view(P, Q, 4)
+    ns.philox_fill_(words, 9, 2, 3)
+    assert torch.equal(words.cpu(), philox_words_ref(P, Q, 9, 2, 3)) and wbuf[0] == 0
+
+
 def test_normals_independent_of_shape_beyond_dim0(kernel_backend):
     # Only (P, D) matters: [P, 2, 3, 4] gives the noise of [P, 24].
     kw = dict(seed=8, step=1, device=kernel_backend.device, backend=kernel_backend.name)

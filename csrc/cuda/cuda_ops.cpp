@@ -1,0 +1,156 @@
+// CUDA implementations of the scorefast ops: argument checks (shared with the CPU ops in
+// csrc/langevin_op.h), device guard and stream, then the torch-free launchers of
+// csrc/cuda/*.cu. Compiled only in CUDA builds (setup.py defines SCOREFAST_WITH_CUDA).
+// Only c10/ATen core headers: the current stream comes from the CUDA device-guard
+// implementation registered by libtorch, so no c10/cuda or ATen/cuda header is needed.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/Stream.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "../langevin_op.h"
+#include "launchers.h"
+#include "scorefast/philox.h"
+
+namespace scorefast {
+namespace {
+
+// The current CUDA stream of `device` (the one torch's CUDA ops on that device use).
+cudaStream_t current_stream(const c10::Device& device) {
+  const c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+  return static_cast<cudaStream_t>(impl.getStreamNativeHandle(impl.getStream(device)));
+}
+
+void check_cuda_result(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "scorefast CUDA kernel ", what, " failed: ",
+              cudaGetErrorName(err), ": ", cudaGetErrorString(err));
+}
+
+void check_cuda_tensor(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor for the CUDA kernel, got ", t.device());
+}
+
+void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+  check_cuda_tensor(out, "out");
+  TORCH_CHECK(out.scalar_type() == at::kLong, "out must be int64, got ", out.scalar_type());
+  TORCH_CHECK(out.dim() == 3 && out.size(2) == 4, "out must have shape [P, Q, 4], got ", out.sizes());
+  TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
+  check_noise_counter(step, particle_offset);
+  TORCH_CHECK(out.size(1) <= (int64_t{1} << 32), "Q must be <= 2^32, got ", out.size(1));
+  if (out.numel() == 0) return;
+  const c10::DeviceGuard guard(out.device());
+  check_cuda_result(
+      cuda::launch_philox_fill(out.data_ptr<int64_t>(), out.size(0), out.size(1),
+                               static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
+                               static_cast<uint64_t>(particle_offset), current_stream(out.device())),
+      "philox_fill_");
+}
+
+void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+  check_cuda_tensor(out, "out");
+  TORCH_CHECK(out.scalar_type() == at::kFloat, "out must be float32, got ", out.scalar_type());
+  TORCH_CHECK(out.dim() >= 1, "out must have at least one dimension (dim 0 = particles)");
+  TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
+  check_noise_counter(step, particle_offset);
+  if (out.numel() == 0) return;
+  const int64_t D = out.numel() / out.size(0);
+  check_particle_size(D);
+  const c10::DeviceGuard guard(out.device());
+  check_cuda_result(
+      cuda::launch_normal_fill(out.data_ptr<float>(), out.size(0), D, static_cast<uint64_t>(seed),
+                               static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
+                               current_stream(out.device())),
+      "normal_fill_");
+}
+
+// Runs the kernels for a prepared call on x's device, writing into `out` (contiguous,
+// same device; may alias x).
+void run_langevin_cuda(LangevinCall& call, const at::Tensor& out) {
+  LangevinArgs args = call.args;
+  args.out = out.data_ptr();
+  if (args.num_particles * args.particle_size == 0) return;
+  const c10::DeviceGuard guard(call.x.device());
+  const cudaStream_t stream = current_stream(call.x.device());
+  at::Tensor factors;  // freed after the launches: the caching allocator orders reuse on this stream
+  if (call.max_score_norm.has_value()) {
+    factors = at::empty({args.num_particles}, call.x.options().dtype(acc_dtype_of(call.x)));
+    check_cuda_result(cuda::launch_score_clip_factors(args, *call.max_score_norm, factors.data_ptr(), stream),
+                      "langevin_step (score clip factors)");
+    args.score_factor = factors.data_ptr();
+  }
+  check_cuda_result(cuda::launch_langevin(args, stream), "langevin_step");
+}
+
+// prepare_langevin_call checks that every tensor is on x's device; x must be a CUDA one.
+LangevinCall prepare_cuda_call(
+    const at::Tensor& x, const at::Tensor& score, const std::optional<at::Tensor>& score_cond,
+    double guidance, double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+    double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+    const std::optional<at::Tensor>& noise, int64_t seed, int64_t step, int64_t particle_offset,
+    std::optional<double> clamp_min, std::optional<double> clamp_max,
+    std::optional<double> max_score_norm) {
+  check_cuda_tensor(x, "x");
+  // .contiguous() copies run on x's device and its current stream.
+  const c10::DeviceGuard guard(x.device());
+  return prepare_langevin_call(x, score, score_cond, guidance, step_size, step_size_per_particle,
+                               noise_scale, noise_scale_per_particle, noise, seed, step,
+                               particle_offset, clamp_min, clamp_max, max_score_norm);
+}
+
+at::Tensor langevin_step_cuda(const at::Tensor& x, const at::Tensor& score,
+                              const std::optional<at::Tensor>& score_cond, double guidance,
+                              double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                              double noise_scale,
+                              const std::optional<at::Tensor>& noise_scale_per_particle,
+                              const std::optional<at::Tensor>& noise, int64_t seed, int64_t step,
+                              int64_t particle_offset, std::optional<double> clamp_min,
+                              std::optional<double> clamp_max, std::optional<double> max_score_norm) {
+  LangevinCall call = prepare_cuda_call(x, score, score_cond, guidance, step_size,
+                                        step_size_per_particle, noise_scale,
+                                        noise_scale_per_particle, noise, seed, step,
+                                        particle_offset, clamp_min, clamp_max, max_score_norm);
+  at::Tensor out = at::empty_like(call.x, at::MemoryFormat::Contiguous);
+  run_langevin_cuda(call, out);
+  return out;
+}
+
+void langevin_step_cuda_(at::Tensor& x, const at::Tensor& score,
+                         const std::optional<at::Tensor>& score_cond, double guidance,
+                         double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                         double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+                         const std::optional<at::Tensor>& noise, int64_t seed, int64_t step,
+                         int64_t particle_offset, std::optional<double> clamp_min,
+                         std::optional<double> clamp_max, std::optional<double> max_score_norm) {
+  LangevinCall call = prepare_cuda_call(x, score, score_cond, guidance, step_size,
+                                        step_size_per_particle, noise_scale,
+                                        noise_scale_per_particle, noise, seed, step,
+                                        particle_offset, clamp_min, clamp_max, max_score_norm);
+  if (x.is_contiguous()) {
+    run_langevin_cuda(call, x);  // elementwise: each thread reads its elements before writing them
+  } else {
+    at::Tensor out = at::empty_like(call.x, at::MemoryFormat::Contiguous);
+    run_langevin_cuda(call, out);
+    const c10::DeviceGuard guard(x.device());
+    x.copy_(out);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
+  m.impl("philox_fill_", &philox_fill_cuda);
+  m.impl("normal_fill_", &normal_fill_cuda);
+  m.impl("langevin_step", &langevin_step_cuda);
+  m.impl("langevin_step_", &langevin_step_cuda_);
+}
+
+}  // namespace scorefast

@@ -1,0 +1,37 @@
+// Host launchers of the CUDA kernels (csrc/cuda/*.cu). Torch-free: raw device pointers,
+// sizes, the shared LangevinArgs, a stream; each returns the launch's cudaError_t
+// (cudaSuccess, or the error cudaGetLastError reports after the launch). Every launch is
+// asynchronous on `stream`; the caller keeps the buffers alive until it completes.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "scorefast/langevin.h"
+
+namespace scorefast {
+namespace cuda {
+
+// Philox words of the noise contract for P particles x Q groups: out is int64 [P, Q, 4]
+// (contiguous, device memory), entry [p, q, :] = Philox(lo32(p'), hi32(p'), step, q).
+cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups,
+                               uint64_t seed, uint32_t step, uint64_t particle_offset,
+                               cudaStream_t stream);
+
+// Standard normals of the noise contract: out is float32 [P, D] (contiguous).
+cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size,
+                               uint64_t seed, uint32_t step, uint64_t particle_offset,
+                               cudaStream_t stream);
+
+// Per-particle score multiplier min(1, max_norm / ||g_p||) (NaN when the norm is NaN),
+// g = s + w (s_c - s), norm accumulated in double. `factors` is [P] of the acc type
+// (double for float64 storage, float otherwise), as LangevinArgs::score_factor expects.
+cudaError_t launch_score_clip_factors(const LangevinArgs& args, double max_norm, void* factors,
+                                      cudaStream_t stream);
+
+// The fused update over all P x D elements into args.out (which may equal args.x).
+cudaError_t launch_langevin(const LangevinArgs& args, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace scorefast
