@@ -84,8 +84,10 @@ def _clip_factor_kernel(s_ptr, sc_ptr, factor_ptr, P, D, w: tl.int64, max_norm: 
         g64 = g.to(tl.float64)  # the norm accumulates in float64 for every storage type
         sum_sq += g64 * g64
     norm = tl.sqrt(tl.sum(sum_sq, axis=1))
-    # !(norm <= max) rather than norm > max: a NaN norm gives a NaN factor (the particle is NaN).
-    factor = tl.where(norm <= max_norm, 1.0, max_norm / norm)
+    # !(norm <= max) rather than norm > max: a NaN norm gives a NaN factor (the particle is
+    # NaN). Unclipped particles divide by 1, so a zero norm divides nothing by zero.
+    small = norm <= max_norm
+    factor = tl.where(small, 1.0, max_norm / tl.where(small, 1.0, norm))
     tl.store(factor_ptr + p, _to_acc(factor, F64), mask=row_ok)
 
 
