@@ -81,10 +81,15 @@ def _backward(ctx, grad):
             None, None, None, None, None, None)
 
 
-def register_op_extras(namespace: str) -> None:
-    """Fake kernels and autograd for ``namespace::langevin_step`` and ``langevin_step_``."""
-    torch.library.register_fake(f"{namespace}::langevin_step", _fake)
-    torch.library.register_fake(f"{namespace}::langevin_step_", _fake_inplace)
+def register_op_extras(namespace: str, *, fakes: bool = True) -> None:
+    """Fake kernels and autograd for ``namespace::langevin_step`` and ``langevin_step_``.
+
+    ``fakes=False`` skips the fake kernels, for ops that bring their own (a
+    ``torch.library.triton_op`` is its own fake kernel; registering another one is an error).
+    """
+    if fakes:
+        torch.library.register_fake(f"{namespace}::langevin_step", _fake)
+        torch.library.register_fake(f"{namespace}::langevin_step_", _fake_inplace)
     torch.library.register_autograd(f"{namespace}::langevin_step", _backward, setup_context=_setup_context)
 
 
