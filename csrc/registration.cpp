@@ -26,6 +26,12 @@ TORCH_LIBRARY(scorefast, m) {
       "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, "
       "Tensor? noise, int seed, int step, int particle_offset, float? clamp_min, float? clamp_max, "
       "float? max_score_norm) -> ()");
+  // Score [N, D] and log-density [N] of a Gaussian mixture at x [N, D] (see scorefast/gmm.h):
+  // means [K, D], var [K, 1] or [K, D], factor [K, D, D] or None, log_const [K], sigma2 [N]
+  // or None, all in the math dtype (float64 for float64 x, float32 otherwise).
+  m.def(
+      "gmm_score(Tensor x, Tensor means, Tensor var, Tensor inv_var, Tensor? factor, "
+      "Tensor log_const, Tensor? sigma2) -> (Tensor, Tensor)");
 }
 
 namespace {

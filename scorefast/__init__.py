@@ -7,6 +7,8 @@ rounding, because the noise is counter-based (``scorefast.noise``).
 from . import _extension  # noqa: F401  (loads the compiled ops, warns once if missing)
 from . import reference
 from .backend_registry import backends
+from . import targets
+from .gmm import gmm_score
 from .langevin import langevin_step, langevin_step_
 from .noise import normal, normal_like, philox_words, random_seed
 
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "backends",
+    "gmm_score",
     "langevin_step",
     "langevin_step_",
     "normal",
@@ -21,4 +24,5 @@ __all__ = [
     "philox_words",
     "random_seed",
     "reference",
+    "targets",
 ]

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
 
 namespace scorefast {
@@ -21,6 +22,8 @@ struct KernelTable {
   // Per-particle score multiplier min(1, max_norm / ||g_p||) for particles [begin, end).
   void (*score_clip_factors)(const LangevinArgs& args, double max_norm, void* factors,
                              int64_t begin, int64_t end);
+  // gmm_score for points [begin, end).
+  void (*gmm_score)(const GmmArgs& args, int64_t begin, int64_t end);
 };
 
 extern const KernelTable kGenericKernels;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "cpu_kernels.h"
 #include "scorefast/langevin.h"
@@ -28,6 +29,7 @@ namespace avx2 {
 #include "noise_kernels.h"
 #include "noise_avx2.h"
 #include "langevin_kernels.h"
+#include "gmm_kernels.h"
 
 }  // namespace avx2
 
@@ -36,6 +38,7 @@ const KernelTable kAvx2Kernels = {
     avx2::normal_fill_range,
     avx2::langevin_range,
     avx2::score_clip_factors_range,
+    avx2::gmm_score_range,
 };
 
 }  // namespace cpu

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "cpu_kernels.h"
 #include "scorefast/langevin.h"
@@ -20,6 +21,7 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
 }
 
 #include "langevin_kernels.h"
+#include "gmm_kernels.h"
 
 }  // namespace generic
 
@@ -28,6 +30,7 @@ const KernelTable kGenericKernels = {
     generic::normal_fill_range,
     generic::langevin_range,
     generic::score_clip_factors_range,
+    generic::gmm_score_range,
 };
 
 }  // namespace cpu

@@ -1,0 +1,100 @@
+"""gmm_score: score and log-density of a Gaussian mixture in one fused pass.
+
+The ops ``<ns>::gmm_score(x, means, var, inv_var, factor, log_const, sigma2) -> (score, log_prob)``
+(namespaces ``scorefast``, ``scorefast_triton``, ``scorefast_numba``) take the mixture in
+kernel form (``GaussianMixture.kernel_params``; csrc/include/scorefast/gmm.h) and stream
+over components with an online log-sum-exp, so no N x K x D tensor is formed. This module
+adds their fake kernels, a clear error for gradients, and the public function.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from . import _checks, _extension
+from . import backend_registry as backends
+from .reference.gmm import gmm_score_ref
+
+SCHEMA = ("(Tensor x, Tensor means, Tensor var, Tensor inv_var, Tensor? factor, Tensor log_const, "
+          "Tensor? sigma2) -> (Tensor, Tensor)")
+
+
+def _fake(x, means, var, inv_var, factor, log_const, sigma2):
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1])
+
+
+def _setup_context(ctx, inputs, output):
+    pass
+
+
+def _backward(ctx, grad_score, grad_log_prob):
+    raise RuntimeError(
+        "gmm_score has no gradient: the score is already grad log p. For derivatives of the "
+        "score (e.g. its Jacobian), use scorefast.reference.gmm.gmm_score_ref, which is "
+        "differentiable by autograd.")
+
+
+def register_op_extras(namespace: str, fakes: bool = True) -> None:
+    """Fake kernel and the no-gradient rule for ``namespace::gmm_score``."""
+    if fakes:
+        torch.library.register_fake(f"{namespace}::gmm_score", _fake)
+    torch.library.register_autograd(f"{namespace}::gmm_score", _backward, setup_context=_setup_context)
+
+
+if _extension.extension() is not None:
+    register_op_extras("scorefast")
+
+
+def _sigma_args(sigma, x: torch.Tensor):
+    """(scalar sigma^2 or None, per-point sigma tensor or None)."""
+    if sigma is None:
+        return None, None
+    if isinstance(sigma, torch.Tensor) and sigma.dim() == 0:
+        sigma = float(sigma)
+    if isinstance(sigma, torch.Tensor):
+        _checks.check_per_particle(sigma, x, "sigma")
+        return None, sigma
+    if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
+        raise TypeError(f"sigma must be None, a real number or a tensor of shape ({x.shape[0]},), got {type(sigma).__name__}")
+    s = _checks.check_real(sigma, "sigma", minimum=0.0)
+    return s * s, None
+
+
+def gmm_score(x: torch.Tensor, mixture, *, sigma=None, backend: str = "auto"):
+    """Score and log-density of a Gaussian mixture, optionally convolved with N(0, sigma^2 I).
+
+    Args:
+        x: points, (N, D); float32, float64, float16 or bfloat16 (16-bit inputs are
+            computed in float32). Any strides.
+        mixture: a ``scorefast.targets.GaussianMixture`` (isotropic, diagonal or full).
+        sigma: None (the mixture itself), a float >= 0, or a (N,) tensor: one noise level
+            per point (each component's covariance gains sigma^2 I).
+        backend: 'auto', 'reference', 'cpp', 'cuda', 'triton' or 'numba'.
+
+    Returns:
+        (score (N, D), log_prob (N,)), in x's dtype. Log-sum-exp stable: far points and tiny
+        variances give finite results; NaN in a row gives NaN in that row only.
+    """
+    from .targets.mixture import GaussianMixture
+
+    _checks.check_float_tensor(x, "x", min_dim=2)
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (N, D), got {list(x.shape)}")
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a scorefast.targets.GaussianMixture, got {type(mixture).__name__}")
+    if x.shape[1] != mixture.dim:
+        raise ValueError(f"x must have D = {mixture.dim} coordinates (the mixture's), got shape {list(x.shape)}")
+    s2, sigma_pp = _sigma_args(sigma, x)
+    name = backends.resolve(backend, x.device)
+    if name == "reference":
+        sig = sigma_pp if sigma_pp is not None else (None if s2 is None else s2 ** 0.5)
+        means = mixture.means.to(x.device)
+        score, log_p = gmm_score_ref(x, means, mixture.log_weights.to(x.device), mixture.kind,
+                                     mixture.cov.to(x.device), sig)
+        return score.to(x.dtype), log_p.to(x.dtype)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    p = mixture.kernel_params(acc, x.device, s2, per_point=sigma_pp is not None)
+    sigma2 = None if sigma_pp is None else (sigma_pp.to(acc) ** 2).contiguous()
+    ns = backends.op_namespace(name)
+    return ns.gmm_score(x, p["means"], p["var"], p["inv_var"], p["factor"], p["log_const"], sigma2)
