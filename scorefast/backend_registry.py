@@ -114,16 +114,29 @@ def check_name(name: str) -> None:
         raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, NAMES))}, got {name!r}")
 
 
+def has_op(backend: str, op: str) -> bool:
+    """Whether an available ``backend`` carries a kernel for ``op`` (the reference has them all)."""
+    if backend == "reference":
+        return True
+    if not status(backend).available:
+        return False
+    try:
+        getattr(op_namespace(backend), op)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 # Under torch.compile the choice is made once at trace time and baked into the graph.
 @torch.compiler.assume_constant_result
-def resolve(backend: str, device: torch.device) -> str:
-    """The backend that runs a call on ``device``: ``backend`` itself, checked, or the auto choice."""
+def resolve(backend: str, device: torch.device, op: str = "langevin_step") -> str:
+    """The backend that runs ``op`` on ``device``: ``backend`` itself, checked, or the auto choice."""
     check_name(backend)
     dev = device.type
     if backend == "auto":
         for name in _AUTO_ORDER.get(dev, ("reference",)):
             s = status(name)
-            if s.available and dev in s.devices:
+            if s.available and dev in s.devices and has_op(name, op):
                 return name
         return "reference"
     s = status(backend)
@@ -132,6 +145,8 @@ def resolve(backend: str, device: torch.device) -> str:
     if dev not in s.devices:
         runs_on = " and ".join(s.devices)
         raise ValueError(f"backend {backend!r} runs on {runs_on} tensors, got tensors on {device}")
+    if not has_op(backend, op):
+        raise NotImplementedError(f"backend {backend!r} has no {op} kernel; use backend='auto' or 'reference'")
     return backend
 
 

@@ -86,7 +86,7 @@ def gmm_score(x: torch.Tensor, mixture, *, sigma=None, backend: str = "auto"):
     if x.shape[1] != mixture.dim:
         raise ValueError(f"x must have D = {mixture.dim} coordinates (the mixture's), got shape {list(x.shape)}")
     s2, sigma_pp = _sigma_args(sigma, x)
-    name = backends.resolve(backend, x.device)
+    name = backends.resolve(backend, x.device, "gmm_score")
     if name == "reference":
         sig = sigma_pp if sigma_pp is not None else (None if s2 is None else s2 ** 0.5)
         means = mixture.means.to(x.device)

@@ -1,0 +1,294 @@
+"""gmm_score: every backend against the float64 reference within an error budget, for every
+covariance kind and noise-level mode; stability (far points, tiny variances, zero weights,
+NaN rows); errors; opcheck; torch.compile; property tests over K, D, kind and scale."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import scorefast
+from scorefast.reference.gmm import gmm_log_joint_ref, gmm_score_ref
+from scorefast.targets import GaussianMixture, random_mixture
+
+U = {torch.float32: 2.0**-24, torch.float64: 2.0**-52, torch.float16: 2.0**-24, torch.bfloat16: 2.0**-24}
+KINDS = ["isotropic", "diagonal", "full"]
+SIGMAS = ["none", "scalar", "per_point"]
+
+
+def _sigma(mode, n, device, dtype):
+    if mode == "none":
+        return None
+    if mode == "scalar":
+        return 0.37
+    g = torch.Generator().manual_seed(5)
+    s = torch.rand(n, generator=g, dtype=torch.float64) * 2
+    s[0] = 0.0  # sigma = 0 is the mixture itself
+    return s.to(dtype if dtype == torch.float64 else torch.float32).to(device)
+
+
+def gmm_budget(x, mix: GaussianMixture, sigma, dtype):
+    """(reference score, reference log p, tolerance on the score, tolerance on log p), float64.
+
+    Component k's log-joint l_k = c_k - q_k / 2 (q_k the precision-weighted squared distance,
+    c_k = log w_k - D/2 log 2pi - logdet_k / 2) carries a rounding error of at most
+    dl_k = 4u (|c_k| + (D + 2) q_k + g sqrt(q_k lam_k) ||(|mu_k| + |x - mu_k|)||): the constant,
+    the D-term sums, and the rounding of x - mu_k (and of the factor F_k, g = 2 (1 + sqrt(D))
+    for full covariances, g = 2 otherwise) through the precision, whose largest eigenvalue is
+    lam_k. Responsibilities move by r_k (dl_k - mean dl), so
+    |d score| <= sum r_k dl_k |s_k| + (sum r_k dl_k)(sum r_k |s_k|) + (D + 8) u sum r_k |s_k|
+                 + g u sum r_k lam_k ||(|mu_k| + |x - mu_k|)||  (each s_k's own rounding),
+    |d log p| <= sum r_k dl_k + 4u |log p|. 16-bit outputs add one storage ulp.
+    """
+    u = U[dtype]
+    xd = x.double().cpu()
+    sig = sigma.double().cpu() if isinstance(sigma, torch.Tensor) else sigma
+    means, logw = mix.means.cpu(), mix.log_weights.cpu()
+    lj, sk = gmm_log_joint_ref(xd, means, logw, mix.kind, mix.cov.cpu(), sig)
+    score, log_p = gmm_score_ref(xd, means, logw, mix.kind, mix.cov.cpu(), sig)
+    r = torch.softmax(lj, dim=1)
+    D = x.shape[1]
+    s2 = 0.0 if sig is None else (sig**2 if not isinstance(sig, torch.Tensor) else (sig**2)[:, None])
+    eig = torch.linalg.eigvalsh(mix.covariances().cpu())  # (K, D)
+    eig = eig[None] + (s2[:, :, None] if isinstance(s2, torch.Tensor) else s2)  # (1 or N, K, D)
+    logdet = torch.log(eig).sum(-1)
+    lam = 1.0 / eig[..., 0]
+    c = logw[None, :] - 0.5 * D * math.log(2 * math.pi) - 0.5 * logdet
+    q = (2 * (c - lj)).clamp(min=0)
+    d = xd[:, None, :] - means[None]
+    spread = (means.abs()[None] + d.abs()).norm(dim=-1)
+    g = 2 * (1 + math.sqrt(D)) if mix.kind == "full" else 2.0
+    dl = 4 * u * (c.abs() + (D + 2) * q + g * torch.sqrt(q * lam) * spread)
+    dl = torch.where(r > 0, dl, torch.zeros_like(dl))
+    sk_abs = sk.abs()
+    r_dl = (r * dl).sum(1)
+    mag = (r[:, :, None] * sk_abs).sum(1)
+    # the component scores themselves: relative rounding, plus x - mu_k's rounding through the precision
+    input_err = g * u * (r * lam * spread).sum(1, keepdim=True)
+    tol_score = ((r * dl)[:, :, None] * sk_abs).sum(1) + r_dl[:, None] * mag + (D + 8) * u * mag + input_err
+    tol_logp = r_dl + 4 * u * log_p.abs()
+    if dtype in (torch.float16, torch.bfloat16):
+        mant = 10 if dtype == torch.float16 else 7
+        ulp = lambda v: torch.exp2(torch.floor(torch.log2(v.abs().clamp(min=1e-30))) - mant)  # noqa: E731
+        tol_score = tol_score + ulp(score)
+        tol_logp = tol_logp + ulp(log_p)
+    return score, log_p, tol_score, tol_logp
+
+
+def assert_budget(actual, expected, tol, what):
+    a, e = actual.double().cpu(), expected.double()
+    assert torch.equal(torch.isnan(a), torch.isnan(e)), f"{what}: NaN pattern differs"
+    ok = ~torch.isnan(e)
+    err = (a - e).abs()[ok]
+    bad = err > tol.expand_as(a)[ok]
+    assert not bool(bad.any()), (
+        f"{what}: {int(bad.sum())} of {err.numel()} exceed the budget; worst excess "
+        f"{(err / tol.expand_as(a)[ok].clamp(min=1e-300)).max().item():.3g}x")
+
+
+def _require_gmm(kb):
+    # Every backend that loads must carry the op: a missing kernel is a failure, not a skip.
+    assert scorefast.backend_registry.has_op(kb.name, "gmm_score"), f"{kb.name} has no gmm_score kernel"
+
+
+def _shape(kb, n, k, d):
+    return (min(n, 7), min(k, 3), min(d, 4)) if kb.interpreted else (n, k, d)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sigma_mode", SIGMAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_matches_reference(kernel_backend, kind, sigma_mode, dtype):
+    _require_gmm(kernel_backend)
+    for N, K, D in [(37, 3, 5), (5, 1, 1), (9, 4, 2)]:
+        N, K, D = _shape(kernel_backend, N, K, D)
+        mix = random_mixture(K, D, seed=K * 10 + D, kind=kind, device=kernel_backend.device)
+        x = mix.sample(N, seed=1).to(dtype).to(kernel_backend.device)
+        x[0] += 3.0  # a point between modes
+        sigma = _sigma(sigma_mode, N, kernel_backend.device, dtype)
+        score, log_p = scorefast.gmm_score(x, mix, sigma=sigma, backend=kernel_backend.name)
+        assert score.dtype == dtype and log_p.dtype == dtype
+        assert score.shape == (N, D) and log_p.shape == (N,)
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, dtype)
+        assert_budget(score, ref_s, tol_s, f"score {kind} {sigma_mode} {(N, K, D)}")
+        assert_budget(log_p, ref_l, tol_l, f"log_prob {kind} {sigma_mode} {(N, K, D)}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_larger_shapes(kernel_backend, kind):
+    _require_gmm(kernel_backend)
+    shapes = [(6, 3, 3)] if kernel_backend.interpreted else [(1000, 25, 2), (300, 16, 33), (64, 5, 70)]
+    for N, K, D in shapes:
+        mix = random_mixture(K, D, seed=3, kind=kind, device=kernel_backend.device)
+        x = mix.sample(N, seed=2).float().to(kernel_backend.device)
+        score, log_p = scorefast.gmm_score(x, mix, backend=kernel_backend.name)
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32)
+        assert_budget(score, ref_s, tol_s, f"score {(N, K, D)}")
+        assert_budget(log_p, ref_l, tol_l, f"log_prob {(N, K, D)}")
+
+
+def test_far_points_tiny_variances_zero_weights(kernel_backend):
+    _require_gmm(kernel_backend)
+    dev = kernel_backend.device
+    means = torch.tensor([[0.0, 0.0], [3.0, 1.0], [-2.0, 5.0]], dtype=torch.float64)
+    cases = [
+        GaussianMixture(means, variance=1e-6),
+        GaussianMixture(means, weights=torch.tensor([0.0, 1.0, 0.0]), variance=torch.tensor([1.0, 0.5, 2.0])),
+        GaussianMixture(means[:1], variance=1e-6),  # K = 1
+        GaussianMixture(means, diagonal=torch.tensor([[1e-6, 1.0], [1.0, 1e-6], [1e-3, 1e-3]])),
+        GaussianMixture(means, covariance=torch.tensor([[1e-6, 0.0], [0.0, 1e-6]]).expand(3, 2, 2).clone()),
+    ]
+    x = torch.tensor([[1e4, -1e4], [0.0, 0.0], [3.0, 1.0], [-1e4, 3.0], [1.5, 0.5]], dtype=torch.float64)
+    for mix in cases:
+        for dtype in (torch.float32, torch.float64):
+            xd = x.to(dtype).to(dev)
+            score, log_p = scorefast.gmm_score(xd, mix, backend=kernel_backend.name)
+            assert bool(torch.isfinite(score).all()) and bool(torch.isfinite(log_p).all()), mix
+            ref_s, ref_l, tol_s, tol_l = gmm_budget(xd, mix, None, dtype)
+            assert_budget(score, ref_s, tol_s, f"score {mix}")
+            assert_budget(log_p, ref_l, tol_l, f"log_prob {mix}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_stays_in_its_row(kernel_backend, kind):
+    _require_gmm(kernel_backend)
+    mix = random_mixture(3, 3, seed=4, kind=kind, device=kernel_backend.device)
+    x = mix.sample(5, seed=0).float().to(kernel_backend.device)
+    x[2, 1] = float("nan")
+    score, log_p = scorefast.gmm_score(x, mix, backend=kernel_backend.name)
+    assert bool(torch.isnan(score[2]).all()) and bool(torch.isnan(log_p[2]))
+    keep = torch.tensor([0, 1, 3, 4])
+    assert bool(torch.isfinite(score[keep]).all()) and bool(torch.isfinite(log_p[keep]).all())
+
+
+def test_noncontiguous_and_empty(kernel_backend):
+    _require_gmm(kernel_backend)
+    mix = random_mixture(3, 4, seed=6, kind="diagonal", device=kernel_backend.device)
+    x = mix.sample(12, seed=0).float().to(kernel_backend.device)
+    strided = torch.empty(12, 8, device=kernel_backend.device)[:, ::2]
+    strided.copy_(x)
+    a = scorefast.gmm_score(strided, mix, backend=kernel_backend.name)
+    b = scorefast.gmm_score(x, mix, backend=kernel_backend.name)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    s, lp = scorefast.gmm_score(x[:0], mix, backend=kernel_backend.name)
+    assert s.shape == (0, 4) and lp.shape == (0,)
+
+
+def test_per_point_sigma_equals_scalar_sigma(kernel_backend):
+    _require_gmm(kernel_backend)
+    for kind in KINDS:
+        mix = random_mixture(3, 3, seed=7, kind=kind, device=kernel_backend.device)
+        x = mix.sample(6, seed=0).double().to(kernel_backend.device)
+        a = scorefast.gmm_score(x, mix, sigma=0.5, backend=kernel_backend.name)
+        b = scorefast.gmm_score(x, mix, sigma=torch.full((6,), 0.5, dtype=torch.float64, device=x.device),
+                                backend=kernel_backend.name)
+        torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a[1], b[1], rtol=1e-12, atol=1e-12)
+
+
+def test_opcheck_and_no_gradient(kernel_backend):
+    _require_gmm(kernel_backend)
+    mix = random_mixture(2, 3, seed=8, kind="full", device=kernel_backend.device)
+    x = mix.sample(4, seed=0).float().to(kernel_backend.device)
+    p = mix.kernel_params(torch.float32, x.device, None, per_point=False)
+    op = getattr(scorefast.backend_registry.op_namespace(kernel_backend.name), "gmm_score")
+    args = (x, p["means"], p["var"], p["inv_var"], p["factor"], p["log_const"], None)
+    if not kernel_backend.interpreted:
+        torch.library.opcheck(op.default, args)
+    xg = x.clone().requires_grad_(True)
+    score, _ = scorefast.gmm_score(xg, mix, backend=kernel_backend.name)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        score.sum().backward()
+
+
+def test_compile_fullgraph():
+    mix = random_mixture(4, 2, seed=9)
+    x = mix.sample(50, seed=0).float()
+
+    @torch.compile(fullgraph=True)
+    def step(x):
+        s, lp = scorefast.gmm_score(x, mix, backend="cpp")
+        return x + 0.1 * s, lp
+
+    y, lp = step(x)
+    s_e, lp_e = scorefast.gmm_score(x, mix, backend="cpp")
+    torch.testing.assert_close(y, x + 0.1 * s_e)
+    torch.testing.assert_close(lp, lp_e)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(K=st.integers(1, 12), D=st.integers(1, 9), kind=st.sampled_from(KINDS),
+       scale=st.sampled_from([1e-3, 1.0, 30.0]), seed=st.integers(0, 2**16), sigma=st.sampled_from([None, 0.0, 0.8]))
+def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
+    mix = random_mixture(K, D, seed=seed, kind=kind, spread=4.0 * scale)
+    if kind != "full":
+        mix = GaussianMixture(mix.means, mix.weights, **({"variance": mix.cov * scale**2} if kind == "isotropic"
+                                                          else {"diagonal": mix.cov * scale**2}))
+    else:
+        mix = GaussianMixture(mix.means, mix.weights, covariance=mix.cov * scale**2)
+    x = (mix.sample(16, seed=seed + 1) + scale * torch.randn(16, D, dtype=torch.float64)).float()
+    score, log_p = scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp")
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
+# -- errors ------------------------------------------------------------------------------
+
+def test_errors_name_the_argument():
+    mix = random_mixture(2, 3, seed=0)
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="D = 3"):
+        scorefast.gmm_score(torch.randn(4, 2), mix)
+    with pytest.raises(ValueError, match=r"shape \(N, D\)"):
+        scorefast.gmm_score(torch.randn(4, 3, 1), mix)
+    with pytest.raises(TypeError, match="x must be float"):
+        scorefast.gmm_score(torch.ones(4, 3, dtype=torch.int64), mix)
+    with pytest.raises(TypeError, match="GaussianMixture"):
+        scorefast.gmm_score(x, "mixture")
+    with pytest.raises(ValueError, match="sigma"):
+        scorefast.gmm_score(x, mix, sigma=-1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        scorefast.gmm_score(x, mix, sigma=float("nan"))
+    with pytest.raises(ValueError, match="sigma"):
+        scorefast.gmm_score(x, mix, sigma=torch.ones(5))
+    with pytest.raises(ValueError, match="sigma"):
+        scorefast.gmm_score(x, mix, sigma=torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="backend"):
+        scorefast.gmm_score(x, mix, backend="nope")
+
+
+def test_op_checks_guard_direct_calls():
+    mix = random_mixture(2, 3, seed=0)
+    p = mix.kernel_params(torch.float32, torch.device("cpu"), None, per_point=False)
+    x = torch.randn(4, 3)
+    op = torch.ops.scorefast.gmm_score
+    with pytest.raises(RuntimeError, match="empty"):
+        op(x, p["means"][:0], p["var"][:0], p["inv_var"][:0], None, p["log_const"][:0], None)
+    with pytest.raises(RuntimeError, match="means must be Float"):
+        op(x, p["means"].double(), p["var"], p["inv_var"], None, p["log_const"], None)
+    with pytest.raises(RuntimeError, match="sigma2 must have shape"):
+        op(x, p["means"], p["var"], p["inv_var"], None, p["log_const"], torch.ones(3))
+    with pytest.raises(RuntimeError, match="factor must have shape"):
+        op(x, p["means"], p["var"], p["inv_var"], torch.ones(2, 3, 2), p["log_const"], None)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(means=torch.zeros(0, 2)), "empty"),
+    (dict(means=torch.zeros(2, 2), weights=torch.tensor([0.0, 0.0])), "not all zero"),
+    (dict(means=torch.zeros(2, 2), weights=torch.tensor([1.0, -1.0])), "non-negative"),
+    (dict(means=torch.zeros(2, 2), variance=0.0), "positive"),
+    (dict(means=torch.zeros(2, 2), variance=torch.ones(3)), r"\(2,\)"),
+    (dict(means=torch.zeros(2, 2), diagonal=torch.ones(2, 3)), r"\(2, 2\)"),
+    (dict(means=torch.zeros(2, 2), covariance=torch.tensor([[1.0, 2.0], [2.0, 1.0]]).expand(2, 2, 2)), "positive definite"),
+    (dict(means=torch.zeros(2, 2), covariance=torch.tensor([[1.0, 0.5], [0.0, 1.0]]).expand(2, 2, 2)), "symmetric"),
+    (dict(means=torch.zeros(2, 2), variance=1.0, diagonal=torch.ones(2, 2)), "at most one"),
+    (dict(means=torch.tensor([[float("nan"), 0.0]])), "finite"),
+    (dict(means=torch.zeros(2, 2), log_weights=torch.tensor([-math.inf, -math.inf])), "not all -inf"),
+])
+def test_mixture_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(**kwargs)
