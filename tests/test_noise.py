@@ -227,3 +227,20 @@ def test_independence(pair):
     assert abs(_corr(a, b)) < 5 / math.sqrt(n), pair
     # Squares too: catches dependence that keeps the correlation at zero.
     assert abs(_corr(a**2, b**2)) < 5 / math.sqrt(n) * 2, f"{pair} (squares)"
+
+
+@pytest.mark.parametrize("D", [1, 2, 3, 4])
+@pytest.mark.parametrize("offset", [0, 2**32 - 13, 2**40 - 1])
+def test_small_particles_across_the_32bit_carry(kernel_backend, D, offset):
+    # Small particles are vectorised across particles: ids in one vector straddle 2^32 here.
+    P = 5 if kernel_backend.interpreted else 67
+    seed, step = 2**63 + 9, 3
+    expected = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend="reference")
+    got = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset,
+                           device=kernel_backend.device, backend=kernel_backend.name)
+    assert_within(got.cpu(), expected, noise_tolerance(P, D, seed, step, offset), f"normals D={D}")
+    # the same ids reached through chunked calls
+    parts = [scorefast.normal((n, D), seed=seed, step=step, particle_offset=offset + s,
+                              device=kernel_backend.device, backend=kernel_backend.name)
+             for s, n in ((0, 11), (11, P - 11))]
+    assert torch.equal(torch.cat(parts).cpu(), got.cpu())

@@ -158,6 +158,58 @@ static inline void row_groups(const RoundKeys& keys, uint64_t particle, uint32_t
   }
 }
 
+// Whole particles of D <= 4 elements (one Philox group each), 8K particles at a time:
+// lane i of vector k is particle first + 8k + i. D <= 2 needs only the first Box-Muller pair.
+template <int K, int D>
+static inline void small_particles(const RoundKeys& keys, uint64_t first, uint32_t step, float* out) {
+  __m256i c0[K], c1[K], c2[K], c3[K];
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  for (int k = 0; k < K; ++k) {
+    const uint64_t base = first + 8u * static_cast<uint64_t>(k);
+    const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))), lanes);
+    // lo wrapped past 2^32 exactly where lo < lane (unsigned): carry into the high word
+    const __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(lanes, sign), _mm256_xor_si256(lo, sign));
+    c0[k] = lo;
+    c1[k] = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32))), carry);
+    c2[k] = _mm256_set1_epi32(static_cast<int>(step));
+    c3[k] = _mm256_setzero_si256();
+  }
+  philox<K>(keys, c0, c1, c2, c3);
+  for (int k = 0; k < K; ++k) {
+    float* o = out + 8 * D * k;
+    __m256 z0, z1;
+    box_muller(c0[k], c1[k], z0, z1);
+    if (D == 1) {
+      _mm256_storeu_ps(o, z0);
+    } else if (D == 2) {
+      const __m256 lo = _mm256_unpacklo_ps(z0, z1), hi = _mm256_unpackhi_ps(z0, z1);
+      _mm256_storeu_ps(o, _mm256_permute2f128_ps(lo, hi, 0x20));
+      _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    } else {
+      __m256 z2, z3;
+      box_muller(c2[k], c3[k], z2, z3);
+      if (D == 4) {
+        store_groups(o, z0, z1, z2, z3);
+      } else {
+        alignas(32) float z[32];
+        store_groups(z, z0, z1, z2, z3);
+        for (int i = 0; i < 8; ++i)
+          for (int j = 0; j < D; ++j) o[D * i + j] = z[4 * i + j];
+      }
+    }
+  }
+}
+
+template <int D>
+static inline int64_t small_run(const RoundKeys& keys, uint64_t first, uint32_t step, float* out,
+                                int64_t particles) {
+  int64_t p = 0;
+  for (; particles - p >= 16; p += 16) small_particles<2, D>(keys, first + p, step, out + D * p);
+  for (; particles - p >= 8; p += 8) small_particles<1, D>(keys, first + p, step, out + D * p);
+  return p;
+}
+
 // Groups from anywhere (different particles, partial groups): gathered 8 at a time.
 struct GroupBatch {
   alignas(32) uint32_t c0[8], c1[8], c3[8];
@@ -207,6 +259,20 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
   int64_t d = begin - p * D;
   int64_t i = 0;
   while (i < n) {
+    if (D <= 4 && d == 0 && n - i >= 8 * D) {  // runs of whole small particles, vectorised across particles
+      const uint64_t first = particle_offset + static_cast<uint64_t>(p);
+      const int64_t whole = (n - i) / D;
+      int64_t done = 0;
+      switch (D) {
+        case 1: done = small_run<1>(keys, first, step, dst + i, whole); break;
+        case 2: done = small_run<2>(keys, first, step, dst + i, whole); break;
+        case 3: done = small_run<3>(keys, first, step, dst + i, whole); break;
+        default: done = small_run<4>(keys, first, step, dst + i, whole); break;
+      }
+      p += done;
+      i += done * D;
+      if (i >= n) break;
+    }
     const int64_t len = n - i < D - d ? n - i : D - d;  // elements of particle p here
     const uint64_t particle = particle_offset + static_cast<uint64_t>(p);
     int64_t e = d, stop = d + len;
