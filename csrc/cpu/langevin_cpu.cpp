@@ -7,6 +7,7 @@
 
 #include "../langevin_op.h"
 #include "cpu_kernels.h"
+#include "memory_hints.h"
 
 namespace scorefast {
 namespace {
@@ -52,6 +53,7 @@ at::Tensor langevin_step_cpu(const at::Tensor& x, const at::Tensor& score,
                                             noise_scale_per_particle, noise, seed, step,
                                             particle_offset, clamp_min, clamp_max, max_score_norm);
   at::Tensor out = at::empty_like(call.x, at::MemoryFormat::Contiguous);
+  cpu::advise_huge_pages(out.data_ptr(), out.nbytes());
   run_langevin_cpu(call, out);
   return out;
 }
