@@ -1,11 +1,20 @@
-// gmm_score on the CPU for points [begin, end): one point at a time, components streamed
-// with an online log-sum-exp (see scorefast/gmm.h). Included inside an ISA namespace by
-// isa_*.cpp, so the inner loops over D vectorise for the ISA.
+// gmm_score on the CPU for points [begin, end). Included inside an ISA namespace by
+// isa_*.cpp, so the loops below vectorise for that ISA. Two layouts:
+//  - small D (<= 4, float math): 8 points side by side, each component's log-joint and
+//    score evaluated for the 8 at once (the loops over the 8 lanes vectorise), with a
+//    polynomial exp; two passes over components (running max, then sum of exp(l - max))
+//    so each (point, component) costs one exp;
+//  - any D: a block of points against one component at a time, the online log-sum-exp
+//    state of the block kept in a small buffer, so a component's parameters (a D x D
+//    factor) are read once per block, not once per point.
+// Nothing of size N x K x D is formed. See scorefast/gmm.h for the math.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "scorefast/gmm.h"
@@ -16,8 +25,158 @@ namespace gmm_detail {
 using scorefast::GmmArgs;
 using scorefast::Storage;
 
-template <typename T, bool kFull, bool kPerPointSigma>
-static void gmm_range_impl(const GmmArgs& a, int64_t begin, int64_t end) {
+// Portable 8-lane float vectors (GCC/Clang vector extensions): the same source is SSE2 in
+// the generic build and AVX2 in the AVX2 build, without relying on the auto-vectoriser.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f splat(float v) { return v8f{v, v, v, v, v, v, v, v}; }
+static inline v8i splat_i(int32_t v) { return v8i{v, v, v, v, v, v, v, v}; }
+
+// exp, ~1 ulp (Cephes expf). exp(-inf) = 0 (below -104 the result underflows), NaN stays NaN.
+static inline v8f vexp(v8f x) {
+  const v8i nan = x != x;
+  v8f xc = x < splat(-104.0f) ? splat(-104.0f) : x;
+  xc = xc > splat(88.5f) ? splat(88.5f) : xc;
+  const v8f tr = xc * splat(1.44269504088896341f) + splat(0.5f);
+  v8i ni = __builtin_convertvector(tr, v8i);  // truncates; make it floor
+  v8f n = __builtin_convertvector(ni, v8f);
+  const v8i above = n > tr;
+  ni = ni + above;  // mask is -1 where n > tr
+  n = __builtin_convertvector(ni, v8f);
+  v8f r = xc - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  v8f p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r * r + r + splat(1.0f);
+  ni = nan ? splat_i(0) : ni;
+  // 2^n in two halves so n down to -151 (subnormal results) stays representable
+  const v8i n1 = ni >> 1, n2 = ni - n1;
+  const v8f s1 = (v8f)((n1 + 127) << 23), s2 = (v8f)((n2 + 127) << 23);
+  const v8f out = p * s1 * s2;
+  return nan ? x : out;
+}
+
+static inline float exp_scalar(float x) { return vexp(splat(x))[0]; }
+static inline double exp_scalar(double x) { return std::exp(x); }
+
+// ---- small D, float math: 8 points per step ----------------------------------------------
+
+template <typename T, int D, bool kFull, bool kPerPointSigma, bool kIso>
+static void gmm_small(const GmmArgs& a, int64_t begin, int64_t end) {
+  const int64_t K = a.num_components, VC = a.var_cols;
+  const T* x = static_cast<const T*>(a.x);
+  const float* means = static_cast<const float*>(a.means);
+  const float* var = static_cast<const float*>(a.var);
+  const float* inv_var = static_cast<const float*>(a.inv_var);
+  const float* factor = static_cast<const float*>(a.factor);
+  const float* log_const = static_cast<const float*>(a.log_const);
+  const float* sigma2 = static_cast<const float*>(a.sigma2);
+  T* score = static_cast<T*>(a.score);
+  T* log_prob = static_cast<T*>(a.log_prob);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<float> lbuf(static_cast<size_t>(K) * 8);  // plain floats: no over-aligned allocation
+
+  // Component k's log-joint l and precision-weighted residual u = h . t for the 8 points.
+  auto component = [&](int64_t k, const v8f* xs, v8f s2, v8f* u) -> v8f {
+    const float* mu = means + k * D;
+    v8f t[D];
+    for (int d = 0; d < D; ++d) t[d] = xs[d] - splat(mu[d]);
+    if (kFull) {
+      const float* F = factor + k * D * D;
+      v8f tt[D];
+      for (int j = 0; j < D; ++j) {
+        v8f sum = splat(0.0f);
+        for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
+        tt[j] = sum;
+      }
+      for (int j = 0; j < D; ++j) t[j] = tt[j];
+    }
+    v8f quad = splat(0.0f), log_det = splat(0.0f);
+    for (int d = 0; d < D; ++d) {
+      const int64_t j = kIso ? 0 : d;
+      v8f h;
+      if (kPerPointSigma) {
+        const v8f v = splat(var[k * VC + j]) + s2;
+        h = splat(1.0f) / v;
+        if (!kIso || d == 0)
+          for (int b = 0; b < 8; ++b) log_det[b] += std::log(v[b]);
+      } else {
+        h = splat(inv_var[k * VC + j]);
+      }
+      u[d] = h * t[d];
+      quad += u[d] * t[d];
+    }
+    if (kIso && kPerPointSigma) log_det = log_det * splat(static_cast<float>(D));
+    return splat(log_const[k]) - splat(0.5f) * (quad + log_det);
+  };
+
+  for (int64_t n0 = begin; n0 < end; n0 += 8) {
+    const int64_t nb = end - n0 < 8 ? end - n0 : 8;
+    v8f xs[D], s2 = splat(0.0f);
+    for (int b = 0; b < 8; ++b) {
+      const int64_t n = n0 + (b < nb ? b : 0);  // pad with a real point; results dropped
+      for (int d = 0; d < D; ++d) xs[d][b] = Storage<T>::load(x + n * D + d);
+      if (kPerPointSigma) s2[b] = sigma2[n];
+    }
+    // Pass 1: every component's log-joint, and the running max (NaN sticks).
+    v8f m = splat(neg_inf);
+    for (int64_t k = 0; k < K; ++k) {
+      v8f u[D];
+      const v8f l = component(k, xs, s2, u);
+      std::memcpy(&lbuf[k * 8], &l, sizeof(l));
+      m = (l > m) | (l != l) ? l : m;
+    }
+    // Pass 2: S = sum exp(l - m), acc = sum exp(l - m) * score_k.
+    v8f S = splat(0.0f), acc[D];
+    for (int d = 0; d < D; ++d) acc[d] = splat(0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      v8f u[D];
+      component(k, xs, s2, u);
+      v8f l;
+      std::memcpy(&l, &lbuf[k * 8], sizeof(l));
+      const v8f e = l == splat(neg_inf) ? splat(0.0f) : vexp(l - m);  // weight 0 / infinitely far: nothing
+      S += e;
+      if (kFull) {
+        const float* F = factor + k * D * D;
+        for (int i = 0; i < D; ++i) {
+          v8f sum = splat(0.0f);
+          for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * u[j];
+          acc[i] -= e * sum;
+        }
+      } else {
+        for (int d = 0; d < D; ++d) acc[d] -= e * u[d];
+      }
+    }
+    const v8f inv_S = splat(1.0f) / S;
+    for (int b = 0; b < nb; ++b) {
+      for (int d = 0; d < D; ++d) Storage<T>::store(score + (n0 + b) * D + d, acc[d][b] * inv_S[b]);
+      Storage<T>::store(log_prob + n0 + b, m[b] + std::log(S[b]));
+    }
+  }
+}
+
+// Sums with 8 independent partial sums, so they vectorise without reassociation flags.
+template <typename Acc>
+static inline Acc dot(const Acc* __restrict a, const Acc* __restrict b, int64_t n) {
+  Acc part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) part[j] += a[i + j] * b[i + j];
+  for (; i < n; ++i) part[0] += a[i] * b[i];
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
+// ---- any D: blocks of points, one component at a time ------------------------------------
+
+constexpr int64_t kBlock = 32;
+
+template <typename T, bool kFull, bool kPerPointSigma, bool kIso>
+static void gmm_blocked(const GmmArgs& a, int64_t begin, int64_t end) {
   using Acc = typename Storage<T>::acc;
   const int64_t D = a.dim, K = a.num_components, VC = a.var_cols;
   const T* x = static_cast<const T*>(a.x);
@@ -31,88 +190,211 @@ static void gmm_range_impl(const GmmArgs& a, int64_t begin, int64_t end) {
   T* log_prob = static_cast<T*>(a.log_prob);
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
 
-  std::vector<Acc> buf(4 * D + VC);
-  Acc* xa = buf.data();  // the point
-  Acc* t = xa + D;       // F^T (x - mu), or x - mu
-  Acc* u = t + D;        // h . t
-  Acc* acc = u + D;      // sum_k e_k * score_k
-  Acc* h = acc + D;      // this component's precisions (per-point sigma)
+  std::vector<Acc> buf(static_cast<size_t>(kBlock) * 2 * D + 3 * D + 2 * kBlock);
+  Acc* __restrict xs = buf.data();     // [kBlock][D] the block's points
+  Acc* __restrict acc = xs + kBlock * D;  // [kBlock][D] sum_k e_k score_k (scaled to m)
+  Acc* __restrict t = acc + kBlock * D;   // [D]
+  Acc* __restrict u = t + D;              // [D]
+  Acc* __restrict h = u + D;              // [D] this point's precisions (per-point sigma)
+  Acc* __restrict m = h + D;              // [kBlock] running max
+  Acc* __restrict S = m + kBlock;         // [kBlock] running sum
 
-  for (int64_t n = begin; n < end; ++n) {
-    for (int64_t d = 0; d < D; ++d) xa[d] = Storage<T>::load(x + n * D + d);
-    for (int64_t d = 0; d < D; ++d) acc[d] = 0;
-    const Acc s2 = kPerPointSigma ? sigma2[n] : Acc(0);
-    Acc m = neg_inf, S = 0;
+  for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+    const int64_t nb = end - n0 < kBlock ? end - n0 : kBlock;
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int64_t d = 0; d < D; ++d) xs[b * D + d] = Storage<T>::load(x + (n0 + b) * D + d);
+      for (int64_t d = 0; d < D; ++d) acc[b * D + d] = 0;
+      m[b] = neg_inf;
+      S[b] = 0;
+    }
     for (int64_t k = 0; k < K; ++k) {
-      const Acc* mu = means + k * D;
-      const Acc* hk;
-      Acc log_det = 0;
-      if (kPerPointSigma) {
-        for (int64_t j = 0; j < VC; ++j) {
-          const Acc v = var[k * VC + j] + s2;
-          h[j] = Acc(1) / v;
-          log_det += std::log(v);
+      const Acc* __restrict mu = means + k * D;
+      const Acc* __restrict F = kFull ? factor + k * D * D : nullptr;
+      for (int64_t b = 0; b < nb; ++b) {
+        const Acc* __restrict xb = xs + b * D;
+        Acc* __restrict ab = acc + b * D;
+        const Acc* __restrict hk = inv_var + k * VC;
+        Acc log_det = 0;
+        if (kPerPointSigma) {
+          const Acc s2 = sigma2[n0 + b];
+          for (int64_t j = 0; j < VC; ++j) {
+            const Acc v = var[k * VC + j] + s2;
+            h[j] = Acc(1) / v;
+            log_det += std::log(v);
+          }
+          if (kIso) log_det *= static_cast<Acc>(D);
+          hk = h;
         }
-        if (VC == 1) log_det *= static_cast<Acc>(D);
-        hk = h;
-      } else {
-        hk = inv_var + k * VC;
-      }
-      if (kFull) {
-        const Acc* F = factor + k * D * D;
-        for (int64_t j = 0; j < D; ++j) t[j] = 0;
-        for (int64_t i = 0; i < D; ++i) {
-          const Acc di = xa[i] - mu[i];
-          const Acc* row = F + i * D;
-          for (int64_t j = 0; j < D; ++j) t[j] += di * row[j];
+        if (kFull) {
+          for (int64_t j = 0; j < D; ++j) t[j] = 0;
+          for (int64_t i = 0; i < D; ++i) {
+            const Acc di = xb[i] - mu[i];
+            const Acc* __restrict row = F + i * D;
+            for (int64_t j = 0; j < D; ++j) t[j] += di * row[j];
+          }
+        } else {
+          for (int64_t d = 0; d < D; ++d) t[d] = xb[d] - mu[d];
         }
-      } else {
-        for (int64_t d = 0; d < D; ++d) t[d] = xa[d] - mu[d];
-      }
-      Acc quad = 0;
-      if (VC == 1) {
-        Acc sq = 0;
-        for (int64_t d = 0; d < D; ++d) sq += t[d] * t[d];
-        quad = sq * hk[0];
-      } else {
-        for (int64_t d = 0; d < D; ++d) quad += hk[d] * t[d] * t[d];
-      }
-      const Acc l = log_const[k] - Acc(0.5) * (quad + log_det);
-      if (l == neg_inf) continue;  // weight 0, or infinitely far: contributes nothing
-      if (l > m) {                 // new running max: rescale what is accumulated
-        const Acc r = std::exp(m - l);
-        S *= r;
-        for (int64_t d = 0; d < D; ++d) acc[d] *= r;
-        m = l;
-      }
-      const Acc e = std::exp(l - m);  // NaN l gives NaN e: the point's result is NaN
-      S += e;
-      for (int64_t d = 0; d < D; ++d) u[d] = (VC == 1 ? hk[0] : hk[d]) * t[d];
-      if (kFull) {
-        const Acc* F = factor + k * D * D;
-        for (int64_t i = 0; i < D; ++i) {
-          const Acc* row = F + i * D;
-          Acc s = 0;
-          for (int64_t j = 0; j < D; ++j) s += row[j] * u[j];
-          acc[i] -= e * s;
+        Acc quad = 0;
+        if (kIso) {
+          const Acc h0 = hk[0];
+          quad = dot(t, t, D) * h0;
+          for (int64_t d = 0; d < D; ++d) u[d] = h0 * t[d];
+        } else {
+          for (int64_t d = 0; d < D; ++d) u[d] = hk[d] * t[d];
+          quad = dot(u, t, D);
         }
-      } else {
-        for (int64_t d = 0; d < D; ++d) acc[d] -= e * u[d];
+        const Acc l = log_const[k] - Acc(0.5) * (quad + log_det);
+        if (l == neg_inf) continue;  // weight 0, or infinitely far: contributes nothing
+        if (l > m[b]) {              // new running max: rescale what is accumulated
+          const Acc r = exp_scalar(m[b] - l);
+          S[b] *= r;
+          for (int64_t d = 0; d < D; ++d) ab[d] *= r;
+          m[b] = l;
+        }
+        const Acc e = exp_scalar(l - m[b]);  // NaN l gives NaN e: the point's result is NaN
+        S[b] += e;
+        if (kFull) {
+          for (int64_t i = 0; i < D; ++i) {
+            ab[i] -= e * dot(F + i * D, u, D);
+          }
+        } else {
+          for (int64_t d = 0; d < D; ++d) ab[d] -= e * u[d];
+        }
       }
     }
-    const Acc inv_S = Acc(1) / S;
-    for (int64_t d = 0; d < D; ++d) Storage<T>::store(score + n * D + d, acc[d] * inv_S);
+    for (int64_t b = 0; b < nb; ++b) {
+      const Acc inv_S = Acc(1) / S[b];
+      for (int64_t d = 0; d < D; ++d) Storage<T>::store(score + (n0 + b) * D + d, acc[b * D + d] * inv_S);
+      Storage<T>::store(log_prob + n0 + b, m[b] + std::log(S[b]));
+    }
+  }
+}
+
+// Isotropic (any sigma) and diagonal (fixed sigma) mixtures, float math, larger D: two
+// passes per point. Pass 1 gets every l_k, four components per sweep over x; pass 2 turns
+// them into weights w_k = e_k h_k and forms score = sum_k w_k mu_k - (sum_k w_k) x (diagonal:
+// per coordinate), a weighted sum over the rows of the means with no x - mu_k recomputed.
+template <typename T, bool kPerPointSigma, bool kIso>
+static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
+  const int64_t D = a.dim, K = a.num_components;
+  const T* x = static_cast<const T*>(a.x);
+  const float* means = static_cast<const float*>(a.means);
+  const float* var = static_cast<const float*>(a.var);
+  const float* inv_var = static_cast<const float*>(a.inv_var);
+  const float* log_const = static_cast<const float*>(a.log_const);
+  const float* sigma2 = static_cast<const float*>(a.sigma2);
+  T* score = static_cast<T*>(a.score);
+  T* log_prob = static_cast<T*>(a.log_prob);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const int64_t Kp = (K + 7) & ~int64_t{7};
+  std::vector<float> buf(2 * D + 2 * Kp + 8);
+  float* xs = buf.data();   // [D]
+  float* acc = xs + D;      // [D]
+  float* l = acc + D;       // [Kp] log-joints
+  float* h = l + Kp;        // [Kp] isotropic precisions of this point
+  const int64_t D8 = D & ~int64_t{7};
+  auto load8 = [](const float* p) { v8f v; std::memcpy(&v, p, sizeof(v)); return v; };
+  auto hsum = [](v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); };
+
+  for (int64_t n = begin; n < end; ++n) {
+    for (int64_t d = 0; d < D; ++d) xs[d] = Storage<T>::load(x + n * D + d);
+    const float s2 = kPerPointSigma ? sigma2[n] : 0.0f;
+    // Pass 1: quad_k, four components per sweep.
+    for (int64_t k0 = 0; k0 < K; k0 += 4) {
+      const int kn = K - k0 < 4 ? static_cast<int>(K - k0) : 4;
+      v8f q[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+      float qt[4] = {0, 0, 0, 0};
+      for (int64_t d = 0; d < D8; d += 8) {
+        const v8f xv = load8(xs + d);
+        for (int j = 0; j < kn; ++j) {
+          const v8f diff = xv - load8(means + (k0 + j) * D + d);
+          q[j] += kIso ? diff * diff : load8(inv_var + (k0 + j) * D + d) * diff * diff;
+        }
+      }
+      for (int64_t d = D8; d < D; ++d)
+        for (int j = 0; j < kn; ++j) {
+          const float diff = xs[d] - means[(k0 + j) * D + d];
+          qt[j] += kIso ? diff * diff : inv_var[(k0 + j) * D + d] * diff * diff;
+        }
+      for (int j = 0; j < kn; ++j) {
+        const int64_t k = k0 + j;
+        float quad = hsum(q[j]) + qt[j], log_det = 0.0f, hk = 1.0f;
+        if (kIso) {
+          if (kPerPointSigma) {
+            const float v = var[k] + s2;
+            hk = 1.0f / v;
+            log_det = static_cast<float>(D) * std::log(v);
+          } else {
+            hk = inv_var[k];
+          }
+          quad *= hk;
+        }
+        h[k] = hk;
+        l[k] = log_const[k] - 0.5f * (quad + log_det);
+      }
+    }
+    float m = neg_inf;
+    for (int64_t k = 0; k < K; ++k) m = (l[k] > m || l[k] != l[k]) ? l[k] : m;
+    // Pass 2: e_k, weights and the weighted sum of means.
+    for (int64_t k = K; k < Kp; ++k) l[k] = neg_inf;
+    float S = 0.0f, W = 0.0f;
+    for (int64_t k = 0; k < Kp; k += 8) {
+      const v8f lk = load8(l + k);
+      const v8f e = lk == splat(neg_inf) ? splat(0.0f) : vexp(lk - splat(m));
+      std::memcpy(l + k, &e, sizeof(e));  // l now holds e_k
+    }
+    for (int64_t k = 0; k < K; ++k) S += l[k];
+    for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      const float e = l[k];
+      if (e == 0.0f) continue;
+      const float* mu = means + k * D;
+      if (kIso) {
+        const float w = e * h[k];
+        W += w;
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * mu[d];
+      } else {
+        const float* hk = inv_var + k * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += e * hk[d] * (mu[d] - xs[d]);
+      }
+    }
+    const float inv_S = 1.0f / S;
+    for (int64_t d = 0; d < D; ++d) {
+      const float sd = kIso ? acc[d] - W * xs[d] : acc[d];
+      Storage<T>::store(score + n * D + d, sd * inv_S);
+    }
     Storage<T>::store(log_prob + n, m + std::log(S));
+  }
+}
+
+template <typename T, bool kFull, bool kPerPointSigma, bool kIso>
+static void gmm_dispatch_dim(const GmmArgs& a, int64_t begin, int64_t end) {
+  if (std::is_same<typename Storage<T>::acc, double>::value) return gmm_blocked<T, kFull, kPerPointSigma, kIso>(a, begin, end);
+  if (!kFull && (kIso || !kPerPointSigma) && a.dim > 4) return gmm_two_pass<T, kPerPointSigma, kIso>(a, begin, end);
+  switch (a.dim) {
+    case 1: return gmm_small<T, 1, kFull, kPerPointSigma, kIso>(a, begin, end);
+    case 2: return gmm_small<T, 2, kFull, kPerPointSigma, kIso>(a, begin, end);
+    case 3: return gmm_small<T, 3, kFull, kPerPointSigma, kIso>(a, begin, end);
+    case 4: return gmm_small<T, 4, kFull, kPerPointSigma, kIso>(a, begin, end);
+    default: return gmm_blocked<T, kFull, kPerPointSigma, kIso>(a, begin, end);
   }
 }
 
 template <typename T>
 static void gmm_range_typed(const GmmArgs& a, int64_t begin, int64_t end) {
-  const bool full = a.factor != nullptr, per_point = a.sigma2 != nullptr;
-  if (full && per_point) return gmm_range_impl<T, true, true>(a, begin, end);
-  if (full) return gmm_range_impl<T, true, false>(a, begin, end);
-  if (per_point) return gmm_range_impl<T, false, true>(a, begin, end);
-  return gmm_range_impl<T, false, false>(a, begin, end);
+  const bool full = a.factor != nullptr, per_point = a.sigma2 != nullptr, iso = a.var_cols == 1;
+#define SF_GMM_CASE(F, P, I) \
+  if (full == F && per_point == P && iso == I) return gmm_dispatch_dim<T, F, P, I>(a, begin, end);
+  SF_GMM_CASE(false, false, true)
+  SF_GMM_CASE(false, false, false)
+  SF_GMM_CASE(false, true, true)
+  SF_GMM_CASE(false, true, false)
+  SF_GMM_CASE(true, false, true)
+  SF_GMM_CASE(true, false, false)
+  SF_GMM_CASE(true, true, true)
+  SF_GMM_CASE(true, true, false)
+#undef SF_GMM_CASE
 }
 
 }  // namespace gmm_detail
