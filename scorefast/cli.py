@@ -209,6 +209,9 @@ def _add_bench(sub) -> None:
                     "write JSON with the machine named.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--op", default="langevin_step", choices=("langevin_step", "gmm_score"),
+                   help="which op: langevin_step over sizes 2^min..2^max, or gmm_score over the "
+                        "(N, K, D) cases and covariance kinds")
     p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
     p.add_argument("--max-log2", type=int, default=26, help="largest size, log2 of elements")
     p.add_argument("--quick", action="store_true", help="sizes 2^10..2^20 and fewer repeats")
@@ -224,6 +227,8 @@ def _add_bench(sub) -> None:
 def cmd_bench(args, parser_error) -> int:
     from scorefast import benchmark
 
+    if args.op == "gmm_score":
+        return _bench_gmm(args)
     if args.quick:
         args.max_log2 = min(args.max_log2, 20)
     if not 0 <= args.min_log2 <= args.max_log2 <= 30:
@@ -237,6 +242,23 @@ def cmd_bench(args, parser_error) -> int:
     )
     print(benchmark.format_table(result))
     path = args.out or benchmark.default_result_path("langevin_step", result["machine"])
+    benchmark.write_json(result, path)
+    print(f"results: {path}")
+    return 0
+
+
+def _bench_gmm(args) -> int:
+    from scorefast import benchmark, benchmark_gmm
+
+    sizes = benchmark_gmm.SIZES
+    if args.quick:  # the same cases, 10x fewer points (and the largest D reduced)
+        sizes = [(max(64, n // 10), k, min(d, 128)) for n, k, d in sizes]
+    result = benchmark_gmm.run_gmm_bench(
+        sizes=sizes, device=torch.device(args.device),
+        backends=None if args.backends == "auto-all" else args.backends.split(","),
+        compile_reference=not args.no_compile, quick=args.quick)
+    print(benchmark_gmm.format_table(result))
+    path = args.out or benchmark.default_result_path("gmm_score", result["machine"])
     benchmark.write_json(result, path)
     print(f"results: {path}")
     return 0

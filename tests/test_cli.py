@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+import scorefast
 
 from scorefast import cli
 
@@ -121,3 +124,24 @@ def test_ci_runs_the_readme_test_command():
     assert pytest_part in ci.splitlines(), f"{pytest_part!r} not a line of .ci/run"
     main_cmd = next(b for b in blocks if "scorefast sample" in b)
     assert main_cmd.split("&&")[:-1] == tests_cmd.split("&&")[:-1], "both commands share one setup"
+
+
+def test_gmm_bench_forms_agree_and_write_json(tmp_path):
+    # The two PyTorch forms the benchmark times must compute the op.
+    from scorefast.benchmark_gmm import gmm_direct, gmm_matmul
+    from scorefast.targets import random_mixture
+
+    for kind in ("isotropic", "diagonal", "full"):
+        mix = random_mixture(3, 4, seed=1, kind=kind)
+        x = mix.sample(20, seed=2)
+        p = mix.kernel_params(torch.float64, x.device, None, per_point=False)
+        args = (x, p["means"], p["inv_var"], p["factor"], p["log_const"])
+        ref = scorefast.gmm_score(x, mix, backend="reference")
+        for form in (gmm_direct, gmm_matmul):
+            s, lp = form(*args)
+            torch.testing.assert_close(s, ref[0], rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(lp, ref[1], rtol=1e-9, atol=1e-9)
+    path = tmp_path / "g.json"
+    assert cli.main(["bench", "--op", "gmm_score", "--quick", "--no-compile", "--out", str(path)]) == 0
+    r = json.loads(path.read_text())
+    assert len(r["rows"]) == 12 and all("cpp" in row["times"] for row in r["rows"])
