@@ -21,8 +21,12 @@ _STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @jit()
-def _update_run(x, s, sc, z, out, e0, z0, n, a, b, w, lo, hi, guided, use_noise, clamp):
-    """out[e0 : e0 + n] = clamp(x + a·g + b·z) with z read from z[z0 : z0 + n]."""
+def _update_run(x, s, sc, z, out, e0, z0, n, a, b, w, lo, hi, guided, use_noise):
+    """out[e0 : e0 + n] = clamp(x + a·g + b·z) with z read from z[z0 : z0 + n].
+
+    The clamp always runs: without bounds lo = -inf and hi = +inf leave every value
+    (NaN included) unchanged, and one loop version less halves the JIT compile.
+    """
     for k in range(n):
         e = e0 + k
         g = s[e]
@@ -31,8 +35,7 @@ def _update_run(x, s, sc, z, out, e0, z0, n, a, b, w, lo, hi, guided, use_noise,
         v = x[e] + a * g
         if use_noise:
             v = v + b * z[z0 + k]
-        if clamp:
-            v = lo if v < lo else (hi if v > hi else v)  # NaN compares false: stays NaN
+        v = lo if v < lo else (hi if v > hi else v)  # NaN compares false: stays NaN
         out[e] = v
 
 
@@ -52,44 +55,50 @@ def _clip_factors(s, sc, guided, w, P, D, max_norm, factors):
         factors[p] = max_norm / norm if not (norm <= max_norm) else 1.0
 
 
+@jit()
+def _langevin_chunk(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
+                    guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
+                    k0, k1, step, offset, begin, n):
+    """The update of the flattened elements [begin, begin + n)."""
+    # The chunk's noise first (contract normals are float32 on every backend; widened
+    # here for float64 math), then one fused pass. A single z buffer and a single update
+    # call keep the JIT compile short.
+    z = np.empty(n if use_noise else 0, x.dtype)
+    if use_noise:
+        if explicit_noise:
+            for k in range(n):
+                z[k] = noise[begin + k]
+        else:
+            fill_normals(z, 0, D, k0, k1, step, offset, begin, n)
+    uniform_coefs = not (has_a_pp or has_b_pp or has_factors)
+    # Per-particle coefficients: one run per particle segment of the chunk.
+    p = begin // D
+    d = begin - p * D
+    i = 0
+    while i < n:
+        m = n - i if uniform_coefs else min(n - i, D - d)
+        a_p = a_pp[p] if has_a_pp else a
+        if has_factors:
+            a_p = a_p * factors[p]
+        b_p = b_pp[p] if has_b_pp else b
+        _update_run(x, s, sc, z, out, begin + i, i, m, a_p, b_p, w, lo, hi, guided, use_noise)
+        i += m
+        d = 0
+        p += 1
+
+
 @jit(parallel=True)
 def _langevin_kernel(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
-                     guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors, clamp,
+                     guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
                      k0, k1, step, offset, chunk):
+    # Fixed chunks: the numbers never depend on the thread count. The loop body is one
+    # call, which keeps numba's parallel compile short.
     total = out.shape[0]
-    uniform_coefs = not (has_a_pp or has_b_pp or has_factors)
     for c in prange((total + chunk - 1) // chunk):
         begin = c * chunk
-        n = min(chunk, total - begin)
-        # The chunk's contract noise first (float32, as every backend draws it), then one
-        # fused pass; an explicit noise array is read in place instead.
-        zbuf = np.empty(n if (use_noise and not explicit_noise) else 0, np.float32)
-        if use_noise and not explicit_noise:
-            fill_normals(zbuf, 0, D, k0, k1, step, offset, begin, n)
-        if uniform_coefs:
-            if explicit_noise:
-                _update_run(x, s, sc, noise, out, begin, begin, n, a, b, w, lo, hi, guided, use_noise, clamp)
-            else:
-                _update_run(x, s, sc, zbuf, out, begin, 0, n, a, b, w, lo, hi, guided, use_noise, clamp)
-            continue
-        # Per-particle coefficients: one run per particle segment of the chunk.
-        p = begin // D
-        d = begin - p * D
-        i = 0
-        while i < n:
-            m = min(n - i, D - d)
-            a_p = a_pp[p] if has_a_pp else a
-            if has_factors:
-                a_p = a_p * factors[p]
-            b_p = b_pp[p] if has_b_pp else b
-            e = begin + i
-            if explicit_noise:
-                _update_run(x, s, sc, noise, out, e, e, m, a_p, b_p, w, lo, hi, guided, use_noise, clamp)
-            else:
-                _update_run(x, s, sc, zbuf, out, e, i, m, a_p, b_p, w, lo, hi, guided, use_noise, clamp)
-            i += m
-            d = 0
-            p += 1
+        _langevin_chunk(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
+                        guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
+                        k0, k1, step, offset, begin, min(chunk, total - begin))
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,7 +200,7 @@ def _run(x, score, score_cond, guidance, step_size, a_pp, noise_scale, b_pp, noi
     k0, k1 = key_words(seed)
     _langevin_kernel(xs, ss, scs, zs, aps, bps, factors, out, D, np_acc(step_size), np_acc(noise_scale),
                      w, lo, hi, guided, use_noise, explicit, a_pp is not None, b_pp is not None,
-                     max_score_norm is not None, clamp_min is not None or clamp_max is not None,
+                     max_score_norm is not None,
                      k0, k1, np.uint64(step), np.uint64(particle_offset), CHUNK)
     return out
 
