@@ -20,7 +20,7 @@ from .noise import CHUNK, check_counter, check_particle_size, fill_normals, jit,
 _STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-@jit()
+@jit(helper=True)
 def _update_run(x, s, sc, z, out, e0, z0, n, a, b, w, lo, hi, guided, use_noise):
     """out[e0 : e0 + n] = clamp(x + a·g + b·z) with z read from z[z0 : z0 + n].
 
@@ -55,7 +55,7 @@ def _clip_factors(s, sc, guided, w, P, D, max_norm, factors):
         factors[p] = max_norm / norm if not (norm <= max_norm) else 1.0
 
 
-@jit()
+@jit(helper=True)
 def _langevin_chunk(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
                     guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
                     k0, k1, step, offset, begin, n):

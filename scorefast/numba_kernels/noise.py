@@ -49,14 +49,19 @@ def _cache_dir_writable() -> bool:
 _CACHE = _cache_dir_writable() and os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
 
 
-def jit(parallel: bool = False):
+def jit(parallel: bool = False, helper: bool = False):
     """``numba.njit`` with the package's settings: no fastmath (float32 results must match
-    the reference to libm rounding), on-disk cache when possible."""
+    the reference to libm rounding), on-disk cache when possible. ``helper``: called only
+    from other kernels, so no Python wrapper is built (less compile time)."""
+    opts = dict(parallel=parallel, fastmath=False)
+    if helper:
+        opts.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
     def wrap(fn):
         try:
-            return njit(cache=_CACHE, parallel=parallel, fastmath=False)(fn)
+            return njit(cache=_CACHE, **opts)(fn)
         except RuntimeError:  # no cache locator for this file: compile each process
-            return njit(cache=False, parallel=parallel, fastmath=False)(fn)
+            return njit(cache=False, **opts)(fn)
     return wrap
 
 
@@ -90,7 +95,7 @@ def check_particle_size(D: int) -> None:
 # ---------------------------------------------------------------------------------------
 # Device functions (inlined into the parallel kernels by LLVM).
 
-@jit()
+@jit(helper=True)
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 of counter (c0..c3) and key (k0, k1); all uint64 below 2^32."""
     for _ in range(10):
@@ -102,7 +107,7 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@jit()
+@jit(helper=True)
 def uniform(word):
     """uint32 word -> float32 in [0, 1), as Triton's uint_to_uniform_float."""
     if word >= _SIGN32:  # negative as int32: -i - 1 == ~word (low 32 bits)
@@ -110,7 +115,7 @@ def uniform(word):
     return np.float32(word) * _UNIFORM_SCALE
 
 
-@jit()
+@jit(helper=True)
 def box_muller(word_a, word_b):
     """(r cos th, r sin th) of two words, in float32, as Triton's pair_uniform_to_normal."""
     u1 = uniform(word_a)
@@ -122,7 +127,7 @@ def box_muller(word_a, word_b):
     return radius * math.cos(theta), radius * math.sin(theta)
 
 
-@jit()
+@jit(helper=True)
 def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
 
