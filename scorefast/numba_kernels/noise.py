@@ -38,15 +38,10 @@ CHUNK = 8192
 MAX_STEP = 2**32 - 1
 
 
-def _cache_dir_writable() -> bool:
-    """Numba caches next to this file (or in NUMBA_CACHE_DIR); use it only if writable."""
-    where = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(__file__), "__pycache__")
-    probe = where if os.path.isdir(where) else os.path.dirname(where)
-    return os.access(probe, os.W_OK)
-
-
-# Caching skips the JIT compile (seconds per kernel) after the first process.
-_CACHE = _cache_dir_writable() and os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
+# Caching skips the JIT compile (seconds per kernel) after the first process. Numba
+# caches next to this file, or in a per-user directory (or NUMBA_CACHE_DIR) when that is
+# not writable; SCOREFAST_NUMBA_CACHE=0 compiles in every process instead.
+_CACHE = os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
 
 
 def jit(parallel: bool = False, helper: bool = False):
@@ -60,7 +55,7 @@ def jit(parallel: bool = False, helper: bool = False):
     def wrap(fn):
         try:
             return njit(cache=_CACHE, **opts)(fn)
-        except RuntimeError:  # no cache locator for this file: compile each process
+        except RuntimeError:  # no writable cache location at all: compile in each process
             return njit(cache=False, **opts)(fn)
     return wrap
 
