@@ -117,6 +117,7 @@ def test_normals_independent_of_thread_count(backend):
     try:
         torch.set_num_threads(1)
         one = scorefast.normal((300, 777), seed=5, step=2, backend=backend)
+        assert torch.get_num_threads() == 1  # a backend's thread pool leaves torch's setting alone
         torch.set_num_threads(max(2, previous))
         many = scorefast.normal((300, 777), seed=5, step=2, backend=backend)
     finally:

@@ -60,11 +60,23 @@ def jit(parallel: bool = False, helper: bool = False):
     return wrap
 
 
+_threads_launched = False
+
+
 def sync_threads() -> None:
     """Use torch's thread count (torch.set_num_threads governs both CPU backends)."""
+    global _threads_launched
     import numba
 
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    want = torch.get_num_threads()
+    if not _threads_launched:
+        # Starting numba's OpenMP layer resets the process-wide OpenMP thread count that
+        # torch reads back; put torch's setting back.
+        numba.get_num_threads()
+        _threads_launched = True
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+    n = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
 
