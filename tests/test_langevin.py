@@ -183,16 +183,17 @@ def test_chunked_particles_equal_whole_batch(kernel_backend):
     assert torch.equal(whole, torch.cat(parts))
 
 
-def test_independent_of_thread_count():
-    if not scorefast.backend_registry.status("cpp").available:
-        pytest.skip("cpp backend unavailable")
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_independent_of_thread_count(backend):
+    if not scorefast.backend_registry.status(backend).available:
+        pytest.skip(f"{backend} backend unavailable")
     x, s, _, _ = _inputs((64, 3001), torch.float32, "cpu")
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = scorefast.langevin_step(x, s, step_size=0.1, seed=1, max_score_norm=10.0, backend="cpp")
+        one = scorefast.langevin_step(x, s, step_size=0.1, seed=1, max_score_norm=10.0, backend=backend)
         torch.set_num_threads(max(2, previous))
-        many = scorefast.langevin_step(x, s, step_size=0.1, seed=1, max_score_norm=10.0, backend="cpp")
+        many = scorefast.langevin_step(x, s, step_size=0.1, seed=1, max_score_norm=10.0, backend=backend)
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(one, many)

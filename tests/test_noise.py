@@ -124,16 +124,18 @@ def test_normals_independent_of_shape_beyond_dim0(kernel_backend):
     assert torch.equal(a.reshape(3, 24), b)
 
 
-def test_normals_independent_of_thread_count():
-    # The C++ kernels split work across threads; the numbers must not depend on it.
-    if scorefast.backend_registry.status("cpp").available is False:
-        pytest.skip("cpp backend unavailable")
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_normals_independent_of_thread_count(backend):
+    # The CPU kernels split work across threads; the numbers must not depend on it.
+    if scorefast.backend_registry.status(backend).available is False:
+        pytest.skip(f"{backend} backend unavailable")
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = scorefast.normal((300, 777), seed=5, step=2, backend="cpp")
+        one = scorefast.normal((300, 777), seed=5, step=2, backend=backend)
+        assert torch.get_num_threads() == 1  # a backend's thread pool leaves torch's setting alone
         torch.set_num_threads(max(2, previous))
-        many = scorefast.normal((300, 777), seed=5, step=2, backend="cpp")
+        many = scorefast.normal((300, 777), seed=5, step=2, backend=backend)
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(one, many)

@@ -1,0 +1,265 @@
+"""The noise contract in numba: ``scorefast_numba::philox_fill_`` and ``normal_fill_``.
+
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
+
+32-bit words are held in uint64 values below 2^32: Philox's mulhilo is then one uint64
+product, and nothing mixes signed with unsigned integers (numba would type that as
+float64). Floats are float32 throughout, with fastmath off, so the results equal the
+C++ kernels' up to libm rounding. The helpers here are shared with the langevin kernels.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+# Integer constants as uint64 scalars: a plain Python int is typed int64, and
+# int64 op uint64 would give float64.
+_M32 = np.uint64(0xFFFFFFFF)
+_SIGN32 = np.uint64(0x80000000)
+_S32 = np.uint64(32)
+_ROUND_A = np.uint64(0xD2511F53)
+_ROUND_B = np.uint64(0xCD9E8D57)
+_KEY_A = np.uint64(0x9E3779B9)
+_KEY_B = np.uint64(0xBB67AE85)
+
+# float32 constants, rounded from the same decimals as the reference (via float64).
+_UNIFORM_SCALE = np.float32(4.6566127342e-10)
+_MIN_UNIFORM = np.float32(1.0e-7)
+_TWO_PI = np.float32(6.283185307179586)
+_NEG_TWO = np.float32(-2.0)
+
+# Elements per parallel work item: results never depend on it (each element is a pure
+# function of its index), it only sets the load balance.
+CHUNK = 8192
+MAX_STEP = 2**32 - 1
+
+
+# Caching skips the JIT compile (seconds per kernel) after the first process. Numba
+# caches next to this file, or in a per-user directory (or NUMBA_CACHE_DIR) when that is
+# not writable; SCOREFAST_NUMBA_CACHE=0 compiles in every process instead.
+_CACHE = os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
+
+
+def jit(parallel: bool = False, helper: bool = False):
+    """``numba.njit`` with the package's settings: no fastmath (float32 results must match
+    the reference to libm rounding), on-disk cache when possible. ``helper``: called only
+    from other kernels, so no Python wrapper is built (less compile time)."""
+    opts = dict(parallel=parallel, fastmath=False)
+    if helper:
+        opts.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+    def wrap(fn):
+        try:
+            return njit(cache=_CACHE, **opts)(fn)
+        except RuntimeError:  # no writable cache location at all: compile in each process
+            return njit(cache=False, **opts)(fn)
+    return wrap
+
+
+_threads_launched = False
+
+
+def sync_threads() -> None:
+    """Use torch's thread count (torch.set_num_threads governs both CPU backends)."""
+    global _threads_launched
+    import numba
+
+    want = torch.get_num_threads()
+    if not _threads_launched:
+        # Starting numba's OpenMP layer resets the process-wide OpenMP thread count that
+        # torch reads back; put torch's setting back.
+        numba.get_num_threads()
+        _threads_launched = True
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+    n = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+def key_words(seed64: int) -> tuple[np.uint64, np.uint64]:
+    """(lo32, hi32) of a seed given as the int64 bit pattern of a uint64."""
+    seed = seed64 & 0xFFFFFFFFFFFFFFFF
+    return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
+
+
+def check_counter(step: int, particle_offset: int) -> None:
+    if not 0 <= step <= MAX_STEP:
+        raise RuntimeError(f"step must be in [0, 2^32) (one 32-bit counter word), got {step}")
+    if particle_offset < 0:
+        raise RuntimeError(f"particle_offset must be >= 0, got {particle_offset}")
+
+
+def check_particle_size(D: int) -> None:
+    if D > 2**34:
+        raise RuntimeError(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
+
+
+# ---------------------------------------------------------------------------------------
+# Device functions (inlined into the parallel kernels by LLVM).
+
+@jit(helper=True)
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of counter (c0..c3) and key (k0, k1); all uint64 below 2^32."""
+    for _ in range(10):
+        prod_b = _ROUND_B * c2  # < 2^64: hi and lo words of the 32x32 product
+        prod_a = _ROUND_A * c0
+        c0, c1, c2, c3 = (prod_b >> _S32) ^ c1 ^ k0, prod_b & _M32, (prod_a >> _S32) ^ c3 ^ k1, prod_a & _M32
+        k0 = (k0 + _KEY_A) & _M32
+        k1 = (k1 + _KEY_B) & _M32
+    return c0, c1, c2, c3
+
+
+@jit(helper=True)
+def uniform(word):
+    """uint32 word -> float32 in [0, 1), as Triton's uint_to_uniform_float."""
+    if word >= _SIGN32:  # negative as int32: -i - 1 == ~word (low 32 bits)
+        word = word ^ _M32
+    return np.float32(word) * _UNIFORM_SCALE
+
+
+@jit(helper=True)
+def box_muller(word_a, word_b):
+    """(r cos th, r sin th) of two words, in float32, as Triton's pair_uniform_to_normal."""
+    u1 = uniform(word_a)
+    u2 = uniform(word_b)
+    if u1 < _MIN_UNIFORM:
+        u1 = _MIN_UNIFORM
+    theta = _TWO_PI * u2
+    radius = math.sqrt(_NEG_TWO * math.log(u1))
+    return radius * math.cos(theta), radius * math.sin(theta)
+
+
+@jit(helper=True)
+def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
+    """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
+
+    Box-Muller runs only for the word pairs that are used (D = 1 or 2 uses one pair).
+    """
+    p = begin // D
+    d = begin - p * D
+    i = 0
+    while i < n:
+        pid = offset + np.uint64(p)
+        c0 = pid & _M32
+        c1 = pid >> _S32
+        d_end = d + min(n - i, D - d)
+        while d < d_end:
+            q = d >> 2
+            w0, w1, w2, w3 = philox4x32_10(c0, c1, step, np.uint64(q), k0, k1)
+            g_end = min(d_end, 4 * q + 4)
+            if (d & 3) < 2:
+                zc, zs = box_muller(w0, w1)
+                if (d & 3) == 0:
+                    dst[dst0 + i] = zc
+                    i += 1
+                    d += 1
+                if d < g_end:
+                    dst[dst0 + i] = zs
+                    i += 1
+                    d += 1
+            if d < g_end:
+                zc, zs = box_muller(w2, w3)
+                if (d & 3) == 2:
+                    dst[dst0 + i] = zc
+                    i += 1
+                    d += 1
+                if d < g_end:
+                    dst[dst0 + i] = zs
+                    i += 1
+                    d += 1
+        d = 0
+        p += 1
+
+
+# ---------------------------------------------------------------------------------------
+# Parallel kernels: prange over fixed chunks, so the numbers never depend on threads.
+
+@jit(parallel=True)
+def _normal_fill_kernel(out, D, k0, k1, step, offset, chunk):
+    total = out.shape[0]
+    for c in prange((total + chunk - 1) // chunk):
+        begin = c * chunk
+        fill_normals(out, begin, D, k0, k1, step, offset, begin, min(chunk, total - begin))
+
+
+@jit(parallel=True)
+def _philox_fill_kernel(out, P, Q, k0, k1, step, offset):
+    # out: int64 [P * Q * 4]; one work item per particle.
+    for p in prange(P):
+        pid = offset + np.uint64(p)
+        c0 = pid & _M32
+        c1 = pid >> _S32
+        for q in range(Q):
+            w0, w1, w2, w3 = philox4x32_10(c0, c1, step, np.uint64(q), k0, k1)
+            base = 4 * (p * Q + q)
+            out[base] = np.int64(w0)
+            out[base + 1] = np.int64(w1)
+            out[base + 2] = np.int64(w2)
+            out[base + 3] = np.int64(w3)
+
+
+# ---------------------------------------------------------------------------------------
+# Ops.
+
+@torch.library.custom_op(
+    "scorefast_numba::philox_fill_", mutates_args=("out",), device_types="cpu",
+    schema="(Tensor(a!) out, int seed, int step, int particle_offset) -> ()",
+)
+def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
+    """Philox words of the contract: out[p, q, :] for counter (particle_offset + p, step, q).
+
+    out: int64 [P, Q, 4], contiguous; values in [0, 2^32).
+    """
+    if out.dtype != torch.int64:
+        raise RuntimeError(f"out must be int64, got {out.dtype}")
+    if out.dim() != 3 or out.shape[2] != 4:
+        raise RuntimeError(f"out must have shape [P, Q, 4], got {list(out.shape)}")
+    if not out.is_contiguous():
+        raise RuntimeError("out must be contiguous")
+    check_counter(step, particle_offset)
+    P, Q = out.shape[0], out.shape[1]
+    if Q > 2**32:
+        raise RuntimeError(f"Q must be <= 2^32, got {Q}")
+    if out.numel() == 0:
+        return
+    sync_threads()
+    k0, k1 = key_words(seed)
+    _philox_fill_kernel(out.detach().view(-1).numpy(), P, Q, k0, k1, np.uint64(step), np.uint64(particle_offset))
+
+
+@torch.library.custom_op(
+    "scorefast_numba::normal_fill_", mutates_args=("out",), device_types="cpu",
+    schema="(Tensor(a!) out, int seed, int step, int particle_offset) -> ()",
+)
+def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
+    """Standard normals of the contract into out: float32, dim 0 = particles, contiguous."""
+    if out.dtype != torch.float32:
+        raise RuntimeError(f"out must be float32, got {out.dtype}")
+    if out.dim() < 1:
+        raise RuntimeError("out must have at least one dimension (dim 0 = particles)")
+    if not out.is_contiguous():
+        raise RuntimeError("out must be contiguous")
+    check_counter(step, particle_offset)
+    if out.numel() == 0:
+        return
+    D = out.numel() // out.shape[0]
+    check_particle_size(D)
+    sync_threads()
+    k0, k1 = key_words(seed)
+    _normal_fill_kernel(out.detach().view(-1).numpy(), D, k0, k1, np.uint64(step),
+                        np.uint64(particle_offset), CHUNK)
+
+
+@philox_fill_.register_fake
+def _(out, seed, step, particle_offset):
+    return None
+
+
+@normal_fill_.register_fake
+def _(out, seed, step, particle_offset):
+    return None
