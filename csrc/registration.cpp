@@ -32,6 +32,15 @@ TORCH_LIBRARY(scorefast, m) {
   m.def(
       "gmm_score(Tensor x, Tensor means, Tensor var, Tensor inv_var, Tensor? factor, "
       "Tensor log_const, Tensor? sigma2) -> (Tensor, Tensor)");
+  // Denoising score matching (see scorefast/dsm.h). x / pred: [B, ...] float; sigma: [B] in
+  // the math dtype. dsm_loss returns the per-sample losses [B] in the math dtype.
+  m.def("dsm_perturb(Tensor x, Tensor sigma, int seed, int step, int particle_offset) -> Tensor");
+  m.def(
+      "dsm_loss(Tensor pred, Tensor sigma, float power, bool eps_form, int seed, int step, "
+      "int particle_offset) -> Tensor");
+  m.def(
+      "dsm_loss_backward(Tensor grad_per_sample, Tensor pred, Tensor sigma, float power, bool eps_form, "
+      "int seed, int step, int particle_offset) -> Tensor");
 }
 
 namespace {

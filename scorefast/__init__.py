@@ -8,6 +8,7 @@ from . import _extension  # noqa: F401  (loads the compiled ops, warns once if m
 from . import reference
 from .backend_registry import backends
 from . import targets
+from .dsm import dsm_loss, dsm_perturb
 from .gmm import gmm_score
 from .langevin import langevin_step, langevin_step_
 from .noise import normal, normal_like, philox_words, random_seed
@@ -16,6 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "backends",
+    "dsm_loss",
+    "dsm_perturb",
     "gmm_score",
     "langevin_step",
     "langevin_step_",

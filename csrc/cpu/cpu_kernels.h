@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "scorefast/dsm.h"
 #include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
 
@@ -24,6 +25,10 @@ struct KernelTable {
                              int64_t begin, int64_t end);
   // gmm_score for points [begin, end).
   void (*gmm_score)(const GmmArgs& args, int64_t begin, int64_t end);
+  // Denoising score matching for samples [begin, end): perturb, per-sample loss, gradient.
+  void (*dsm_perturb)(const DsmArgs& args, int64_t begin, int64_t end);
+  void (*dsm_loss)(const DsmArgs& args, int64_t begin, int64_t end);
+  void (*dsm_backward)(const DsmArgs& args, int64_t begin, int64_t end);
 };
 
 extern const KernelTable kGenericKernels;

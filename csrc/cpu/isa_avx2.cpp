@@ -30,6 +30,7 @@ namespace avx2 {
 #include "noise_avx2.h"
 #include "langevin_kernels.h"
 #include "gmm_kernels.h"
+#include "dsm_kernels.h"
 
 }  // namespace avx2
 
@@ -39,6 +40,9 @@ const KernelTable kAvx2Kernels = {
     avx2::langevin_range,
     avx2::score_clip_factors_range,
     avx2::gmm_score_range,
+    avx2::dsm_perturb_range,
+    avx2::dsm_loss_range,
+    avx2::dsm_backward_range,
 };
 
 }  // namespace cpu

@@ -22,6 +22,7 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
 
 #include "langevin_kernels.h"
 #include "gmm_kernels.h"
+#include "dsm_kernels.h"
 
 }  // namespace generic
 
@@ -31,6 +32,9 @@ const KernelTable kGenericKernels = {
     generic::langevin_range,
     generic::score_clip_factors_range,
     generic::gmm_score_range,
+    generic::dsm_perturb_range,
+    generic::dsm_loss_range,
+    generic::dsm_backward_range,
 };
 
 }  // namespace cpu

@@ -2,6 +2,8 @@
 
 Tests compare each kernel with these; benchmarks time them as the eager baseline.
 """
+from .dsm import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
+from .gmm import gmm_log_joint_ref, gmm_score_ref
 from .langevin import langevin_step_ref
 from .noise import (
     box_muller_ref,
@@ -14,6 +16,11 @@ from .noise import (
 
 __all__ = [
     "box_muller_ref",
+    "dsm_loss_ref",
+    "dsm_noise_ref",
+    "dsm_perturb_ref",
+    "gmm_log_joint_ref",
+    "gmm_score_ref",
     "langevin_step_ref",
     "normal_like_ref",
     "normal_ref",

@@ -1,0 +1,107 @@
+// DSM kernels on the CPU for samples [begin, end): the flattened range is walked in tiles
+// that stay in L1; each tile's noise comes from fill_normals() (the contract) and is used
+// at once. Included inside an ISA namespace by isa_*.cpp after noise_kernels.h.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "scorefast/dsm.h"
+#include "scorefast/storage.h"
+
+namespace dsm_detail {
+
+using scorefast::DsmArgs;
+using scorefast::Storage;
+
+constexpr int64_t kTile = 2048;
+
+enum class Kind { kPerturb, kLoss, kBackward };
+
+template <typename T, Kind kKind>
+static void dsm_impl(const DsmArgs& a, int64_t begin, int64_t end) {
+  using Acc = typename Storage<T>::acc;
+  const int64_t D = a.sample_size;
+  const T* in = static_cast<const T*>(a.input);
+  const Acc* sigma = static_cast<const Acc*>(a.sigma);
+  const Acc* g = static_cast<const Acc*>(a.grad_per_sample);
+  alignas(64) float z[kTile];
+  const int64_t e_end = end * D;
+  int64_t b = begin;
+  double row_sum = 0.0;  // the loss of sample b so far
+  Acc scale = 0, inv_sigma = 0, sig = 0;
+  auto start_row = [&](int64_t row) {
+    sig = sigma[row];
+    inv_sigma = Acc(1) / sig;
+    if (kKind == Kind::kBackward) {
+      scale = a.eps_form ? Acc(2) * g[row] : g[row] * static_cast<Acc>(std::pow(static_cast<double>(sig), a.power));
+    }
+  };
+  auto finish_row = [&](int64_t row) {
+    if (kKind != Kind::kLoss) return;
+    double l = row_sum;
+    if (!a.eps_form) l *= 0.5 * std::pow(static_cast<double>(sigma[row]), a.power);
+    static_cast<Acc*>(a.out)[row] = static_cast<Acc>(l);
+    row_sum = 0.0;
+  };
+  if (begin < end) start_row(begin);
+  int64_t d = 0;
+  for (int64_t e0 = begin * D; e0 < e_end; e0 += kTile) {
+    const int64_t n = e_end - e0 < kTile ? e_end - e0 : kTile;
+    fill_normals(z, D, a.seed, a.step, a.particle_offset, e0, n);
+    for (int64_t i = 0; i < n;) {
+      const int64_t len = n - i < D - d ? n - i : D - d;  // the rest of sample b in this tile
+      const int64_t e = e0 + i;
+      if (kKind == Kind::kPerturb) {
+        T* out = static_cast<T*>(a.out);
+        for (int64_t k = 0; k < len; ++k)
+          Storage<T>::store(out + e + k, Storage<T>::load(in + e + k) + sig * static_cast<Acc>(z[i + k]));
+      } else if (kKind == Kind::kLoss) {
+        double part[4] = {0, 0, 0, 0};
+        for (int64_t k = 0; k < len; ++k) {
+          const Acc p = Storage<T>::load(in + e + k);
+          const Acc r = a.eps_form ? p - static_cast<Acc>(z[i + k]) : p + static_cast<Acc>(z[i + k]) * inv_sigma;
+          part[k & 3] += static_cast<double>(r) * static_cast<double>(r);
+        }
+        row_sum += (part[0] + part[1]) + (part[2] + part[3]);
+      } else {
+        T* out = static_cast<T*>(a.out);
+        for (int64_t k = 0; k < len; ++k) {
+          const Acc p = Storage<T>::load(in + e + k);
+          const Acc r = a.eps_form ? p - static_cast<Acc>(z[i + k]) : p + static_cast<Acc>(z[i + k]) * inv_sigma;
+          Storage<T>::store(out + e + k, scale * r);
+        }
+      }
+      i += len;
+      d += len;
+      if (d == D) {
+        finish_row(b);
+        d = 0;
+        if (++b < end) start_row(b);
+      }
+    }
+  }
+}
+
+template <Kind kKind>
+static void dsm_dispatch(const DsmArgs& a, int64_t begin, int64_t end) {
+  using scorefast::StorageType;
+  switch (a.dtype) {
+    case StorageType::kFloat32: return dsm_impl<float, kKind>(a, begin, end);
+    case StorageType::kFloat64: return dsm_impl<double, kKind>(a, begin, end);
+    case StorageType::kFloat16: return dsm_impl<scorefast::f16_t, kKind>(a, begin, end);
+    case StorageType::kBFloat16: return dsm_impl<scorefast::bf16_t, kKind>(a, begin, end);
+  }
+}
+
+}  // namespace dsm_detail
+
+static void dsm_perturb_range(const scorefast::DsmArgs& a, int64_t begin, int64_t end) {
+  dsm_detail::dsm_dispatch<dsm_detail::Kind::kPerturb>(a, begin, end);
+}
+static void dsm_loss_range(const scorefast::DsmArgs& a, int64_t begin, int64_t end) {
+  dsm_detail::dsm_dispatch<dsm_detail::Kind::kLoss>(a, begin, end);
+}
+static void dsm_backward_range(const scorefast::DsmArgs& a, int64_t begin, int64_t end) {
+  dsm_detail::dsm_dispatch<dsm_detail::Kind::kBackward>(a, begin, end);
+}

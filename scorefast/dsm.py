@@ -1,0 +1,166 @@
+"""Fused denoising score matching: perturb and loss with the noise regenerated, never stored.
+
+    x_tilde = x + sigma_b z,           z = the noise contract's normals for (seed, step, sample)
+    score form: l_b = 1/2 sigma_b^p ||s_b + z_b / sigma_b||^2     (target -z/sigma = -(x_tilde - x)/sigma^2)
+    eps form:   l_b = ||eps_b - z_b||^2
+
+Ops ``<ns>::dsm_perturb``, ``<ns>::dsm_loss`` (per-sample losses [B]) and
+``<ns>::dsm_loss_backward`` (the gradient w.r.t. the prediction, regenerating z again):
+nothing of the size of x is saved for backward beyond the prediction itself.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from . import _checks, _extension
+from . import backend_registry as backends
+from .noise import random_seed
+from .reference.dsm import dsm_loss_ref, dsm_perturb_ref
+
+PERTURB_SCHEMA = "(Tensor x, Tensor sigma, int seed, int step, int particle_offset) -> Tensor"
+LOSS_SCHEMA = ("(Tensor pred, Tensor sigma, float power, bool eps_form, int seed, int step, "
+               "int particle_offset) -> Tensor")
+BACKWARD_SCHEMA = ("(Tensor grad_per_sample, Tensor pred, Tensor sigma, float power, bool eps_form, "
+                   "int seed, int step, int particle_offset) -> Tensor")
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fake_perturb(x, sigma, seed, step, particle_offset):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _fake_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
+    return pred.new_empty(pred.shape[:1], dtype=_acc(pred.dtype))
+
+
+def _fake_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step, particle_offset):
+    return torch.empty_like(pred, memory_format=torch.contiguous_format)
+
+
+def _make_autograd(namespace: str):
+    def setup_context(ctx, inputs, output):
+        pred, sigma, power, eps_form, seed, step, offset = inputs
+        ctx.save_for_backward(pred, sigma)
+        ctx.args = (power, eps_form, seed, step, offset)
+
+    def backward(ctx, grad):
+        pred, sigma = ctx.saved_tensors
+        if ctx.needs_input_grad[1]:
+            raise RuntimeError("dsm_loss: gradients with respect to sigma are not supported")
+        op = getattr(torch.ops, namespace).dsm_loss_backward
+        grad_pred = op(grad.to(_acc(pred.dtype)).contiguous(), pred, sigma, *ctx.args)
+        return grad_pred.to(pred.dtype), None, None, None, None, None, None
+
+    return setup_context, backward
+
+
+def register_op_extras(namespace: str, fakes: bool = True) -> None:
+    """Fake kernels for ``namespace::dsm_*`` and the autograd of ``dsm_loss``."""
+    if fakes:
+        torch.library.register_fake(f"{namespace}::dsm_perturb", _fake_perturb)
+        torch.library.register_fake(f"{namespace}::dsm_loss", _fake_loss)
+        torch.library.register_fake(f"{namespace}::dsm_loss_backward", _fake_backward)
+    setup_context, backward = _make_autograd(namespace)
+    torch.library.register_autograd(f"{namespace}::dsm_loss", backward, setup_context=setup_context)
+
+
+if _extension.extension() is not None:
+    register_op_extras("scorefast")
+
+
+def _sigma_tensor(sigma, x: torch.Tensor, name: str = "sigma") -> torch.Tensor:
+    """sigma as a [B] tensor in the math dtype; values checked positive and finite."""
+    acc = _acc(x.dtype)
+    B = x.shape[0]
+    if isinstance(sigma, torch.Tensor) and sigma.dim() == 0:
+        sigma = float(sigma)
+    if isinstance(sigma, torch.Tensor):
+        _checks.check_per_particle(sigma, x, name)
+        if sigma.device.type == "cpu" and not torch.compiler.is_compiling():
+            if not bool(torch.isfinite(sigma).all()) or bool((sigma <= 0).any()):
+                raise ValueError(f"{name} must be finite and > 0 for every sample")
+        return sigma.to(acc).contiguous()
+    if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
+        raise TypeError(f"{name} must be a positive number or a tensor of shape ({B},), got {type(sigma).__name__}")
+    s = _checks.check_real(sigma, name, positive=True)
+    return torch.full((B,), s, dtype=acc, device=x.device)
+
+
+def _counter(seed, step, particle_offset, B):
+    if seed is None:
+        seed = random_seed()
+    seed64 = _checks.seed_to_int64(seed)
+    step, particle_offset = _checks.check_counter(step, particle_offset, B)
+    return seed, seed64, step, particle_offset
+
+
+def dsm_perturb(x: torch.Tensor, sigma, *, seed: int, step: int = 0, particle_offset: int = 0,
+                backend: str = "auto") -> torch.Tensor:
+    """x + sigma_b z, z the contract's normals for (seed, step, sample).
+
+    Args:
+        x: data, shape (B, ...): dim 0 indexes samples. float32, float64, float16, bfloat16.
+        sigma: noise level: a positive float, or a (B,) tensor (one per sample).
+        seed, step, particle_offset: the noise counter (as langevin_step); pass the same
+            ones to dsm_loss so it regenerates the same z.
+        backend: 'auto', 'reference', 'cpp', 'cuda', 'triton' or 'numba'.
+
+    Returns:
+        x_tilde, shape and dtype of x, contiguous.
+    """
+    _checks.check_float_tensor(x, "x")
+    s = _sigma_tensor(sigma, x)
+    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, x.shape[0])
+    name = backends.resolve(backend, x.device, "dsm_perturb")
+    if name == "reference":
+        return dsm_perturb_ref(x, s, seed, step, particle_offset).contiguous()
+    return backends.op_namespace(name).dsm_perturb(x, s, seed64, step, particle_offset)
+
+
+def dsm_loss(pred: torch.Tensor, x: torch.Tensor | None, sigma, *, seed: int, step: int = 0,
+             particle_offset: int = 0, weighting_power: float = 2.0, parametrization: str = "score",
+             reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+    """Denoising score matching loss with the noise regenerated in the kernel.
+
+    Args:
+        pred: the model's output at x_tilde = dsm_perturb(x, sigma, seed=..., step=...),
+            shape of x: the score s (parametrization='score') or the noise eps ('eps').
+            Any float dtype (bf16 predictions are accumulated in float32).
+        x: the clean data (B, ...) (only checked against pred's shape; may be None).
+        sigma: the noise levels used in dsm_perturb: a positive float or (B,).
+        seed, step, particle_offset: the same noise counter as dsm_perturb.
+        weighting_power: p in lambda(sigma) = sigma^p (score form). 2 (default) is NCSN's
+            weighting, which makes every noise level's loss O(1).
+        parametrization: 'score': 1/2 sigma^p ||s + z/sigma||^2; 'eps': ||eps - z||^2 (DDPM).
+        reduction: 'mean' over the batch (default), 'sum', or 'none' (per-sample, (B,)).
+
+    Returns:
+        The loss (a 0-d tensor, or (B,) for reduction='none'), float32 (float64 for float64
+        pred). Differentiable w.r.t. pred: the backward regenerates z, nothing else is stored.
+    """
+    _checks.check_float_tensor(pred, "pred")
+    if x is not None:
+        _checks.check_like(pred, x, "x")
+    if parametrization not in ("score", "eps"):
+        raise ValueError(f"parametrization must be 'score' or 'eps', got {parametrization!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    power = _checks.check_real(weighting_power, "weighting_power")
+    s = _sigma_tensor(sigma, pred)
+    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, pred.shape[0])
+    eps_form = parametrization == "eps"
+    name = backends.resolve(backend, pred.device, "dsm_loss")
+    if name == "reference":
+        return dsm_loss_ref(pred, s, seed, step, particle_offset, power=power, eps_form=eps_form,
+                            reduction=reduction)
+    per = backends.op_namespace(name).dsm_loss(pred, s, power, eps_form, seed64, step, particle_offset)
+    if reduction == "mean":
+        return per.mean()
+    if reduction == "sum":
+        return per.sum()
+    return per
