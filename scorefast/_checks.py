@@ -70,7 +70,8 @@ def check_counter(step, particle_offset, num_particles: int) -> tuple[int, int]:
     return step, particle_offset
 
 
-def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
+def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive: bool = False) -> None:
+    """``t`` is a float [P] tensor on x's device with finite values >= 0 (> 0 if ``positive``)."""
     if t.dim() != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(f"{name} tensor must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
     if t.device != x.device:
@@ -78,8 +79,11 @@ def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
     if not (t.dtype.is_floating_point):
         raise TypeError(f"{name} tensor must be floating point, got {t.dtype}")
     # Values are checked where that costs no device sync (CPU, eager); elsewhere NaN stays NaN.
+    # One aminmax (NaN propagates into both) keeps the check cheap for small batches.
     if t.device.type == "cpu" and t.numel() > 0 and not torch.compiler.is_compiling():
-        bad = ~torch.isfinite(t) | (t < 0)
-        if bool(bad.any()):
+        lo, hi = (float(v) for v in torch.aminmax(t))
+        if not ((lo > 0 if positive else lo >= 0) and hi < math.inf):
+            bad = ~torch.isfinite(t) | ((t <= 0) if positive else (t < 0))
             i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"{name} must be finite and >= 0 for every particle, got {t[i].item()} at particle {i}")
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name} must be finite and {bound} for every particle, got {t[i].item()} at particle {i}")

@@ -321,7 +321,7 @@ def _add_bench(sub) -> None:
                     "write JSON with the machine named.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--op", default="langevin_step", choices=("langevin_step", "gmm_score"),
+    p.add_argument("--op", default="langevin_step", choices=("langevin_step", "gmm_score", "dsm_loss"),
                    help="which op: langevin_step over sizes 2^min..2^max, or gmm_score over the "
                         "(N, K, D) cases and covariance kinds")
     p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
@@ -341,6 +341,8 @@ def cmd_bench(args, parser_error) -> int:
 
     if args.op == "gmm_score":
         return _bench_gmm(args)
+    if args.op == "dsm_loss":
+        return _bench_dsm(args)
     if args.quick:
         args.max_log2 = min(args.max_log2, 20)
     if not 0 <= args.min_log2 <= args.max_log2 <= 30:
@@ -371,6 +373,23 @@ def _bench_gmm(args) -> int:
         compile_reference=not args.no_compile, quick=args.quick)
     print(benchmark_gmm.format_table(result))
     path = args.out or benchmark.default_result_path("gmm_score", result["machine"])
+    benchmark.write_json(result, path)
+    print(f"results: {path}")
+    return 0
+
+
+def _bench_dsm(args) -> int:
+    from scorefast import benchmark, benchmark_dsm
+
+    shapes = benchmark_dsm.SHAPES
+    if args.quick:
+        shapes = [(max(8, b // 8), d) for b, d in shapes]
+    result = benchmark_dsm.run_dsm_bench(
+        shapes=shapes, device=torch.device(args.device),
+        backends=None if args.backends == "auto-all" else args.backends.split(","),
+        compile_reference=not args.no_compile, quick=args.quick)
+    print(benchmark_dsm.format_table(result))
+    path = args.out or benchmark.default_result_path("dsm_loss", result["machine"])
     benchmark.write_json(result, path)
     print(f"results: {path}")
     return 0

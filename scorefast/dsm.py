@@ -80,10 +80,7 @@ def _sigma_tensor(sigma, x: torch.Tensor, name: str = "sigma") -> torch.Tensor:
     if isinstance(sigma, torch.Tensor) and sigma.dim() == 0:
         sigma = float(sigma)
     if isinstance(sigma, torch.Tensor):
-        _checks.check_per_particle(sigma, x, name)
-        if sigma.device.type == "cpu" and not torch.compiler.is_compiling():
-            if not bool(torch.isfinite(sigma).all()) or bool((sigma <= 0).any()):
-                raise ValueError(f"{name} must be finite and > 0 for every sample")
+        _checks.check_per_particle(sigma, x, name, positive=True)
         return sigma.to(acc).contiguous()
     if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
         raise TypeError(f"{name} must be a positive number or a tensor of shape ({B},), got {type(sigma).__name__}")
