@@ -96,8 +96,13 @@ def _bench_backends(device: torch.device, requested) -> list[str]:
 
 
 def run_langevin_bench(sizes, device: torch.device, backends=None, compile_reference: bool = True,
-                       quick: bool = False) -> dict:
-    """Time langevin_step (out of place, noise in-kernel) against eager and compiled PyTorch."""
+                       quick: bool = False, particle_size: int = 1024) -> dict:
+    """Time langevin_step (out of place, noise in-kernel) against eager and compiled PyTorch.
+
+    The n elements are laid out as (n / particle_size, particle_size) particles (one particle
+    of n elements when n < particle_size): the noise contract draws one Philox call per 4
+    elements of a particle, so particles of 1-3 elements cost more noise per element.
+    """
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
@@ -110,8 +115,9 @@ def run_langevin_bench(sizes, device: torch.device, backends=None, compile_refer
     a, b = 0.01, (2 * 0.01) ** 0.5
     rows = []
     for n in sizes:
-        x = torch.randn(n, device=device)
-        s = torch.randn(n, device=device)
+        shape = (n // particle_size, particle_size) if n >= particle_size else (1, n)
+        x = torch.randn(shape, device=device)
+        s = torch.randn(shape, device=device)
         row = {"numel": n, "bytes": 3 * n * 4, "times": {}}
         row["times"]["eager"] = time_fn(lambda: eager_langevin(x, s, a, b), device, min_time=min_time)
         if compiled is not None:
@@ -142,6 +148,7 @@ def run_langevin_bench(sizes, device: torch.device, backends=None, compile_refer
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "copy_bandwidth_gbps": bw / 1e9,
         "bytes_per_element": "12 (read x and score, write the result, float32)",
+        "particle_size": particle_size,
         "providers": ["eager"] + (["torch.compile"] if compile_reference else []) + names,
         "rows": rows,
     }
@@ -153,7 +160,8 @@ def format_table(result: dict) -> str:
     extra = [p for p in provs if p not in ("eager", "torch.compile")]
     head += "".join(f" {p + ' GB/s':>11} {p + ' %bw':>9} {'x eager':>8} {'x compile':>9}" for p in extra)
     lines = [f"langevin_step on {result['machine']}, torch {result['torch']}, "
-             f"copy bandwidth {result['copy_bandwidth_gbps']:.1f} GB/s", head]
+             f"copy bandwidth {result['copy_bandwidth_gbps']:.1f} GB/s, "
+             f"particles of {result.get('particle_size', '?')} elements", head]
     for row in result["rows"]:
         t = row["times"]
         line = f"{'2^%d' % (row['numel'].bit_length() - 1):>10} "

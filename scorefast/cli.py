@@ -327,6 +327,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
     p.add_argument("--max-log2", type=int, default=26, help="largest size, log2 of elements")
     p.add_argument("--quick", action="store_true", help="sizes 2^10..2^20 and fewer repeats")
+    p.add_argument("--particle-size", type=int, default=1024,
+                   help="langevin_step: elements per particle (the tensor is (n / size, size))")
     p.add_argument("--device", default="cpu", help="device to benchmark")
     p.add_argument("--backends", default="auto-all",
                    help="comma-separated backends, or auto-all for every available one")
@@ -353,9 +355,11 @@ def cmd_bench(args, parser_error) -> int:
         backends=None if args.backends == "auto-all" else args.backends.split(","),
         compile_reference=not args.no_compile,
         quick=args.quick,
+        particle_size=args.particle_size,
     )
     print(benchmark.format_table(result))
-    path = args.out or benchmark.default_result_path("langevin_step", result["machine"])
+    op = "langevin_step" if args.particle_size == 1024 else f"langevin_step-d{args.particle_size}"
+    path = args.out or benchmark.default_result_path(op, result["machine"])
     benchmark.write_json(result, path)
     print(f"results: {path}")
     return 0
