@@ -1,13 +1,16 @@
 """CUDA backend specifics that the generic backend tests do not reach: bitwise agreement
-with the portable C++ kernels on explicit noise, the current stream, device indices and
-mixed-device errors. Skipped without a GPU and a CUDA build of the extension."""
+with the portable C++ kernels on explicit noise, the DSM ops against the CPU ops on every
+kernel path, the current stream, device indices and mixed-device errors. Skipped without
+a GPU and a CUDA build of the extension."""
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import MAX_RADIUS, U32, U64, assert_within, noise_tolerance, storage_ulp
 
 import scorefast
 from scorefast import backend_registry
+from scorefast.reference import dsm_noise_ref
 
 pytestmark = pytest.mark.skipif(not backend_registry.status("cuda").available,
                                 reason=f"cuda backend: {backend_registry.status('cuda').reason}")
@@ -102,3 +105,163 @@ def test_direct_op_calls_check_devices():
         torch.ops.scorefast.philox_fill_(torch.zeros(2, 3, 4, device="cuda"), 0, 0, 0)
     with pytest.raises(RuntimeError, match="out must be contiguous"):
         torch.ops.scorefast.normal_fill_(torch.zeros(4, 6, device="cuda")[:, ::2], 0, 0, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Denoising score matching: the CUDA ops against the CPU ops on CPU copies of the inputs.
+# The two backends' normals differ by at most noise_tolerance (libm vs CUDA math rounding);
+# everything else is the same sequence of roundings, up to the order of the double sums in
+# the loss and the last bit of the double pow.
+
+DSM_SEED, DSM_STEP, DSM_OFFSET = 2**63 + 77, 5, 2**32 - 2
+DSM_SEED64 = DSM_SEED - 2**64  # the ops take the seed's bits as an int64
+# (5, 13), (2, 4099), (4, 3, 7): scalar path; (3, 4096), (6, 516): one block per sample; the
+# rest: a team of lanes per sample, from 1 lane (D <= 4) to a full warp (D = 512).
+DSM_SHAPES = [(7, 8), (5, 13), (3, 2), (64, 1), (300, 33), (4, 3, 7), (200, 512), (6, 516), (3, 4096),
+              (2, 4099)]
+DSM_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _dsm_data(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    sigma = (0.05 + 2 * torch.rand(shape[0], generator=g, dtype=torch.float64)).to(_acc(dtype))
+    grad = torch.randn(shape[0], generator=g, dtype=torch.float64).to(_acc(dtype))
+    return x, sigma, grad
+
+
+def _dsm_cpu_and_cuda(op, *args):
+    """op on CPU tensors and on CUDA copies of them (the CUDA result brought back)."""
+    cpu = op(*args)
+    gpu = op(*(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))
+    assert gpu.is_cuda
+    return cpu, gpu.cpu()
+
+
+def _residual_bound(pred, sigma, eps_form):
+    """|r| and the bound on |r_cuda - r_cpu| per element ([B, D] float64), r = pred + z / sigma
+    or pred - z, with the acc type's rounding of forming r."""
+    B = pred.shape[0]
+    u = U64 if pred.dtype == torch.float64 else U32
+    p = pred.reshape(B, -1).double()
+    z = dsm_noise_ref(pred, DSM_SEED, DSM_STEP, DSM_OFFSET).double()
+    dz = noise_tolerance(B, p.shape[1], DSM_SEED, DSM_STEP, DSM_OFFSET)
+    s = sigma.double()[:, None]
+    if eps_form:
+        return (p - z).abs(), dz + 4 * u * (p.abs() + z.abs())
+    return (p + z / s).abs(), dz / s + 4 * u * (p.abs() + z.abs() / s)
+
+
+@pytest.mark.parametrize("dtype", DSM_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", DSM_SHAPES, ids=str)
+def test_dsm_perturb_matches_cpu(dtype, shape):
+    x, sigma, _ = _dsm_data(shape, dtype)
+    cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_perturb, x, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    assert gpu.shape == x.shape and gpu.dtype == dtype
+    B = shape[0]
+    u = U64 if dtype == torch.float64 else U32
+    s = sigma.double().reshape(B, *([1] * (len(shape) - 1)))
+    dz = noise_tolerance(B, x[0].numel(), DSM_SEED, DSM_STEP, DSM_OFFSET).reshape(shape)
+    tol = s * dz + 4 * u * (x.double().abs() + s * MAX_RADIUS)
+    if dtype != torch.float64:
+        tol = tol + storage_ulp(cpu.double(), dtype)  # the rounding to storage may flip
+    assert_within(gpu, cpu, tol, f"dsm_perturb {shape} {dtype}")
+
+
+@pytest.mark.parametrize("power", [2.0, 1.5])
+@pytest.mark.parametrize("form", ["score", "eps"])
+@pytest.mark.parametrize("dtype", DSM_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", DSM_SHAPES, ids=str)
+def test_dsm_loss_and_backward_match_cpu(dtype, shape, form, power):
+    eps_form = form == "eps"
+    pred, sigma, grad = _dsm_data(shape, dtype, seed=1)
+    args = (sigma, power, eps_form, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    B = shape[0]
+    r, dr = _residual_bound(pred, sigma, eps_form)
+    s = sigma.double()
+    w = torch.ones_like(s) if eps_form else 0.5 * s**power
+
+    cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_loss, pred, *args)
+    assert gpu.shape == (B,) and gpu.dtype == _acc(dtype)
+    tol = w * (2 * r * dr + dr * dr).sum(1) + 1e-6 * cpu.double().abs()
+    assert_within(gpu, cpu, tol, f"dsm_loss {shape} {dtype} {form}")
+
+    cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_loss_backward, grad, pred, *args)
+    assert gpu.shape == pred.shape and gpu.dtype == dtype
+    scale = (2 * grad.double() if eps_form else grad.double() * s**power).abs()[:, None]
+    tol = (scale * dr).reshape(shape) + 1e-6 * cpu.double().abs()
+    if dtype != torch.float64:
+        tol = tol + storage_ulp(cpu.double(), dtype)
+    assert_within(gpu, cpu, tol, f"dsm_loss_backward {shape} {dtype} {form}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_dsm_unaligned_input_takes_the_scalar_path(dtype):
+    # D % 4 == 0 but the data starts one element into its buffer: no vector accesses.
+    B, D = 9, 64
+    x, sigma, grad = _dsm_data((B, D), dtype)
+    buf = torch.empty(B * D + 1, dtype=dtype, device="cuda")
+    xg = buf[1:].view(B, D)
+    xg.copy_(x.cuda())
+    aligned = torch.ops.scorefast.dsm_perturb(x.cuda(), sigma.cuda(), DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    assert torch.equal(torch.ops.scorefast.dsm_perturb(xg, sigma.cuda(), DSM_SEED64, DSM_STEP, DSM_OFFSET), aligned)
+    for eps_form in (False, True):
+        args = (sigma.cuda(), 1.5, eps_form, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+        # The same thread layout and sums, only scalar instead of vector loads: bitwise equal.
+        assert torch.equal(torch.ops.scorefast.dsm_loss(xg, *args), torch.ops.scorefast.dsm_loss(x.cuda(), *args))
+        assert torch.equal(torch.ops.scorefast.dsm_loss_backward(grad.cuda(), xg, *args),
+                           torch.ops.scorefast.dsm_loss_backward(grad.cuda(), x.cuda(), *args))
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (40, 4099)], ids=str)  # team and block paths
+def test_dsm_loss_nan_stays_in_its_sample(shape):
+    pred, sigma, _ = _dsm_data(shape, torch.float32, seed=2)
+    pred[3, 5] = float("nan")
+    for eps_form in (False, True):
+        cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_loss, pred, sigma, 2.0, eps_form,
+                                     DSM_SEED64, DSM_STEP, DSM_OFFSET)
+        assert torch.isnan(gpu[3]) and int(torch.isnan(gpu).sum()) == 1
+        torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=0.0, equal_nan=True)
+
+
+def test_dsm_empty_shapes():
+    for shape in [(0, 5), (3, 0), (0,)]:
+        x = torch.zeros(shape, device="cuda")
+        sigma = torch.ones(shape[0], device="cuda")
+        assert torch.ops.scorefast.dsm_perturb(x, sigma, 1, 0, 0).shape == shape
+        loss = torch.ops.scorefast.dsm_loss(x, sigma, 2.0, False, 1, 0, 0)
+        assert loss.shape == (shape[0],) and torch.equal(loss.cpu(), torch.zeros(shape[0]))
+        assert torch.ops.scorefast.dsm_loss_backward(sigma, x, sigma, 2.0, False, 1, 0, 0).shape == shape
+
+
+def test_dsm_runs_on_the_current_stream():
+    x, sigma, _ = _dsm_data((512, 1024), torch.float32)
+    x, sigma = x.cuda(), sigma.cuda()
+    args = (sigma, 2.0, False, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    expected_x = torch.ops.scorefast.dsm_perturb(x, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    expected_l = torch.ops.scorefast.dsm_loss(x, *args)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = x * 1.0  # produced on the side stream: the kernels must be ordered after it
+        got_x = torch.ops.scorefast.dsm_perturb(y, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+        got_l = torch.ops.scorefast.dsm_loss(y, *args)
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(got_x, expected_x) and torch.equal(got_l, expected_l)
+
+
+def test_dsm_direct_op_calls_check_devices():
+    x = torch.zeros(4, 3, device="cuda")
+    sigma = torch.ones(4, device="cuda")
+    with pytest.raises(RuntimeError, match="sigma must be on the device of x"):
+        torch.ops.scorefast.dsm_perturb(x, sigma.cpu(), 0, 0, 0)
+    with pytest.raises(RuntimeError, match="sigma must be on the device of pred"):
+        torch.ops.scorefast.dsm_loss(x, sigma.cpu(), 2.0, False, 0, 0, 0)
+    with pytest.raises(RuntimeError, match="grad_per_sample must be on the device of pred"):
+        torch.ops.scorefast.dsm_loss_backward(sigma.cpu(), x, sigma, 2.0, False, 0, 0, 0)
+    with pytest.raises(RuntimeError, match="sigma must be Float"):
+        torch.ops.scorefast.dsm_loss(x, sigma.double(), 2.0, False, 0, 0, 0)

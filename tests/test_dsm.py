@@ -177,7 +177,8 @@ def test_opcheck(kernel_backend):
     s = sigma.float()
     torch.library.opcheck(ns.dsm_perturb.default, (x, s, 7, 2, 0))
     torch.library.opcheck(ns.dsm_loss.default, (pred.requires_grad_(True), s, 2.0, False, 7, 2, 0))
-    torch.library.opcheck(ns.dsm_loss_backward.default, (torch.ones(3), pred.detach(), s, 2.0, True, 7, 2, 0))
+    torch.library.opcheck(ns.dsm_loss_backward.default,
+                          (torch.ones(3, device=pred.device), pred.detach(), s, 2.0, True, 7, 2, 0))
 
 
 def test_compile_training_step():

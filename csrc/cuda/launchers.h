@@ -1,5 +1,5 @@
 // Host launchers of the CUDA kernels (csrc/cuda/*.cu). Torch-free: raw device pointers,
-// sizes, the shared LangevinArgs, a stream; each returns the launch's cudaError_t
+// sizes, the shared LangevinArgs / DsmArgs, a stream; each returns the launch's cudaError_t
 // (cudaSuccess, or the error cudaGetLastError reports after the launch). Every launch is
 // asynchronous on `stream`; the caller keeps the buffers alive until it completes.
 #pragma once
@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "scorefast/dsm.h"
 #include "scorefast/langevin.h"
 
 namespace scorefast {
@@ -32,6 +33,21 @@ cudaError_t launch_score_clip_factors(const LangevinArgs& args, double max_norm,
 
 // The fused update over all P x D elements into args.out (which may equal args.x).
 cudaError_t launch_langevin(const LangevinArgs& args, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------
+// Denoising score matching (scorefast/dsm.h); z is regenerated from the noise contract.
+// args.input is [B, D] contiguous of args.dtype; args.sigma (and args.grad_per_sample) [B]
+// of the acc type (double for float64 storage, float otherwise).
+
+// args.out [B, D] of args.dtype: x + sigma_b z.
+cudaError_t launch_dsm_perturb(const DsmArgs& args, cudaStream_t stream);
+
+// args.out [B] of the acc type: the per-sample losses, accumulated in double (0 when D == 0
+// is the caller's job: nothing is launched for an empty batch or D == 0).
+cudaError_t launch_dsm_loss(const DsmArgs& args, cudaStream_t stream);
+
+// args.out [B, D] of args.dtype: the gradient of sum_b g_b l_b w.r.t. the prediction.
+cudaError_t launch_dsm_loss_backward(const DsmArgs& args, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scorefast
