@@ -1,6 +1,7 @@
 """Triton kernels of denoising score matching, and the ops ``scorefast_triton::dsm_perturb``,
 ``scorefast_triton::dsm_loss`` and ``scorefast_triton::dsm_loss_backward`` (the schemas of
-scorefast.dsm).
+scorefast.dsm; the int arguments are inferred as SymInt, as for the other Triton ops, since
+triton_op infers its schema from the annotations).
 
     perturb:  x_tilde = x + sigma_b z
     loss:     l_b = 1/2 sigma_b^p sum_d (s + z / sigma_b)^2   (score form)
