@@ -244,5 +244,5 @@ def test_small_particles_across_the_32bit_carry(kernel_backend, D, offset):
     # the same ids reached through chunked calls
     parts = [scorefast.normal((n, D), seed=seed, step=step, particle_offset=offset + s,
                               device=kernel_backend.device, backend=kernel_backend.name)
-             for s, n in ((0, 11), (11, P - 11))]
+             for s, n in ((0, P // 2 + 3), (P // 2 + 3, P - P // 2 - 3))]
     assert torch.equal(torch.cat(parts).cpu(), got.cpu())
