@@ -1,5 +1,5 @@
 // Host launchers of the CUDA kernels (csrc/cuda/*.cu). Torch-free: raw device pointers,
-// sizes, the shared LangevinArgs, a stream; each returns the launch's cudaError_t
+// sizes, the shared LangevinArgs / GmmArgs, a stream; each returns the launch's cudaError_t
 // (cudaSuccess, or the error cudaGetLastError reports after the launch). Every launch is
 // asynchronous on `stream`; the caller keeps the buffers alive until it completes.
 #pragma once
@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
 
 namespace scorefast {
@@ -32,6 +33,11 @@ cudaError_t launch_score_clip_factors(const LangevinArgs& args, double max_norm,
 
 // The fused update over all P x D elements into args.out (which may equal args.x).
 cudaError_t launch_langevin(const LangevinArgs& args, cudaStream_t stream);
+
+// gmm_score (scorefast/gmm.h): args.score [N, D] and args.log_prob [N] from the mixture in
+// kernel form; every buffer in device memory, contiguous. cudaErrorInvalidValue when D is
+// too large for a warp's slice of shared memory (D > ~29k for float math, ~14k for double).
+cudaError_t launch_gmm_score(const GmmArgs& args, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scorefast
