@@ -265,3 +265,141 @@ def test_dsm_direct_op_calls_check_devices():
         torch.ops.scorefast.dsm_loss_backward(sigma.cpu(), x, sigma, 2.0, False, 0, 0, 0)
     with pytest.raises(RuntimeError, match="sigma must be Float"):
         torch.ops.scorefast.dsm_loss(x, sigma.double(), 2.0, False, 0, 0, 0)
+
+
+# -- gmm_score -----------------------------------------------------------------------------
+
+from scorefast.targets.presets import random_mixture  # noqa: E402
+
+GMM_TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4),
+           torch.float16: dict(rtol=1e-2, atol=1e-2), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+def _gmm_points(mixture, n, dtype, seed):
+    """Samples of the mixture plus a few far and exactly-at-a-mean points."""
+    x = mixture.sample(n, seed=seed)
+    x[0] = mixture.means[0]
+    # Far out: the log-sum-exp must stay finite. Not too far in float32, where the rounding of
+    # l_k (~ |x|^2) would decide between components.
+    x[1] = (30.0 if dtype == torch.float64 else 3.0) * x[1]
+    return x.to(dtype)
+
+
+def _gmm_args(mixture, x, sigma, seed):
+    """Arguments of the op for sigma None, a float, or 'per_point' (one sigma per point)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    per_point = sigma == "per_point"
+    p = mixture.kernel_params(acc, x.device, None if per_point else sigma, per_point)
+    sigma2 = None
+    if per_point:
+        g = torch.Generator().manual_seed(seed)
+        sigma2 = (2.0 * torch.rand(x.shape[0], generator=g, dtype=torch.float64)).square().to(acc)
+        sigma2[2] = 0.0
+    return [x, p["means"], p["var"], p["inv_var"], p["factor"], p["log_const"], sigma2]
+
+
+def _gmm_cpu_and_cuda(args):
+    cpu = torch.ops.scorefast.gmm_score(*args)
+    dev = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+    gpu = torch.ops.scorefast.gmm_score(*dev)
+    assert gpu[0].is_cuda and gpu[0].dtype == args[0].dtype and gpu[0].shape == args[0].shape
+    assert gpu[1].is_cuda and gpu[1].shape == args[0].shape[:1]
+    return cpu, tuple(t.cpu() for t in gpu)
+
+
+# (K, D): thread-per-point D <= 4 (K over one shared-memory tile of 64), warp-per-point with
+# 1, 2, 4, 16 and 32 registers per lane, and the shared-memory path (D > 1024; full: D > 512).
+GMM_SHAPES = {
+    "isotropic": [(1, 1), (5, 2), (64, 2), (130, 2), (7, 3), (9, 4), (6, 5), (16, 33), (8, 64), (4, 784),
+                  (3, 1030), (2, 2500)],
+    "diagonal": [(64, 2), (130, 2), (9, 4), (6, 5), (16, 33), (8, 64), (4, 784), (3, 1030)],
+    "full": [(64, 2), (70, 3), (9, 4), (6, 5), (8, 33), (4, 64), (3, 130), (2, 300), (2, 520)],
+}
+GMM_CASES = [(kind, K, D) for kind, shapes in GMM_SHAPES.items() for K, D in shapes]
+
+
+@pytest.mark.parametrize("sigma", [None, 0.5, "per_point"], ids=str)
+@pytest.mark.parametrize("kind,K,D", GMM_CASES, ids=lambda v: str(v))
+def test_gmm_score_matches_cpu(kind, K, D, sigma):
+    mixture = random_mixture(K, D, kind=kind, seed=K * 1000 + D)
+    for dtype in (torch.float64, torch.float32):
+        x = _gmm_points(mixture, 67, dtype, seed=D)
+        (s_cpu, lp_cpu), (s_gpu, lp_gpu) = _gmm_cpu_and_cuda(_gmm_args(mixture, x, sigma, seed=K))
+        assert torch.isfinite(lp_cpu).all() and torch.isfinite(s_cpu).all()
+        tol = GMM_TOL[dtype]
+        torch.testing.assert_close(lp_gpu, lp_cpu, **tol)
+        # Scores scale with |x - mu| / var: compare relative to the row's size.
+        scale = s_cpu.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+        torch.testing.assert_close(s_gpu / scale, s_cpu / scale, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind,K,D", [("isotropic", 8, 2), ("full", 5, 3), ("diagonal", 6, 40), ("full", 4, 70)],
+                         ids=str)
+def test_gmm_score_16bit_matches_cpu(dtype, kind, K, D):
+    mixture = random_mixture(K, D, kind=kind, seed=3)
+    x = _gmm_points(mixture, 50, dtype, seed=4)
+    for sigma in (None, "per_point"):
+        (s_cpu, lp_cpu), (s_gpu, lp_gpu) = _gmm_cpu_and_cuda(_gmm_args(mixture, x, sigma, seed=5))
+        tol = GMM_TOL[dtype]
+        torch.testing.assert_close(lp_gpu.float(), lp_cpu.float(), **tol)
+        scale = s_cpu.float().abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+        torch.testing.assert_close(s_gpu.float() / scale, s_cpu.float() / scale, **tol)
+
+
+@pytest.mark.parametrize("D", [2, 40], ids=str)
+def test_gmm_score_nan_zero_weight_and_all_minus_inf(D):
+    means = torch.randn(4, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mixture = scorefast.targets.GaussianMixture(means, torch.tensor([0.5, 0.0, 0.3, 0.2]), variance=0.5)
+    x = _gmm_points(mixture, 9, torch.float32, seed=1)
+    x[3, 1] = float("nan")
+    args = _gmm_args(mixture, x, None, seed=0)
+    (s_cpu, lp_cpu), (s_gpu, lp_gpu) = _gmm_cpu_and_cuda(args)
+    assert torch.isnan(lp_gpu[3]) and torch.isnan(s_gpu[3]).all()  # NaN stays in its row
+    torch.testing.assert_close(lp_gpu, lp_cpu, equal_nan=True, **GMM_TOL[torch.float32])
+    torch.testing.assert_close(s_gpu, s_cpu, equal_nan=True, **GMM_TOL[torch.float32])
+    # Every component at -inf: log_prob -inf and NaN scores, as on the CPU.
+    args[5] = torch.full_like(args[5], float("-inf"))
+    (s_cpu, lp_cpu), (s_gpu, lp_gpu) = _gmm_cpu_and_cuda(args)
+    assert torch.isnan(s_gpu).all() and torch.isnan(s_cpu).all()
+    torch.testing.assert_close(lp_gpu, lp_cpu, equal_nan=True, rtol=0, atol=0)  # -inf, NaN in row 3
+
+
+def test_gmm_score_public_api_and_empty():
+    mixture = random_mixture(6, 3, kind="full", seed=2)
+    x = _gmm_points(mixture, 40, torch.float32, seed=3)
+    sigma = torch.rand(40, generator=torch.Generator().manual_seed(4))
+    cpu = scorefast.gmm_score(x, mixture, sigma=sigma, backend="cpp")
+    gpu = scorefast.gmm_score(x.cuda(), mixture, sigma=sigma.cuda(), backend="cuda")
+    for a, b in zip(gpu, cpu):
+        torch.testing.assert_close(a.cpu(), b, **GMM_TOL[torch.float32])
+    score, log_prob = scorefast.gmm_score(x[:0].cuda(), mixture, backend="cuda")
+    assert score.shape == (0, 3) and log_prob.shape == (0,) and score.is_cuda
+
+
+def test_gmm_score_runs_on_the_current_stream():
+    mixture = random_mixture(32, 64, kind="diagonal", seed=0)
+    x = _gmm_points(mixture, 4096, torch.float32, seed=0).cuda()
+    args = _gmm_args(mixture, x, None, seed=0)
+    expected = torch.ops.scorefast.gmm_score(*args)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = x * 1.0  # produced on the side stream: the kernel must be ordered after it
+        out = torch.ops.scorefast.gmm_score(y, *args[1:])
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
+
+
+def test_gmm_score_checks_devices():
+    mixture = random_mixture(3, 4, kind="diagonal", seed=0)
+    x = torch.zeros(5, 4, device="cuda")
+    args = _gmm_args(mixture, x, None, seed=0)
+    bad = list(args)
+    bad[1] = bad[1].cpu()
+    with pytest.raises(RuntimeError, match="means must be on the device of x"):
+        torch.ops.scorefast.gmm_score(*bad)
+    bad = list(args)
+    bad[6] = torch.ones(5)
+    with pytest.raises(RuntimeError, match="sigma2 must be on the device of x"):
+        torch.ops.scorefast.gmm_score(*bad)

@@ -1,5 +1,5 @@
 // CUDA implementations of the scorefast ops: argument checks (shared with the CPU ops in
-// csrc/langevin_op.h, csrc/dsm_op.h), device guard and stream, then the torch-free launchers of
+// csrc/langevin_op.h, csrc/dsm_op.h, csrc/gmm_op.h), device guard and stream, then the torch-free launchers of
 // csrc/cuda/*.cu. Compiled only in CUDA builds (setup.py defines SCOREFAST_WITH_CUDA).
 // Only c10/ATen core headers: the current stream comes from the CUDA device-guard
 // implementation registered by libtorch, so no c10/cuda or ATen/cuda header is needed.
@@ -16,8 +16,10 @@
 
 #include <cstdint>
 #include <optional>
+#include <tuple>
 
 #include "../dsm_op.h"
+#include "../gmm_op.h"
 #include "../langevin_op.h"
 #include "launchers.h"
 #include "scorefast/philox.h"
@@ -145,6 +147,27 @@ void langevin_step_cuda_(at::Tensor& x, const at::Tensor& score,
   }
 }
 
+// prepare_gmm_call checks that every tensor is on x's device; x must be a CUDA one.
+std::tuple<at::Tensor, at::Tensor> gmm_score_cuda(const at::Tensor& x, const at::Tensor& means,
+                                                  const at::Tensor& var, const at::Tensor& inv_var,
+                                                  const std::optional<at::Tensor>& factor,
+                                                  const at::Tensor& log_const,
+                                                  const std::optional<at::Tensor>& sigma2) {
+  check_cuda_tensor(x, "x");
+  // .contiguous() copies and the kernel run on x's device and its current stream.
+  const c10::DeviceGuard guard(x.device());
+  GmmCall call = prepare_gmm_call(x, means, var, inv_var, factor, log_const, sigma2);
+  const int64_t N = call.args.num_points, D = call.args.dim;
+  at::Tensor score = at::empty({N, D}, x.options());
+  at::Tensor log_prob = at::empty({N}, x.options());
+  if (N == 0) return {score, log_prob};
+  GmmArgs args = call.args;
+  args.score = score.data_ptr();
+  args.log_prob = log_prob.data_ptr();
+  check_cuda_result(cuda::launch_gmm_score(args, current_stream(x.device())), "gmm_score");
+  return {score, log_prob};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
@@ -152,6 +175,7 @@ TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
   m.impl("normal_fill_", &normal_fill_cuda);
   m.impl("langevin_step", &langevin_step_cuda);
   m.impl("langevin_step_", &langevin_step_cuda_);
+  m.impl("gmm_score", &gmm_score_cuda);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // Host launchers of the CUDA kernels (csrc/cuda/*.cu). Torch-free: raw device pointers,
-// sizes, the shared LangevinArgs / DsmArgs, a stream; each returns the launch's cudaError_t
+// sizes, the shared LangevinArgs / DsmArgs / GmmArgs, a stream; each returns the launch's cudaError_t
 // (cudaSuccess, or the error cudaGetLastError reports after the launch). Every launch is
 // asynchronous on `stream`; the caller keeps the buffers alive until it completes.
 #pragma once
@@ -9,6 +9,8 @@
 #include <cstdint>
 
 #include "scorefast/dsm.h"
+
+#include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
 
 namespace scorefast {
@@ -48,6 +50,11 @@ cudaError_t launch_dsm_loss(const DsmArgs& args, cudaStream_t stream);
 
 // args.out [B, D] of args.dtype: the gradient of sum_b g_b l_b w.r.t. the prediction.
 cudaError_t launch_dsm_loss_backward(const DsmArgs& args, cudaStream_t stream);
+
+// gmm_score (scorefast/gmm.h): args.score [N, D] and args.log_prob [N] from the mixture in
+// kernel form; every buffer in device memory, contiguous. cudaErrorInvalidValue when D is
+// too large for a warp's slice of shared memory (D > ~29k for float math, ~14k for double).
+cudaError_t launch_gmm_score(const GmmArgs& args, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scorefast
