@@ -5,10 +5,11 @@ same schemas as the C++ ops:
 
     philox_fill_, normal_fill_     the noise contract       (noise.py)
     langevin_step, langevin_step_  fused Langevin update    (langevin.py)
+    gmm_score                      Gaussian-mixture score   (gmm.py)
 
 Kernels compile on first use and are cached on disk (next to the package, or in
 numba's per-user cache when that is read-only; SCOREFAST_NUMBA_CACHE=0 turns the cache
 off). Work is split into fixed chunks of elements, so results do not depend on the
 thread count; numba uses torch's thread count (torch.set_num_threads).
 """
-from . import langevin, noise  # noqa: F401  (registers the ops)
+from . import gmm, langevin, noise  # noqa: F401  (registers the ops)
