@@ -40,27 +40,22 @@ _CHUNK_WORK = 1 << 16
 
 
 @jit(helper=True, ieee_division=True)
-def _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, ubuf,
-               has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
-    """score[n], log_prob[n] of point n. lbuf: [K] log-joints, ubuf: [K, D] h . t."""
+def _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
+               acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
+    """score[n], log_prob[n] of point n.
+
+    Scratch: lbuf [K] log-joints; hbuf [K] isotropic precisions; ubuf [K, D] h . t (only
+    with a factor, or diagonal variances with a per-point sigma); acc [D].
+    """
     K, D = means.shape
-    # Pass 1: l_k and u_k = h . t for every component, and their running max (NaN sticks).
+    store_u = has_factor or not (iso or not per_point)
+    # Pass 1: l_k for every component (and u_k = h . t where pass 2 needs it), and the
+    # running max of the l_k (a NaN sticks).
     m = neg_inf
     for k in range(K):
-        u = ubuf[k]
-        if has_factor:
-            for j in range(D):
-                u[j] = zero
-            for i in range(D):
-                di = x[n, i] - means[k, i]
-                for j in range(D):
-                    u[j] += di * factor[k, i, j]
-        else:
-            for d in range(D):
-                u[d] = x[n, d] - means[k, d]
-        # u holds t; turn it into h . t and sum h t^2.
         quad = zero
         log_det = zero
+        h0 = one
         if iso:
             if per_point:
                 v = var[k, 0] + s2
@@ -68,48 +63,107 @@ def _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n
                 log_det = dim_f * math.log(v)
             else:
                 h0 = inv_var[k, 0]
+            hbuf[k] = h0
+        if has_factor:
+            for j in range(D):
+                ubuf[k, j] = zero
+            for i in range(D):
+                di = x[n, i] - means[k, i]
+                for j in range(D):
+                    ubuf[k, j] += di * factor[k, i, j]
             for d in range(D):
-                hu = h0 * u[d]
-                quad += hu * u[d]
-                u[d] = hu
+                h = h0
+                if not iso:
+                    if per_point:
+                        v = var[k, d] + s2
+                        h = one / v
+                        log_det += math.log(v)
+                    else:
+                        h = inv_var[k, d]
+                hu = h * ubuf[k, d]
+                quad += hu * ubuf[k, d]
+                ubuf[k, d] = hu
+        elif iso:
+            # sum_d (x_d - mu_kd)^2 with 8 partial sums (vectorises without reassociation);
+            # written out here: a call per component would cost more than the sum for small D.
+            p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = zero
+            d = 0
+            while d + 8 <= D:
+                t0 = x[n, d] - means[k, d]
+                t1 = x[n, d + 1] - means[k, d + 1]
+                t2 = x[n, d + 2] - means[k, d + 2]
+                t3 = x[n, d + 3] - means[k, d + 3]
+                t4 = x[n, d + 4] - means[k, d + 4]
+                t5 = x[n, d + 5] - means[k, d + 5]
+                t6 = x[n, d + 6] - means[k, d + 6]
+                t7 = x[n, d + 7] - means[k, d + 7]
+                p0 += t0 * t0
+                p1 += t1 * t1
+                p2 += t2 * t2
+                p3 += t3 * t3
+                p4 += t4 * t4
+                p5 += t5 * t5
+                p6 += t6 * t6
+                p7 += t7 * t7
+                d += 8
+            while d < D:
+                t0 = x[n, d] - means[k, d]
+                p0 += t0 * t0
+                d += 1
+            quad = h0 * (((p0 + p4) + (p1 + p5)) + ((p2 + p6) + (p3 + p7)))
+        elif per_point:
+            for d in range(D):
+                v = var[k, d] + s2
+                t = x[n, d] - means[k, d]
+                hu = t / v
+                log_det += math.log(v)
+                quad += hu * t
+                ubuf[k, d] = hu
         else:
             for d in range(D):
-                if per_point:
-                    v = var[k, d] + s2
-                    h = one / v
-                    log_det += math.log(v)
-                else:
-                    h = inv_var[k, d]
-                hu = h * u[d]
-                quad += hu * u[d]
-                u[d] = hu
+                t = x[n, d] - means[k, d]
+                quad += inv_var[k, d] * t * t
         l = log_const[k] - half * (quad + log_det)
         lbuf[k] = l
         if l > m or l != l:
             m = l
-    # Pass 2: e_k = exp(l_k - m), S = sum e_k, score = -sum_k e_k F_k u_k / S.
+    # Pass 2: e_k = exp(l_k - m), S = sum e_k, score = -sum_k e_k F_k (h_k . t_k) / S;
+    # without a factor and with h_k known, as the weighted sum of means
+    # sum_k e_k h_k (mu_k - x).
     S = zero
+    W = zero
     for d in range(D):
-        score[n, d] = zero
+        acc[d] = zero
     for k in range(K):
         l = lbuf[k]
         if l == neg_inf:  # weight 0, or infinitely far: contributes nothing
             continue
         e = math.exp(l - m)  # NaN l (or m) gives NaN: the row's results are NaN
         S += e
-        u = ubuf[k]
         if has_factor:
             for i in range(D):
                 sum_fu = zero
                 for j in range(D):
-                    sum_fu += factor[k, i, j] * u[j]
-                score[n, i] -= e * sum_fu
+                    sum_fu += factor[k, i, j] * ubuf[k, j]
+                acc[i] -= e * sum_fu
+        elif store_u:
+            for d in range(D):
+                acc[d] -= e * ubuf[k, d]
+        elif iso:
+            w = e * hbuf[k]
+            W += w
+            for d in range(D):
+                acc[d] += w * means[k, d]
         else:
             for d in range(D):
-                score[n, d] -= e * u[d]
+                acc[d] += e * inv_var[k, d] * (means[k, d] - x[n, d])
     inv_S = one / S
-    for d in range(D):
-        score[n, d] *= inv_S
+    if store_u or has_factor or not iso:
+        for d in range(D):
+            score[n, d] = acc[d] * inv_S
+    else:
+        for d in range(D):
+            score[n, d] = (acc[d] - W * x[n, d]) * inv_S
     log_prob[n] = m + math.log(S)
 
 
@@ -118,11 +172,13 @@ def _gmm_chunk(x, means, var, inv_var, factor, log_const, sigma2, score, log_pro
                has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
     K, D = means.shape
     lbuf = np.empty(K, means.dtype)
-    ubuf = np.empty((K, D), means.dtype)
+    hbuf = np.empty(K, means.dtype)
+    ubuf = np.empty((K, D) if (has_factor or (per_point and not iso)) else (0, 0), means.dtype)
+    acc = np.empty(D, means.dtype)
     for n in range(begin, end):
         s2 = sigma2[n] if per_point else zero
-        _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, ubuf,
-                   has_factor, per_point, iso, zero, half, one, neg_inf, dim_f)
+        _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
+                   acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f)
 
 
 @jit(parallel=True, ieee_division=True)
