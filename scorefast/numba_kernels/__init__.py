@@ -5,6 +5,7 @@ same schemas as the C++ ops:
 
     philox_fill_, normal_fill_     the noise contract       (noise.py)
     langevin_step, langevin_step_  fused Langevin update    (langevin.py)
+    gmm_score                      Gaussian-mixture score   (gmm.py)
     dsm_perturb, dsm_loss,         denoising score matching (dsm.py)
     dsm_loss_backward
 
@@ -13,4 +14,4 @@ numba's per-user cache when that is read-only; SCOREFAST_NUMBA_CACHE=0 turns the
 off). Work is split into fixed chunks of elements, so results do not depend on the
 thread count; numba uses torch's thread count (torch.set_num_threads).
 """
-from . import dsm, langevin, noise  # noqa: F401  (registers the ops)
+from . import dsm, gmm, langevin, noise  # noqa: F401  (registers the ops)

@@ -44,11 +44,15 @@ MAX_STEP = 2**32 - 1
 _CACHE = os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
 
 
-def jit(parallel: bool = False, helper: bool = False):
+def jit(parallel: bool = False, helper: bool = False, ieee_division: bool = False):
     """``numba.njit`` with the package's settings: no fastmath (float32 results must match
     the reference to libm rounding), on-disk cache when possible. ``helper``: called only
-    from other kernels, so no Python wrapper is built (less compile time)."""
+    from other kernels, so no Python wrapper is built (less compile time).
+    ``ieee_division``: x / 0 gives inf or NaN as in C++ instead of raising
+    ZeroDivisionError (numba's ``error_model="numpy"``)."""
     opts = dict(parallel=parallel, fastmath=False)
+    if ieee_division:
+        opts.update(error_model="numpy")
     if helper:
         opts.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 

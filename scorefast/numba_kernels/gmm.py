@@ -1,0 +1,271 @@
+"""gmm_score in numba: ``scorefast_numba::gmm_score``.
+
+Score and log-density of a Gaussian mixture in kernel form (csrc/include/scorefast/gmm.h):
+component k has log-joint l_k = log_const_k - (h . t^2 summed + log_det) / 2 with
+t = F_k^T (x - mu_k) (x - mu_k without a factor), h = inv_var_k, or 1 / (var_k + sigma2_n)
+with a per-point sigma (then log_det = sum_j log(var_kj + sigma2_n), times D for a single
+variance column). Then
+
+    score = sum_k e_k (-F_k (h . t)) / S,   log_prob = m + log S,   e_k = exp(l_k - m),
+
+with m the largest l_k (a NaN l_k sticks, so a NaN row stays NaN and only that row) and
+components with l_k = -inf left out. Same semantics as the C++ CPU kernels: float32 math
+for float32 and 16-bit storage (16-bit inputs are widened to float32 copies here and the
+results rounded back by torch, RNE), float64 math for float64.
+
+Each point is computed on its own, in two passes over the components (every l_k and
+h . t, then the weights), so every (point, component) costs one exp. Points are split
+into fixed chunks for the threads; no result depends on the chunking or thread count.
+One kernel covers factor / no factor, per-point / folded sigma and isotropic / diagonal
+variances through runtime flags: one JIT compile per math dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import prange
+
+from ..gmm import SCHEMA, register_op_extras
+from .noise import jit, sync_threads
+
+_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# at::ScalarType names, as the C++ op's messages print them.
+_SCALAR_NAME = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                torch.bfloat16: "BFloat16"}
+
+# Work items aim at about this many multiply-adds (K * D, K * D^2 with a factor, per point).
+_CHUNK_WORK = 1 << 16
+
+
+@jit(helper=True, ieee_division=True)
+def _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
+               acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
+    """score[n], log_prob[n] of point n.
+
+    Scratch: lbuf [K] log-joints; hbuf [K] isotropic precisions; ubuf [K, D] h . t (only
+    with a factor, or diagonal variances with a per-point sigma); acc [D].
+    """
+    K, D = means.shape
+    store_u = has_factor or not (iso or not per_point)
+    # Pass 1: l_k for every component (and u_k = h . t where pass 2 needs it), and the
+    # running max of the l_k (a NaN sticks).
+    m = neg_inf
+    for k in range(K):
+        quad = zero
+        log_det = zero
+        h0 = one
+        if iso:
+            if per_point:
+                v = var[k, 0] + s2
+                h0 = one / v
+                log_det = dim_f * math.log(v)
+            else:
+                h0 = inv_var[k, 0]
+            hbuf[k] = h0
+        if has_factor:
+            for j in range(D):
+                ubuf[k, j] = zero
+            for i in range(D):
+                di = x[n, i] - means[k, i]
+                for j in range(D):
+                    ubuf[k, j] += di * factor[k, i, j]
+            for d in range(D):
+                h = h0
+                if not iso:
+                    if per_point:
+                        v = var[k, d] + s2
+                        h = one / v
+                        log_det += math.log(v)
+                    else:
+                        h = inv_var[k, d]
+                hu = h * ubuf[k, d]
+                quad += hu * ubuf[k, d]
+                ubuf[k, d] = hu
+        elif iso:
+            # sum_d (x_d - mu_kd)^2 with 8 partial sums (vectorises without reassociation);
+            # written out here: a call per component would cost more than the sum for small D.
+            p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = zero
+            d = 0
+            while d + 8 <= D:
+                t0 = x[n, d] - means[k, d]
+                t1 = x[n, d + 1] - means[k, d + 1]
+                t2 = x[n, d + 2] - means[k, d + 2]
+                t3 = x[n, d + 3] - means[k, d + 3]
+                t4 = x[n, d + 4] - means[k, d + 4]
+                t5 = x[n, d + 5] - means[k, d + 5]
+                t6 = x[n, d + 6] - means[k, d + 6]
+                t7 = x[n, d + 7] - means[k, d + 7]
+                p0 += t0 * t0
+                p1 += t1 * t1
+                p2 += t2 * t2
+                p3 += t3 * t3
+                p4 += t4 * t4
+                p5 += t5 * t5
+                p6 += t6 * t6
+                p7 += t7 * t7
+                d += 8
+            while d < D:
+                t0 = x[n, d] - means[k, d]
+                p0 += t0 * t0
+                d += 1
+            quad = h0 * (((p0 + p4) + (p1 + p5)) + ((p2 + p6) + (p3 + p7)))
+        elif per_point:
+            for d in range(D):
+                v = var[k, d] + s2
+                t = x[n, d] - means[k, d]
+                hu = t / v
+                log_det += math.log(v)
+                quad += hu * t
+                ubuf[k, d] = hu
+        else:
+            for d in range(D):
+                t = x[n, d] - means[k, d]
+                quad += inv_var[k, d] * t * t
+        l = log_const[k] - half * (quad + log_det)
+        lbuf[k] = l
+        if l > m or l != l:
+            m = l
+    # Pass 2: e_k = exp(l_k - m), S = sum e_k, score = -sum_k e_k F_k (h_k . t_k) / S;
+    # without a factor and with h_k known, as the weighted sum of means
+    # sum_k e_k h_k (mu_k - x).
+    S = zero
+    W = zero
+    for d in range(D):
+        acc[d] = zero
+    for k in range(K):
+        l = lbuf[k]
+        if l == neg_inf:  # weight 0, or infinitely far: contributes nothing
+            continue
+        e = math.exp(l - m)  # NaN l (or m) gives NaN: the row's results are NaN
+        S += e
+        if has_factor:
+            for i in range(D):
+                sum_fu = zero
+                for j in range(D):
+                    sum_fu += factor[k, i, j] * ubuf[k, j]
+                acc[i] -= e * sum_fu
+        elif store_u:
+            for d in range(D):
+                acc[d] -= e * ubuf[k, d]
+        elif iso:
+            w = e * hbuf[k]
+            W += w
+            for d in range(D):
+                acc[d] += w * means[k, d]
+        else:
+            for d in range(D):
+                acc[d] += e * inv_var[k, d] * (means[k, d] - x[n, d])
+    inv_S = one / S
+    if store_u or has_factor or not iso:
+        for d in range(D):
+            score[n, d] = acc[d] * inv_S
+    else:
+        for d in range(D):
+            score[n, d] = (acc[d] - W * x[n, d]) * inv_S
+    log_prob[n] = m + math.log(S)
+
+
+@jit(helper=True, ieee_division=True)
+def _gmm_chunk(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end,
+               has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
+    K, D = means.shape
+    lbuf = np.empty(K, means.dtype)
+    hbuf = np.empty(K, means.dtype)
+    ubuf = np.empty((K, D) if (has_factor or (per_point and not iso)) else (0, 0), means.dtype)
+    acc = np.empty(D, means.dtype)
+    for n in range(begin, end):
+        s2 = sigma2[n] if per_point else zero
+        _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
+                   acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f)
+
+
+@jit(parallel=True, ieee_division=True)
+def _gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, chunk,
+                has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
+    # Fixed chunks of points (each point is computed on its own, so the chunk size only
+    # sets the load balance); the loop body is one call, which keeps the compile short.
+    N = x.shape[0]
+    for c in prange((N + chunk - 1) // chunk):
+        begin = c * chunk
+        _gmm_chunk(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin,
+                   min(begin + chunk, N), has_factor, per_point, iso, zero, half, one, neg_inf, dim_f)
+
+
+# ---------------------------------------------------------------------------------------
+# Launcher: the C++ op's argument checks (csrc/gmm_op.h), dtype handling, then the kernel.
+
+def _fail(msg: str):
+    raise RuntimeError(msg)
+
+
+def _check_param(t: torch.Tensor, x: torch.Tensor, name: str, shape) -> None:
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if t.device != x.device:
+        _fail(f"{name} must be on the device of x ({x.device}), got {t.device}")
+    if t.dtype != acc:
+        _fail(f"{name} must be {_SCALAR_NAME[acc]} for x of dtype {_SCALAR_NAME.get(x.dtype, x.dtype)}, "
+              f"got {_SCALAR_NAME.get(t.dtype, t.dtype)}")
+    if list(t.shape) != list(shape):
+        _fail(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+
+
+def _check(x, means, var, inv_var, factor, log_const, sigma2) -> None:
+    if x.device.type != "cpu":
+        _fail(f"x must be a CPU tensor for the numba kernels, got {x.device}")
+    if x.dim() != 2:
+        _fail(f"x must have shape [N, D], got {list(x.shape)}")
+    if x.dtype not in _STORAGE:
+        _fail(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if means.dim() != 2:
+        _fail(f"means must have shape [K, D], got {list(means.shape)}")
+    N, D = x.shape
+    K = means.shape[0]
+    if K < 1:
+        _fail("the mixture is empty: means must have at least one component (K >= 1)")
+    if D < 1:
+        _fail(f"x must have at least one coordinate (D >= 1), got {list(x.shape)}")
+    _check_param(means, x, "means", [K, D])
+    if not (var.dim() == 2 and var.shape[1] in (1, D)):
+        _fail(f"var must have shape [K, 1] or [K, D] = [{K}, {D}], got {list(var.shape)}")
+    _check_param(var, x, "var", [K, var.shape[1]])
+    _check_param(inv_var, x, "inv_var", list(var.shape))
+    if factor is not None:
+        _check_param(factor, x, "factor", [K, D, D])
+    _check_param(log_const, x, "log_const", [K])
+    if sigma2 is not None:
+        _check_param(sigma2, x, "sigma2", [N])
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+@torch.library.custom_op("scorefast_numba::gmm_score", mutates_args=(), device_types="cpu", schema=SCHEMA)
+def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
+    """(score [N, D], log_prob [N]) in x's dtype; parameters in the math dtype (gmm.h)."""
+    _check(x, means, var, inv_var, factor, log_const, sigma2)
+    N, D = x.shape
+    K = means.shape[0]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    np_acc = np.float64 if acc == torch.float64 else np.float32
+    score = torch.empty((N, D), dtype=acc)
+    log_prob = torch.empty((N,), dtype=acc)
+    if N > 0:
+        sync_threads()
+        xs = _np(x.to(acc))  # 16-bit: a float32 copy
+        fs = _np(factor) if factor is not None else np.empty((0, 0, 0), np_acc)
+        s2 = _np(sigma2) if sigma2 is not None else np.empty(0, np_acc)
+        work = K * D * (D if factor is not None else 1)
+        chunk = max(1, _CHUNK_WORK // max(1, work))
+        _gmm_kernel(xs, _np(means), _np(var), _np(inv_var), fs, _np(log_const), s2,
+                    score.numpy(), log_prob.numpy(), chunk, factor is not None, sigma2 is not None,
+                    var.shape[1] == 1, np_acc(0.0), np_acc(0.5), np_acc(1.0), np_acc(-np.inf),
+                    np_acc(D))
+    if x.dtype != acc:  # 16-bit storage: float32 math, rounded back by torch (RNE)
+        return score.to(x.dtype), log_prob.to(x.dtype)
+    return score, log_prob
+
+
+register_op_extras("scorefast_numba")
