@@ -5,7 +5,11 @@ slow: for tests). One module per op family; importing this package registers the
 """
 from . import noise  # noqa: F401  (registers philox_fill_, normal_fill_)
 from . import langevin  # noqa: F401  (registers langevin_step, langevin_step_)
+from . import gmm  # noqa: F401  (registers gmm_score)
+from ..gmm import register_op_extras as _register_gmm_extras
 from ..langevin import register_op_extras
 
-# Autograd of langevin_step; the ops are their own fake kernels (see noise.custom_op).
+# Autograd of langevin_step and gmm_score; the ops are their own fake kernels (see
+# noise.custom_op).
 register_op_extras("scorefast_triton", fakes=False)
+_register_gmm_extras("scorefast_triton", fakes=False)
