@@ -89,9 +89,11 @@ def _lse_update(l, m, S):
     are rescaled by r when l is a new maximum; skip where l = -inf (contributes nothing)."""
     skip = l == _NEG_INF
     grow = l > m  # NaN l never grows m, and exp(NaN - m) makes its point NaN
-    r = tl.where(grow, tl.exp(m - l), 1.0)
+    # The exponents are formed so that no inf - inf arises in the lanes a where discards:
+    # r = exp(m - l) where l grows m, else exp(0) = 1; e = exp(-inf - 0) = 0 where skipped.
+    r = tl.exp(tl.where(grow, m, 0.0) - tl.where(grow, l, 0.0))
     m = tl.where(grow, l, m)
-    e = tl.where(skip, 0.0, tl.exp(l - m))
+    e = tl.exp(l - tl.where(skip, 0.0, m))
     S = S * r + e
     return m, S, r, e, skip
 
@@ -251,7 +253,7 @@ def _gmm_score_chunk_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, sigma2_ptr, 
     for k in range(K):
         l = tl.load(l_ptr + n * K + k, mask=row_ok, other=0.0)
         skip = l == _NEG_INF
-        e = tl.where(skip, 0.0, tl.exp(l - m))
+        e = tl.exp(l - tl.where(skip, 0.0, m))  # 0 where skipped (as in _lse_update)
         diff = x - tl.load(mu_k + d, mask=dmask, other=0.0)[None, :]
         if ISO:
             h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
