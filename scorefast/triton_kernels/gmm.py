@@ -43,6 +43,8 @@ from .noise import custom_op, launch
 MAX_BLOCK_D = 256
 # Elements of one [BLOCK_N, BLOCK_D] register tile (a program keeps about four of them).
 TILE = 2048
+# Most points per program: small D still spreads N over many programs.
+MAX_BLOCK_N = 128
 
 _NEG_INF = tl.constexpr(float("-inf"))
 
@@ -320,7 +322,7 @@ def _check_args(x, means, var, inv_var, factor, log_const, sigma2):
 
 def _block_n(n: int, block_d: int) -> int:
     """Points per program: a TILE-element tile; on the interpreter no more than the work."""
-    block = max(1, TILE // block_d)
+    block = max(1, min(MAX_BLOCK_N, TILE // block_d))
     if backend_registry.triton_interpreting():
         block = min(block, triton.next_power_of_2(max(n, 1)))
     return block
