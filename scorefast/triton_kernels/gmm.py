@@ -1,0 +1,373 @@
+"""Triton kernels of gmm_score, and the op ``scorefast_triton::gmm_score`` (schema and argument
+meaning as every backend: csrc/include/scorefast/gmm.h).
+
+Per point, the components are streamed with an online log-sum-exp, as in the C++ kernel
+(csrc/cpu/gmm_kernels.h):
+
+    l_k = log_const_k - (quad_k + log_det_k) / 2,   quad_k = sum_d h_kd t_d^2,
+    t = F_k^T (x - mu_k) (x - mu_k without a factor),
+    h_k = inv_var_k, or 1 / (var_k + sigma2_n) with per-point sigma2 (then
+    log_det_k = sum_d log(var_kd + sigma2_n), D log(var_k + sigma2_n) for one column),
+    score = sum_k e_k (-F_k (h_k . t)) / S,   log p = m + log S.
+
+Components with l_k = -inf (weight 0) are skipped; a NaN l_k makes its point NaN.
+
+Kernels:
+  * ``_gmm_kernel`` (D <= MAX_BLOCK_D): one program holds BLOCK_N points x BLOCK_D
+    coordinates in registers and loops over the K components; the running max, sum and
+    score accumulator stay in registers. With a factor, t and F_k (h . t) come from one
+    loop over the columns j of F_k: t_j = <x - mu_k, F_k[:, j]>, then F_k[:, j] h_j t_j is
+    accumulated (F_k is read once per component and program).
+  * isotropic/diagonal with D > MAX_BLOCK_D, in two launches: ``_gmm_lse_kernel`` loops
+    over D in chunks for each component, writes l [N, K] and the final (m, S), and the log
+    density; ``_gmm_score_chunk_kernel`` then forms the score one D chunk per program with
+    weights exp(l_k - m) / S.
+  * full (a factor) with D > MAX_BLOCK_D is not implemented on this backend (it needs t, of
+    size D, per component in registers): NotImplementedError.
+
+Math in float32 (float64 for float64 x; float16/bfloat16 x are computed in float32), int64
+element indices.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import backend_registry
+from .noise import custom_op, launch
+
+# Largest D held in one block of registers (and the chunk width above it).
+MAX_BLOCK_D = 256
+# Elements of one [BLOCK_N, BLOCK_D] register tile (a program keeps about four of them).
+TILE = 2048
+# Most points per program: small D still spreads N over many programs.
+MAX_BLOCK_N = 128
+
+_NEG_INF = tl.constexpr(float("-inf"))
+
+
+@triton.jit
+def _to_acc(v, F64: tl.constexpr):
+    """The compute type: float64 for float64 x, float32 otherwise."""
+    if F64:
+        return v.to(tl.float64)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
+def _iso_precision(var_k, inv_var_k, s2, D, PER_POINT: tl.constexpr):
+    """(h, log_det) of an isotropic component: h a scalar or [BLOCK_N] (per-point sigma)."""
+    if PER_POINT:
+        v = tl.load(var_k) + s2
+        h = 1.0 / v
+        log_det = tl.log(v) * D
+    else:
+        h = tl.load(inv_var_k)
+        log_det = tl.zeros_like(s2)
+    return h, log_det
+
+
+@triton.jit
+def _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT: tl.constexpr):
+    """(h, log_det) of the coordinates d of a diagonal component: h [1 or BLOCK_N, BLOCK_D],
+    log_det [BLOCK_N] (the sum over these coordinates)."""
+    if PER_POINT:
+        v = tl.load(var_k + d, mask=dmask, other=1.0)[None, :] + s2[:, None]
+        h = 1.0 / v
+        log_det = tl.sum(tl.where(dmask[None, :], tl.log(v), 0.0), axis=1)
+    else:
+        h = tl.load(inv_var_k + d, mask=dmask, other=0.0)[None, :]
+        log_det = tl.zeros_like(s2)
+    return h, log_det
+
+
+@triton.jit
+def _lse_update(l, m, S):
+    """One step of the online log-sum-exp: (m, S, r, e, skip); S and the score accumulator
+    are rescaled by r when l is a new maximum; skip where l = -inf (contributes nothing)."""
+    skip = l == _NEG_INF
+    grow = l > m  # NaN l never grows m, and exp(NaN - m) makes its point NaN
+    # The exponents are formed so that no inf - inf arises in the lanes a where discards:
+    # r = exp(m - l) where l grows m, else exp(0) = 1; e = exp(-inf - 0) = 0 where skipped.
+    r = tl.exp(tl.where(grow, m, 0.0) - tl.where(grow, l, 0.0))
+    m = tl.where(grow, l, m)
+    e = tl.exp(l - tl.where(skip, 0.0, m))
+    S = S * r + e
+    return m, S, r, e, skip
+
+
+@triton.jit
+def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, sigma2_ptr,
+                score_ptr, log_prob_ptr, N, D, K,
+                FULL: tl.constexpr, ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = n < N
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < D
+    mask = row_ok[:, None] & dmask[None, :]
+    offs = n[:, None] * D + d[None, :]
+    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
+    s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
+    if PER_POINT:
+        s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
+    m = tl.full([BLOCK_N], _NEG_INF, dtype=x.dtype)
+    S = tl.zeros([BLOCK_N], dtype=x.dtype)
+    acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=x.dtype)
+    # Per-component pointers advance by whole rows: 64-bit pointer arithmetic, no k * D product.
+    mu_k = means_ptr
+    var_k = var_ptr
+    inv_var_k = inv_var_ptr
+    f_k = factor_ptr
+    for k in range(K):
+        mu = tl.load(mu_k + d, mask=dmask, other=0.0)
+        diff = x - mu[None, :]  # 0 in padded coordinates (both loads give 0 there)
+        if FULL:
+            quad = tl.zeros([BLOCK_N], dtype=x.dtype)
+            log_det = tl.zeros([BLOCK_N], dtype=x.dtype)
+            fu = tl.zeros([BLOCK_N, BLOCK_D], dtype=x.dtype)  # F_k (h . t)
+            if ISO:
+                h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
+            for j in range(D):
+                f_col = tl.load(f_k + d * D + j, mask=dmask, other=0.0)  # F_k[:, j]
+                t_j = tl.sum(diff * f_col[None, :], axis=1)
+                if ISO:
+                    quad += t_j * t_j
+                    u_j = h * t_j
+                else:
+                    if PER_POINT:
+                        v_j = tl.load(var_k + j) + s2
+                        h_j = 1.0 / v_j
+                        log_det += tl.log(v_j)
+                    else:
+                        h_j = tl.load(inv_var_k + j)
+                    quad += h_j * t_j * t_j
+                    u_j = h_j * t_j
+                fu += u_j[:, None] * f_col[None, :]
+            if ISO:
+                quad = quad * h
+            u = fu
+        else:
+            if ISO:
+                h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
+                quad = tl.sum(diff * diff, axis=1) * h
+                if PER_POINT:
+                    u = h[:, None] * diff
+                else:
+                    u = h * diff
+            else:
+                h, log_det = _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT)
+                quad = tl.sum(h * diff * diff, axis=1)
+                u = h * diff
+        l = tl.load(log_const_ptr + k) - 0.5 * (quad + log_det)
+        m, S, r, e, skip = _lse_update(l, m, S)
+        acc = acc * r[:, None] - tl.where(skip[:, None], 0.0, e[:, None] * u)
+        mu_k += D
+        if ISO:
+            var_k += 1
+            inv_var_k += 1
+        else:
+            var_k += D
+            inv_var_k += D
+        if FULL:
+            f_k += D * D
+    inv_s = 1.0 / S
+    tl.store(score_ptr + offs, (acc * inv_s[:, None]).to(score_ptr.dtype.element_ty), mask=mask)
+    tl.store(log_prob_ptr + n, (m + tl.log(S)).to(log_prob_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _gmm_lse_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, log_const_ptr, sigma2_ptr,
+                    l_ptr, m_ptr, s_ptr, log_prob_ptr, N, D, K,
+                    ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Pass 1 of the chunked path: l [N, K], the final (m, S) [N] and log p."""
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = n < N
+    s2 = tl.zeros([BLOCK_N], dtype=l_ptr.dtype.element_ty)
+    if PER_POINT:
+        s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
+    m = tl.full([BLOCK_N], _NEG_INF, dtype=s2.dtype)
+    S = tl.zeros([BLOCK_N], dtype=s2.dtype)
+    mu_k = means_ptr
+    var_k = var_ptr
+    inv_var_k = inv_var_ptr
+    for k in range(K):
+        quad = tl.zeros([BLOCK_N], dtype=s2.dtype)
+        log_det = tl.zeros([BLOCK_N], dtype=s2.dtype)
+        if ISO:
+            h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
+        for d0 in range(0, D, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            dmask = d < D
+            mask = row_ok[:, None] & dmask[None, :]
+            x = _to_acc(tl.load(x_ptr + n[:, None] * D + d[None, :], mask=mask, other=0.0), F64)
+            diff = x - tl.load(mu_k + d, mask=dmask, other=0.0)[None, :]
+            if ISO:
+                quad += tl.sum(diff * diff, axis=1)
+            else:
+                h_c, log_det_c = _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT)
+                quad += tl.sum(h_c * diff * diff, axis=1)
+                log_det += log_det_c
+        if ISO:
+            quad = quad * h
+        l = tl.load(log_const_ptr + k) - 0.5 * (quad + log_det)
+        tl.store(l_ptr + n * K + k, l, mask=row_ok)
+        m, S, r, e, skip = _lse_update(l, m, S)
+        mu_k += D
+        if ISO:
+            var_k += 1
+            inv_var_k += 1
+        else:
+            var_k += D
+            inv_var_k += D
+    tl.store(m_ptr + n, m, mask=row_ok)
+    tl.store(s_ptr + n, S, mask=row_ok)
+    tl.store(log_prob_ptr + n, (m + tl.log(S)).to(log_prob_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _gmm_score_chunk_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, sigma2_ptr, l_ptr, m_ptr, s_ptr,
+                            score_ptr, N, D, K,
+                            ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Pass 2 of the chunked path: score[n, chunk] = sum_k exp(l_k - m) (-h_k . t) / S."""
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = n < N
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < D
+    mask = row_ok[:, None] & dmask[None, :]
+    offs = n[:, None] * D + d[None, :]
+    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
+    s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
+    if PER_POINT:
+        s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
+    m = tl.load(m_ptr + n, mask=row_ok, other=0.0)
+    S = tl.load(s_ptr + n, mask=row_ok, other=1.0)
+    acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=x.dtype)
+    mu_k = means_ptr
+    var_k = var_ptr
+    inv_var_k = inv_var_ptr
+    for k in range(K):
+        l = tl.load(l_ptr + n * K + k, mask=row_ok, other=0.0)
+        skip = l == _NEG_INF
+        e = tl.exp(l - tl.where(skip, 0.0, m))  # 0 where skipped (as in _lse_update)
+        diff = x - tl.load(mu_k + d, mask=dmask, other=0.0)[None, :]
+        if ISO:
+            h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
+            if PER_POINT:
+                u = h[:, None] * diff
+            else:
+                u = h * diff
+        else:
+            h, log_det = _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT)
+            u = h * diff
+        acc = acc - tl.where(skip[:, None], 0.0, e[:, None] * u)
+        mu_k += D
+        if ISO:
+            var_k += 1
+            inv_var_k += 1
+        else:
+            var_k += D
+            inv_var_k += D
+    inv_s = 1.0 / S
+    tl.store(score_ptr + offs, (acc * inv_s[:, None]).to(score_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------
+# launching and the op
+
+_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _check_param(t, x, name, shape, acc):
+    if t.device != x.device:
+        raise RuntimeError(f"{name} must be on the device of x ({x.device}), got {t.device}")
+    if t.dtype != acc:
+        raise RuntimeError(f"{name} must be {acc} for x of dtype {x.dtype}, got {t.dtype}")
+    if list(t.shape) != list(shape):
+        raise RuntimeError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+
+
+def _check_args(x, means, var, inv_var, factor, log_const, sigma2):
+    """The checks of the C++ op (csrc/gmm_op.h), with the same messages, for direct calls."""
+    if x.dim() != 2:
+        raise RuntimeError(f"x must have shape [N, D], got {list(x.shape)}")
+    if x.dtype not in _STORAGE:
+        raise RuntimeError(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if means.dim() != 2:
+        raise RuntimeError(f"means must have shape [K, D], got {list(means.shape)}")
+    N, D = x.shape
+    K = means.shape[0]
+    if K < 1:
+        raise RuntimeError("the mixture is empty: means must have at least one component (K >= 1)")
+    if D < 1:
+        raise RuntimeError(f"x must have at least one coordinate (D >= 1), got {list(x.shape)}")
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    _check_param(means, x, "means", (K, D), acc)
+    if var.dim() != 2 or var.shape[1] not in (1, D):
+        raise RuntimeError(f"var must have shape [K, 1] or [K, D] = [{K}, {D}], got {list(var.shape)}")
+    _check_param(var, x, "var", (K, var.shape[1]), acc)
+    _check_param(inv_var, x, "inv_var", var.shape, acc)
+    if factor is not None:
+        _check_param(factor, x, "factor", (K, D, D), acc)
+    _check_param(log_const, x, "log_const", (K,), acc)
+    if sigma2 is not None:
+        _check_param(sigma2, x, "sigma2", (N,), acc)
+
+
+def _block_n(n: int, block_d: int) -> int:
+    """Points per program: a TILE-element tile; on the interpreter no more than the work."""
+    block = max(1, min(MAX_BLOCK_N, TILE // block_d))
+    if backend_registry.triton_interpreting():
+        block = min(block, triton.next_power_of_2(max(n, 1)))
+    return block
+
+
+@custom_op("scorefast_triton::gmm_score", mutates_args=())
+def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: torch.Tensor,
+              factor: Optional[torch.Tensor], log_const: torch.Tensor,
+              sigma2: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score [N, D], log_prob [N]) of the mixture in kernel form (see scorefast.gmm_score)."""
+    _check_args(x, means, var, inv_var, factor, log_const, sigma2)
+    N, D = x.shape
+    K = means.shape[0]
+    score = torch.empty((N, D), dtype=x.dtype, device=x.device)
+    log_prob = torch.empty((N,), dtype=x.dtype, device=x.device)
+    full = factor is not None
+    if full and D > MAX_BLOCK_D:
+        raise NotImplementedError(
+            f"gmm_score on the triton backend supports full covariances up to D = {MAX_BLOCK_D}, "
+            f"got D = {D}; use an isotropic or diagonal mixture, or another backend")
+    if N == 0:
+        return score, log_prob
+    x_c = x.contiguous()
+    means_c, var_c, inv_var_c, log_const_c = (t.contiguous() for t in (means, var, inv_var, log_const))
+    factor_c = factor.contiguous() if full else means_c  # stand-ins are never read
+    sigma2_c = sigma2.contiguous() if sigma2 is not None else log_const_c
+    flags = dict(ISO=var.shape[1] == 1, PER_POINT=sigma2 is not None, F64=x.dtype == torch.float64)
+    if D <= MAX_BLOCK_D:
+        block_d = triton.next_power_of_2(D)
+        block_n = _block_n(N, block_d)
+        launch(_gmm_kernel, (triton.cdiv(N, block_n),), x_c,
+               x_c, means_c, var_c, inv_var_c, factor_c, log_const_c, sigma2_c, score, log_prob,
+               N, D, K, FULL=full, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+        return score, log_prob
+    # Chunked over D (isotropic/diagonal): l [N, K] and (m, S) between the two passes.
+    block_d = MAX_BLOCK_D
+    block_n = _block_n(N, block_d)
+    acc = means.dtype
+    l = torch.empty((N, K), dtype=acc, device=x.device)
+    m = torch.empty((N,), dtype=acc, device=x.device)
+    s = torch.empty((N,), dtype=acc, device=x.device)
+    launch(_gmm_lse_kernel, (triton.cdiv(N, block_n),), x_c,
+           x_c, means_c, var_c, inv_var_c, log_const_c, sigma2_c, l, m, s, log_prob,
+           N, D, K, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(_gmm_score_chunk_kernel, (triton.cdiv(N, block_n), triton.cdiv(D, block_d)), x_c,
+           x_c, means_c, var_c, inv_var_c, sigma2_c, l, m, s, score,
+           N, D, K, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+    return score, log_prob
