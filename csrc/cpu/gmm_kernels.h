@@ -33,17 +33,16 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 static inline v8f splat(float v) { return v8f{v, v, v, v, v, v, v, v}; }
 static inline v8i splat_i(int32_t v) { return v8i{v, v, v, v, v, v, v, v}; }
 
-// exp, ~1 ulp (Cephes expf). exp(-inf) = 0 (below -104 the result underflows), NaN stays NaN.
+// exp, ~1 ulp (Cephes expf polynomial). n = round(x / ln 2) by the 1.5 * 2^23 trick (its low
+// mantissa bits are n). exp(-inf) = 0 (below -104 the result underflows), NaN stays NaN.
 static inline v8f vexp(v8f x) {
   const v8i nan = x != x;
   v8f xc = x < splat(-104.0f) ? splat(-104.0f) : x;
   xc = xc > splat(88.5f) ? splat(88.5f) : xc;
-  const v8f tr = xc * splat(1.44269504088896341f) + splat(0.5f);
-  v8i ni = __builtin_convertvector(tr, v8i);  // truncates; make it floor
-  v8f n = __builtin_convertvector(ni, v8f);
-  const v8i above = n > tr;
-  ni = ni + above;  // mask is -1 where n > tr
-  n = __builtin_convertvector(ni, v8f);
+  const v8f magic = splat(12582912.0f);  // 1.5 * 2^23
+  const v8f t = xc * splat(1.44269504088896341f) + magic;
+  v8i ni = (v8i)t - (v8i)magic;
+  const v8f n = t - magic;
   v8f r = xc - n * splat(0.693359375f);
   r = r - n * splat(-2.12194440e-4f);
   v8f p = splat(1.9875691500e-4f);
@@ -59,6 +58,33 @@ static inline v8f vexp(v8f x) {
   const v8f s1 = (v8f)((n1 + 127) << 23), s2 = (v8f)((n2 + 127) << 23);
   const v8f out = p * s1 * s2;
   return nan ? x : out;
+}
+
+// log for positive normal floats (Cephes logf, ~1 ulp); S >= 1 and 1/S here. NaN stays NaN,
+// 0 gives -inf.
+static inline v8f vlog(v8f x) {
+  const v8i nan = x != x, zero = x == splat(0.0f);
+  const v8i xi = (v8i)x;
+  v8f e = __builtin_convertvector((xi >> 23) - splat_i(126), v8f);
+  v8f m = (v8f)((xi & splat_i(0x807FFFFF)) | splat_i(0x3F000000));  // mantissa in [0.5, 1)
+  const v8i small = m < splat(0.707106781186547524f);
+  e = small ? e - splat(1.0f) : e;
+  m = (small ? m + m : m) - splat(1.0f);
+  const v8f z = m * m;
+  v8f y = splat(7.0376836292e-2f);
+  y = y * m + splat(-1.1514610310e-1f);
+  y = y * m + splat(1.1676998740e-1f);
+  y = y * m + splat(-1.2420140846e-1f);
+  y = y * m + splat(1.4249322787e-1f);
+  y = y * m + splat(-1.6668057665e-1f);
+  y = y * m + splat(2.0000714765e-1f);
+  y = y * m + splat(-2.4999993993e-1f);
+  y = y * m + splat(3.3333331174e-1f);
+  y = y * m * z;
+  y = y + e * splat(-2.12194440e-4f);
+  y = y - splat(0.5f) * z;
+  const v8f out = m + y + e * splat(0.693359375f);
+  return nan ? x : (zero ? splat(-std::numeric_limits<float>::infinity()) : out);
 }
 
 static inline float exp_scalar(float x) { return vexp(splat(x))[0]; }
@@ -79,7 +105,7 @@ static void gmm_small(const GmmArgs& a, int64_t begin, int64_t end) {
   T* score = static_cast<T*>(a.score);
   T* log_prob = static_cast<T*>(a.log_prob);
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  std::vector<float> lbuf(static_cast<size_t>(K) * 8);  // plain floats: no over-aligned allocation
+  std::vector<float> lbuf(static_cast<size_t>(K) * 8 * (D + 1));  // l and u per component; plain floats
 
   // Component k's log-joint l and precision-weighted residual u = h . t for the 8 points.
   auto component = [&](int64_t k, const v8f* xs, v8f s2, v8f* u) -> v8f {
@@ -123,22 +149,23 @@ static void gmm_small(const GmmArgs& a, int64_t begin, int64_t end) {
       for (int d = 0; d < D; ++d) xs[d][b] = Storage<T>::load(x + n * D + d);
       if (kPerPointSigma) s2[b] = sigma2[n];
     }
-    // Pass 1: every component's log-joint, and the running max (NaN sticks).
+    // Pass 1: every component's log-joint and residual (kept for pass 2), the running max
+    // (NaN sticks).
     v8f m = splat(neg_inf);
     for (int64_t k = 0; k < K; ++k) {
       v8f u[D];
       const v8f l = component(k, xs, s2, u);
-      std::memcpy(&lbuf[k * 8], &l, sizeof(l));
+      std::memcpy(&lbuf[k * 8 * (D + 1)], &l, sizeof(l));
+      std::memcpy(&lbuf[k * 8 * (D + 1) + 8], u, sizeof(u));
       m = (l > m) | (l != l) ? l : m;
     }
     // Pass 2: S = sum exp(l - m), acc = sum exp(l - m) * score_k.
     v8f S = splat(0.0f), acc[D];
     for (int d = 0; d < D; ++d) acc[d] = splat(0.0f);
     for (int64_t k = 0; k < K; ++k) {
-      v8f u[D];
-      component(k, xs, s2, u);
-      v8f l;
-      std::memcpy(&l, &lbuf[k * 8], sizeof(l));
+      v8f u[D], l;
+      std::memcpy(&l, &lbuf[k * 8 * (D + 1)], sizeof(l));
+      std::memcpy(u, &lbuf[k * 8 * (D + 1) + 8], sizeof(u));
       const v8f e = l == splat(neg_inf) ? splat(0.0f) : vexp(l - m);  // weight 0 / infinitely far: nothing
       S += e;
       if (kFull) {
@@ -153,9 +180,11 @@ static void gmm_small(const GmmArgs& a, int64_t begin, int64_t end) {
       }
     }
     const v8f inv_S = splat(1.0f) / S;
+    const v8f lp = m + vlog(S);
+    for (int d = 0; d < D; ++d) acc[d] *= inv_S;
     for (int b = 0; b < nb; ++b) {
-      for (int d = 0; d < D; ++d) Storage<T>::store(score + (n0 + b) * D + d, acc[d][b] * inv_S[b]);
-      Storage<T>::store(log_prob + n0 + b, m[b] + std::log(S[b]));
+      for (int d = 0; d < D; ++d) Storage<T>::store(score + (n0 + b) * D + d, acc[d][b]);
+      Storage<T>::store(log_prob + n0 + b, lp[b]);
     }
   }
 }

@@ -1,6 +1,7 @@
 // Portable build of the CPU kernels (no instruction-set assumptions beyond the baseline).
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -19,6 +20,10 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
                          uint64_t particle_offset, int64_t begin, int64_t n) {
   fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
 }
+
+// Plain stores here; the AVX2 build streams large results past the cache.
+static inline void stream_store(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+static inline void stream_fence() {}
 
 #include "langevin_kernels.h"
 #include "gmm_kernels.h"

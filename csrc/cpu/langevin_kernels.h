@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "scorefast/langevin.h"
 #include "scorefast/storage.h"
@@ -50,6 +51,10 @@ static void langevin_range_impl(const LangevinArgs& args, int64_t begin, int64_t
   const bool uniform = scorefast::uniform_coefficients(args);
 
   alignas(64) float z_f32[kTile];
+  alignas(64) float result[std::is_same<T, float>::value ? kTile : 1];
+  // Large out-of-place float32 results bypass the cache: they are not read again here.
+  const bool stream = std::is_same<T, float>::value && args.out != args.x &&
+                      args.num_particles * args.particle_size >= (int64_t{1} << 20);
   alignas(64) Acc z_acc[sizeof(Acc) == sizeof(float) ? 1 : kTile];
   for (int64_t t0 = begin; t0 < end; t0 += kTile) {
     const int64_t n = end - t0 < kTile ? end - t0 : kTile;
@@ -69,6 +74,14 @@ static void langevin_range_impl(const LangevinArgs& args, int64_t begin, int64_t
       z = z_dst;
     }
     if (uniform) {
+      if constexpr (std::is_same<T, float>::value) {
+        if (stream) {  // result into the L1 tile, then straight to memory (no read for ownership)
+          update_run<T, kGuided, kNoise, kClamp>(x + t0, score + t0, score_cond + (kGuided ? t0 : 0), z,
+                                                 result, n, a, b, w, lo, hi);
+          stream_store(out + t0, result, n);
+          continue;
+        }
+      }
       update_run<T, kGuided, kNoise, kClamp>(x + t0, score + t0, score_cond + (kGuided ? t0 : 0), z,
                                              out + t0, n, a, b, w, lo, hi);
       continue;
@@ -137,7 +150,9 @@ static void langevin_range(const scorefast::LangevinArgs& args, int64_t begin, i
   using scorefast::StorageType;
   switch (args.dtype) {
     case StorageType::kFloat32:
-      return langevin_detail::langevin_range_typed<float>(args, begin, end);
+      langevin_detail::langevin_range_typed<float>(args, begin, end);
+      stream_fence();  // order streamed stores before the threads join
+      return;
     case StorageType::kFloat64:
       return langevin_detail::langevin_range_typed<double>(args, begin, end);
     case StorageType::kFloat16:

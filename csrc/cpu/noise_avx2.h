@@ -299,3 +299,15 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
   }
   flush(keys, step, batch);
 }
+
+// Non-temporal stores of a tile (dst 32-byte aligned: every tile of a fresh output is),
+// plain stores otherwise.
+static inline void stream_store(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  if ((reinterpret_cast<uintptr_t>(dst) & 31) == 0) {
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+static inline void stream_fence() { _mm_sfence(); }
