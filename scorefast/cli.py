@@ -23,13 +23,21 @@ def _add_sample(sub) -> None:
         "sample",
         help="sample the two-mode 2D mixture with fused Langevin steps",
         description=(
-            "Sample the 2D mixture with modes at (+-2, 0), unit variance and equal weights, "
-            "with unadjusted Langevin through scorefast.langevin_step, print the fraction of "
-            "particles per mode, the mean and covariance next to the exact values, and write "
-            "a PNG scatter plot."
+            "Sample a 2D mixture (default: modes at (+-2, 0), unit variance, equal weights) with "
+            "Langevin dynamics through the fused scorefast.langevin_step (ULA, annealed Langevin "
+            "or MALA), print the fraction of particles per mode against the true weights, the "
+            "mean and covariance next to the exact values, and write a PNG with the target's "
+            "density contours."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--target", default="two_mode", choices=("two_mode", "ring8", "grid25", "anisotropic"),
+                   help="preset mixture to sample")
+    p.add_argument("--sampler", default="ula", choices=("ula", "annealed", "mala"),
+                   help="unadjusted Langevin, annealed Langevin over noise levels, or Metropolis-adjusted")
+    p.add_argument("--levels", type=int, default=10, help="annealed: number of noise levels")
+    p.add_argument("--epsilon", type=float, default=5e-5,
+                   help="annealed: base step (level i uses epsilon * sigma_i^2 / sigma_L^2)")
     p.add_argument("--particles", type=int, default=10000, help="number of particles (chains)")
     p.add_argument("--steps", type=int, default=1000, help="Langevin steps")
     p.add_argument("--step-size", type=float, default=0.02,
@@ -67,37 +75,52 @@ def _check_positive(value, name: str, parser_error) -> None:
 
 def cmd_sample(args, parser_error) -> int:
     import scorefast
-    from scorefast.targets import two_mode_2d
+    from scorefast import samplers, targets
+    from scorefast.nn import geometric_sigmas
 
-    _check_positive(args.particles, "particles", parser_error)
-    _check_positive(args.steps, "steps", parser_error)
-    _check_positive(args.step_size, "step-size", parser_error)
-    _check_positive(args.init_scale, "init-scale", parser_error)
+    for name in ("particles", "steps", "step_size", "init_scale", "levels", "epsilon"):
+        _check_positive(getattr(args, name), name.replace("_", "-"), parser_error)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    target = two_mode_2d(device)
+    target = targets.PRESETS[args.target](device=device)
 
     g = torch.Generator(device=device).manual_seed(args.seed)
     x = args.init_scale * torch.randn(args.particles, 2, generator=g, device=device, dtype=dtype)
     start = time.perf_counter()
-    for t in _progress(range(args.steps), args.progress, args.steps, "langevin"):
-        scorefast.langevin_step_(x, target.score(x), step_size=args.step_size, seed=args.seed,
-                                 step=t, backend=args.backend)
+    extra = {}
+    if args.sampler == "ula":
+        for t in _progress(range(args.steps), args.progress, args.steps, "langevin"):
+            scorefast.langevin_step_(x, target.score(x), step_size=args.step_size, seed=args.seed,
+                                     step=t, backend=args.backend)
+    elif args.sampler == "annealed":
+        spread = float((target.means[:, None] - target.means[None]).norm(dim=-1).max())
+        sigmas = geometric_sigmas(max(spread, 1.0), 0.01, args.levels)
+        samplers.annealed_langevin(lambda y, s: target.score(y, sigma=s), x, sigmas,
+                                   steps_per_level=max(1, args.steps // args.levels), epsilon=args.epsilon,
+                                   seed=args.seed, progress=args.progress, backend=args.backend)
+        extra["sigmas"] = [float(v) for v in sigmas]
+    else:
+        _, diag = samplers.mala(target.score, target.log_prob, x, steps=args.steps, step_size=args.step_size,
+                                seed=args.seed, progress=args.progress, backend=args.backend)
+        extra["acceptance_rate"] = float(diag["acceptance_rate"].mean())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
 
     stats = summary_statistics(x, target)
-    stats.update(particles=args.particles, steps=args.steps, step_size=args.step_size,
-                 seed=args.seed, backend=args.backend, seconds=elapsed,
-                 particle_steps_per_second=args.particles * args.steps / elapsed)
+    stats.update(target=args.target, sampler=args.sampler, particles=args.particles, steps=args.steps,
+                 step_size=args.step_size, seed=args.seed, backend=args.backend, seconds=elapsed,
+                 particle_steps_per_second=args.particles * args.steps / elapsed, **extra)
     print(format_summary(stats))
+    if "acceptance_rate" in extra:
+        print(f"MALA acceptance rate {extra['acceptance_rate']:.3f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(stats, f, indent=2)
     if not args.no_plot:
-        write_scatter(x, target, args.out, title=f"Langevin, {args.particles} particles, {args.steps} steps, a={args.step_size}")
+        write_scatter(x, target, args.out,
+                      title=f"{args.sampler}, {args.target}, {args.particles} particles, {args.steps} steps")
         print(f"plot: {args.out}")
     return 0
 
@@ -141,20 +164,35 @@ def format_summary(s: dict) -> str:
 
 
 def write_scatter(x: torch.Tensor, target, path: str, title: str = "") -> None:
-    """Scatter of the first two coordinates with the modes marked."""
+    """Scatter of the first two coordinates over the target's density contours, with the
+    fraction of particles per mode next to each mode's true weight."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pts = x.detach().double().cpu()
-    pts = pts[torch.isfinite(pts).all(dim=1)][:20000]
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.3, label="samples")
+    pts = pts[torch.isfinite(pts).all(dim=1)]
     means = target.means.cpu()
-    ax.scatter(means[:, 0], means[:, 1], marker="x", color="red", s=80, label="modes")
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    lo = torch.minimum(pts.min(0).values if len(pts) else means.min(0).values, means.min(0).values) - 1
+    hi = torch.maximum(pts.max(0).values if len(pts) else means.max(0).values, means.max(0).values) + 1
+    gx, gy = torch.linspace(float(lo[0]), float(hi[0]), 200), torch.linspace(float(lo[1]), float(hi[1]), 200)
+    xx, yy = torch.meshgrid(gx, gy, indexing="xy")
+    grid = torch.stack((xx.reshape(-1), yy.reshape(-1)), 1).double().to(target.means.device)
+    dens = torch.exp(target.log_prob(grid, backend="reference")).reshape(200, 200).cpu()
+    ax.contour(xx, yy, dens, levels=8, colors="gray", linewidths=0.6)
+    show = pts[:20000]
+    ax.scatter(show[:, 0], show[:, 1], s=2, alpha=0.3, label="samples")
+    ax.scatter(means[:, 0], means[:, 1], marker="x", color="red", s=60, label="modes")
+    if len(pts):
+        k = target.responsibilities(pts.to(target.means.device)).argmax(1).cpu()
+        found = torch.bincount(k, minlength=target.num_components).double() / len(pts)
+        for m, f, w in zip(means, found, target.weights.cpu()):
+            ax.annotate(f"{f:.2f} / {w:.2f}", (float(m[0]), float(m[1])), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
     ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + "\n(per mode: fraction found / true weight)", fontsize=9)
     ax.legend(loc="upper right")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

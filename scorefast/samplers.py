@@ -130,3 +130,120 @@ class SGLDReplayBuffer:
         self.calls += 1
         self.buffer[idx.to(self.buffer.device)] = x.detach()
         return x.detach()
+
+
+def _acceptance_uniform(x: torch.Tensor, seed: int, step: int, particle_offset: int) -> torch.Tensor:
+    """MALA's uniform for each particle at step t: word 0 of Philox group ceil(D/4) (the group
+    after the particle's normals) of the noise contract, so it never reuses a normal's bits."""
+    from .noise import philox_words
+    from .reference.noise import uniform_ref
+
+    N = x.shape[0]
+    D = x[0].numel() if N else 0
+    Q = (D + 3) // 4
+    words = philox_words(N, Q + 1, seed=seed, step=step, particle_offset=particle_offset, device=x.device)
+    return uniform_ref(words[:, Q, 0])
+
+
+class Diagnostics(dict):
+    """Sampler diagnostics: acceptance_rate (per particle, MALA), nan_particles, diverged
+    (|x| > divergence_threshold), score_norm (mean per-particle score norm at each step)."""
+
+
+def _finish_diagnostics(x, score_norms, threshold, accepted=None, steps=0):
+    flat = x.reshape(x.shape[0], -1)
+    d = Diagnostics(
+        nan_particles=int((~torch.isfinite(flat)).any(1).sum()),
+        diverged=int((flat.abs() > threshold).any(1).sum()),
+        score_norm=score_norms,
+    )
+    if accepted is not None:
+        d["acceptance_rate"] = accepted.double() / max(1, steps)
+    return d
+
+
+@torch.no_grad()
+def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: int | None = None,
+         particle_offset: int = 0, progress: bool | None = None, divergence_threshold: float = 1e6,
+         backend: str = "auto"):
+    """Metropolis-adjusted Langevin from x (N, D): proposal y = x + a s(x) + sqrt(2a) z (the fused
+    step with the contract's z), accepted with probability
+    min(1, p(y) q(x | y) / (p(x) q(y | x))); a NaN or infinite ratio is a rejection.
+
+    Returns (x, diagnostics) with x updated in place and diagnostics['acceptance_rate'] (N,).
+    """
+    from .langevin import langevin_step
+    from .noise import normal_like
+
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    seed = random_seed() if seed is None else seed
+    a = float(step_size)
+    accepted = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    s_x, lp_x = score_fn(x), log_prob_fn(x)
+    norms = []
+    for t in _progress(range(steps), steps, progress, "mala"):
+        z = normal_like(x, seed=seed, step=t, particle_offset=particle_offset)
+        y = langevin_step(x, s_x, step_size=a, noise=z, backend=backend)
+        s_y, lp_y = score_fn(y), log_prob_fn(y)
+        back = (x - y - a * s_y).reshape(x.shape[0], -1)
+        log_q_back = -(back.double() ** 2).sum(1) / (4 * a)
+        log_q_fwd = -0.5 * (z.reshape(x.shape[0], -1).double() ** 2).sum(1)
+        log_alpha = lp_y.double() - lp_x.double() + log_q_back - log_q_fwd
+        u = _acceptance_uniform(x, seed, t, particle_offset).to(x.device).double()
+        accept = torch.log(u) < log_alpha  # NaN ratio: False, a rejection
+        accepted += accept
+        m = accept.reshape(-1, *([1] * (x.dim() - 1)))
+        x.copy_(torch.where(m, y, x))
+        s_x = torch.where(m, s_y, s_x)
+        lp_x = torch.where(accept, lp_y, lp_x)
+        norms.append(float(s_x.reshape(x.shape[0], -1).norm(dim=1).mean()))
+    return x, _finish_diagnostics(x, norms, divergence_threshold, accepted, steps)
+
+
+@torch.no_grad()
+def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: int = 1, snr: float = 0.16,
+                        batch_mean_rule: bool = False, seed: int | None = None, final_denoise: bool = True,
+                        progress: bool | None = None, backend: str = "auto"):
+    """Predictor-corrector sampling of the variance-exploding SDE (Song et al., 2021).
+
+    Predictor (reverse diffusion) from level sigma_i to sigma_{i+1}:
+    x <- x + (sigma_i^2 - sigma_{i+1}^2) s(x, sigma_i) + sqrt(sigma_i^2 - sigma_{i+1}^2) z.
+    Corrector: ``corrector_steps`` Langevin steps with the signal-to-noise rule
+    epsilon = 2 (snr ||z|| / ||s||)^2, per particle, or with the batch-mean norms of the
+    score SDE reference code when ``batch_mean_rule``; every update is the fused step.
+
+    Returns (x, diagnostics); x is updated in place.
+    """
+    from .langevin import langevin_step_
+
+    sig = [float(s) for s in torch.as_tensor(sigmas).flatten()]
+    if any(a <= b for a, b in zip(sig, sig[1:])):
+        raise ValueError("sigmas must be strictly decreasing")
+    seed = random_seed() if seed is None else seed
+    N = x.shape[0]
+    D = x[0].numel()
+    t = 0
+    norms = []
+    levels = list(zip(sig, sig[1:] + [0.0]))
+    for s_i, s_next in _progress(levels, len(levels), progress, "predictor-corrector"):
+        for _ in range(corrector_steps):
+            s = score_fn(x, s_i)
+            s_norm = s.reshape(N, -1).norm(dim=1)
+            z_norm = torch.full_like(s_norm, D**0.5)  # E||z|| ~ sqrt(D)
+            if batch_mean_rule:
+                eps = 2 * (snr * z_norm.mean() / s_norm.mean()) ** 2
+                step = float(eps)
+            else:
+                step = (2 * (snr * z_norm / s_norm.clamp(min=1e-30)) ** 2).to(x.dtype)
+            langevin_step_(x, s, step_size=step, seed=seed, step=t, backend=backend)
+            t += 1
+            norms.append(float(s_norm.mean()))
+        if s_next > 0 or not final_denoise:
+            var = s_i**2 - s_next**2
+            langevin_step_(x, score_fn(x, s_i), step_size=var, noise_scale=var**0.5, seed=seed, step=t,
+                           backend=backend)
+            t += 1
+    if final_denoise:
+        x.add_(sig[-1] ** 2 * score_fn(x, sig[-1]))
+    return x, _finish_diagnostics(x, norms, 1e6)

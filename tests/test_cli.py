@@ -145,3 +145,19 @@ def test_gmm_bench_forms_agree_and_write_json(tmp_path):
     assert cli.main(["bench", "--op", "gmm_score", "--quick", "--no-compile", "--out", str(path)]) == 0
     r = json.loads(path.read_text())
     assert len(r["rows"]) == 12 and all("cpp" in row["times"] for row in r["rows"])
+
+
+@pytest.mark.parametrize("sampler", ["annealed", "mala"])
+def test_sample_targets_and_samplers(tmp_path, sampler):
+    out_json, out_png = tmp_path / "s.json", tmp_path / "s.png"
+    rc = cli.main(["sample", "--target", "ring8", "--sampler", sampler, "--particles", "800", "--steps", "300",
+                   "--step-size", "0.02", "--seed", "2", "--json", str(out_json), "--out", str(out_png),
+                   "--no-progress"])
+    assert rc == 0
+    s = json.loads(out_json.read_text())
+    assert s["target"] == "ring8" and s["sampler"] == sampler and len(s["mode_fraction"]) == 8
+    # both start from N(0, 16), which covers the ring: every mode is found near its weight
+    assert all(abs(f - 0.125) < 0.06 for f in s["mode_fraction"])
+    if sampler == "mala":
+        assert 0.3 < s["acceptance_rate"] <= 1.0
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
