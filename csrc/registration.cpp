@@ -41,6 +41,12 @@ TORCH_LIBRARY(scorefast, m) {
   m.def(
       "dsm_loss_backward(Tensor grad_per_sample, Tensor pred, Tensor sigma, float power, bool eps_form, "
       "int seed, int step, int particle_offset) -> Tensor");
+  // T Langevin (or MALA) steps for a mixture target, in place on x [N, D] (contiguous; see
+  // scorefast/chain.h). Mixture in per-point kernel form; step_size, sigma2: [T] math dtype.
+  m.def(
+      "gmm_chain_(Tensor(a!) x, Tensor means, Tensor var, Tensor log_const, Tensor? factor, "
+      "Tensor step_size, Tensor sigma2, bool mala, int seed, int step_offset, int particle_offset, "
+      "int trajectory_every, Tensor(b!)? trajectory, Tensor(c!)? accepted) -> ()");
 }
 
 namespace {

@@ -8,6 +8,7 @@ from . import _extension  # noqa: F401  (loads the compiled ops, warns once if m
 from . import reference
 from .backend_registry import backends
 from . import targets
+from .chain import gmm_chain
 from .dsm import dsm_loss, dsm_perturb
 from .gmm import gmm_score
 from .langevin import langevin_step, langevin_step_
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "backends",
     "dsm_loss",
+    "gmm_chain",
     "dsm_perturb",
     "gmm_score",
     "langevin_step",

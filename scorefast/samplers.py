@@ -52,7 +52,7 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
 
     x is updated in place and returned.
     """
-    sigmas = [float(s) for s in torch.as_tensor(sigmas).flatten()]
+    sigmas = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
     if any(a <= b for a, b in zip(sigmas, sigmas[1:])):
         raise ValueError("sigmas must be strictly decreasing")
     seed = random_seed() if seed is None else seed
@@ -217,7 +217,7 @@ def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: i
     """
     from .langevin import langevin_step_
 
-    sig = [float(s) for s in torch.as_tensor(sigmas).flatten()]
+    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
     if any(a <= b for a, b in zip(sig, sig[1:])):
         raise ValueError("sigmas must be strictly decreasing")
     seed = random_seed() if seed is None else seed

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "scorefast/chain.h"
 #include "scorefast/dsm.h"
 #include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
@@ -29,6 +30,8 @@ struct KernelTable {
   void (*dsm_perturb)(const DsmArgs& args, int64_t begin, int64_t end);
   void (*dsm_loss)(const DsmArgs& args, int64_t begin, int64_t end);
   void (*dsm_backward)(const DsmArgs& args, int64_t begin, int64_t end);
+  // gmm_chain for particles [begin, end).
+  void (*gmm_chain)(const ChainArgs& args, int64_t begin, int64_t end);
 };
 
 extern const KernelTable kGenericKernels;

@@ -31,6 +31,7 @@ namespace avx2 {
 #include "langevin_kernels.h"
 #include "gmm_kernels.h"
 #include "dsm_kernels.h"
+#include "chain_kernels.h"
 
 }  // namespace avx2
 
@@ -43,6 +44,7 @@ const KernelTable kAvx2Kernels = {
     avx2::dsm_perturb_range,
     avx2::dsm_loss_range,
     avx2::dsm_backward_range,
+    avx2::gmm_chain_range,
 };
 
 }  // namespace cpu

@@ -28,6 +28,7 @@ static inline void stream_fence() {}
 #include "langevin_kernels.h"
 #include "gmm_kernels.h"
 #include "dsm_kernels.h"
+#include "chain_kernels.h"
 
 }  // namespace generic
 
@@ -40,6 +41,7 @@ const KernelTable kGenericKernels = {
     generic::dsm_perturb_range,
     generic::dsm_loss_range,
     generic::dsm_backward_range,
+    generic::gmm_chain_range,
 };
 
 }  // namespace cpu
