@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <cstring>
 #include <vector>
 
 #include "scorefast/chain.h"
@@ -149,10 +150,176 @@ static void chain_impl(const ChainArgs& c, int64_t begin, int64_t end) {
   }
 }
 
+
+// ---- D <= 4, float32: 8 particles per vector (gmm_kernels.h's v8f), per-step precisions
+// tabulated once per range ----------------------------------------------------------------
+
+using gmm_detail::splat;
+using gmm_detail::v8f;
+using gmm_detail::vexp;
+using gmm_detail::vlog;
+
+// Score (into sc) and log p of the mixture for 8 points; h (K x VC) and c (K) of this step.
+template <int D, bool kFull, bool kIso>
+static inline v8f small_eval(const GmmArgs& g, const float* h, const float* c, const v8f* xs, v8f* sc,
+                             float* lbuf) {
+  const int64_t K = g.num_components, VC = g.var_cols;
+  const float* means = static_cast<const float*>(g.means);
+  const float* factor = static_cast<const float*>(g.factor);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  v8f m = splat(neg_inf);
+  for (int64_t k = 0; k < K; ++k) {
+    const float* mu = means + k * D;
+    v8f t[D], u[D];
+    for (int d = 0; d < D; ++d) t[d] = xs[d] - splat(mu[d]);
+    if (kFull) {
+      const float* F = factor + k * D * D;
+      v8f tt[D];
+      for (int j = 0; j < D; ++j) {
+        v8f sum = splat(0.0f);
+        for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
+        tt[j] = sum;
+      }
+      for (int j = 0; j < D; ++j) t[j] = tt[j];
+    }
+    v8f quad = splat(0.0f);
+    for (int d = 0; d < D; ++d) {
+      u[d] = splat(h[k * VC + (kIso ? 0 : d)]) * t[d];
+      quad += u[d] * t[d];
+    }
+    const v8f l = splat(c[k]) - splat(0.5f) * quad;
+    std::memcpy(&lbuf[k * 8 * (D + 1)], &l, sizeof(l));
+    std::memcpy(&lbuf[k * 8 * (D + 1) + 8], u, sizeof(u));
+    m = (l > m) | (l != l) ? l : m;
+  }
+  v8f S = splat(0.0f), acc[D];
+  for (int d = 0; d < D; ++d) acc[d] = splat(0.0f);
+  for (int64_t k = 0; k < K; ++k) {
+    v8f l, u[D];
+    std::memcpy(&l, &lbuf[k * 8 * (D + 1)], sizeof(l));
+    std::memcpy(u, &lbuf[k * 8 * (D + 1) + 8], sizeof(u));
+    const v8f e = l == splat(neg_inf) ? splat(0.0f) : vexp(l - m);
+    S += e;
+    if (kFull) {
+      const float* F = factor + k * D * D;
+      for (int i = 0; i < D; ++i) {
+        v8f sum = splat(0.0f);
+        for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * u[j];
+        acc[i] -= e * sum;
+      }
+    } else {
+      for (int d = 0; d < D; ++d) acc[d] -= e * u[d];
+    }
+  }
+  const v8f inv_S = splat(1.0f) / S;
+  for (int d = 0; d < D; ++d) sc[d] = acc[d] * inv_S;
+  return m + vlog(S);
+}
+
+template <int D, bool kFull, bool kIso>
+static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
+  const GmmArgs& g = c.mixture;
+  const int64_t K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
+  const float* var = static_cast<const float*>(g.var);
+  const float* log_const = static_cast<const float*>(g.log_const);
+  const float* a_t = static_cast<const float*>(c.step_size);
+  const float* s2_t = static_cast<const float*>(c.sigma2);
+  float* x = static_cast<float*>(c.x);
+  float* traj = static_cast<float*>(c.trajectory);
+  // h = 1 / (var + sigma2_t) and c = log_const - (1/2) log det, per step and component
+  std::vector<float> h(static_cast<size_t>(T) * K * VC), cst(static_cast<size_t>(T) * K);
+  for (int64_t s = 0; s < T; ++s)
+    for (int64_t k = 0; k < K; ++k) {
+      float log_det = 0;
+      for (int64_t j = 0; j < VC; ++j) {
+        const float v = var[k * VC + j] + s2_t[s];
+        h[(s * K + k) * VC + j] = 1.0f / v;
+        log_det += std::log(v);
+      }
+      if (kIso) log_det *= static_cast<float>(D);
+      cst[s * K + k] = log_const[k] - 0.5f * log_det;
+    }
+  std::vector<float> lbuf(static_cast<size_t>(K) * 8 * (D + 1));
+  alignas(32) float z[8 * D];
+  const int64_t Q = (D + 3) / 4;
+  for (int64_t p0 = begin; p0 < end; p0 += 8) {
+    const int64_t nb = end - p0 < 8 ? end - p0 : 8;
+    v8f xs[D], sx[D], y[D], sy[D];
+    for (int b = 0; b < 8; ++b)
+      for (int d = 0; d < D; ++d) xs[d][b] = x[(p0 + (b < nb ? b : 0)) * D + d];
+    v8f lpx = splat(0.0f);
+    if (c.mala) lpx = small_eval<D, kFull, kIso>(g, h.data(), cst.data(), xs, sx, lbuf.data());
+    int64_t accepted[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t s = 0; s < T; ++s) {
+      const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
+      const float a = a_t[s], b = std::sqrt(2.0f * a);
+      // the 8 particles' normals (ids past the batch are computed and dropped)
+      fill_normals(z, D, c.seed, step, c.particle_offset, p0 * D, 8 * D);
+      v8f zv[D];
+      for (int bl = 0; bl < 8; ++bl)
+        for (int d = 0; d < D; ++d) zv[d][bl] = z[bl * D + d];
+      if (!c.mala) {
+        small_eval<D, kFull, kIso>(g, h.data() + s * K * VC, cst.data() + s * K, xs, sx, lbuf.data());
+        for (int d = 0; d < D; ++d) xs[d] = xs[d] + splat(a) * sx[d] + splat(b) * zv[d];
+      } else {
+        for (int d = 0; d < D; ++d) y[d] = xs[d] + splat(a) * sx[d] + splat(b) * zv[d];
+        const v8f lpy = small_eval<D, kFull, kIso>(g, h.data(), cst.data(), y, sy, lbuf.data());
+        for (int bl = 0; bl < nb; ++bl) {
+          double back = 0, fwd = 0;
+          for (int d = 0; d < D; ++d) {
+            const double r = static_cast<double>(xs[d][bl]) - y[d][bl] - static_cast<double>(a) * sy[d][bl];
+            back += r * r;
+            fwd += static_cast<double>(zv[d][bl]) * zv[d][bl];
+          }
+          const double log_alpha = static_cast<double>(lpy[bl]) - lpx[bl] - back / (4.0 * a) + 0.5 * fwd;
+          const scorefast::PhiloxWords w = scorefast::noise_words(
+              c.seed, c.particle_offset + static_cast<uint64_t>(p0 + bl), step, static_cast<uint32_t>(Q));
+          if (std::log(static_cast<double>(scorefast::uint32_to_uniform(w.w0))) < log_alpha) {
+            for (int d = 0; d < D; ++d) {
+              xs[d][bl] = y[d][bl];
+              sx[d][bl] = sy[d][bl];
+            }
+            lpx[bl] = lpy[bl];
+            ++accepted[bl];
+          }
+        }
+      }
+      if (c.trajectory_every > 0 && (s + 1) % c.trajectory_every == 0) {
+        float* row = traj + ((s + 1) / c.trajectory_every - 1) * N * D;
+        for (int bl = 0; bl < nb; ++bl)
+          for (int d = 0; d < D; ++d) row[(p0 + bl) * D + d] = xs[d][bl];
+      }
+    }
+    for (int bl = 0; bl < nb; ++bl) {
+      for (int d = 0; d < D; ++d) x[(p0 + bl) * D + d] = xs[d][bl];
+      if (c.accepted) c.accepted[p0 + bl] = accepted[bl];
+    }
+  }
+}
+
+template <bool kFull, bool kIso>
+static bool chain_small_dispatch(const ChainArgs& c, int64_t begin, int64_t end) {
+  switch (c.mixture.dim) {
+    case 1: chain_small<1, kFull, kIso>(c, begin, end); return true;
+    case 2: chain_small<2, kFull, kIso>(c, begin, end); return true;
+    case 3: chain_small<3, kFull, kIso>(c, begin, end); return true;
+    case 4: chain_small<4, kFull, kIso>(c, begin, end); return true;
+    default: return false;
+  }
+}
+
 }  // namespace chain_detail
 
 static void gmm_chain_range(const scorefast::ChainArgs& c, int64_t begin, int64_t end) {
   using scorefast::StorageType;
+  if (c.mixture.dtype == StorageType::kFloat32 && c.mixture.dim <= 4) {
+    const bool full = c.mixture.factor != nullptr, iso = c.mixture.var_cols == 1;
+    if (full ? (iso ? chain_detail::chain_small_dispatch<true, true>(c, begin, end)
+                    : chain_detail::chain_small_dispatch<true, false>(c, begin, end))
+             : (iso ? chain_detail::chain_small_dispatch<false, true>(c, begin, end)
+                    : chain_detail::chain_small_dispatch<false, false>(c, begin, end)))
+      return;
+  }
   switch (c.mixture.dtype) {
     case StorageType::kFloat32: return chain_detail::chain_impl<float>(c, begin, end);
     case StorageType::kFloat64: return chain_detail::chain_impl<double>(c, begin, end);
