@@ -28,11 +28,34 @@ def _progress(iterable, total, enabled, desc):
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr)
 
 
+def _fused_chain_target(score_fn, x):
+    """The GaussianMixture behind ``score_fn`` when the whole chain can run fused, else None."""
+    from .targets.mixture import GaussianMixture
+
+    target = score_fn if isinstance(score_fn, GaussianMixture) else getattr(score_fn, "__self__", None)
+    if isinstance(target, GaussianMixture) and getattr(score_fn, "__name__", "score") == "score" \
+            and x.dim() == 2 and x.device.type == "cpu":
+        return target
+    return None
+
+
 @torch.no_grad()
 def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: int | None = None,
              progress: bool | None = None, backend: str = "auto") -> torch.Tensor:
-    """Run ULA from x (N, ...) for ``steps`` steps; x is updated in place and returned."""
+    """Run ULA from x (N, ...) for ``steps`` steps; x is updated in place and returned.
+
+    ``score_fn`` is any callable x -> s(x). A GaussianMixture (or its ``score`` method) runs
+    the whole chain in the fused gmm_chain op instead (same noise, same result).
+    """
     seed = random_seed() if seed is None else seed
+    mixture = _fused_chain_target(score_fn, x)
+    if mixture is not None and backend in ("auto", "cpp") and not progress:
+        from .chain import gmm_chain
+
+        x.copy_(gmm_chain(x, mixture, method="ula", steps=steps, step_size=step_size, seed=seed, backend=backend).x)
+        return x
+    if mixture is not None:
+        score_fn = mixture.score  # a mixture object itself is not callable
     for t in _progress(range(steps), steps, progress, "langevin"):
         langevin_step_(x, score_fn(x), step_size=step_size, seed=seed, step=t, backend=backend)
     return x

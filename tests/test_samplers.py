@@ -125,3 +125,13 @@ def test_predictor_corrector_recovers_every_mode_with_both_snr_rules():
                                                batch_mean_rule=batch_mean, seed=6)
         assert diag["nan_particles"] == 0
         assert torch.all((_mode_fractions(mix, x) - mix.weights).abs() < 0.05)
+
+
+def test_langevin_on_a_mixture_runs_the_fused_chain_with_the_same_result():
+    mix = targets.ring()
+    x = mix.sample(64, seed=1).float()
+    fused = samplers.langevin(mix, x.clone(), steps=20, step_size=0.01, seed=3)
+    also_fused = samplers.langevin(mix.score, x.clone(), steps=20, step_size=0.01, seed=3)
+    stepwise = samplers.langevin(lambda y: mix.score(y), x.clone(), steps=20, step_size=0.01, seed=3)
+    assert torch.equal(fused, also_fused)
+    torch.testing.assert_close(fused, stepwise, rtol=1e-5, atol=1e-5)
