@@ -359,7 +359,7 @@ def _add_bench(sub) -> None:
                     "write JSON with the machine named.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--op", default="langevin_step", choices=("langevin_step", "gmm_score", "dsm_loss"),
+    p.add_argument("--op", default="langevin_step", choices=("langevin_step", "gmm_score", "dsm_loss", "samplers"),
                    help="which op: langevin_step over sizes 2^min..2^max, or gmm_score over the "
                         "(N, K, D) cases and covariance kinds")
     p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
@@ -383,6 +383,15 @@ def cmd_bench(args, parser_error) -> int:
         return _bench_gmm(args)
     if args.op == "dsm_loss":
         return _bench_dsm(args)
+    if args.op == "samplers":
+        from scorefast import benchmark_chain
+
+        result = benchmark_chain.run_chain_bench(quick=args.quick, compile_reference=not args.no_compile)
+        print(benchmark_chain.format_table(result))
+        path = args.out or benchmark.default_result_path("samplers", result["machine"])
+        benchmark.write_json(result, path)
+        print(f"results: {path}")
+        return 0
     if args.quick:
         args.max_log2 = min(args.max_log2, 20)
     if not 0 <= args.min_log2 <= args.max_log2 <= 30:

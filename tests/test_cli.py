@@ -161,3 +161,17 @@ def test_sample_targets_and_samplers(tmp_path, sampler):
     if sampler == "mala":
         assert 0.3 < s["acceptance_rate"] <= 1.0
     assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sampler_bench_runs_every_provider(monkeypatch, tmp_path):
+    from scorefast import benchmark_chain
+
+    small = [dict(c, N=16, **({"steps": 4} if "steps" in c else {"per_level": 2}))
+             for c in benchmark_chain._cases(quick=True)]
+    monkeypatch.setattr(benchmark_chain, "_cases", lambda quick: small)
+    path = tmp_path / "s.json"
+    assert cli.main(["bench", "--op", "samplers", "--no-compile", "--out", str(path)]) == 0
+    r = json.loads(path.read_text())
+    assert len(r["rows"]) == 4
+    for row in r["rows"]:
+        assert set(row["times"]) == {"eager loop", "scorefast sampler", "scorefast chain"}
