@@ -157,3 +157,23 @@ def test_float32_vector_chain_independent_of_chunking_and_equal_to_steps():
     for t in range(15):
         scorefast.langevin_step_(y, scorefast.gmm_score(y, mix, backend="cpp")[0], step_size=0.01, seed=8, step=t)
     torch.testing.assert_close(whole, y, rtol=1e-5, atol=1e-5)
+
+
+def test_vector_chain_is_the_same_on_every_cpu_kernel_build():
+    ext = scorefast._extension.extension()
+    mix = random_mixture(3, 2, seed=4, kind="full", spread=2.0)
+    x = mix.sample(29, seed=2).float()
+    results = {}
+    previous = ext.cpu_isa()
+    try:
+        for isa in ext.supported_cpu_isas():
+            assert ext.select_cpu_isa(isa)
+            results[isa] = scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.05, seed=6,
+                                               backend="cpp")
+    finally:
+        ext.select_cpu_isa(previous)
+    base = results["generic"]
+    for isa, res in results.items():
+        # the builds' normals differ within the noise budget only
+        torch.testing.assert_close(res.x, base.x, rtol=0, atol=1e-4)
+        assert int((res.accepted != base.accepted).sum()) <= 1, isa

@@ -241,6 +241,7 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
     }
   std::vector<float> lbuf(static_cast<size_t>(K) * 8 * (D + 1));
   alignas(32) float z[8 * D];
+  const ChainNoise noise(c.seed);
   const int64_t Q = (D + 3) / 4;
   for (int64_t p0 = begin; p0 < end; p0 += 8) {
     const int64_t nb = end - p0 < 8 ? end - p0 : 8;
@@ -254,7 +255,7 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
       const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
       const float a = a_t[s], b = std::sqrt(2.0f * a);
       // the 8 particles' normals (ids past the batch are computed and dropped)
-      fill_normals(z, D, c.seed, step, c.particle_offset, p0 * D, 8 * D);
+      normals8<D>(noise, c.particle_offset + static_cast<uint64_t>(p0), step, z);
       v8f zv[D];
       for (int bl = 0; bl < 8; ++bl)
         for (int d = 0; d < D; ++d) zv[d][bl] = z[bl * D + d];

@@ -21,6 +21,17 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
   fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
 }
 
+// The normals of 8 whole particles of D <= 4 elements (ids first .. first + 7).
+struct ChainNoise {
+  uint64_t seed;
+  explicit ChainNoise(uint64_t s) : seed(s) {}
+};
+
+template <int D>
+static inline void normals8(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
+  fill_normals(out, D, n.seed, step, first, 0, 8 * D);
+}
+
 // Plain stores here; the AVX2 build streams large results past the cache.
 static inline void stream_store(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
 static inline void stream_fence() {}

@@ -311,3 +311,15 @@ static inline void stream_store(float* dst, const float* src, int64_t n) {
 }
 
 static inline void stream_fence() { _mm_sfence(); }
+
+// The normals of 8 whole particles of D <= 4 elements (ids first .. first + 7), for chains
+// that draw them step after step: the key schedule is built once per chain range.
+struct ChainNoise {
+  noise_avx2::RoundKeys keys;
+  explicit ChainNoise(uint64_t seed) : keys(seed) {}
+};
+
+template <int D>
+static inline void normals8(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
+  noise_avx2::small_particles<1, D>(n.keys, first, step, out);
+}
