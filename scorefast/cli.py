@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -59,13 +58,9 @@ def _add_sample(sub) -> None:
 
 
 def _progress(iterable, enabled: bool | None, total: int, desc: str):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
+    from scorefast.samplers import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, unit="step", file=sys.stderr)
+    return progress_bar(iterable, total, enabled, desc, unit="step")
 
 
 def _check_positive(value, name: str, parser_error) -> None:
@@ -115,9 +110,9 @@ def cmd_sample(args, parser_error) -> int:
     if "acceptance_rate" in extra:
         print(f"MALA acceptance rate {extra['acceptance_rate']:.3f}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(stats, f, indent=2)
+        from scorefast.benchmark import write_json
+
+        write_json(stats, args.json)
     if not args.no_plot:
         write_scatter(x, target, args.out,
                       title=f"{args.sampler}, {args.target}, {args.particles} particles, {args.steps} steps")
@@ -301,9 +296,9 @@ def cmd_train(args, parser_error) -> int:
     if losses:
         print(f"DSM loss: first {stats['loss_first']:.4f}, last {stats['loss_last']:.4f} (means over {window} steps)")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(stats, f, indent=2)
+        from scorefast.benchmark import write_json
+
+        write_json(stats, args.json)
     if not args.no_plot:
         write_scatter(x, target, args.out, title=f"annealed Langevin from a DSM-trained network ({cfg['target']})")
         print(f"plot: {args.out}")

@@ -18,14 +18,15 @@ from .langevin import langevin_step_
 from .noise import random_seed
 
 
-def _progress(iterable, total, enabled, desc):
+def progress_bar(iterable, total: int, enabled: bool | None, desc: str, unit: str = "it"):
+    """``iterable`` wrapped in a tqdm bar on stderr when ``enabled`` (None: when stderr is a terminal)."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)
 
 
 def _fused_chain_target(score_fn, x):
@@ -56,7 +57,7 @@ def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: i
         return x
     if mixture is not None:
         score_fn = mixture.score  # a mixture object itself is not callable
-    for t in _progress(range(steps), steps, progress, "langevin"):
+    for t in progress_bar(range(steps), steps, progress, "langevin"):
         langevin_step_(x, score_fn(x), step_size=step_size, seed=seed, step=t, backend=backend)
     return x
 
@@ -81,7 +82,7 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
     seed = random_seed() if seed is None else seed
     last = sigmas[-1]
     total = len(sigmas) * steps_per_level
-    it = iter(_progress(range(total), total, progress, "annealed langevin"))
+    it = iter(progress_bar(range(total), total, progress, "annealed langevin"))
     t = 0
     for sigma in sigmas:
         a = epsilon * sigma**2 / last**2
@@ -205,7 +206,7 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
     accepted = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     s_x, lp_x = score_fn(x), log_prob_fn(x)
     norms = []
-    for t in _progress(range(steps), steps, progress, "mala"):
+    for t in progress_bar(range(steps), steps, progress, "mala"):
         z = normal_like(x, seed=seed, step=t, particle_offset=particle_offset)
         y = langevin_step(x, s_x, step_size=a, noise=z, backend=backend)
         s_y, lp_y = score_fn(y), log_prob_fn(y)
@@ -249,7 +250,7 @@ def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: i
     t = 0
     norms = []
     levels = list(zip(sig, sig[1:] + [0.0]))
-    for s_i, s_next in _progress(levels, len(levels), progress, "predictor-corrector"):
+    for s_i, s_next in progress_bar(levels, len(levels), progress, "predictor-corrector"):
         for _ in range(corrector_steps):
             s = score_fn(x, s_i)
             s_norm = s.reshape(N, -1).norm(dim=1)
