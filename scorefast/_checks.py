@@ -70,8 +70,10 @@ def check_counter(step, particle_offset, num_particles: int) -> tuple[int, int]:
     return step, particle_offset
 
 
-def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive: bool = False) -> None:
-    """``t`` is a float [P] tensor on x's device with finite values >= 0 (> 0 if ``positive``)."""
+def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive: bool = False,
+                       check_values: bool = True) -> None:
+    """``t`` is a float [P] tensor on x's device with finite values >= 0 (> 0 if ``positive``;
+    ``check_values=False`` when the kernel that reads them checks the values itself)."""
     if t.dim() != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(f"{name} tensor must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
     if t.device != x.device:
@@ -80,7 +82,7 @@ def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive:
         raise TypeError(f"{name} tensor must be floating point, got {t.dtype}")
     # Values are checked where that costs no device sync (CPU, eager); elsewhere NaN stays NaN.
     # One aminmax (NaN propagates into both) keeps the check cheap for small batches.
-    if t.device.type == "cpu" and t.numel() > 0 and not torch.compiler.is_compiling():
+    if check_values and t.device.type == "cpu" and t.numel() > 0 and not torch.compiler.is_compiling():
         lo, hi = (float(v) for v in torch.aminmax(t))
         if not ((lo > 0 if positive else lo >= 0) and hi < math.inf):
             bad = ~torch.isfinite(t) | ((t <= 0) if positive else (t < 0))

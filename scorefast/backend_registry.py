@@ -131,8 +131,14 @@ def has_op(backend: str, op: str) -> bool:
 @torch.compiler.assume_constant_result
 def resolve(backend: str, device: torch.device, op: str = "langevin_step") -> str:
     """The backend that runs ``op`` on ``device``: ``backend`` itself, checked, or the auto choice."""
+    return _resolve(backend, device.type, op, triton_interpreting())
+
+
+# Cached: small ops are called thousands of times a second (errors are not cached, so a
+# bad choice raises every time).
+@functools.lru_cache(maxsize=256)
+def _resolve(backend: str, dev: str, op: str, interpreting: bool) -> str:
     check_name(backend)
-    dev = device.type
     if backend == "auto":
         for name in _AUTO_ORDER.get(dev, ("reference",)):
             s = status(name)
@@ -144,7 +150,7 @@ def resolve(backend: str, device: torch.device, op: str = "langevin_step") -> st
         raise RuntimeError(f"backend {backend!r} is not available: {s.reason}")
     if dev not in s.devices:
         runs_on = " and ".join(s.devices)
-        raise ValueError(f"backend {backend!r} runs on {runs_on} tensors, got tensors on {device}")
+        raise ValueError(f"backend {backend!r} runs on {runs_on} tensors, got tensors on {dev}")
     if not has_op(backend, op):
         raise NotImplementedError(f"backend {backend!r} has no {op} kernel; use backend='auto' or 'reference'")
     return backend

@@ -59,28 +59,32 @@ def _make_autograd(namespace: str):
     return setup_context, backward
 
 
-def register_op_extras(namespace: str, fakes: bool = True) -> None:
-    """Fake kernels for ``namespace::dsm_*`` and the autograd of ``dsm_loss``."""
+def register_op_extras(namespace: str, fakes: bool = True, autograd: bool = True) -> None:
+    """Fake kernels for ``namespace::dsm_*`` and (unless the backend has its own, as the
+    C++ ops do in csrc/dsm_autograd.cpp) the autograd of ``dsm_loss``."""
     if fakes:
         torch.library.register_fake(f"{namespace}::dsm_perturb", _fake_perturb)
         torch.library.register_fake(f"{namespace}::dsm_loss", _fake_loss)
         torch.library.register_fake(f"{namespace}::dsm_loss_backward", _fake_backward)
-    setup_context, backward = _make_autograd(namespace)
-    torch.library.register_autograd(f"{namespace}::dsm_loss", backward, setup_context=setup_context)
+    if autograd:
+        setup_context, backward = _make_autograd(namespace)
+        torch.library.register_autograd(f"{namespace}::dsm_loss", backward, setup_context=setup_context)
 
 
 if _extension.extension() is not None:
-    register_op_extras("scorefast")
+    register_op_extras("scorefast", autograd=False)
 
 
-def _sigma_tensor(sigma, x: torch.Tensor, name: str = "sigma") -> torch.Tensor:
-    """sigma as a [B] tensor in the math dtype; values checked positive and finite."""
+def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
+    """sigma as a [B] tensor in the math dtype; values checked positive and finite (by the
+    C++ CPU kernels themselves for backend 'cpp')."""
+    name = "sigma"
     acc = _acc(x.dtype)
     B = x.shape[0]
     if isinstance(sigma, torch.Tensor) and sigma.dim() == 0:
         sigma = float(sigma)
     if isinstance(sigma, torch.Tensor):
-        _checks.check_per_particle(sigma, x, name, positive=True)
+        _checks.check_per_particle(sigma, x, name, positive=True, check_values=backend != "cpp")
         return sigma.to(acc).contiguous()
     if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
         raise TypeError(f"{name} must be a positive number or a tensor of shape ({B},), got {type(sigma).__name__}")
@@ -111,9 +115,9 @@ def dsm_perturb(x: torch.Tensor, sigma, *, seed: int, step: int = 0, particle_of
         x_tilde, shape and dtype of x, contiguous.
     """
     _checks.check_float_tensor(x, "x")
-    s = _sigma_tensor(sigma, x)
-    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, x.shape[0])
     name = backends.resolve(backend, x.device, "dsm_perturb")
+    s = _sigma_tensor(sigma, x, name)
+    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, x.shape[0])
     if name == "reference":
         return dsm_perturb_ref(x, s, seed, step, particle_offset).contiguous()
     return backends.op_namespace(name).dsm_perturb(x, s, seed64, step, particle_offset)
@@ -148,10 +152,10 @@ def dsm_loss(pred: torch.Tensor, x: torch.Tensor | None, sigma, *, seed: int, st
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     power = _checks.check_real(weighting_power, "weighting_power")
-    s = _sigma_tensor(sigma, pred)
+    name = backends.resolve(backend, pred.device, "dsm_loss")
+    s = _sigma_tensor(sigma, pred, name)
     seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, pred.shape[0])
     eps_form = parametrization == "eps"
-    name = backends.resolve(backend, pred.device, "dsm_loss")
     if name == "reference":
         return dsm_loss_ref(pred, s, seed, step, particle_offset, power=power, eps_form=eps_form,
                             reduction=reduction)

@@ -5,6 +5,8 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include <cmath>
+
 #include "../dsm_op.h"
 #include "cpu_kernels.h"
 
@@ -16,7 +18,8 @@ using RangeFn = void (*)(const DsmArgs&, int64_t, int64_t);
 void run_rows(const DsmArgs& args, RangeFn fn) {
   const int64_t B = args.batch, D = args.sample_size;
   if (B * D == 0) return;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / D);
+  // ~4k elements per task: even a small batch (4096 x 2) is split over the threads
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 12) / D);
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
 }
 
@@ -24,10 +27,28 @@ void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor for the CPU kernel, got ", t.device());
 }
 
+// sigma's values are checked here, while the kernel reads them anyway, rather than by a
+// separate reduction in Python (which costs as much as the kernel for small batches).
+void check_sigma_values(const DsmCall& call) {
+  const int64_t B = call.args.batch;
+  auto check = [&](auto* s) {
+    for (int64_t i = 0; i < B; ++i) {
+      const double v = static_cast<double>(s[i]);
+      TORCH_CHECK_VALUE(v > 0 && v < HUGE_VAL, "sigma must be finite and > 0 for every particle, got ", v,
+                        " at particle ", i);
+    }
+  };
+  if (call.sigma.scalar_type() == at::kDouble)
+    check(call.sigma.data_ptr<double>());
+  else
+    check(call.sigma.data_ptr<float>());
+}
+
 at::Tensor dsm_perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t step,
                            int64_t particle_offset) {
   check_cpu(x, "x");
   DsmCall call = prepare_dsm_call(x, "x", sigma, 2.0, false, seed, step, particle_offset);
+  check_sigma_values(call);
   at::Tensor out = at::empty_like(call.input, at::MemoryFormat::Contiguous);
   DsmArgs args = call.args;
   args.out = out.data_ptr();
@@ -39,6 +60,7 @@ at::Tensor dsm_loss_cpu(const at::Tensor& pred, const at::Tensor& sigma, double 
                         int64_t seed, int64_t step, int64_t particle_offset) {
   check_cpu(pred, "pred");
   DsmCall call = prepare_dsm_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
+  check_sigma_values(call);
   at::Tensor out = at::empty({call.args.batch}, pred.options().dtype(acc_dtype_of(pred)));
   DsmArgs args = call.args;
   args.out = out.data_ptr();
@@ -55,6 +77,7 @@ at::Tensor dsm_loss_backward_cpu(const at::Tensor& grad_per_sample, const at::Te
                                  int64_t step, int64_t particle_offset) {
   check_cpu(pred, "pred");
   DsmCall call = prepare_dsm_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
+  check_sigma_values(call);
   TORCH_CHECK(grad_per_sample.dim() == 1 && grad_per_sample.size(0) == call.args.batch,
               "grad_per_sample must have shape [B] = [", call.args.batch, "], got ", grad_per_sample.sizes());
   TORCH_CHECK(grad_per_sample.scalar_type() == acc_dtype_of(pred), "grad_per_sample must be ",
