@@ -157,75 +157,153 @@ static void chain_impl(const ChainArgs& c, int64_t begin, int64_t end) {
 using gmm_detail::splat;
 using gmm_detail::v8f;
 using gmm_detail::vexp;
+using gmm_detail::vexp_nonpos;
 using gmm_detail::vlog;
 
-// Score (into sc) and log p of the mixture for 8 points; h (K x VC) and c (K) of this step.
-template <int D, bool kFull, bool kIso>
-static inline v8f small_eval(const GmmArgs& g, const float* h, const float* c, const v8f* xs, v8f* sc,
-                             float* lbuf) {
+// Score (into sc) and log p (into lp) of the mixture for G vectors of 8 points; h (K x VC)
+// and c (K) of this step. The G vectors are independent work, interleaved per component so
+// their latencies overlap. Two passes over the components: the max of the log-joints, then
+// the weights (no rescaling of the running sums).
+template <int D, bool kFull, bool kIso, int G, bool kLogp>
+static inline void small_eval(const GmmArgs& g, const float* h, const float* c, const v8f (&xs)[G][D],
+                              v8f (&sc)[G][D], v8f (&lp)[G], v8f* lbuf) {
   const int64_t K = g.num_components, VC = g.var_cols;
   const float* means = static_cast<const float*>(g.means);
   const float* factor = static_cast<const float*>(g.factor);
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  v8f m = splat(neg_inf);
+  const v8f neg_inf = splat(-std::numeric_limits<float>::infinity());
+  v8f m[G];
+  for (int gi = 0; gi < G; ++gi) m[gi] = neg_inf;
   for (int64_t k = 0; k < K; ++k) {
     const float* mu = means + k * D;
-    v8f t[D], u[D];
-    for (int d = 0; d < D; ++d) t[d] = xs[d] - splat(mu[d]);
-    if (kFull) {
-      const float* F = factor + k * D * D;
-      v8f tt[D];
-      for (int j = 0; j < D; ++j) {
-        v8f sum = splat(0.0f);
-        for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
-        tt[j] = sum;
+    for (int gi = 0; gi < G; ++gi) {
+      v8f t[D];
+      for (int d = 0; d < D; ++d) t[d] = xs[gi][d] - splat(mu[d]);
+      if (kFull) {
+        const float* F = factor + k * D * D;
+        v8f tt[D];
+        for (int j = 0; j < D; ++j) {
+          v8f sum = splat(0.0f);
+          for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
+          tt[j] = sum;
+        }
+        for (int j = 0; j < D; ++j) t[j] = tt[j];
       }
-      for (int j = 0; j < D; ++j) t[j] = tt[j];
+      v8f* slot = lbuf + (k * G + gi) * (D + 1);
+      v8f quad = splat(0.0f);
+      for (int d = 0; d < D; ++d) {
+        const v8f u = splat(h[k * VC + (kIso ? 0 : d)]) * t[d];
+        slot[1 + d] = u;
+        quad += u * t[d];
+      }
+      const v8f l = splat(c[k]) - splat(0.5f) * quad;
+      slot[0] = l;
+      m[gi] = (l > m[gi]) | (l != l) ? l : m[gi];
     }
-    v8f quad = splat(0.0f);
-    for (int d = 0; d < D; ++d) {
-      u[d] = splat(h[k * VC + (kIso ? 0 : d)]) * t[d];
-      quad += u[d] * t[d];
-    }
-    const v8f l = splat(c[k]) - splat(0.5f) * quad;
-    std::memcpy(&lbuf[k * 8 * (D + 1)], &l, sizeof(l));
-    std::memcpy(&lbuf[k * 8 * (D + 1) + 8], u, sizeof(u));
-    m = (l > m) | (l != l) ? l : m;
   }
-  v8f S = splat(0.0f), acc[D];
-  for (int d = 0; d < D; ++d) acc[d] = splat(0.0f);
+  v8f S[G], acc[G][D];
+  for (int gi = 0; gi < G; ++gi) {
+    S[gi] = splat(0.0f);
+    for (int d = 0; d < D; ++d) acc[gi][d] = splat(0.0f);
+  }
   for (int64_t k = 0; k < K; ++k) {
-    v8f l, u[D];
-    std::memcpy(&l, &lbuf[k * 8 * (D + 1)], sizeof(l));
-    std::memcpy(u, &lbuf[k * 8 * (D + 1) + 8], sizeof(u));
-    const v8f e = l == splat(neg_inf) ? splat(0.0f) : vexp(l - m);
-    S += e;
-    if (kFull) {
-      const float* F = factor + k * D * D;
-      for (int i = 0; i < D; ++i) {
-        v8f sum = splat(0.0f);
-        for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * u[j];
-        acc[i] -= e * sum;
+    const float* F = kFull ? factor + k * D * D : nullptr;
+    for (int gi = 0; gi < G; ++gi) {
+      const v8f* slot = lbuf + (k * G + gi) * (D + 1);
+      const v8f e = slot[0] == neg_inf ? splat(0.0f) : vexp_nonpos(slot[0] - m[gi]);
+      S[gi] += e;
+      if (kFull) {
+        for (int i = 0; i < D; ++i) {
+          v8f sum = splat(0.0f);
+          for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * slot[1 + j];
+          acc[gi][i] -= e * sum;
+        }
+      } else {
+        for (int d = 0; d < D; ++d) acc[gi][d] -= e * slot[1 + d];
       }
-    } else {
-      for (int d = 0; d < D; ++d) acc[d] -= e * u[d];
     }
   }
-  const v8f inv_S = splat(1.0f) / S;
-  for (int d = 0; d < D; ++d) sc[d] = acc[d] * inv_S;
-  return m + vlog(S);
+  for (int gi = 0; gi < G; ++gi) {
+    const v8f inv_S = splat(1.0f) / S[gi];
+    for (int d = 0; d < D; ++d) sc[gi][d] = acc[gi][d] * inv_S;
+    if (kLogp) lp[gi] = m[gi] + vlog(S[gi]);
+  }
+}
+
+// Particles p0 .. p0 + 8G - 1 of the range (the first nb of them real; the rest repeat
+// particle p0, computed and dropped) through all T steps.
+template <int D, bool kFull, bool kIso, int G>
+static inline void chain_block(const ChainArgs& c, const ChainNoise& noise, const float* h, const float* cst,
+                               v8f* lbuf, int64_t p0, int64_t nb) {
+  const GmmArgs& g = c.mixture;
+  const int64_t K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
+  const float* a_t = static_cast<const float*>(c.step_size);
+  float* x = static_cast<float*>(c.x);
+  float* traj = static_cast<float*>(c.trajectory);
+  const int64_t Q = (D + 3) / 4;
+  v8f xs[G][D], sx[G][D], y[G][D], sy[G][D], lpx[G], lpy[G];
+  for (int gi = 0; gi < G; ++gi)
+    for (int bl = 0; bl < 8; ++bl) {
+      const int64_t b = 8 * gi + bl;
+      for (int d = 0; d < D; ++d) xs[gi][d][bl] = x[(p0 + (b < nb ? b : 0)) * D + d];
+    }
+  if (c.mala) small_eval<D, kFull, kIso, G, true>(g, h, cst, xs, sx, lpx, lbuf);
+  int64_t accepted[8 * G] = {};
+  alignas(32) float z[8 * G * D];
+  for (int64_t s = 0; s < T; ++s) {
+    const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
+    const float a = a_t[s], b = std::sqrt(2.0f * a);
+    // element d of the 8 particles of group gi at z[(gi * D + d) * 8 ...]
+    normals_planar<D, G>(noise, c.particle_offset + static_cast<uint64_t>(p0), step, z);
+    v8f zv[G][D];
+    std::memcpy(zv, z, sizeof(zv));
+    if (!c.mala) {
+      small_eval<D, kFull, kIso, G, false>(g, h + s * K * VC, cst + s * K, xs, sx, lpx, lbuf);
+      for (int gi = 0; gi < G; ++gi)
+        for (int d = 0; d < D; ++d) xs[gi][d] = xs[gi][d] + splat(a) * sx[gi][d] + splat(b) * zv[gi][d];
+    } else {
+      for (int gi = 0; gi < G; ++gi)
+        for (int d = 0; d < D; ++d) y[gi][d] = xs[gi][d] + splat(a) * sx[gi][d] + splat(b) * zv[gi][d];
+      small_eval<D, kFull, kIso, G, true>(g, h, cst, y, sy, lpy, lbuf);
+      for (int64_t b8 = 0; b8 < nb; ++b8) {
+        const int gi = static_cast<int>(b8 / 8), bl = static_cast<int>(b8 % 8);
+        double back = 0, fwd = 0;
+        for (int d = 0; d < D; ++d) {
+          const double r = static_cast<double>(xs[gi][d][bl]) - y[gi][d][bl] - static_cast<double>(a) * sy[gi][d][bl];
+          back += r * r;
+          fwd += static_cast<double>(zv[gi][d][bl]) * zv[gi][d][bl];
+        }
+        const double log_alpha = static_cast<double>(lpy[gi][bl]) - lpx[gi][bl] - back / (4.0 * a) + 0.5 * fwd;
+        const scorefast::PhiloxWords w = scorefast::noise_words(
+            c.seed, c.particle_offset + static_cast<uint64_t>(p0 + b8), step, static_cast<uint32_t>(Q));
+        if (std::log(static_cast<double>(scorefast::uint32_to_uniform(w.w0))) < log_alpha) {
+          for (int d = 0; d < D; ++d) {
+            xs[gi][d][bl] = y[gi][d][bl];
+            sx[gi][d][bl] = sy[gi][d][bl];
+          }
+          lpx[gi][bl] = lpy[gi][bl];
+          ++accepted[b8];
+        }
+      }
+    }
+    if (c.trajectory_every > 0 && (s + 1) % c.trajectory_every == 0) {
+      float* row = traj + ((s + 1) / c.trajectory_every - 1) * N * D;
+      for (int64_t b8 = 0; b8 < nb; ++b8)
+        for (int d = 0; d < D; ++d) row[(p0 + b8) * D + d] = xs[b8 / 8][d][b8 % 8];
+    }
+  }
+  for (int64_t b8 = 0; b8 < nb; ++b8) {
+    for (int d = 0; d < D; ++d) x[(p0 + b8) * D + d] = xs[b8 / 8][d][b8 % 8];
+    if (c.accepted) c.accepted[p0 + b8] = accepted[b8];
+  }
 }
 
 template <int D, bool kFull, bool kIso>
 static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
   const GmmArgs& g = c.mixture;
-  const int64_t K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
+  const int64_t K = g.num_components, VC = g.var_cols, T = c.num_steps;
   const float* var = static_cast<const float*>(g.var);
   const float* log_const = static_cast<const float*>(g.log_const);
-  const float* a_t = static_cast<const float*>(c.step_size);
   const float* s2_t = static_cast<const float*>(c.sigma2);
-  float* x = static_cast<float*>(c.x);
-  float* traj = static_cast<float*>(c.trajectory);
   // h = 1 / (var + sigma2_t) and c = log_const - (1/2) log det, per step and component
   std::vector<float> h(static_cast<size_t>(T) * K * VC), cst(static_cast<size_t>(T) * K);
   for (int64_t s = 0; s < T; ++s)
@@ -239,63 +317,16 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
       if (kIso) log_det *= static_cast<float>(D);
       cst[s * K + k] = log_const[k] - 0.5f * log_det;
     }
-  std::vector<float> lbuf(static_cast<size_t>(K) * 8 * (D + 1));
-  alignas(32) float z[8 * D];
+  constexpr int G = 2;  // 16 particles at a time
+  // per-component l and u of the G vectors (floats, 32-byte aligned by hand: the allocator
+  // need not honour v8f's alignment)
+  std::vector<float> lmem(static_cast<size_t>(K) * G * (D + 1) * 8 + 8);
+  v8f* lbuf = reinterpret_cast<v8f*>((reinterpret_cast<uintptr_t>(lmem.data()) + 31) & ~uintptr_t{31});
   const ChainNoise noise(c.seed);
-  const int64_t Q = (D + 3) / 4;
-  for (int64_t p0 = begin; p0 < end; p0 += 8) {
-    const int64_t nb = end - p0 < 8 ? end - p0 : 8;
-    v8f xs[D], sx[D], y[D], sy[D];
-    for (int b = 0; b < 8; ++b)
-      for (int d = 0; d < D; ++d) xs[d][b] = x[(p0 + (b < nb ? b : 0)) * D + d];
-    v8f lpx = splat(0.0f);
-    if (c.mala) lpx = small_eval<D, kFull, kIso>(g, h.data(), cst.data(), xs, sx, lbuf.data());
-    int64_t accepted[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t s = 0; s < T; ++s) {
-      const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
-      const float a = a_t[s], b = std::sqrt(2.0f * a);
-      // the 8 particles' normals (ids past the batch are computed and dropped)
-      normals8<D>(noise, c.particle_offset + static_cast<uint64_t>(p0), step, z);
-      v8f zv[D];
-      for (int bl = 0; bl < 8; ++bl)
-        for (int d = 0; d < D; ++d) zv[d][bl] = z[bl * D + d];
-      if (!c.mala) {
-        small_eval<D, kFull, kIso>(g, h.data() + s * K * VC, cst.data() + s * K, xs, sx, lbuf.data());
-        for (int d = 0; d < D; ++d) xs[d] = xs[d] + splat(a) * sx[d] + splat(b) * zv[d];
-      } else {
-        for (int d = 0; d < D; ++d) y[d] = xs[d] + splat(a) * sx[d] + splat(b) * zv[d];
-        const v8f lpy = small_eval<D, kFull, kIso>(g, h.data(), cst.data(), y, sy, lbuf.data());
-        for (int bl = 0; bl < nb; ++bl) {
-          double back = 0, fwd = 0;
-          for (int d = 0; d < D; ++d) {
-            const double r = static_cast<double>(xs[d][bl]) - y[d][bl] - static_cast<double>(a) * sy[d][bl];
-            back += r * r;
-            fwd += static_cast<double>(zv[d][bl]) * zv[d][bl];
-          }
-          const double log_alpha = static_cast<double>(lpy[bl]) - lpx[bl] - back / (4.0 * a) + 0.5 * fwd;
-          const scorefast::PhiloxWords w = scorefast::noise_words(
-              c.seed, c.particle_offset + static_cast<uint64_t>(p0 + bl), step, static_cast<uint32_t>(Q));
-          if (std::log(static_cast<double>(scorefast::uint32_to_uniform(w.w0))) < log_alpha) {
-            for (int d = 0; d < D; ++d) {
-              xs[d][bl] = y[d][bl];
-              sx[d][bl] = sy[d][bl];
-            }
-            lpx[bl] = lpy[bl];
-            ++accepted[bl];
-          }
-        }
-      }
-      if (c.trajectory_every > 0 && (s + 1) % c.trajectory_every == 0) {
-        float* row = traj + ((s + 1) / c.trajectory_every - 1) * N * D;
-        for (int bl = 0; bl < nb; ++bl)
-          for (int d = 0; d < D; ++d) row[(p0 + bl) * D + d] = xs[d][bl];
-      }
-    }
-    for (int bl = 0; bl < nb; ++bl) {
-      for (int d = 0; d < D; ++d) x[(p0 + bl) * D + d] = xs[d][bl];
-      if (c.accepted) c.accepted[p0 + bl] = accepted[bl];
-    }
-  }
+  int64_t p0 = begin;
+  for (; end - p0 >= 8 * G; p0 += 8 * G) chain_block<D, kFull, kIso, G>(c, noise, h.data(), cst.data(), lbuf, p0, 8 * G);
+  for (; p0 < end; p0 += 8)
+    chain_block<D, kFull, kIso, 1>(c, noise, h.data(), cst.data(), lbuf, p0, end - p0 < 8 ? end - p0 : 8);
 }
 
 template <bool kFull, bool kIso>

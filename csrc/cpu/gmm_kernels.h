@@ -87,6 +87,30 @@ static inline v8f vlog(v8f x) {
   return nan ? x : (zero ? splat(-std::numeric_limits<float>::infinity()) : out);
 }
 
+// exp(x) for x <= 0, as in a log-sum-exp after subtracting the max: vexp's polynomial
+// without its overflow and NaN guards (NaN still propagates through the arithmetic).
+// Bit-equal to vexp where the result is a normal float; 0 below -87 (results < 2^-125,
+// which cannot move a sum that holds a 1).
+static inline v8f vexp_nonpos(v8f x) {
+  const v8i tiny = x < splat(-87.0f);
+  const v8f xc = tiny ? splat(-87.0f) : x;
+  const v8f magic = splat(12582912.0f);  // 1.5 * 2^23
+  const v8f t = xc * splat(1.44269504088896341f) + magic;
+  const v8i ni = (v8i)t - (v8i)magic;
+  const v8f n = t - magic;
+  v8f r = xc - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  v8f p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r * r + r + splat(1.0f);
+  const v8f out = p * (v8f)((ni + 127) << 23);
+  return tiny ? splat(0.0f) : out;
+}
+
 static inline float exp_scalar(float x) { return vexp(splat(x))[0]; }
 static inline double exp_scalar(double x) { return std::exp(x); }
 

@@ -21,15 +21,21 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
   fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
 }
 
-// The normals of 8 whole particles of D <= 4 elements (ids first .. first + 7).
+// The noise seed of a chain (the AVX2 build keeps its key schedule here).
 struct ChainNoise {
   uint64_t seed;
   explicit ChainNoise(uint64_t s) : seed(s) {}
 };
 
-template <int D>
-static inline void normals8(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
-  fill_normals(out, D, n.seed, step, first, 0, 8 * D);
+// The normals of 8G whole particles, planar (as the AVX2 build): element d of particle
+// first + 8g + i at out[(g * D + d) * 8 + i].
+template <int D, int G>
+static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
+  float z[8 * G * D];
+  fill_normals(z, D, n.seed, step, first, 0, 8 * G * D);
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < 8; ++i)
+      for (int d = 0; d < D; ++d) out[(g * D + d) * 8 + i] = z[(8 * g + i) * D + d];
 }
 
 // Plain stores here; the AVX2 build streams large results past the cache.

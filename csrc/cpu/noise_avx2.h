@@ -160,9 +160,11 @@ static inline void row_groups(const RoundKeys& keys, uint64_t particle, uint32_t
 
 // Whole particles of D <= 4 elements (one Philox group each), 8K particles at a time:
 // lane i of vector k is particle first + 8k + i. D <= 2 needs only the first Box-Muller pair.
-template <int K, int D>
-static inline void small_particles(const RoundKeys& keys, uint64_t first, uint32_t step, float* out) {
-  __m256i c0[K], c1[K], c2[K], c3[K];
+// The Philox words of group 0 of particles first .. first + 8K - 1 (lane i of vector k:
+// particle first + 8k + i).
+template <int K>
+static inline void particle_words(const RoundKeys& keys, uint64_t first, uint32_t step, __m256i (&c0)[K],
+                                  __m256i (&c1)[K], __m256i (&c2)[K], __m256i (&c3)[K]) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   for (int k = 0; k < K; ++k) {
@@ -176,6 +178,12 @@ static inline void small_particles(const RoundKeys& keys, uint64_t first, uint32
     c3[k] = _mm256_setzero_si256();
   }
   philox<K>(keys, c0, c1, c2, c3);
+}
+
+template <int K, int D>
+static inline void small_particles(const RoundKeys& keys, uint64_t first, uint32_t step, float* out) {
+  __m256i c0[K], c1[K], c2[K], c3[K];
+  particle_words<K>(keys, first, step, c0, c1, c2, c3);
   for (int k = 0; k < K; ++k) {
     float* o = out + 8 * D * k;
     __m256 z0, z1;
@@ -312,14 +320,22 @@ static inline void stream_store(float* dst, const float* src, int64_t n) {
 
 static inline void stream_fence() { _mm_sfence(); }
 
-// The normals of 8 whole particles of D <= 4 elements (ids first .. first + 7), for chains
-// that draw them step after step: the key schedule is built once per chain range.
+// The key schedule of a chain's noise, built once per range of particles.
 struct ChainNoise {
   noise_avx2::RoundKeys keys;
   explicit ChainNoise(uint64_t seed) : keys(seed) {}
 };
 
-template <int D>
-static inline void normals8(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
-  noise_avx2::small_particles<1, D>(n.keys, first, step, out);
+// The normals of 8G whole particles of D <= 4 elements (ids first ..), planar: element d of
+// particle first + 8g + i at out[(g * D + d) * 8 + i], so a chain loads them as vectors.
+template <int D, int G>
+static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
+  __m256i c0[G], c1[G], c2[G], c3[G];
+  noise_avx2::particle_words<G>(n.keys, first, step, c0, c1, c2, c3);
+  for (int g = 0; g < G; ++g) {
+    __m256 z[4];
+    noise_avx2::box_muller(c0[g], c1[g], z[0], z[1]);
+    if (D > 2) noise_avx2::box_muller(c2[g], c3[g], z[2], z[3]);
+    for (int d = 0; d < D; ++d) _mm256_store_ps(out + (g * D + d) * 8, z[d]);
+  }
 }
