@@ -154,80 +154,12 @@ static void chain_impl(const ChainArgs& c, int64_t begin, int64_t end) {
 // ---- D <= 4, float32: 8 particles per vector (gmm_kernels.h's v8f), per-step precisions
 // tabulated once per range ----------------------------------------------------------------
 
+using gmm_detail::small_eval;
 using gmm_detail::splat;
 using gmm_detail::v8f;
 using gmm_detail::vexp;
 using gmm_detail::vexp_nonpos;
 using gmm_detail::vlog;
-
-// Score (into sc) and log p (into lp) of the mixture for G vectors of 8 points; h (K x VC)
-// and c (K) of this step. The G vectors are independent work, interleaved per component so
-// their latencies overlap. Two passes over the components: the max of the log-joints, then
-// the weights (no rescaling of the running sums).
-template <int D, bool kFull, bool kIso, int G, bool kLogp>
-static inline void small_eval(const GmmArgs& g, const float* h, const float* c, const v8f (&xs)[G][D],
-                              v8f (&sc)[G][D], v8f (&lp)[G], v8f* lbuf) {
-  const int64_t K = g.num_components, VC = g.var_cols;
-  const float* means = static_cast<const float*>(g.means);
-  const float* factor = static_cast<const float*>(g.factor);
-  const v8f neg_inf = splat(-std::numeric_limits<float>::infinity());
-  v8f m[G];
-  for (int gi = 0; gi < G; ++gi) m[gi] = neg_inf;
-  for (int64_t k = 0; k < K; ++k) {
-    const float* mu = means + k * D;
-    for (int gi = 0; gi < G; ++gi) {
-      v8f t[D];
-      for (int d = 0; d < D; ++d) t[d] = xs[gi][d] - splat(mu[d]);
-      if (kFull) {
-        const float* F = factor + k * D * D;
-        v8f tt[D];
-        for (int j = 0; j < D; ++j) {
-          v8f sum = splat(0.0f);
-          for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
-          tt[j] = sum;
-        }
-        for (int j = 0; j < D; ++j) t[j] = tt[j];
-      }
-      v8f* slot = lbuf + (k * G + gi) * (D + 1);
-      v8f quad = splat(0.0f);
-      for (int d = 0; d < D; ++d) {
-        const v8f u = splat(h[k * VC + (kIso ? 0 : d)]) * t[d];
-        slot[1 + d] = u;
-        quad += u * t[d];
-      }
-      const v8f l = splat(c[k]) - splat(0.5f) * quad;
-      slot[0] = l;
-      m[gi] = (l > m[gi]) | (l != l) ? l : m[gi];
-    }
-  }
-  v8f S[G], acc[G][D];
-  for (int gi = 0; gi < G; ++gi) {
-    S[gi] = splat(0.0f);
-    for (int d = 0; d < D; ++d) acc[gi][d] = splat(0.0f);
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const float* F = kFull ? factor + k * D * D : nullptr;
-    for (int gi = 0; gi < G; ++gi) {
-      const v8f* slot = lbuf + (k * G + gi) * (D + 1);
-      const v8f e = slot[0] == neg_inf ? splat(0.0f) : vexp_nonpos(slot[0] - m[gi]);
-      S[gi] += e;
-      if (kFull) {
-        for (int i = 0; i < D; ++i) {
-          v8f sum = splat(0.0f);
-          for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * slot[1 + j];
-          acc[gi][i] -= e * sum;
-        }
-      } else {
-        for (int d = 0; d < D; ++d) acc[gi][d] -= e * slot[1 + d];
-      }
-    }
-  }
-  for (int gi = 0; gi < G; ++gi) {
-    const v8f inv_S = splat(1.0f) / S[gi];
-    for (int d = 0; d < D; ++d) sc[gi][d] = acc[gi][d] * inv_S;
-    if (kLogp) lp[gi] = m[gi] + vlog(S[gi]);
-  }
-}
 
 // Particles p0 .. p0 + 8G - 1 of the range (the first nb of them real; the rest repeat
 // particle p0, computed and dropped) through all T steps.

@@ -116,8 +116,107 @@ static inline double exp_scalar(double x) { return std::exp(x); }
 
 // ---- small D, float math: 8 points per step ----------------------------------------------
 
+// Score (into sc) and log p (into lp, if kLogp) of the mixture for G vectors of 8 points,
+// given the precisions h (K x VC) and log-constants c (K) of every component. The G vectors are independent work, interleaved per component so
+// their latencies overlap. Two passes over the components: the max of the log-joints, then
+// the weights (no rescaling of the running sums).
+template <int D, bool kFull, bool kIso, int G, bool kLogp>
+static inline void small_eval(const GmmArgs& g, const float* h, const float* c, const v8f (&xs)[G][D],
+                              v8f (&sc)[G][D], v8f (&lp)[G], v8f* lbuf) {
+  const int64_t K = g.num_components, VC = g.var_cols;
+  const float* means = static_cast<const float*>(g.means);
+  const float* factor = static_cast<const float*>(g.factor);
+  const v8f neg_inf = splat(-std::numeric_limits<float>::infinity());
+  v8f m[G];
+  for (int gi = 0; gi < G; ++gi) m[gi] = neg_inf;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* mu = means + k * D;
+    for (int gi = 0; gi < G; ++gi) {
+      v8f t[D];
+      for (int d = 0; d < D; ++d) t[d] = xs[gi][d] - splat(mu[d]);
+      if (kFull) {
+        const float* F = factor + k * D * D;
+        v8f tt[D];
+        for (int j = 0; j < D; ++j) {
+          v8f sum = splat(0.0f);
+          for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
+          tt[j] = sum;
+        }
+        for (int j = 0; j < D; ++j) t[j] = tt[j];
+      }
+      v8f* slot = lbuf + (k * G + gi) * (D + 1);
+      v8f quad = splat(0.0f);
+      for (int d = 0; d < D; ++d) {
+        const v8f u = splat(h[k * VC + (kIso ? 0 : d)]) * t[d];
+        slot[1 + d] = u;
+        quad += u * t[d];
+      }
+      const v8f l = splat(c[k]) - splat(0.5f) * quad;
+      slot[0] = l;
+      m[gi] = (l > m[gi]) | (l != l) ? l : m[gi];
+    }
+  }
+  v8f S[G], acc[G][D];
+  for (int gi = 0; gi < G; ++gi) {
+    S[gi] = splat(0.0f);
+    for (int d = 0; d < D; ++d) acc[gi][d] = splat(0.0f);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const float* F = kFull ? factor + k * D * D : nullptr;
+    for (int gi = 0; gi < G; ++gi) {
+      const v8f* slot = lbuf + (k * G + gi) * (D + 1);
+      const v8f e = slot[0] == neg_inf ? splat(0.0f) : vexp_nonpos(slot[0] - m[gi]);
+      S[gi] += e;
+      if (kFull) {
+        for (int i = 0; i < D; ++i) {
+          v8f sum = splat(0.0f);
+          for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * slot[1 + j];
+          acc[gi][i] -= e * sum;
+        }
+      } else {
+        for (int d = 0; d < D; ++d) acc[gi][d] -= e * slot[1 + d];
+      }
+    }
+  }
+  for (int gi = 0; gi < G; ++gi) {
+    const v8f inv_S = splat(1.0f) / S[gi];
+    for (int d = 0; d < D; ++d) sc[gi][d] = acc[gi][d] * inv_S;
+    if (kLogp) lp[gi] = m[gi] + vlog(S[gi]);
+  }
+}
+
+// Fixed sigma: 16 points at a time through small_eval.
+template <typename T, int D, bool kFull, bool kIso>
+static void gmm_small_fixed(const GmmArgs& a, int64_t begin, int64_t end) {
+  constexpr int G = 2;
+  const T* x = static_cast<const T*>(a.x);
+  const float* inv_var = static_cast<const float*>(a.inv_var);
+  const float* log_const = static_cast<const float*>(a.log_const);
+  T* score = static_cast<T*>(a.score);
+  T* log_prob = static_cast<T*>(a.log_prob);
+  std::vector<float> lmem(static_cast<size_t>(a.num_components) * G * (D + 1) * 8 + 8);
+  v8f* lbuf = reinterpret_cast<v8f*>((reinterpret_cast<uintptr_t>(lmem.data()) + 31) & ~uintptr_t{31});
+  for (int64_t n0 = begin; n0 < end; n0 += 8 * G) {
+    const int64_t nb = end - n0 < 8 * G ? end - n0 : 8 * G;
+    v8f xs[G][D], sc[G][D], lp[G];
+    for (int64_t b = 0; b < 8 * G; ++b) {
+      const int64_t n = n0 + (b < nb ? b : 0);  // pad with a real point; results dropped
+      for (int d = 0; d < D; ++d) xs[b / 8][d][b % 8] = Storage<T>::load(x + n * D + d);
+    }
+    small_eval<D, kFull, kIso, G, true>(a, inv_var, log_const, xs, sc, lp, lbuf);
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int d = 0; d < D; ++d) Storage<T>::store(score + (n0 + b) * D + d, sc[b / 8][d][b % 8]);
+      Storage<T>::store(log_prob + n0 + b, lp[b / 8][b % 8]);
+    }
+  }
+}
+
 template <typename T, int D, bool kFull, bool kPerPointSigma, bool kIso>
 static void gmm_small(const GmmArgs& a, int64_t begin, int64_t end) {
+  if constexpr (!kPerPointSigma) {
+    return gmm_small_fixed<T, D, kFull, kIso>(a, begin, end);
+  }
+  // Per-point sigma: 8 points at a time, precisions formed per point.
   const int64_t K = a.num_components, VC = a.var_cols;
   const T* x = static_cast<const T*>(a.x);
   const float* means = static_cast<const float*>(a.means);
