@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from numba import prange
 
-from ..chain import SCHEMA, register_op_extras
+from ..chain import SCHEMA, check_op_args, register_op_extras
 from .gmm import check_args as check_mixture_args
 from .gmm import gmm_point
-from .noise import (MAX_STEP, check_counter, check_particle_size, fill_normals, jit, key_words,
-                    particle_words, sync_threads, uniform)
+from .noise import check_counter, fill_normals, jit, key_words, particle_words, sync_threads, uniform
 
 # How the state is stored between steps: in the math type itself, or rounded to 16 bits.
 _NATIVE, _FLOAT16, _BFLOAT16 = 0, 1, 2
@@ -160,31 +159,8 @@ def _chain_kernel(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, ste
 def _check(x, means, var, log_const, factor, step_size, sigma2, mala, step_offset, particle_offset,
            trajectory_every, trajectory, accepted) -> None:
     check_mixture_args(x, means, var, var, factor, log_const, None)
-    if not x.is_contiguous():
-        raise RuntimeError("x must be contiguous")
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    T = step_size.numel()
-    if not (step_size.dim() == 1 and step_size.dtype == acc and step_size.is_contiguous()
-            and step_size.device == x.device):
-        raise RuntimeError(f"step_size must be a contiguous [T] CPU tensor of {acc}")
-    if not (sigma2.dim() == 1 and sigma2.numel() == T and sigma2.dtype == acc and sigma2.is_contiguous()
-            and sigma2.device == x.device):
-        raise RuntimeError(f"sigma2 must be a contiguous [T] CPU tensor of {acc} (one per step)")
     check_counter(step_offset, particle_offset)
-    if T > 0 and step_offset + T - 1 > MAX_STEP:
-        raise RuntimeError("step_offset + steps must stay below 2^32 (the step is a 32-bit counter word)")
-    if trajectory_every < 0:
-        raise RuntimeError(f"trajectory_every must be >= 0, got {trajectory_every}")
-    N, D = x.shape
-    check_particle_size(D)
-    if trajectory_every > 0:
-        shape = [T // trajectory_every, N, D]
-        if not (trajectory is not None and trajectory.is_contiguous() and trajectory.dtype == x.dtype
-                and list(trajectory.shape) == shape and trajectory.device == x.device):
-            raise RuntimeError(f"trajectory must be a contiguous [T / k, N, D] = {shape} CPU tensor of x's dtype")
-    if mala and not (accepted is not None and accepted.is_contiguous() and accepted.dtype == torch.int64
-                     and accepted.numel() == N and accepted.device == x.device):
-        raise RuntimeError(f"accepted must be a contiguous int64 [N] = [{N}] CPU tensor for MALA")
+    check_op_args(x, step_size, sigma2, mala, step_offset, trajectory_every, trajectory, accepted)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
