@@ -5,7 +5,8 @@ steps (csrc/include/scorefast/chain.h): ULA with a step-size schedule, annealed 
 (Song & Ermon 2019: levels sigma_1 > ... > sigma_L, T steps each, a_i = epsilon sigma_i^2 /
 sigma_L^2, the score of the sigma_i-noised mixture), or MALA with per-particle acceptance
 counts. The noise follows the contract: the chain equals T calls of langevin_step with
-gmm_score in between, whatever the chunking of particles.
+gmm_score in between, whatever the chunking of particles. Kernels: C++ (CPU), numba
+(numba_kernels/chain.py) and Triton (triton_kernels/chain.py).
 """
 from __future__ import annotations
 
@@ -115,7 +116,8 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
         seed, step_offset, particle_offset: the noise counter; step t of the chain uses the
             contract's step ``step_offset + t`` (as langevin_step(..., step=step_offset + t)).
         trajectory_every: k > 0 records the state after every k-th step.
-        backend: 'auto', 'reference', 'cpp' (other backends: not yet).
+        backend: 'auto', 'reference', 'cpp', 'numba' or 'triton' (D <= 256 there); no CUDA C++
+            kernel yet, so 'auto' runs CUDA tensors on triton.
 
     Returns:
         ChainResult(x, accepted, trajectory).
