@@ -25,6 +25,8 @@ from . import _extension
 
 NAMES = ("reference", "cpp", "cuda", "triton", "numba")
 _AUTO_ORDER = {"cpu": ("cpp", "numba", "reference"), "cuda": ("cuda", "triton", "reference")}
+# The dispatch key of the compiled backends' kernels in the scorefast namespace.
+_DISPATCH_KEYS = {"cpp": "CPU", "cuda": "CUDA"}
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ def has_op(backend: str, op: str) -> bool:
         getattr(op_namespace(backend), op)
     except (AttributeError, RuntimeError):
         return False
+    if backend in _DISPATCH_KEYS:
+        # cpp and cuda share one namespace whose schemas are all declared: the op must also
+        # have a kernel for the backend's device (gmm_chain_ has none on CUDA).
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"scorefast::{op}", _DISPATCH_KEYS[backend])
     return True
 
 

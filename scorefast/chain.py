@@ -5,7 +5,8 @@ steps (csrc/include/scorefast/chain.h): ULA with a step-size schedule, annealed 
 (Song & Ermon 2019: levels sigma_1 > ... > sigma_L, T steps each, a_i = epsilon sigma_i^2 /
 sigma_L^2, the score of the sigma_i-noised mixture), or MALA with per-particle acceptance
 counts. The noise follows the contract: the chain equals T calls of langevin_step with
-gmm_score in between, whatever the chunking of particles.
+gmm_score in between, whatever the chunking of particles. Kernels: C++ (CPU), numba
+(numba_kernels/chain.py) and Triton (triton_kernels/chain.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,32 @@ SCHEMA = ("(Tensor(a!) x, Tensor means, Tensor var, Tensor log_const, Tensor? fa
 def _fake(x, means, var, log_const, factor, step_size, sigma2, mala, seed, step_offset, particle_offset,
           trajectory_every, trajectory, accepted):
     return None
+
+
+def check_op_args(x, step_size, sigma2, mala, step_offset, trajectory_every, trajectory, accepted) -> None:
+    """The C++ op's checks of the chain arguments (csrc/cpu/chain_cpu.cpp), for the Python
+    backends' ops; x is [N, D] (its mixture parameters are checked as gmm_score's)."""
+    if not x.is_contiguous():
+        raise RuntimeError("x must be contiguous")
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    T = step_size.numel()
+    for t, name, what in ((step_size, "step_size", ""), (sigma2, "sigma2", " (one per step)")):
+        if not (t.dim() == 1 and t.numel() == T and t.dtype == acc and t.is_contiguous() and t.device == x.device):
+            raise RuntimeError(f"{name} must be a contiguous [T] tensor of {acc} on x's device{what}")
+    if T > 0 and step_offset + T - 1 > _checks.MAX_STEP:
+        raise RuntimeError("step_offset + steps must stay below 2^32 (the step is a 32-bit counter word)")
+    if trajectory_every < 0:
+        raise RuntimeError(f"trajectory_every must be >= 0, got {trajectory_every}")
+    N, D = x.shape
+    if trajectory_every > 0:
+        shape = [T // trajectory_every, N, D]
+        if not (trajectory is not None and trajectory.is_contiguous() and trajectory.dtype == x.dtype
+                and list(trajectory.shape) == shape and trajectory.device == x.device):
+            raise RuntimeError(f"trajectory must be a contiguous [T / k, N, D] = {shape} tensor of x's dtype "
+                               "on x's device")
+    if mala and not (accepted is not None and accepted.is_contiguous() and accepted.dtype == torch.int64
+                     and accepted.numel() == N and accepted.device == x.device):
+        raise RuntimeError(f"accepted must be a contiguous int64 [N] = [{N}] tensor on x's device for MALA")
 
 
 def register_op_extras(namespace: str) -> None:
@@ -89,7 +116,8 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
         seed, step_offset, particle_offset: the noise counter; step t of the chain uses the
             contract's step ``step_offset + t`` (as langevin_step(..., step=step_offset + t)).
         trajectory_every: k > 0 records the state after every k-th step.
-        backend: 'auto', 'reference', 'cpp' (other backends: not yet).
+        backend: 'auto', 'reference', 'cpp', 'numba' or 'triton' (D <= 256 there); no CUDA C++
+            kernel yet, so 'auto' runs CUDA tensors on triton.
 
     Returns:
         ChainResult(x, accepted, trajectory).

@@ -46,11 +46,15 @@ def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: i
     """Run ULA from x (N, ...) for ``steps`` steps; x is updated in place and returned.
 
     ``score_fn`` is any callable x -> s(x). A GaussianMixture (or its ``score`` method) runs
-    the whole chain in the fused gmm_chain op instead (same noise, same result).
+    the whole chain in the fused gmm_chain op instead (same noise, same result) where the
+    backend has that kernel.
     """
+    from . import backend_registry
+
     seed = random_seed() if seed is None else seed
     mixture = _fused_chain_target(score_fn, x)
-    if mixture is not None and backend in ("auto", "cpp") and not progress:
+    fused = backend == "auto" or (backend != "reference" and backend_registry.has_op(backend, "gmm_chain_"))
+    if mixture is not None and fused and not progress:
         from .chain import gmm_chain
 
         x.copy_(gmm_chain(x, mixture, method="ula", steps=steps, step_size=step_size, seed=seed, backend=backend).x)

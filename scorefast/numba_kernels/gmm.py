@@ -40,9 +40,9 @@ _CHUNK_WORK = 1 << 16
 
 
 @jit(helper=True, ieee_division=True)
-def _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
-               acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
-    """score[n], log_prob[n] of point n.
+def gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
+              acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
+    """score[n], log_prob[n] of point n (shared with the chain kernel).
 
     Scratch: lbuf [K] log-joints; hbuf [K] isotropic precisions; ubuf [K, D] h . t (only
     with a factor, or diagonal variances with a per-point sigma); acc [D].
@@ -177,8 +177,8 @@ def _gmm_chunk(x, means, var, inv_var, factor, log_const, sigma2, score, log_pro
     acc = np.empty(D, means.dtype)
     for n in range(begin, end):
         s2 = sigma2[n] if per_point else zero
-        _gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
-                   acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f)
+        gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
+                  acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f)
 
 
 @jit(parallel=True, ieee_division=True)
@@ -211,7 +211,8 @@ def _check_param(t: torch.Tensor, x: torch.Tensor, name: str, shape) -> None:
         _fail(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
 
 
-def _check(x, means, var, inv_var, factor, log_const, sigma2) -> None:
+def check_args(x, means, var, inv_var, factor, log_const, sigma2) -> None:
+    """The C++ op's checks of x and the mixture parameters (also used by the chain op)."""
     if x.device.type != "cpu":
         _fail(f"x must be a CPU tensor for the numba kernels, got {x.device}")
     if x.dim() != 2:
@@ -245,7 +246,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 @torch.library.custom_op("scorefast_numba::gmm_score", mutates_args=(), device_types="cpu", schema=SCHEMA)
 def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
     """(score [N, D], log_prob [N]) in x's dtype; parameters in the math dtype (gmm.h)."""
-    _check(x, means, var, inv_var, factor, log_const, sigma2)
+    check_args(x, means, var, inv_var, factor, log_const, sigma2)
     N, D = x.shape
     K = means.shape[0]
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -5,7 +5,7 @@
 32-bit words are held in uint64 values below 2^32: Philox's mulhilo is then one uint64
 product, and nothing mixes signed with unsigned integers (numba would type that as
 float64). Floats are float32 throughout, with fastmath off, so the results equal the
-C++ kernels' up to libm rounding. The helpers here are shared with the langevin kernels.
+C++ kernels' up to libm rounding. The helpers here are shared with the other kernels.
 """
 from __future__ import annotations
 
@@ -119,6 +119,12 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @jit(helper=True)
+def particle_words(k0, k1, step, pid, q):
+    """The four Philox words of group q of global particle id pid at ``step`` (uint64 values)."""
+    return philox4x32_10(pid & _M32, pid >> _S32, step, np.uint64(q), k0, k1)
+
+
+@jit(helper=True)
 def uniform(word):
     """uint32 word -> float32 in [0, 1), as Triton's uint_to_uniform_float."""
     if word >= _SIGN32:  # negative as int32: -i - 1 == ~word (low 32 bits)
@@ -196,10 +202,8 @@ def _philox_fill_kernel(out, P, Q, k0, k1, step, offset):
     # out: int64 [P * Q * 4]; one work item per particle.
     for p in prange(P):
         pid = offset + np.uint64(p)
-        c0 = pid & _M32
-        c1 = pid >> _S32
         for q in range(Q):
-            w0, w1, w2, w3 = philox4x32_10(c0, c1, step, np.uint64(q), k0, k1)
+            w0, w1, w2, w3 = particle_words(k0, k1, step, pid, q)
             base = 4 * (p * Q + q)
             out[base] = np.int64(w0)
             out[base + 1] = np.int64(w1)

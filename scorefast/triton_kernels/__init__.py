@@ -7,6 +7,7 @@ from . import noise  # noqa: F401  (registers philox_fill_, normal_fill_)
 from . import langevin  # noqa: F401  (registers langevin_step, langevin_step_)
 from . import gmm  # noqa: F401  (registers gmm_score)
 from . import dsm  # noqa: F401  (registers dsm_perturb, dsm_loss, dsm_loss_backward)
+from . import chain  # noqa: F401  (registers gmm_chain_)
 from ..dsm import register_op_extras as register_dsm_extras
 from ..gmm import register_op_extras as register_gmm_extras
 from ..langevin import register_op_extras

@@ -17,7 +17,8 @@ Kernels:
     coordinates in registers and loops over the K components; the running max, sum and
     score accumulator stay in registers. With a factor, t and F_k (h . t) come from one
     loop over the columns j of F_k: t_j = <x - mu_k, F_k[:, j]>, then F_k[:, j] h_j t_j is
-    accumulated (F_k is read once per component and program).
+    accumulated (F_k is read once per component and program). The tile math is the jit
+    helper ``gmm_tile``, which the chain kernel (chain.py) calls once per step.
   * isotropic/diagonal with D > MAX_BLOCK_D, in two launches: ``_gmm_lse_kernel`` loops
     over D in chunks for each component, writes l [N, K] and the final (m, S), and the log
     density; ``_gmm_score_chunk_kernel`` then forms the score one D chunk per program with
@@ -101,23 +102,16 @@ def _lse_update(l, m, S):
 
 
 @triton.jit
-def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, sigma2_ptr,
-                score_ptr, log_prob_ptr, N, D, K,
-                FULL: tl.constexpr, ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = n < N
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < D
-    mask = row_ok[:, None] & dmask[None, :]
-    offs = n[:, None] * D + d[None, :]
-    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
-    s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
-    if PER_POINT:
-        s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
-    m = tl.full([BLOCK_N], _NEG_INF, dtype=x.dtype)
-    S = tl.zeros([BLOCK_N], dtype=x.dtype)
-    acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=x.dtype)
+def gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, D, K,
+             FULL: tl.constexpr, ISO: tl.constexpr, PER_POINT: tl.constexpr):
+    """(score [BLOCK_N, BLOCK_D], log p [BLOCK_N]) of the points x held in registers.
+
+    x: [BLOCK_N, BLOCK_D] in the compute type, 0 in padded coordinates (d >= D); s2:
+    [BLOCK_N] per-point sigma^2 (read only with PER_POINT). Shared with the chain kernel.
+    """
+    m = tl.zeros_like(s2) + _NEG_INF
+    S = tl.zeros_like(s2)
+    acc = tl.zeros_like(x)
     # Per-component pointers advance by whole rows: 64-bit pointer arithmetic, no k * D product.
     mu_k = means_ptr
     var_k = var_ptr
@@ -127,9 +121,9 @@ def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_pt
         mu = tl.load(mu_k + d, mask=dmask, other=0.0)
         diff = x - mu[None, :]  # 0 in padded coordinates (both loads give 0 there)
         if FULL:
-            quad = tl.zeros([BLOCK_N], dtype=x.dtype)
-            log_det = tl.zeros([BLOCK_N], dtype=x.dtype)
-            fu = tl.zeros([BLOCK_N, BLOCK_D], dtype=x.dtype)  # F_k (h . t)
+            quad = tl.zeros_like(s2)
+            log_det = tl.zeros_like(s2)
+            fu = tl.zeros_like(x)  # F_k (h . t)
             if ISO:
                 h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
             for j in range(D):
@@ -176,8 +170,28 @@ def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_pt
         if FULL:
             f_k += D * D
     inv_s = 1.0 / S
-    tl.store(score_ptr + offs, (acc * inv_s[:, None]).to(score_ptr.dtype.element_ty), mask=mask)
-    tl.store(log_prob_ptr + n, (m + tl.log(S)).to(log_prob_ptr.dtype.element_ty), mask=row_ok)
+    return acc * inv_s[:, None], m + tl.log(S)
+
+
+@triton.jit
+def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, sigma2_ptr,
+                score_ptr, log_prob_ptr, N, D, K,
+                FULL: tl.constexpr, ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = n < N
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < D
+    mask = row_ok[:, None] & dmask[None, :]
+    offs = n[:, None] * D + d[None, :]
+    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
+    s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
+    if PER_POINT:
+        s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
+    score, log_prob = gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr,
+                               D, K, FULL, ISO, PER_POINT)
+    tl.store(score_ptr + offs, score.to(score_ptr.dtype.element_ty), mask=mask)
+    tl.store(log_prob_ptr + n, log_prob.to(log_prob_ptr.dtype.element_ty), mask=row_ok)
 
 
 @triton.jit
@@ -293,8 +307,9 @@ def _check_param(t, x, name, shape, acc):
         raise RuntimeError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
 
 
-def _check_args(x, means, var, inv_var, factor, log_const, sigma2):
-    """The checks of the C++ op (csrc/gmm_op.h), with the same messages, for direct calls."""
+def check_args(x, means, var, inv_var, factor, log_const, sigma2):
+    """The checks of the C++ op (csrc/gmm_op.h), with the same messages, for direct calls
+    (also used by the chain op)."""
     if x.dim() != 2:
         raise RuntimeError(f"x must have shape [N, D], got {list(x.shape)}")
     if x.dtype not in _STORAGE:
@@ -333,7 +348,7 @@ def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: 
               factor: Optional[torch.Tensor], log_const: torch.Tensor,
               sigma2: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(score [N, D], log_prob [N]) of the mixture in kernel form (see scorefast.gmm_score)."""
-    _check_args(x, means, var, inv_var, factor, log_const, sigma2)
+    check_args(x, means, var, inv_var, factor, log_const, sigma2)
     N, D = x.shape
     K = means.shape[0]
     score = torch.empty((N, D), dtype=x.dtype, device=x.device)

@@ -5,9 +5,9 @@
     p' = particle_offset + p
 
 The jit helpers ``contract_words`` and ``contract_normals`` compute one Philox group (four
-words, four normals) per lane, so fused kernels of other ops draw the same noise by calling
-them. Philox, the uniform map and Box-Muller are Triton's own (``tl.random``), so the
-contract holds by construction here.
+words, four normals) per lane, and ``particle_normals`` a [particles, D] tile, so fused
+kernels of other ops draw the same noise by calling them. Philox, the uniform map and
+Box-Muller are Triton's own (``tl.random``), so the contract holds by construction here.
 """
 from __future__ import annotations
 
@@ -60,6 +60,28 @@ def contract_normals(seed_lo, seed_hi, step, particle_id, group):
     z0, z1 = tl.random.pair_uniform_to_normal(u0, u1)
     z2, z3 = tl.random.pair_uniform_to_normal(u2, u3)
     return z0, z1, z2, z3
+
+
+@triton.jit
+def particle_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D: tl.constexpr):
+    """[BLOCK_P, BLOCK_D] tile of the normals of elements d = 0 .. BLOCK_D - 1 of the particles
+    particle_id ([BLOCK_P], int64 global ids), one Philox call per group of four elements.
+
+    BLOCK_D >= 4: groups are tiled [BLOCK_P, BLOCK_D / 4] and their four outputs interleaved
+    into place (element 4q + k); BLOCK_D < 4 (D <= 2): outputs 0 and 1 of group 0 only.
+    """
+    if BLOCK_D >= 4:
+        q = tl.arange(0, BLOCK_D // 4)
+        ids = particle_id[:, None] + 0 * q[None, :]
+        groups = q[None, :] + 0 * particle_id[:, None]
+        z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, ids, groups)
+        return tl.interleave(tl.interleave(z0, z2), tl.interleave(z1, z3))
+    else:
+        w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, particle_id, 0 * particle_id)
+        z0, z1 = tl.random.pair_uniform_to_normal(tl.random.uint_to_uniform_float(w0),
+                                                  tl.random.uint_to_uniform_float(w1))
+        d = tl.arange(0, BLOCK_D)
+        return tl.where(d[None, :] == 0, z0[:, None], z1[:, None])
 
 
 @triton.jit
