@@ -30,7 +30,12 @@ def _sigma(mode, n, device, dtype):
     return s.to(dtype if dtype == torch.float64 else torch.float32).to(device)
 
 
-def gmm_budget(x, mix: GaussianMixture, sigma, dtype):
+# The cpp backend forms full precisions P_k = F_k H_k F_k^T explicitly for D >= this and one
+# sigma for all points (csrc/cpu/gmm_precision_gemm.cpp).
+PRECISION_GEMM_MIN_DIM = 32
+
+
+def gmm_budget(x, mix: GaussianMixture, sigma, dtype, precision_gemm: bool = False):
     """(reference score, reference log p, tolerance on the score, tolerance on log p), float64.
 
     Component k's log-joint l_k = c_k - q_k / 2 (q_k the precision-weighted squared distance,
@@ -42,6 +47,11 @@ def gmm_budget(x, mix: GaussianMixture, sigma, dtype):
     |d score| <= sum r_k dl_k |s_k| + (sum r_k dl_k)(sum r_k |s_k|) + (D + 8) u sum r_k |s_k|
                  + g u sum r_k lam_k ||(|mu_k| + |x - mu_k|)||  (each s_k's own rounding),
     |d log p| <= sum r_k dl_k + 4u |log p|. 16-bit outputs add one storage ulp.
+
+    ``precision_gemm``: the backend takes the explicit-precision path where it applies (full
+    covariance, one sigma, D >= PRECISION_GEMM_MIN_DIM): P_k = F H F^T rounds by D u |F| H |F|^T,
+    U = d P_k by D u |d| |P_k|, and q = d . U by D u |d| |U|, so with A = |F| H |F|^T >= |P|
+    (entrywise) dl_k gains (3/2) D u |d|^T A |d| and the component score -U gains 2 D u A |d|.
     """
     u = U[dtype]
     xd = x.double().cpu()
@@ -68,6 +78,17 @@ def gmm_budget(x, mix: GaussianMixture, sigma, dtype):
     mag = (r[:, :, None] * sk_abs).sum(1)
     # the component scores themselves: relative rounding, plus x - mu_k's rounding through the precision
     input_err = g * u * (r * lam * spread).sum(1, keepdim=True)
+    if precision_gemm and mix.kind == "full" and not isinstance(sig, torch.Tensor) and D >= PRECISION_GEMM_MIN_DIM:
+        p64 = mix.kernel_params(torch.float64, torch.device("cpu"), None if sig is None else float(sig) ** 2,
+                                per_point=False)
+        F = p64["factor"].abs() * p64["inv_var"].abs().sqrt()[:, None, :]
+        A = F @ F.transpose(1, 2)  # (K, D, D)
+        Ad = torch.einsum("kij,nkj->nki", A, d.abs())  # (N, K, D)
+        extra_dl = 1.5 * D * u * (d.abs() * Ad).sum(-1)
+        extra_dl = torch.where(r > 0, extra_dl, torch.zeros_like(extra_dl))
+        dl = dl + extra_dl
+        r_dl = (r * dl).sum(1)
+        input_err = input_err + 2 * D * u * (r[:, :, None] * Ad).sum(1)
     tol_score = ((r * dl)[:, :, None] * sk_abs).sum(1) + r_dl[:, None] * mag + (D + 8) * u * mag + input_err
     tol_logp = r_dl + 4 * u * log_p.abs()
     if dtype in (torch.float16, torch.bfloat16):
@@ -125,7 +146,8 @@ def test_larger_shapes(kernel_backend, kind):
         mix = random_mixture(K, D, seed=3, kind=kind, device=kernel_backend.device)
         x = mix.sample(N, seed=2).float().to(kernel_backend.device)
         score, log_p = scorefast.gmm_score(x, mix, backend=kernel_backend.name)
-        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32)
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32,
+                                                precision_gemm=kernel_backend.name == "cpp")
         assert_budget(score, ref_s, tol_s, f"score {(N, K, D)}")
         assert_budget(log_p, ref_l, tol_l, f"log_prob {(N, K, D)}")
 
@@ -234,6 +256,27 @@ def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
     ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
     assert_budget(score, ref_s, tol_s, "score")
     assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("sigma", [None, 0.6])
+def test_precision_gemm_path(dtype, sigma):
+    """Full covariance at D >= 32 on cpp: more than one block of points, an ill-conditioned
+    component, far points, a NaN row, against the budget of the explicit-precision products."""
+    D = 40
+    mix = random_mixture(3, D, seed=12, kind="full", spread=3.0)
+    cov = mix.cov.clone()
+    cov[1] = cov[1] + 1e3 * torch.outer(torch.ones(D, dtype=torch.float64), torch.ones(D, dtype=torch.float64)) / D
+    mix = GaussianMixture(mix.means, mix.weights, covariance=cov)
+    x = mix.sample(300, seed=3).to(dtype)
+    x[5] = 1e3
+    x[7, 3] = float("nan")
+    score, log_p = scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp")
+    assert bool(torch.isnan(score[7]).all()) and bool(torch.isnan(log_p[7]))
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, dtype, precision_gemm=True)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+    assert bool(torch.isfinite(score[5]).all())
 
 
 # -- errors ------------------------------------------------------------------------------

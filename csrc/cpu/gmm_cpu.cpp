@@ -8,6 +8,7 @@
 
 #include "../gmm_op.h"
 #include "cpu_kernels.h"
+#include "gmm_precision_gemm.h"
 
 namespace scorefast {
 namespace {
@@ -25,6 +26,10 @@ std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x, const at::
   GmmArgs args = call.args;
   args.score = score.data_ptr();
   args.log_prob = log_prob.data_ptr();
+  if (gmm_use_precision_gemm(args)) {
+    gmm_precision_gemm(call.x, call.means, call.inv_var, call.factor, call.log_const, score, log_prob);
+    return {score, log_prob};
+  }
   const auto& k = cpu::kernels();
   // Work per point ~ K * D (K * D^2 with a factor): aim for ~64k operations per task.
   const int64_t work = K * D * (args.factor ? D : 1);
