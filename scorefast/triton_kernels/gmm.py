@@ -86,6 +86,27 @@ def _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT: tl.constexpr):
 
 
 @triton.jit
+def _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j,
+                   ISO: tl.constexpr, PER_POINT: tl.constexpr):
+    """Column j of t = F_k^T (x - mu_k) into the sums: (quad, log_det, u_j = h_j t_j). Isotropic:
+    quad gets t_j^2 (times h once the sum is done) and h is the component's precision;
+    otherwise h_j comes from the column's variance (per-point sigma adds log(var_kj + s2))."""
+    if ISO:
+        quad += t_j * t_j
+        u_j = h * t_j
+    else:
+        if PER_POINT:
+            v_j = tl.load(var_k + j) + s2
+            h_j = 1.0 / v_j
+            log_det += tl.log(v_j)
+        else:
+            h_j = tl.load(inv_var_k + j)
+        quad += h_j * t_j * t_j
+        u_j = h_j * t_j
+    return quad, log_det, u_j
+
+
+@triton.jit
 def _lse_update(l, m, S):
     """One step of the online log-sum-exp: (m, S, r, e, skip); S and the score accumulator
     are rescaled by r when l is a new maximum; skip where l = -inf (contributes nothing)."""
@@ -130,23 +151,14 @@ def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_pt
             quad = tl.zeros([BLOCK_N], dtype=x.dtype)
             log_det = tl.zeros([BLOCK_N], dtype=x.dtype)
             fu = tl.zeros([BLOCK_N, BLOCK_D], dtype=x.dtype)  # F_k (h . t)
+            h = s2  # read only when isotropic, where it is set here
             if ISO:
                 h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
             for j in range(D):
                 f_col = tl.load(f_k + d * D + j, mask=dmask, other=0.0)  # F_k[:, j]
                 t_j = tl.sum(diff * f_col[None, :], axis=1)
-                if ISO:
-                    quad += t_j * t_j
-                    u_j = h * t_j
-                else:
-                    if PER_POINT:
-                        v_j = tl.load(var_k + j) + s2
-                        h_j = 1.0 / v_j
-                        log_det += tl.log(v_j)
-                    else:
-                        h_j = tl.load(inv_var_k + j)
-                    quad += h_j * t_j * t_j
-                    u_j = h_j * t_j
+                quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j,
+                                                    ISO, PER_POINT)
                 fu += u_j[:, None] * f_col[None, :]
             if ISO:
                 quad = quad * h
