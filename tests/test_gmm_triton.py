@@ -230,9 +230,12 @@ def test_nan_row_only(device, kind, sigma_mode, dtype):
     assert bool(torch.isfinite(score[others]).all()) and bool(torch.isfinite(log_p[others]).all())
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_nan_sigma2_row_only(device, kind):
+def test_nan_sigma2_row_only(device, gmm_module, monkeypatch, kind, chunked):
     # The public function rejects a NaN sigma; the op itself gives NaN for that point only.
+    if chunked:
+        monkeypatch.setattr(gmm_module, "MAX_BLOCK_D", 2)
     mix = make_mixture(kind, 2, 3, seed=7)
     x = _points(5, 3, torch.float32, seed=7).to(device)
     sigma2 = _sigma("per_point", 5, torch.float32, 7).to(device) ** 2
@@ -274,34 +277,58 @@ def test_independent_of_block_of_points(device, gmm_module, monkeypatch, kind):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sigma_mode", SIGMAS)
-@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_chunked_over_d(device, gmm_module, monkeypatch, kind, sigma_mode, dtype):
-    # D > MAX_BLOCK_D takes the two-pass path that loops over D in chunks (as D = 784 does
-    # with the default 256); a chunk width of 2 exercises it on tiny shapes, with a partial
-    # last chunk, zero weights and a NaN row.
+    # D > MAX_BLOCK_D takes the paths that loop over D in chunks (as D = 784 does with the
+    # default 256; full covariances: one component per pair of launches); a chunk width of 2
+    # exercises them on tiny shapes, with a partial last chunk, a NaN row, and weight-0
+    # components first, in the middle and last (the running state starts and ends on skips).
     monkeypatch.setattr(gmm_module, "MAX_BLOCK_D", 2)
     N, D = 9, 5
-    mix = make_mixture(kind, 3, D, seed=12, weights=[0.5, 0.0, 0.5])
+    mix = make_mixture(kind, 5, D, seed=12, weights=[0.0, 0.4, 0.0, 0.6, 0.0])
     x = _points(N, D, dtype, seed=12)
     x[4, 3] = float("nan")
     score, log_p = check_against_reference(x, mix, _sigma(sigma_mode, N, dtype, 12), device, "chunked")
     assert bool(torch.isnan(log_p[4])) and int(torch.isnan(log_p).sum()) == 1
+    assert bool(torch.isnan(score[4]).all()) and int(torch.isnan(score).any(1).sum()) == 1
 
 
-def test_chunked_far_and_tiny(device, gmm_module, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunked_far_and_tiny(device, gmm_module, monkeypatch, kind, dtype):
+    # Far points (|x| ~ 1e4) and a component of variance 1e-6 (points at and near its mean)
+    # through the chunked paths, fixed and per-point sigma.
     monkeypatch.setattr(gmm_module, "MAX_BLOCK_D", 2)
-    mix = make_mixture("diagonal", 3, 3, seed=13, tiny_var=True)
-    x = torch.cat([1e4 * torch.ones(2, 3, dtype=torch.float64), mix.means[:1],
-                   _points(3, 3, torch.float64, seed=13)]).float()
-    score, log_p = check_against_reference(x, mix, None, device, "chunked far/tiny")
-    assert bool(torch.isfinite(score).all()) and bool(torch.isfinite(log_p).all())
+    mix = make_mixture(kind, 3, 3, seed=13, tiny_var=True)
+    g = torch.Generator().manual_seed(13)
+    near = mix.means[0] + 1e-3 * torch.randn(2, 3, dtype=torch.float64, generator=g)
+    far = 1e4 * torch.tensor([[1.0, 1.0, 1.0], [-0.6, 0.0, 0.8]], dtype=torch.float64)
+    x = torch.cat([far, mix.means[:1], near, _points(3, 3, torch.float64, seed=13)]).to(dtype)
+    for mode in ("none", "per_point"):
+        sigma = _sigma(mode, x.shape[0], dtype, 13)
+        score, log_p = check_against_reference(x, mix, sigma, device, f"chunked far/tiny, sigma {mode}")
+        assert bool(torch.isfinite(score).all()) and bool(torch.isfinite(log_p).all())
 
 
-def test_full_too_large_raises(device, gmm_module, monkeypatch):
+def test_chunked_full_independent_of_block_of_points(device, gmm_module, monkeypatch):
+    # Several programs over the points (a partial last block) times several D chunks give the
+    # same results as one program over the points: no state crosses rows or chunks wrongly.
     monkeypatch.setattr(gmm_module, "MAX_BLOCK_D", 2)
-    mix = make_mixture("full", 2, 3, seed=14)
-    with pytest.raises(NotImplementedError, match="full covariances up to D = 2"):
-        scorefast.gmm_score(_points(4, 3, torch.float32, seed=14).to(device), mix, backend="triton")
+    mix = make_mixture("full", 3, 5, seed=14)
+    x = _points(9, 5, torch.float32, seed=14).to(device)
+    sigma = _sigma("per_point", 9, torch.float32, 14).to(device)
+    one = scorefast.gmm_score(x, mix, sigma=sigma, backend="triton")
+    monkeypatch.setattr(gmm_module, "TILE", 8)  # BLOCK_N = 8 // BLOCK_D = 4: three programs
+    many = scorefast.gmm_score(x, mix, sigma=sigma, backend="triton")
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_chunked_full_16bit_storage(device, gmm_module, monkeypatch, dtype):
+    # Loaded to float32 in the t pass, rounded once to storage at the last component.
+    monkeypatch.setattr(gmm_module, "MAX_BLOCK_D", 2)
+    mix = make_mixture("full", 2, 3, seed=18)
+    check_against_reference(_points(6, 3, dtype, seed=18), mix, 0.3, device, f"chunked {dtype}")
 
 
 # --------------------------------------------------------------------------------------

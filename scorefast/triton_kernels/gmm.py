@@ -23,8 +23,13 @@ Kernels:
     over D in chunks for each component, writes l [N, K] and the final (m, S), and the log
     density; ``_gmm_score_chunk_kernel`` then forms the score one D chunk per program with
     weights exp(l_k - m) / S.
-  * full (a factor) with D > MAX_BLOCK_D is not implemented on this backend (it needs t, of
-    size D, per component in registers): NotImplementedError.
+  * full (a factor) with D > MAX_BLOCK_D, where t (size D) no longer fits in registers: two
+    launches per component k over (blocks of points) x (D chunks). ``_gmm_full_t_kernel``
+    writes t = F_k^T (x - mu_k) into a scratch [N, D]; ``_gmm_full_score_kernel`` sums l_k
+    from the whole row of t, steps the online log-sum-exp (m, S) (kept in [N] buffers between
+    launches) and accumulates -e_k F_k (h . t) into an [N, D] buffer, one chunk of rows of F_k
+    per program; the last component writes score and log p. Extra memory O(N D), none
+    N x K x D; 2K launches.
 
 Math in float32 (float64 for float64 x; float16/bfloat16 x are computed in float32), int64
 element indices.
@@ -87,6 +92,27 @@ def _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT: tl.constexpr):
 
 
 @triton.jit
+def _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j,
+                   ISO: tl.constexpr, PER_POINT: tl.constexpr):
+    """Column j of t = F_k^T (x - mu_k) into the sums: (quad, log_det, u_j = h_j t_j). Isotropic:
+    quad gets t_j^2 (times h once the sum is done) and h is the component's precision;
+    otherwise h_j comes from the column's variance (per-point sigma adds log(var_kj + s2))."""
+    if ISO:
+        quad += t_j * t_j
+        u_j = h * t_j
+    else:
+        if PER_POINT:
+            v_j = tl.load(var_k + j) + s2
+            h_j = 1.0 / v_j
+            log_det += tl.log(v_j)
+        else:
+            h_j = tl.load(inv_var_k + j)
+        quad += h_j * t_j * t_j
+        u_j = h_j * t_j
+    return quad, log_det, u_j
+
+
+@triton.jit
 def _lse_update(l, m, S):
     """One step of the online log-sum-exp: (m, S, r, e, skip); S and the score accumulator
     are rescaled by r when l is a new maximum; skip where l = -inf (contributes nothing)."""
@@ -124,23 +150,14 @@ def gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_c
             quad = tl.zeros_like(s2)
             log_det = tl.zeros_like(s2)
             fu = tl.zeros_like(x)  # F_k (h . t)
+            h = s2  # read only when isotropic, where it is set here
             if ISO:
                 h, log_det = _iso_precision(var_k, inv_var_k, s2, D, PER_POINT)
             for j in range(D):
                 f_col = tl.load(f_k + d * D + j, mask=dmask, other=0.0)  # F_k[:, j]
                 t_j = tl.sum(diff * f_col[None, :], axis=1)
-                if ISO:
-                    quad += t_j * t_j
-                    u_j = h * t_j
-                else:
-                    if PER_POINT:
-                        v_j = tl.load(var_k + j) + s2
-                        h_j = 1.0 / v_j
-                        log_det += tl.log(v_j)
-                    else:
-                        h_j = tl.load(inv_var_k + j)
-                    quad += h_j * t_j * t_j
-                    u_j = h_j * t_j
+                quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j,
+                                                    ISO, PER_POINT)
                 fu += u_j[:, None] * f_col[None, :]
             if ISO:
                 quad = quad * h
@@ -292,6 +309,82 @@ def _gmm_score_chunk_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, sigma2_ptr, 
     tl.store(score_ptr + offs, (acc * inv_s[:, None]).to(score_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _gmm_full_t_kernel(x_ptr, means_ptr, factor_ptr, t_ptr, N, D,
+                       F64: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Full, D > MAX_BLOCK_D, step 1 for one component k (means_ptr, factor_ptr at its row and
+    matrix): t[n, chunk] = sum_i (x_ni - mu_ki) F_k[i, chunk] into the scratch t [N, D], one D
+    chunk of columns per program, rows of F_k read in order (the C++ kernel's summation order)."""
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = n < N
+    j = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    jmask = j < D
+    t = tl.zeros([BLOCK_N, BLOCK_D], dtype=t_ptr.dtype.element_ty)
+    x_col = x_ptr + n * D  # x[:, i], advanced by one column per row i of F_k
+    f_row = factor_ptr  # F_k[i, :]
+    for i in range(D):
+        d_i = _to_acc(tl.load(x_col, mask=row_ok, other=0.0), F64) - tl.load(means_ptr + i)
+        t += d_i[:, None] * tl.load(f_row + j, mask=jmask, other=0.0)[None, :]
+        x_col += 1
+        f_row += D
+    tl.store(t_ptr + n[:, None] * D + j[None, :], t, mask=row_ok[:, None] & jmask[None, :])
+
+
+@triton.jit
+def _gmm_full_score_kernel(t_ptr, factor_ptr, var_ptr, inv_var_ptr, log_const_ptr, sigma2_ptr,
+                           state_in_ptr, state_out_ptr, acc_ptr, score_ptr, log_prob_ptr, N, D,
+                           ISO: tl.constexpr, PER_POINT: tl.constexpr, LAST: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Full, D > MAX_BLOCK_D, step 2 for one component k (parameter pointers at component k):
+    l_k from the whole row of t, the online log-sum-exp step from state_in (m, S) [2, N] to
+    state_out, and acc[n, chunk] = acc * r - e F_k[chunk, :] (h . t), one D chunk per program.
+    Every chunk's program forms the same l_k (same sums in the same order); the first chunk's
+    writes the new state. At the last component: score = acc / S and log p = m + log S."""
+    n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = n < N
+    chunk = tl.program_id(1)
+    d = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < D
+    mask = row_ok[:, None] & dmask[None, :]
+    offs = n[:, None] * D + d[None, :]
+    s2 = tl.zeros([BLOCK_N], dtype=t_ptr.dtype.element_ty)
+    if PER_POINT:
+        s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
+    quad = tl.zeros_like(s2)
+    log_det = tl.zeros_like(s2)
+    h = s2  # read only when isotropic, where it is set here
+    if ISO:
+        h, log_det = _iso_precision(var_ptr, inv_var_ptr, s2, D, PER_POINT)
+    fu = tl.zeros([BLOCK_N, BLOCK_D], dtype=s2.dtype)  # F_k[chunk, :] (h . t)
+    t_col = t_ptr + n * D  # t[:, j]
+    f_col = factor_ptr + d.to(tl.int64) * D  # F_k[chunk, j]
+    for j in range(D):
+        t_j = tl.load(t_col, mask=row_ok, other=0.0)
+        quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_ptr, inv_var_ptr, s2, h, j,
+                                            ISO, PER_POINT)
+        fu += u_j[:, None] * tl.load(f_col, mask=dmask, other=0.0)[None, :]
+        t_col += 1
+        f_col += 1
+    if ISO:
+        quad = quad * h
+    l = tl.load(log_const_ptr) - 0.5 * (quad + log_det)
+    m = tl.load(state_in_ptr + n, mask=row_ok, other=0.0)
+    S = tl.load(state_in_ptr + N + n, mask=row_ok, other=1.0)
+    m, S, r, e, skip = _lse_update(l, m, S)
+    acc = tl.load(acc_ptr + offs, mask=mask, other=0.0)
+    acc = acc * r[:, None] - tl.where(skip[:, None], 0.0, e[:, None] * fu)
+    if LAST:
+        inv_s = 1.0 / S
+        tl.store(score_ptr + offs, (acc * inv_s[:, None]).to(score_ptr.dtype.element_ty), mask=mask)
+        if chunk == 0:
+            tl.store(log_prob_ptr + n, (m + tl.log(S)).to(log_prob_ptr.dtype.element_ty), mask=row_ok)
+    else:
+        tl.store(acc_ptr + offs, acc, mask=mask)
+        if chunk == 0:
+            tl.store(state_out_ptr + n, m, mask=row_ok)
+            tl.store(state_out_ptr + N + n, S, mask=row_ok)
+
+
 # --------------------------------------------------------------------------------------
 # launching and the op
 
@@ -343,6 +436,29 @@ def _block_n(n: int, block_d: int) -> int:
     return block
 
 
+def _full_chunked(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, flags,
+                  block_n, block_d):
+    """Full covariance with D > MAX_BLOCK_D: two launches per component (t, then the state and
+    score step), so only one component's t [N, D] exists at a time, never N x K x D."""
+    N, D = x.shape
+    K = means.shape[0]
+    acc_t = means.dtype
+    t = torch.empty((N, D), dtype=acc_t, device=x.device)
+    acc = torch.zeros((N, D), dtype=acc_t, device=x.device)  # sum_k e_k (-F_k u_k), scaled to m
+    # (m, S) before and after each component, ping-pong: a launch reads one and writes the other.
+    state = torch.zeros((2, 2, N), dtype=acc_t, device=x.device)
+    state[0, 0] = float("-inf")  # before the first component: m = -inf, S = 0
+    grid = (triton.cdiv(N, block_n), triton.cdiv(D, block_d))
+    for k in range(K):
+        # Views at component k: 64-bit offsets from the host, none formed in the kernels.
+        launch(_gmm_full_t_kernel, grid, x,
+               x, means[k], factor[k], t, N, D, F64=flags["F64"], BLOCK_N=block_n, BLOCK_D=block_d)
+        launch(_gmm_full_score_kernel, grid, x,
+               t, factor[k], var[k], inv_var[k], log_const[k:], sigma2, state[k % 2], state[(k + 1) % 2],
+               acc, score, log_prob, N, D, ISO=flags["ISO"], PER_POINT=flags["PER_POINT"],
+               LAST=k == K - 1, BLOCK_N=block_n, BLOCK_D=block_d)
+
+
 @custom_op("scorefast_triton::gmm_score", mutates_args=())
 def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: torch.Tensor,
               factor: Optional[torch.Tensor], log_const: torch.Tensor,
@@ -354,10 +470,6 @@ def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: 
     score = torch.empty((N, D), dtype=x.dtype, device=x.device)
     log_prob = torch.empty((N,), dtype=x.dtype, device=x.device)
     full = factor is not None
-    if full and D > MAX_BLOCK_D:
-        raise NotImplementedError(
-            f"gmm_score on the triton backend supports full covariances up to D = {MAX_BLOCK_D}, "
-            f"got D = {D}; use an isotropic or diagonal mixture, or another backend")
     if N == 0:
         return score, log_prob
     x_c = x.contiguous()
@@ -372,9 +484,13 @@ def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: 
                x_c, means_c, var_c, inv_var_c, factor_c, log_const_c, sigma2_c, score, log_prob,
                N, D, K, FULL=full, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
         return score, log_prob
-    # Chunked over D (isotropic/diagonal): l [N, K] and (m, S) between the two passes.
     block_d = MAX_BLOCK_D
     block_n = _block_n(N, block_d)
+    if full:
+        _full_chunked(x_c, means_c, var_c, inv_var_c, factor_c, log_const_c, sigma2_c, score, log_prob,
+                      flags, block_n, block_d)
+        return score, log_prob
+    # Chunked over D (isotropic/diagonal): l [N, K] and (m, S) between the two passes.
     acc = means.dtype
     l = torch.empty((N, K), dtype=acc, device=x.device)
     m = torch.empty((N,), dtype=acc, device=x.device)
