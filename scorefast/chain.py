@@ -89,7 +89,7 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
         seed, step_offset, particle_offset: the noise counter; step t of the chain uses the
             contract's step ``step_offset + t`` (as langevin_step(..., step=step_offset + t)).
         trajectory_every: k > 0 records the state after every k-th step.
-        backend: 'auto', 'reference', 'cpp' (other backends: not yet).
+        backend: 'auto', 'reference', 'cpp' or 'cuda' (Triton and numba: not yet).
 
     Returns:
         ChainResult(x, accepted, trajectory).

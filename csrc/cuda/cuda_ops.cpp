@@ -1,5 +1,6 @@
 // CUDA implementations of the scorefast ops: argument checks (shared with the CPU ops in
-// csrc/langevin_op.h, csrc/dsm_op.h, csrc/gmm_op.h), device guard and stream, then the torch-free launchers of
+// csrc/langevin_op.h, csrc/dsm_op.h, csrc/gmm_op.h, csrc/chain_op.h), device guard and
+// stream, then the torch-free launchers of
 // csrc/cuda/*.cu. Compiled only in CUDA builds (setup.py defines SCOREFAST_WITH_CUDA).
 // Only c10/ATen core headers: the current stream comes from the CUDA device-guard
 // implementation registered by libtorch, so no c10/cuda or ATen/cuda header is needed.
@@ -18,6 +19,7 @@
 #include <optional>
 #include <tuple>
 
+#include "../chain_op.h"
 #include "../dsm_op.h"
 #include "../gmm_op.h"
 #include "../langevin_op.h"
@@ -248,5 +250,34 @@ TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
   m.impl("dsm_loss", &dsm_loss_cuda);
   m.impl("dsm_loss_backward", &dsm_loss_backward_cuda);
 }
+
+// ---------------------------------------------------------------------------------------
+// gmm_chain_: whole chains for mixture targets, in place on x.
+
+namespace {
+
+void gmm_chain_cuda_(at::Tensor& x, const at::Tensor& means, const at::Tensor& var, const at::Tensor& log_const,
+                     const std::optional<at::Tensor>& factor, const at::Tensor& step_size, const at::Tensor& sigma2,
+                     bool mala, int64_t seed, int64_t step_offset, int64_t particle_offset, int64_t trajectory_every,
+                     const std::optional<at::Tensor>& trajectory, const std::optional<at::Tensor>& accepted) {
+  check_cuda_tensor(x, "x");
+  // The mixture's .contiguous() copies, the workspace and the kernel: x's device and stream.
+  const c10::DeviceGuard guard(x.device());
+  const ChainCall call = prepare_chain_call(x, means, var, log_const, factor, step_size, sigma2, mala, seed,
+                                            step_offset, particle_offset, trajectory_every, trajectory, accepted);
+  const ChainArgs& c = call.args;
+  if (c.mixture.num_points == 0 || c.num_steps == 0) return;
+  size_t bytes = 0;
+  check_cuda_result(cuda::gmm_chain_workspace_size(c, bytes), "gmm_chain_ (workspace size)");
+  at::Tensor workspace;  // freed after the launch: the caching allocator orders reuse on this stream
+  if (bytes > 0) workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+  check_cuda_result(cuda::launch_gmm_chain(c, bytes > 0 ? workspace.data_ptr() : nullptr, bytes,
+                                           current_stream(x.device())),
+                    "gmm_chain_");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(scorefast, CUDA, m) { m.impl("gmm_chain_", &gmm_chain_cuda_); }
 
 }  // namespace scorefast

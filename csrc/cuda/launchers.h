@@ -1,15 +1,16 @@
 // Host launchers of the CUDA kernels (csrc/cuda/*.cu). Torch-free: raw device pointers,
-// sizes, the shared LangevinArgs / DsmArgs / GmmArgs, a stream; each returns the launch's cudaError_t
+// sizes, the shared LangevinArgs / DsmArgs / GmmArgs / ChainArgs, a stream; each returns the launch's cudaError_t
 // (cudaSuccess, or the error cudaGetLastError reports after the launch). Every launch is
 // asynchronous on `stream`; the caller keeps the buffers alive until it completes.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
+#include "scorefast/chain.h"
 #include "scorefast/dsm.h"
-
 #include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
 
@@ -55,6 +56,14 @@ cudaError_t launch_dsm_loss_backward(const DsmArgs& args, cudaStream_t stream);
 // kernel form; every buffer in device memory, contiguous. cudaErrorInvalidValue when D is
 // too large for a warp's slice of shared memory (D > ~29k for float math, ~14k for double).
 cudaError_t launch_gmm_score(const GmmArgs& args, cudaStream_t stream);
+
+// gmm_chain (scorefast/chain.h): T steps for every particle, in place on args.x; every
+// buffer in device memory, contiguous. D > 4 needs a device workspace of
+// gmm_chain_workspace_size bytes (0 for D <= 4, or nothing to do), valid until the launch
+// completes; launch_gmm_chain returns cudaErrorInvalidValue when it is missing or smaller.
+cudaError_t gmm_chain_workspace_size(const ChainArgs& args, size_t& bytes);
+cudaError_t launch_gmm_chain(const ChainArgs& args, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scorefast
