@@ -29,15 +29,26 @@ def progress_bar(iterable, total: int, enabled: bool | None, desc: str, unit: st
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)
 
 
-def _fused_chain_target(score_fn, x):
-    """The GaussianMixture behind ``score_fn`` when the whole chain can run fused, else None."""
+def _mixture_behind(score_fn):
+    """The GaussianMixture that ``score_fn`` is (or whose ``score`` method it is), else None."""
     from .targets.mixture import GaussianMixture
 
     target = score_fn if isinstance(score_fn, GaussianMixture) else getattr(score_fn, "__self__", None)
-    if isinstance(target, GaussianMixture) and getattr(score_fn, "__name__", "score") == "score" \
-            and x.dim() == 2 and x.device.type == "cpu":
+    if isinstance(target, GaussianMixture) and getattr(score_fn, "__name__", "score") == "score":
         return target
     return None
+
+
+def _chain_runs_fused(x, backend: str) -> bool:
+    """Whether a cpp or cuda gmm_chain kernel runs the whole chain for x (N, D) with ``backend``."""
+    from . import backend_registry as backends
+
+    if x.dim() != 2:
+        return False
+    if backend == "auto":
+        return backends.resolve("auto", x.device, "gmm_chain_") in ("cpp", "cuda")
+    status = backends.status(backend) if backend in ("cpp", "cuda") else None
+    return status is not None and status.available and x.device.type in status.devices
 
 
 @torch.no_grad()
@@ -49,8 +60,8 @@ def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: i
     the whole chain in the fused gmm_chain op instead (same noise, same result).
     """
     seed = random_seed() if seed is None else seed
-    mixture = _fused_chain_target(score_fn, x)
-    if mixture is not None and backend in ("auto", "cpp") and not progress:
+    mixture = _mixture_behind(score_fn)
+    if mixture is not None and not progress and _chain_runs_fused(x, backend):
         from .chain import gmm_chain
 
         x.copy_(gmm_chain(x, mixture, method="ula", steps=steps, step_size=step_size, seed=seed, backend=backend).x)

@@ -11,7 +11,7 @@ import torch
 from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, noise_tolerance, storage_ulp
 
 import scorefast
-from scorefast import backend_registry
+from scorefast import backend_registry, samplers
 from scorefast.reference import dsm_noise_ref
 
 pytestmark = pytest.mark.skipif(not backend_registry.status("cuda").available,
@@ -563,3 +563,12 @@ def test_gmm_chain_cuda_checks_devices():
         with pytest.raises(RuntimeError, match=f"{name} must be on the device of x"):
             torch.ops.scorefast.gmm_chain_(*bad)
 
+
+def test_langevin_sampler_runs_the_cuda_chain_for_a_mixture():
+    mix = ring()
+    x = mix.sample(64, seed=1).float().cuda()
+    fused = samplers.langevin(mix, x.clone(), steps=20, step_size=0.01, seed=3)
+    chain = scorefast.gmm_chain(x, mix, method="ula", steps=20, step_size=0.01, seed=3, backend="cuda").x
+    assert torch.equal(fused, chain)
+    stepwise = samplers.langevin(lambda y: mix.score(y), x.clone(), steps=20, step_size=0.01, seed=3)
+    torch.testing.assert_close(fused, stepwise, rtol=1e-5, atol=1e-5)
