@@ -572,3 +572,56 @@ def test_langevin_sampler_runs_the_cuda_chain_for_a_mixture():
     assert torch.equal(fused, chain)
     stepwise = samplers.langevin(lambda y: mix.score(y), x.clone(), steps=20, step_size=0.01, seed=3)
     torch.testing.assert_close(fused, stepwise, rtol=1e-5, atol=1e-5)
+
+
+# -- the step as a device tensor; samplers replayed from CUDA graphs ------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_counter_ops_equal_int_step_ops_on_cuda(dtype):
+    x, s = _rand((300, 33), dtype, 0).cuda(), _rand((300, 33), dtype, 1).cuda()
+    step = torch.tensor([2**32 - 1], device="cuda")
+    a = torch.rand(300, device="cuda")
+    for kw in (dict(step_size=0.1), dict(step_size=a, clamp=(-1.0, 1.0), max_score_norm=0.5)):
+        want = scorefast.langevin_step(x, s, seed=5, step=2**32 - 1, particle_offset=9, backend="cuda", **kw)
+        y = x.clone()
+        scorefast.langevin_step_(y, s, seed=5, step=step, particle_offset=9, backend="cuda", **kw)
+        assert torch.equal(y, want)
+    assert torch.equal(scorefast.normal((6, 13), seed=3, step=torch.tensor(8, device="cuda"), device="cuda"),
+                       scorefast.normal((6, 13), seed=3, step=8, device="cuda"))
+    assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8], device="cuda"), device="cuda"),
+                       scorefast.philox_words(6, 3, seed=3, step=8, device="cuda"))
+
+
+def test_captured_step_reads_the_counter_at_each_replay():
+    x, s = _rand((64, 10), torch.float32, 0).cuda(), _rand((64, 10), torch.float32, 1).cuda()
+    eager = x.clone()
+    for t in range(5, 8):
+        scorefast.langevin_step_(eager, s, step_size=0.1, seed=2, step=t, backend="cuda")
+    counter = torch.tensor([5], device="cuda")
+    y = x.clone()
+    z = torch.empty(64, 10, device="cuda")
+
+    def step():
+        scorefast.langevin_step_(y, s, step_size=0.1, seed=2, step=counter, backend="cuda")
+        torch.ops.scorefast.normal_fill_counter_(z, 2, counter, 0)
+        counter.add_(1)
+
+    side = torch.cuda.Stream()  # warm-up (lazy loading) on scratch state, as torch.cuda.graphs recommends
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    y.copy_(x)
+    counter.fill_(5)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    assert torch.equal(y, x)  # capture records, runs nothing
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert int(counter) == 8
+    assert torch.equal(y, eager)
+    assert torch.equal(z, scorefast.normal((64, 10), seed=2, step=7, device="cuda"))
+

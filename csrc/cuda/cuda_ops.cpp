@@ -44,7 +44,10 @@ void check_cuda_tensor(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor for the CUDA kernel, got ", t.device());
 }
 
-void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+// step_counter: null, or a device int64 read as the step when the kernel runs (the
+// *_counter_ ops; see launchers.h).
+void run_philox_fill(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset,
+                     const int64_t* step_counter) {
   check_cuda_tensor(out, "out");
   TORCH_CHECK(out.scalar_type() == at::kLong, "out must be int64, got ", out.scalar_type());
   TORCH_CHECK(out.dim() == 3 && out.size(2) == 4, "out must have shape [P, Q, 4], got ", out.sizes());
@@ -56,11 +59,13 @@ void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t parti
   check_cuda_result(
       cuda::launch_philox_fill(out.data_ptr<int64_t>(), out.size(0), out.size(1),
                                static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
-                               static_cast<uint64_t>(particle_offset), current_stream(out.device())),
+                               static_cast<uint64_t>(particle_offset), current_stream(out.device()),
+                               step_counter),
       "philox_fill_");
 }
 
-void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+void run_normal_fill(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset,
+                     const int64_t* step_counter) {
   check_cuda_tensor(out, "out");
   TORCH_CHECK(out.scalar_type() == at::kFloat, "out must be float32, got ", out.scalar_type());
   TORCH_CHECK(out.dim() >= 1, "out must have at least one dimension (dim 0 = particles)");
@@ -73,13 +78,31 @@ void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t parti
   check_cuda_result(
       cuda::launch_normal_fill(out.data_ptr<float>(), out.size(0), D, static_cast<uint64_t>(seed),
                                static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
-                               current_stream(out.device())),
+                               current_stream(out.device()), step_counter),
       "normal_fill_");
 }
 
+void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+  run_philox_fill(out, seed, step, particle_offset, nullptr);
+}
+
+void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+  run_normal_fill(out, seed, step, particle_offset, nullptr);
+}
+
+void philox_fill_counter_cuda(at::Tensor& out, int64_t seed, const at::Tensor& step, int64_t particle_offset) {
+  check_step_tensor(step, out, "out");
+  run_philox_fill(out, seed, 0, particle_offset, step.const_data_ptr<int64_t>());
+}
+
+void normal_fill_counter_cuda(at::Tensor& out, int64_t seed, const at::Tensor& step, int64_t particle_offset) {
+  check_step_tensor(step, out, "out");
+  run_normal_fill(out, seed, 0, particle_offset, step.const_data_ptr<int64_t>());
+}
+
 // Runs the kernels for a prepared call on x's device, writing into `out` (contiguous,
-// same device; may alias x).
-void run_langevin_cuda(LangevinCall& call, const at::Tensor& out) {
+// same device; may alias x). step_counter: as for run_philox_fill.
+void run_langevin_cuda(LangevinCall& call, const at::Tensor& out, const int64_t* step_counter = nullptr) {
   LangevinArgs args = call.args;
   args.out = out.data_ptr();
   if (args.num_particles * args.particle_size == 0) return;
@@ -92,7 +115,7 @@ void run_langevin_cuda(LangevinCall& call, const at::Tensor& out) {
                       "langevin_step (score clip factors)");
     args.score_factor = factors.data_ptr();
   }
-  check_cuda_result(cuda::launch_langevin(args, stream), "langevin_step");
+  check_cuda_result(cuda::launch_langevin(args, stream, step_counter), "langevin_step");
 }
 
 // prepare_langevin_call checks that every tensor is on x's device; x must be a CUDA one.
@@ -149,6 +172,31 @@ void langevin_step_cuda_(at::Tensor& x, const at::Tensor& score,
   }
 }
 
+// langevin_step_ with contract noise whose step is read from `step` when the kernel runs.
+void langevin_step_counter_cuda_(at::Tensor& x, const at::Tensor& score,
+                                 const std::optional<at::Tensor>& score_cond, double guidance,
+                                 double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                                 double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+                                 int64_t seed, const at::Tensor& step, int64_t particle_offset,
+                                 std::optional<double> clamp_min, std::optional<double> clamp_max,
+                                 std::optional<double> max_score_norm) {
+  check_cuda_tensor(x, "x");
+  check_step_tensor(step, x, "x");
+  LangevinCall call = prepare_cuda_call(x, score, score_cond, guidance, step_size,
+                                        step_size_per_particle, noise_scale,
+                                        noise_scale_per_particle, std::nullopt, seed, 0,
+                                        particle_offset, clamp_min, clamp_max, max_score_norm);
+  const int64_t* counter = step.const_data_ptr<int64_t>();
+  if (x.is_contiguous()) {
+    run_langevin_cuda(call, x, counter);
+  } else {
+    at::Tensor out = at::empty_like(call.x, at::MemoryFormat::Contiguous);
+    run_langevin_cuda(call, out, counter);
+    const c10::DeviceGuard guard(x.device());
+    x.copy_(out);
+  }
+}
+
 // prepare_gmm_call checks that every tensor is on x's device; x must be a CUDA one.
 std::tuple<at::Tensor, at::Tensor> gmm_score_cuda(const at::Tensor& x, const at::Tensor& means,
                                                   const at::Tensor& var, const at::Tensor& inv_var,
@@ -177,6 +225,9 @@ TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
   m.impl("normal_fill_", &normal_fill_cuda);
   m.impl("langevin_step", &langevin_step_cuda);
   m.impl("langevin_step_", &langevin_step_cuda_);
+  m.impl("philox_fill_counter_", &philox_fill_counter_cuda);
+  m.impl("normal_fill_counter_", &normal_fill_counter_cuda);
+  m.impl("langevin_step_counter_", &langevin_step_counter_cuda_);
   m.impl("gmm_score", &gmm_score_cuda);
 }
 
