@@ -625,3 +625,52 @@ def test_captured_step_reads_the_counter_at_each_replay():
     assert torch.equal(y, eager)
     assert torch.equal(z, scorefast.normal((64, 10), seed=2, step=7, device="cuda"))
 
+
+GRAPH_SAMPLERS = {
+    "langevin": lambda mix, x, **kw: samplers.langevin(lambda y: mix.score(y), x, steps=9, step_size=0.05, seed=3, **kw),
+    "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], steps_per_level=6, epsilon=1e-3, seed=4, **kw),
+    "mala": lambda mix, x, **kw: samplers.mala(mix.score, mix.log_prob, x, steps=8, step_size=0.1, seed=5,
+                                               particle_offset=7, **kw),
+    "pc": lambda mix, x, **kw: samplers.predictor_corrector(
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, seed=6, **kw),
+    "pc_batch_mean": lambda mix, x, **kw: samplers.predictor_corrector(
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, batch_mean_rule=True, seed=6,
+        final_denoise=False, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", list(GRAPH_SAMPLERS))
+def test_samplers_replayed_from_cuda_graphs_equal_the_eager_ones(name, dtype):
+    mix = random_mixture(3, 5, seed=1, kind="full", spread=2.0)
+    x = mix.sample(500, seed=2).to(dtype).cuda()
+    eager = GRAPH_SAMPLERS[name](mix, x.clone())
+    graphed = GRAPH_SAMPLERS[name](mix, x.clone(), cuda_graph=True)
+    if isinstance(eager, tuple):
+        (eager, d_eager), (graphed, d_graphed) = eager, graphed
+        for k in d_eager:
+            v, w = d_graphed[k], d_eager[k]
+            assert (torch.equal(v, w) if isinstance(w, torch.Tensor) else v == w), k
+    assert torch.equal(graphed, eager)
+
+
+def test_cuda_graph_with_a_fused_mixture_chain_and_a_named_backend():
+    mix = ring()
+    x = mix.sample(64, seed=1).float().cuda()
+    eager = samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3)
+    assert torch.equal(samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3, cuda_graph=True), eager)
+    with pytest.raises(ValueError, match="cuda_graph=True runs the cuda backend"):
+        samplers.langevin(lambda y: mix.score(y), x.clone(), steps=3, step_size=0.01, cuda_graph=True,
+                          backend="reference")
+
+
+def test_cuda_graph_capture_failure_names_the_cause():  # last: a failed capture is left behind
+    mix = ring()
+    x = mix.sample(64, seed=1).float().cuda()
+
+    def syncing_score(y):
+        return mix.score(y) * float(y.abs().max())  # a host sync: not capturable
+
+    with pytest.raises(RuntimeError, match="could not be captured in a CUDA graph"):
+        samplers.langevin(syncing_score, x.clone(), steps=5, step_size=0.01, cuda_graph=True)
