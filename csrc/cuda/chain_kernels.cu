@@ -273,9 +273,9 @@ __global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs 
   T* traj = static_cast<T*>(c.trajectory);
   const int64_t every = c.trajectory_every;
   const int64_t Q = (D + 3) / 4;
-  SlotVec<Acc> xs{ws + 0 * D * slots + j, slots}, sx{ws + 1 * D * slots + j, slots};
-  SlotVec<Acc> u{ws + 2 * D * slots + j, slots};
-  SlotVec<Acc> y{ws + 3 * D * slots + j, slots}, sy{ws + 4 * D * slots + j, slots};  // MALA only
+  auto row = [&](int64_t b) { return SlotVec<Acc>{ws + b * D * slots + j, slots}; };
+  SlotVec<Acc> xs = row(0), sx = row(1), u = row(2);
+  SlotVec<Acc> y = row(c.mala ? 3 : 0), sy = row(c.mala ? 4 : 1);  // MALA only (the workspace's size)
 
   for (int64_t n = j; n < N; n += slots) {
     const uint64_t particle = c.particle_offset + static_cast<uint64_t>(n);
