@@ -58,6 +58,15 @@ inline void check_noise_counter(int64_t step, int64_t particle_offset) {
   TORCH_CHECK(particle_offset >= 0, "particle_offset must be >= 0, got ", particle_offset);
 }
 
+// The step tensor of the *_counter_ ops: int64 with one element, on the device of `like`.
+// Its value is read when the kernel runs (on the host for CPU tensors, where it is checked).
+inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, const char* like_name) {
+  TORCH_CHECK(step.scalar_type() == at::kLong && step.numel() == 1,
+              "step must be an int64 tensor with one element, got ", step.scalar_type(), " of shape ", step.sizes());
+  TORCH_CHECK(step.device() == like.device(), "step must be on the device of ", like_name, " (", like.device(),
+              "), got ", step.device());
+}
+
 inline void check_particle_size(int64_t D) {
   TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ", D);
 }

@@ -26,6 +26,15 @@ TORCH_LIBRARY(scorefast, m) {
       "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, "
       "Tensor? noise, int seed, int step, int particle_offset, float? clamp_min, float? clamp_max, "
       "float? max_score_norm) -> ()");
+  // The same with the step read from `step` (int64, one element, on the device of out / x)
+  // when the kernel runs, so a captured CUDA graph draws the noise of whatever step the
+  // tensor holds at replay. langevin_step_counter_ is langevin_step_ without explicit noise.
+  m.def("philox_fill_counter_(Tensor(a!) out, int seed, Tensor step, int particle_offset) -> ()");
+  m.def("normal_fill_counter_(Tensor(a!) out, int seed, Tensor step, int particle_offset) -> ()");
+  m.def(
+      "langevin_step_counter_(Tensor(a!) x, Tensor score, Tensor? score_cond, float guidance, float step_size, "
+      "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, int seed, "
+      "Tensor step, int particle_offset, float? clamp_min, float? clamp_max, float? max_score_norm) -> ()");
   // Score [N, D] and log-density [N] of a Gaussian mixture at x [N, D] (see scorefast/gmm.h):
   // means [K, D], var [K, 1] or [K, D], factor [K, D, D] or None, log_const [K], sigma2 [N]
   // or None, all in the math dtype (float64 for float64 x, float32 otherwise).

@@ -70,6 +70,19 @@ def check_counter(step, particle_offset, num_particles: int) -> tuple[int, int]:
     return step, particle_offset
 
 
+def check_step_tensor(step: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A step given as a tensor: int64 with one element on ``device``, whose value the kernels
+    read when they run (so a CUDA graph replays with the current value). Its value is
+    checked where that costs no device sync (CPU, eager); on a GPU its low 32 bits are used."""
+    if step.dtype != torch.int64 or step.numel() != 1:
+        raise TypeError(f"step tensor must be int64 with one element, got {step.dtype} of shape {list(step.shape)}")
+    if step.device != device:
+        raise ValueError(f"step tensor must be on the device of the noise it drives ({device}), got {step.device}")
+    if step.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_int(int(step), "step", 0, MAX_STEP)
+    return step
+
+
 def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive: bool = False,
                        check_values: bool = True) -> None:
     """``t`` is a float [P] tensor on x's device with finite values >= 0 (> 0 if ``positive``;

@@ -128,7 +128,7 @@ def has_op(backend: str, op: str) -> bool:
         return False
     if backend in _DISPATCH_KEYS:
         # cpp and cuda share one namespace whose schemas are all declared: the op must also
-        # have a kernel for the backend's device (gmm_chain_ has none on CUDA).
+        # have a kernel for the backend's device.
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"scorefast::{op}", _DISPATCH_KEYS[backend])
     return True
 

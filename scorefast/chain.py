@@ -116,8 +116,7 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
         seed, step_offset, particle_offset: the noise counter; step t of the chain uses the
             contract's step ``step_offset + t`` (as langevin_step(..., step=step_offset + t)).
         trajectory_every: k > 0 records the state after every k-th step.
-        backend: 'auto', 'reference', 'cpp', 'numba' or 'triton' (D <= 256 there); no CUDA C++
-            kernel yet, so 'auto' runs CUDA tensors on triton.
+        backend: 'auto', 'reference', 'cpp', 'cuda', 'numba' or 'triton' (D <= 256 there).
 
     Returns:
         ChainResult(x, accepted, trajectory).

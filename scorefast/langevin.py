@@ -6,8 +6,10 @@
 
 The ops ``<ns>::langevin_step`` (out of place) and ``<ns>::langevin_step_`` (in place) share
 one schema in every namespace: ``scorefast`` (C++ CPU and CUDA), ``scorefast_triton``,
-``scorefast_numba``. This module adds their fake kernels and autograd, and the public
-function that checks arguments and picks the backend.
+``scorefast_numba``. ``scorefast::langevin_step_counter_`` is ``langevin_step_`` with the
+step in a one-element int64 tensor that the kernel reads when it runs (for CUDA graphs; the
+public function uses it when ``step`` is a tensor). This module adds their fake kernels and
+autograd, and the public function that checks arguments and picks the backend.
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def _fake(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, 
 def _fake_inplace(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale,
                   noise_scale_pp, noise, seed, step, particle_offset, clamp_min, clamp_max,
                   max_score_norm):
+    return None
+
+
+def _fake_counter(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
+                  seed, step, particle_offset, clamp_min, clamp_max, max_score_norm):
     return None
 
 
@@ -95,6 +102,7 @@ def register_op_extras(namespace: str, *, fakes: bool = True) -> None:
 
 if _extension.extension() is not None:
     register_op_extras("scorefast")
+    torch.library.register_fake("scorefast::langevin_step_counter_", _fake_counter)
 
 
 def _coefficient(value, x: torch.Tensor, name: str):
@@ -145,7 +153,10 @@ def langevin_step(
         seed: 64-bit key of the counter-based noise, in [0, 2^64). Default: drawn from torch's
             global generator (so ``torch.manual_seed`` applies). For reproducible chains pass
             a seed and advance ``step``.
-        step: sampler step t, in [0, 2^32): a different t gives independent noise.
+        step: sampler step t, in [0, 2^32): a different t gives independent noise. Also an
+            int64 tensor of one element on x's device, read when the kernel runs, so a CUDA
+            graph that captured the call draws the noise of the step it holds at each replay
+            (no gradients through such a call).
         particle_offset: global id of particle 0 (for sharding particles across calls,
             processes or GPUs); particle p gets the noise of id particle_offset + p.
         clamp: (min, max) applied to the result; either end may be None. NaN stays NaN.
@@ -193,6 +204,12 @@ def langevin_step(
     elif seed is None:
         seed = random_seed()
     seed64 = _checks.seed_to_int64(seed)
+    step_tensor = None
+    if isinstance(step, torch.Tensor):
+        step_tensor = _checks.check_step_tensor(step, x.device)
+        step = 0
+        if noise is not None:
+            step_tensor = None  # explicit noise: the step is not used
     step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
 
     clamp_min = clamp_max = None
@@ -214,7 +231,14 @@ def langevin_step(
     ):
         raise RuntimeError("langevin_step(inplace=True) does not track gradients; use inplace=False or torch.no_grad()")
 
-    name = backends.resolve(backend, x.device)
+    if step_tensor is not None and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, score, score_cond, a_t, b_t)
+    ):
+        raise RuntimeError("langevin_step with a tensor step does not track gradients; use torch.no_grad()")
+
+    name = backends.resolve(backend, x.device, "langevin_step" if step_tensor is None else "langevin_step_counter_")
+    if name == "reference" and step_tensor is not None:
+        step = _checks.check_int(int(step_tensor), "step", 0, _checks.MAX_STEP)  # a host read: not for CUDA graphs
     if name == "reference":
         out = langevin_step_ref(
             x, score, step_size=a_t if a_t is not None else a_s,
@@ -228,6 +252,11 @@ def langevin_step(
         return out.contiguous()
 
     ns = backends.op_namespace(name)
+    if step_tensor is not None:
+        out = x if inplace else x.clone(memory_format=torch.contiguous_format)
+        ns.langevin_step_counter_(out, score, score_cond, w, a_s, a_t, b_s, b_t, seed64, step_tensor,
+                                  particle_offset, clamp_min, clamp_max, max_score_norm)
+        return out
     args = (score, score_cond, w, a_s, a_t, b_s, b_t, noise, seed64, step, particle_offset,
             clamp_min, clamp_max, max_score_norm)
     if inplace:

@@ -5,6 +5,10 @@
 
 The same (seed, particle, step) gives the same noise on every backend, whatever the
 batch chunking, thread count or launch configuration. See ``scorefast.reference.noise``.
+
+``step`` may also be a one-element int64 tensor on the output's device, read by the kernel
+when it runs (ops ``<ns>::philox_fill_counter_`` / ``normal_fill_counter_``): a CUDA graph
+that captured the call draws the noise of whatever step the tensor holds at replay.
 """
 from __future__ import annotations
 
@@ -12,38 +16,61 @@ import math
 
 import torch
 
-from . import _checks
+from . import _checks, _extension
 from . import backend_registry as backends
 from .reference.noise import normal_ref, philox_words_ref
 
 
-def philox_words(num_particles: int, num_groups: int, *, seed: int, step: int = 0,
+def _fake_fill_counter(out, seed, step, particle_offset):
+    return None
+
+
+if _extension.extension() is not None:
+    torch.library.register_fake("scorefast::philox_fill_counter_", _fake_fill_counter)
+    torch.library.register_fake("scorefast::normal_fill_counter_", _fake_fill_counter)
+
+
+def _step_and_op(step, device: torch.device, op: str):
+    """(int step for the checks, the step tensor or None, the op that takes it)."""
+    if isinstance(step, torch.Tensor):
+        return 0, _checks.check_step_tensor(step, device), op + "counter_"
+    return step, None, op
+
+
+def philox_words(num_particles: int, num_groups: int, *, seed: int, step=0,
                  particle_offset: int = 0, device="cpu", backend: str = "auto") -> torch.Tensor:
     """Raw Philox words of the contract.
 
     Returns int64 [num_particles, num_groups, 4] with values in [0, 2^32): entry [p, q, :] is
     Philox4x32-10 of counter (lo32(p'), hi32(p'), step, q), key (lo32(seed), hi32(seed)).
-    ``seed`` in [0, 2^64), ``step`` in [0, 2^32), ``particle_offset`` >= 0.
+    ``seed`` in [0, 2^64), ``step`` in [0, 2^32) (an int, or an int64 tensor of one element
+    on ``device``, read when the kernel runs), ``particle_offset`` >= 0.
     """
     P = _checks.check_int(num_particles, "num_particles", 0, 2**63 - 1)
     Q = _checks.check_int(num_groups, "num_groups", 0, 2**32)
     seed64 = _checks.seed_to_int64(seed)
-    step, particle_offset = _checks.check_counter(step, particle_offset, P)
     device = torch.device(device)
-    name = backends.resolve(backend, device)
+    step, step_tensor, op = _step_and_op(step, device, "philox_fill_")
+    step, particle_offset = _checks.check_counter(step, particle_offset, P)
+    name = backends.resolve(backend, device, op)
     if name == "reference":
+        step = step if step_tensor is None else int(step_tensor)  # a host read: not for CUDA graphs
         return philox_words_ref(P, Q, seed, step, particle_offset, device)
     out = torch.empty((P, Q, 4), dtype=torch.int64, device=device)
-    backends.op_namespace(name).philox_fill_(out, seed64, step, particle_offset)
+    if step_tensor is None:
+        backends.op_namespace(name).philox_fill_(out, seed64, step, particle_offset)
+    else:
+        backends.op_namespace(name).philox_fill_counter_(out, seed64, step_tensor, particle_offset)
     return out
 
 
-def normal(shape, *, seed: int, step: int = 0, particle_offset: int = 0, dtype=torch.float32,
+def normal(shape, *, seed: int, step=0, particle_offset: int = 0, dtype=torch.float32,
            device="cpu", backend: str = "auto") -> torch.Tensor:
     """Standard normals of the contract for a tensor of ``shape`` (dim 0 = particles).
 
     The values are float32 (Box-Muller in float32, as Triton's randn); ``dtype`` only sets
-    the storage of the result. ``seed`` in [0, 2^64), ``step`` in [0, 2^32).
+    the storage of the result. ``seed`` in [0, 2^64), ``step`` in [0, 2^32) (an int, or an
+    int64 tensor of one element on ``device``, read when the kernel runs).
     """
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)))
     if len(shape) == 0:
@@ -51,20 +78,25 @@ def normal(shape, *, seed: int, step: int = 0, particle_offset: int = 0, dtype=t
     if any(s < 0 for s in shape):
         raise ValueError(f"shape must be non-negative, got {list(shape)}")
     seed64 = _checks.seed_to_int64(seed)
-    step, particle_offset = _checks.check_counter(step, particle_offset, shape[0])
     device = torch.device(device)
-    name = backends.resolve(backend, device)
+    step, step_tensor, op = _step_and_op(step, device, "normal_fill_")
+    step, particle_offset = _checks.check_counter(step, particle_offset, shape[0])
+    name = backends.resolve(backend, device, op)
     P = shape[0]
     D = math.prod(shape[1:]) if P else 0
     if name == "reference":
+        step = step if step_tensor is None else int(step_tensor)  # a host read: not for CUDA graphs
         out = normal_ref(P, D, seed, step, particle_offset, device).reshape(shape)
     else:
         out = torch.empty(shape, dtype=torch.float32, device=device)
-        backends.op_namespace(name).normal_fill_(out, seed64, step, particle_offset)
+        if step_tensor is None:
+            backends.op_namespace(name).normal_fill_(out, seed64, step, particle_offset)
+        else:
+            backends.op_namespace(name).normal_fill_counter_(out, seed64, step_tensor, particle_offset)
     return out.to(dtype)
 
 
-def normal_like(x: torch.Tensor, *, seed: int, step: int = 0, particle_offset: int = 0,
+def normal_like(x: torch.Tensor, *, seed: int, step=0, particle_offset: int = 0,
                 backend: str = "auto") -> torch.Tensor:
     """Contract normals shaped like ``x`` (dim 0 = particles), in x's dtype and device."""
     _checks.check_float_tensor(x, "x")

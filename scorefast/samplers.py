@@ -6,7 +6,10 @@
   final denoising step x + sigma_L^2 s(x, sigma_L).
 
 The noise follows the contract: step t of the chain draws z(seed, t), so runs are
-reproducible and independent of batch chunking.
+reproducible and independent of batch chunking. With ``cuda_graph=True`` (CUDA tensors)
+each sampler captures its step, the score call plus the fused update, in a CUDA graph once
+per group of identical steps and replays it (scorefast/step_graphs.py): the same chain, bit
+for bit, with one launch per step instead of one per kernel.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 
 from .langevin import langevin_step_
 from .noise import random_seed
+from .step_graphs import StepRunner, record
 
 
 def progress_bar(iterable, total: int, enabled: bool | None, desc: str, unit: str = "it"):
@@ -29,47 +33,69 @@ def progress_bar(iterable, total: int, enabled: bool | None, desc: str, unit: st
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)
 
 
-def _fused_chain_target(score_fn, x):
-    """The GaussianMixture behind ``score_fn`` when the whole chain can run fused, else None."""
+def _mixture_behind(score_fn):
+    """The GaussianMixture that ``score_fn`` is (or whose ``score`` method it is), else None."""
     from .targets.mixture import GaussianMixture
 
     target = score_fn if isinstance(score_fn, GaussianMixture) else getattr(score_fn, "__self__", None)
-    if isinstance(target, GaussianMixture) and getattr(score_fn, "__name__", "score") == "score" \
-            and x.dim() == 2 and x.device.type == "cpu":
+    if isinstance(target, GaussianMixture) and getattr(score_fn, "__name__", "score") == "score":
         return target
     return None
 
 
+def _ticker(total: int, progress, desc: str):
+    """A callable advancing a progress bar over ``total`` steps by one."""
+    it = iter(progress_bar(range(total), total, progress, desc))
+    return lambda: next(it, None)
+
+
+def _chain_runs_fused(x, backend: str) -> bool:
+    """Whether a gmm_chain kernel (not the reference) runs the whole chain for x (N, D) with
+    ``backend``."""
+    from . import backend_registry as backends
+
+    if x.dim() != 2 or backend == "reference":
+        return False
+    if backend == "auto":
+        return backends.resolve("auto", x.device, "gmm_chain_") != "reference"
+    status = backends.status(backend)
+    return status.available and x.device.type in status.devices and backends.has_op(backend, "gmm_chain_")
+
+
 @torch.no_grad()
 def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: int | None = None,
-             progress: bool | None = None, backend: str = "auto") -> torch.Tensor:
+             progress: bool | None = None, cuda_graph: bool = False, backend: str = "auto") -> torch.Tensor:
     """Run ULA from x (N, ...) for ``steps`` steps; x is updated in place and returned.
 
     ``score_fn`` is any callable x -> s(x). A GaussianMixture (or its ``score`` method) runs
-    the whole chain in the fused gmm_chain op instead (same noise, same result) where the
-    backend has that kernel.
+    the whole chain in the fused gmm_chain op instead (same noise, same result; one kernel,
+    so ``cuda_graph`` has nothing to capture there). ``cuda_graph``: replay the step (score
+    call and update) from a CUDA graph; needs CUDA tensors and a score function that does
+    not synchronise with the host.
     """
-    from . import backend_registry
-
+    runner = StepRunner(x, cuda_graph, backend)
     seed = random_seed() if seed is None else seed
-    mixture = _fused_chain_target(score_fn, x)
-    fused = backend == "auto" or (backend != "reference" and backend_registry.has_op(backend, "gmm_chain_"))
-    if mixture is not None and fused and not progress:
+    mixture = _mixture_behind(score_fn)
+    if mixture is not None and not progress and _chain_runs_fused(x, backend):
         from .chain import gmm_chain
 
         x.copy_(gmm_chain(x, mixture, method="ula", steps=steps, step_size=step_size, seed=seed, backend=backend).x)
         return x
     if mixture is not None:
         score_fn = mixture.score  # a mixture object itself is not callable
-    for t in progress_bar(range(steps), steps, progress, "langevin"):
+
+    def step(t):
         langevin_step_(x, score_fn(x), step_size=step_size, seed=seed, step=t, backend=backend)
+
+    runner.run(step, steps, _ticker(steps, progress, "langevin"))
     return x
 
 
 @torch.no_grad()
 def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int = 100,
                       epsilon: float = 2e-5, seed: int | None = None, final_denoise: bool = True,
-                      progress: bool | None = None, backend: str = "auto") -> torch.Tensor:
+                      progress: bool | None = None, cuda_graph: bool = False,
+                      backend: str = "auto") -> torch.Tensor:
     """Annealed Langevin from x (N, ...) with a noise-conditional score ``score_fn(x, sigma)``.
 
     Args:
@@ -77,23 +103,26 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
         steps_per_level: T, steps at each level.
         epsilon: base step; level i uses a_i = epsilon * sigma_i^2 / sigma_L^2.
         final_denoise: finish with x + sigma_L^2 s(x, sigma_L) (Tweedie's denoiser).
+        cuda_graph: replay each level's step from a CUDA graph captured once per level
+            (score_fn still gets sigma as a Python float).
 
     x is updated in place and returned.
     """
+    runner = StepRunner(x, cuda_graph, backend)
     sigmas = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
     if any(a <= b for a, b in zip(sigmas, sigmas[1:])):
         raise ValueError("sigmas must be strictly decreasing")
     seed = random_seed() if seed is None else seed
     last = sigmas[-1]
     total = len(sigmas) * steps_per_level
-    it = iter(progress_bar(range(total), total, progress, "annealed langevin"))
-    t = 0
+    tick = _ticker(total, progress, "annealed langevin")
     for sigma in sigmas:
         a = epsilon * sigma**2 / last**2
-        for _ in range(steps_per_level):
-            next(it, None)
+
+        def step(t, sigma=sigma, a=a):
             langevin_step_(x, score_fn(x, sigma), step_size=a, seed=seed, step=t, backend=backend)
-            t += 1
+
+        runner.run(step, steps_per_level, tick)
     if final_denoise:
         x.add_(last**2 * score_fn(x, last))
     return x
@@ -193,24 +222,28 @@ def _finish_diagnostics(x, score_norms, threshold, accepted=None, steps=0):
 @torch.no_grad()
 def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: int | None = None,
          particle_offset: int = 0, progress: bool | None = None, divergence_threshold: float = 1e6,
-         backend: str = "auto"):
+         cuda_graph: bool = False, backend: str = "auto"):
     """Metropolis-adjusted Langevin from x (N, D): proposal y = x + a s(x) + sqrt(2a) z (the fused
     step with the contract's z), accepted with probability
     min(1, p(y) q(x | y) / (p(x) q(y | x))); a NaN or infinite ratio is a rejection.
+    ``cuda_graph``: replay the step (proposal, both score calls, acceptance) from a CUDA graph.
 
     Returns (x, diagnostics) with x updated in place and diagnostics['acceptance_rate'] (N,).
     """
     from .langevin import langevin_step
     from .noise import normal_like
 
+    runner = StepRunner(x, cuda_graph, backend)
     if step_size <= 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     seed = random_seed() if seed is None else seed
     a = float(step_size)
     accepted = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-    s_x, lp_x = score_fn(x), log_prob_fn(x)
-    norms = []
-    for t in progress_bar(range(steps), steps, progress, "mala"):
+    # the chain's state, updated in place (a captured step reads and writes these buffers)
+    s_x, lp_x = score_fn(x).clone(), log_prob_fn(x).clone()
+    norms = torch.empty(steps, dtype=torch.float64, device=x.device)  # exact for any float dtype
+
+    def step(t):
         z = normal_like(x, seed=seed, step=t, particle_offset=particle_offset)
         y = langevin_step(x, s_x, step_size=a, noise=z, backend=backend)
         s_y, lp_y = score_fn(y), log_prob_fn(y)
@@ -220,19 +253,21 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
         log_alpha = lp_y.double() - lp_x.double() + log_q_back - log_q_fwd
         u = _acceptance_uniform(x, seed, t, particle_offset).to(x.device).double()
         accept = torch.log(u) < log_alpha  # NaN ratio: False, a rejection
-        accepted += accept
+        accepted.add_(accept)
         m = accept.reshape(-1, *([1] * (x.dim() - 1)))
         x.copy_(torch.where(m, y, x))
-        s_x = torch.where(m, s_y, s_x)
-        lp_x = torch.where(accept, lp_y, lp_x)
-        norms.append(float(s_x.reshape(x.shape[0], -1).norm(dim=1).mean()))
-    return x, _finish_diagnostics(x, norms, divergence_threshold, accepted, steps)
+        s_x.copy_(torch.where(m, s_y, s_x))
+        lp_x.copy_(torch.where(accept, lp_y, lp_x))
+        record(norms, t, s_x.reshape(x.shape[0], -1).norm(dim=1).mean())
+
+    runner.run(step, steps, _ticker(steps, progress, "mala"))
+    return x, _finish_diagnostics(x, norms.tolist(), divergence_threshold, accepted, steps)
 
 
 @torch.no_grad()
 def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: int = 1, snr: float = 0.16,
                         batch_mean_rule: bool = False, seed: int | None = None, final_denoise: bool = True,
-                        progress: bool | None = None, backend: str = "auto"):
+                        progress: bool | None = None, cuda_graph: bool = False, backend: str = "auto"):
     """Predictor-corrector sampling of the variance-exploding SDE (Song et al., 2021).
 
     Predictor (reverse diffusion) from level sigma_i to sigma_{i+1}:
@@ -240,38 +275,51 @@ def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: i
     Corrector: ``corrector_steps`` Langevin steps with the signal-to-noise rule
     epsilon = 2 (snr ||z|| / ||s||)^2, per particle, or with the batch-mean norms of the
     score SDE reference code when ``batch_mean_rule``; every update is the fused step.
+    ``cuda_graph``: replay each level's corrector step from a CUDA graph captured once per
+    level (worthwhile with several corrector steps; predictor steps run eagerly).
 
     Returns (x, diagnostics); x is updated in place.
     """
     from .langevin import langevin_step_
 
+    runner = StepRunner(x, cuda_graph, backend)
     sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
     if any(a <= b for a, b in zip(sig, sig[1:])):
         raise ValueError("sigmas must be strictly decreasing")
     seed = random_seed() if seed is None else seed
     N = x.shape[0]
     D = x[0].numel()
-    t = 0
-    norms = []
     levels = list(zip(sig, sig[1:] + [0.0]))
-    for s_i, s_next in progress_bar(levels, len(levels), progress, "predictor-corrector"):
-        for _ in range(corrector_steps):
+    predictions = [s_next > 0 or not final_denoise for _, s_next in levels]
+    total = len(levels) * corrector_steps + sum(predictions)
+    norm_at = torch.empty(total, dtype=torch.float64, device=x.device)  # by step t; corrector steps only
+    corrector_ts = []
+    it = iter(progress_bar(levels, len(levels), progress, "predictor-corrector"))
+    for (s_i, s_next), predict in zip(levels, predictions):
+        next(it, None)
+
+        def corrector(t, s_i=s_i):
             s = score_fn(x, s_i)
             s_norm = s.reshape(N, -1).norm(dim=1)
             z_norm = torch.full_like(s_norm, D**0.5)  # E||z|| ~ sqrt(D)
-            if batch_mean_rule:
-                eps = 2 * (snr * z_norm.mean() / s_norm.mean()) ** 2
-                step = float(eps)
+            if batch_mean_rule:  # one step size for all, kept on the device (no host sync)
+                step = (2 * (snr * z_norm.mean() / s_norm.mean()) ** 2).expand(N)
             else:
                 step = (2 * (snr * z_norm / s_norm.clamp(min=1e-30)) ** 2).to(x.dtype)
             langevin_step_(x, s, step_size=step, seed=seed, step=t, backend=backend)
-            t += 1
-            norms.append(float(s_norm.mean()))
-        if s_next > 0 or not final_denoise:
+            record(norm_at, t, s_norm.mean())
+
+        corrector_ts += range(runner.t, runner.t + corrector_steps)
+        runner.run(corrector, corrector_steps)
+        if predict:
             var = s_i**2 - s_next**2
-            langevin_step_(x, score_fn(x, s_i), step_size=var, noise_scale=var**0.5, seed=seed, step=t,
-                           backend=backend)
-            t += 1
+
+            def predictor(t, s_i=s_i, var=var):
+                langevin_step_(x, score_fn(x, s_i), step_size=var, noise_scale=var**0.5, seed=seed, step=t,
+                               backend=backend)
+
+            runner.run(predictor, 1)
     if final_denoise:
         x.add_(sig[-1] ** 2 * score_fn(x, sig[-1]))
+    norms = norm_at[corrector_ts].tolist() if corrector_ts else []
     return x, _finish_diagnostics(x, norms, 1e6)

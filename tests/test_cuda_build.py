@@ -105,7 +105,8 @@ def nvcc():
 
 def test_cuda_sources_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(CUDA_DIR, "*"))}
-    assert {"noise_kernels.cu", "langevin_kernels.cu", "launchers.h", "cuda_ops.cpp"} <= names
+    assert {"noise_kernels.cu", "langevin_kernels.cu", "gmm_kernels.cu", "chain_kernels.cu", "dsm_kernels.cu",
+            "gmm_device.cuh", "launchers.h", "cuda_ops.cpp"} <= names
 
 
 @pytest.mark.parametrize("path", TORCH_FREE, ids=_rel)

@@ -1,15 +1,17 @@
 """CUDA backend specifics that the generic backend tests do not reach: bitwise agreement
-with the portable C++ kernels on explicit noise, the DSM ops against the CPU ops on every
-kernel path, the current stream, device indices and mixed-device errors. Skipped without
-a GPU and a CUDA build of the extension."""
+with the portable C++ kernels on explicit noise; the DSM ops, gmm_score and gmm_chain against
+the CPU ops on every kernel path; the current stream, device indices and mixed-device errors.
+Skipped without a GPU and a CUDA build of the extension."""
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
-from conftest import MAX_RADIUS, U32, U64, assert_within, noise_tolerance, storage_ulp
+from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, noise_tolerance, storage_ulp
 
 import scorefast
-from scorefast import backend_registry
+from scorefast import backend_registry, samplers
 from scorefast.reference import dsm_noise_ref
 
 pytestmark = pytest.mark.skipif(not backend_registry.status("cuda").available,
@@ -403,3 +405,272 @@ def test_gmm_score_checks_devices():
     bad[6] = torch.ones(5)
     with pytest.raises(RuntimeError, match="sigma2 must be on the device of x"):
         torch.ops.scorefast.gmm_score(*bad)
+
+
+# -- gmm_chain -----------------------------------------------------------------------------
+
+from scorefast.targets import ring  # noqa: E402
+
+CHAIN_CASES = {
+    "ula": dict(method="ula", steps=25, step_size=0.05),
+    "annealed": dict(method="annealed", sigmas=[3.0, 1.0, 0.3], steps_per_level=8, epsilon=0.002),
+    "mala": dict(method="mala", steps=25, step_size=0.1),
+}
+
+
+def _chain_budget(mix, case, steps, magnitude, dtype):
+    """Bound on |cuda - cpp| after ``steps`` steps from the same start (tests/test_chain.py's
+    budget, for two kernels instead of one against the float64 reference). Step t adds: the
+    two noise implementations' difference, <= r NOISE_REL_TOL times sqrt(2 a_t); each
+    kernel's float32 math, <= 8u of the state's magnitude times the drift's 1 + a_t lam_t;
+    with 16-bit storage, one ulp (the two results can round to neighbouring values). The
+    drift grows the difference so far by <= 1 + a_t lam_t, lam_t the largest precision of
+    the mixture noised by sigma_t."""
+    kw = CHAIN_CASES[case]
+    if case == "annealed":
+        last = kw["sigmas"][-1]
+        schedule = [(kw["epsilon"] * s**2 / last**2, s**2) for s in kw["sigmas"] for _ in range(kw["steps_per_level"])]
+    else:
+        schedule = [(kw["step_size"], 0.0)] * kw["steps"]
+    min_var = float(torch.linalg.eigvalsh(mix.covariances()).min())
+    err = 0.0
+    for a, s2 in schedule[:steps]:
+        growth = 1 + a / (min_var + s2)
+        err = err * growth + math.sqrt(2 * a) * MAX_RADIUS * NOISE_REL_TOL
+        if dtype != torch.float64:
+            err += 2 * 8 * U32 * magnitude * growth
+        if dtype in (torch.float16, torch.bfloat16):
+            err += float(storage_ulp(torch.tensor(magnitude), dtype))
+    return err
+
+
+def _chain_cpu_and_cuda(x, mix, **kw):
+    cpu = scorefast.gmm_chain(x, mix, backend="cpp", **kw)
+    gpu = scorefast.gmm_chain(x.cuda(), mix, backend="cuda", **kw)
+    assert gpu.x.is_cuda and gpu.x.dtype == x.dtype and gpu.x.shape == x.shape
+    return cpu, type(gpu)(*(None if t is None else t.cpu() for t in gpu))
+
+
+def _assert_chains_close(cpu, gpu, mix, case, dtype, steps):
+    mag = float(cpu.x.double().abs().max()) + 1.0
+    tol = _chain_budget(mix, case, steps, mag, dtype)
+    keep = torch.ones(cpu.x.shape[0], dtype=torch.bool)
+    if case == "mala":
+        same = gpu.accepted == cpu.accepted
+        if dtype == torch.float64:
+            assert torch.equal(gpu.accepted, cpu.accepted)
+        else:  # a decision within float32 rounding of the threshold may flip (then the paths part)
+            assert int((~same).sum()) <= 1
+        keep = same
+    assert (gpu.x.double() - cpu.x.double())[keep].abs().max() <= tol
+    if cpu.trajectory is not None:
+        assert gpu.trajectory.shape == cpu.trajectory.shape
+        assert (gpu.trajectory.double() - cpu.trajectory.double())[:, keep].abs().max() <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
+@pytest.mark.parametrize("case", list(CHAIN_CASES))
+@pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 9])  # registers (D <= 4) and workspace (D > 4) kernels
+def test_gmm_chain_matches_cpp(D, case, kind, dtype, generic_cpp):
+    mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
+    x = mix.sample(37, seed=1).to(dtype)
+    cpu, gpu = _chain_cpu_and_cuda(x, mix, seed=13, step_offset=7, particle_offset=3, trajectory_every=5,
+                                   **CHAIN_CASES[case])
+    assert gpu.trajectory.shape == (cpu.trajectory.shape[0], 37, D)
+    _assert_chains_close(cpu, gpu, mix, case, dtype, cpu.trajectory.shape[0] * 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("D", [2, 6])
+def test_gmm_chain_16bit_matches_cpp(D, dtype, generic_cpp):
+    mix = random_mixture(3, D, seed=D, kind="full", spread=2.0)
+    x = mix.sample(40, seed=1).to(dtype)
+    for case in ("ula", "mala"):
+        kw = dict(CHAIN_CASES[case], steps=10)
+        cpu, gpu = _chain_cpu_and_cuda(x, mix, seed=3, trajectory_every=2, **kw)
+        _assert_chains_close(cpu, gpu, mix, case, dtype, 10)
+
+
+@pytest.mark.parametrize("D", [2, 3, 6])
+def test_gmm_chain_many_components_and_blocks(D, generic_cpp):
+    # K > 64: the D <= 4 kernel stages the mixture a tile at a time in every evaluation;
+    # N = 700: several blocks, the last one partly idle (its idle threads still stage tiles).
+    mix = random_mixture(130, D, seed=5, kind="diagonal", spread=3.0)
+    x = mix.sample(700, seed=2).double()
+    for case in ("ula", "mala"):
+        kw = dict(CHAIN_CASES[case], steps=6)
+        cpu, gpu = _chain_cpu_and_cuda(x, mix, seed=4, **kw)
+        _assert_chains_close(cpu, gpu, mix, case, torch.float64, 6)
+
+
+@pytest.mark.parametrize("D", [3, 6])
+def test_gmm_chain_cuda_independent_of_chunking(D):
+    # Every particle's computation is the same whatever the launch: bitwise equal.
+    mix = random_mixture(4, D, seed=1, kind="full", spread=2.0)
+    x = mix.sample(300, seed=3).float().cuda()
+    for method in ("ula", "mala"):
+        kw = dict(method=method, steps=10, step_size=0.05, seed=8, step_offset=2**32 - 10, backend="cuda")
+        whole = scorefast.gmm_chain(x, mix, **kw)
+        parts = [scorefast.gmm_chain(x[s:e], mix, particle_offset=s, **kw) for s, e in ((0, 13), (13, 257), (257, 300))]
+        assert torch.equal(torch.cat([p.x for p in parts]), whole.x)
+        if method == "mala":
+            assert torch.equal(torch.cat([p.accepted for p in parts]), whole.accepted)
+
+
+def test_gmm_chain_cuda_equals_single_cuda_steps():
+    # The chain is T calls of langevin_step with gmm_score in between (float64: the same
+    # normals, the score's rounding differs by the mixture's kernel form only).
+    mix = random_mixture(3, 3, seed=1, kind="full", spread=2.0)
+    x = mix.sample(40, seed=2).cuda()
+    kw = CHAIN_CASES["annealed"]
+    out = scorefast.gmm_chain(x, mix, seed=5, step_offset=7, backend="cuda", **kw).x
+    y = x.clone()
+    last = kw["sigmas"][-1]
+    levels = [(s, kw["epsilon"] * s**2 / last**2) for s in kw["sigmas"] for _ in range(kw["steps_per_level"])]
+    for t, (sigma, a) in enumerate(levels):
+        s = scorefast.gmm_score(y, mix, sigma=sigma, backend="cuda")[0]
+        scorefast.langevin_step_(y, s, step_size=a, seed=5, step=7 + t, backend="cuda")
+    torch.testing.assert_close(out, y, rtol=1e-10, atol=1e-10)
+
+
+def test_gmm_chain_cuda_trajectory_nan_and_empty():
+    mix = ring()
+    x = mix.sample(20, seed=1).cuda()
+    start = x.clone()
+    res = scorefast.gmm_chain(x, mix, method="ula", steps=12, step_size=0.01, trajectory_every=4, seed=2, backend="cuda")
+    assert res.trajectory.shape == (3, 20, 2) and torch.equal(res.trajectory[-1], res.x)
+    assert torch.equal(x, start)  # the start is not modified
+    x[4, 1] = float("nan")  # MALA rejects every proposal of a NaN particle; the others run on
+    res = scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.1, seed=2, backend="cuda")
+    assert int(res.accepted[4]) == 0 and torch.isnan(res.x[4, 1])
+    assert torch.isfinite(res.x[torch.arange(20, device="cuda") != 4]).all()
+    assert int(res.accepted.sum()) > 0
+    empty = scorefast.gmm_chain(x[:0], mix, method="mala", steps=3, step_size=0.1, seed=2, backend="cuda")
+    assert empty.x.shape == (0, 2) and empty.accepted.shape == (0,)
+
+
+def test_gmm_chain_cuda_checks_devices():
+    mix = random_mixture(2, 3, seed=0, kind="diagonal")
+    x = torch.zeros(5, 3, device="cuda")
+    p = mix.kernel_params(torch.float32, x.device, None, per_point=True)
+    a, s2 = torch.full((4,), 0.1, device="cuda"), torch.zeros(4, device="cuda")
+    args = [x, p["means"], p["var"], p["log_const"], p["factor"], a, s2, True, 3, 0, 0, 0, None,
+            torch.zeros(5, dtype=torch.int64, device="cuda")]
+    for i, name in ((5, "step_size"), (6, "sigma2"), (13, "accepted"), (1, "means")):
+        bad = list(args)
+        bad[i] = bad[i].cpu()
+        with pytest.raises(RuntimeError, match=f"{name} must be on the device of x"):
+            torch.ops.scorefast.gmm_chain_(*bad)
+
+
+def test_langevin_sampler_runs_the_cuda_chain_for_a_mixture():
+    mix = ring()
+    x = mix.sample(64, seed=1).float().cuda()
+    fused = samplers.langevin(mix, x.clone(), steps=20, step_size=0.01, seed=3)
+    chain = scorefast.gmm_chain(x, mix, method="ula", steps=20, step_size=0.01, seed=3, backend="cuda").x
+    assert torch.equal(fused, chain)
+    stepwise = samplers.langevin(lambda y: mix.score(y), x.clone(), steps=20, step_size=0.01, seed=3)
+    torch.testing.assert_close(fused, stepwise, rtol=1e-5, atol=1e-5)
+
+
+# -- the step as a device tensor; samplers replayed from CUDA graphs ------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_counter_ops_equal_int_step_ops_on_cuda(dtype):
+    x, s = _rand((300, 33), dtype, 0).cuda(), _rand((300, 33), dtype, 1).cuda()
+    step = torch.tensor([2**32 - 1], device="cuda")
+    a = torch.rand(300, device="cuda")
+    for kw in (dict(step_size=0.1), dict(step_size=a, clamp=(-1.0, 1.0), max_score_norm=0.5)):
+        want = scorefast.langevin_step(x, s, seed=5, step=2**32 - 1, particle_offset=9, backend="cuda", **kw)
+        y = x.clone()
+        scorefast.langevin_step_(y, s, seed=5, step=step, particle_offset=9, backend="cuda", **kw)
+        assert torch.equal(y, want)
+    assert torch.equal(scorefast.normal((6, 13), seed=3, step=torch.tensor(8, device="cuda"), device="cuda"),
+                       scorefast.normal((6, 13), seed=3, step=8, device="cuda"))
+    assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8], device="cuda"), device="cuda"),
+                       scorefast.philox_words(6, 3, seed=3, step=8, device="cuda"))
+
+
+def test_captured_step_reads_the_counter_at_each_replay():
+    x, s = _rand((64, 10), torch.float32, 0).cuda(), _rand((64, 10), torch.float32, 1).cuda()
+    eager = x.clone()
+    for t in range(5, 8):
+        scorefast.langevin_step_(eager, s, step_size=0.1, seed=2, step=t, backend="cuda")
+    counter = torch.tensor([5], device="cuda")
+    y = x.clone()
+    z = torch.empty(64, 10, device="cuda")
+
+    def step():
+        scorefast.langevin_step_(y, s, step_size=0.1, seed=2, step=counter, backend="cuda")
+        torch.ops.scorefast.normal_fill_counter_(z, 2, counter, 0)
+        counter.add_(1)
+
+    side = torch.cuda.Stream()  # warm-up (lazy loading) on scratch state, as torch.cuda.graphs recommends
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    y.copy_(x)
+    counter.fill_(5)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    assert torch.equal(y, x)  # capture records, runs nothing
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert int(counter) == 8
+    assert torch.equal(y, eager)
+    assert torch.equal(z, scorefast.normal((64, 10), seed=2, step=7, device="cuda"))
+
+
+GRAPH_SAMPLERS = {
+    "langevin": lambda mix, x, **kw: samplers.langevin(lambda y: mix.score(y), x, steps=9, step_size=0.05, seed=3, **kw),
+    "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], steps_per_level=6, epsilon=1e-3, seed=4, **kw),
+    "mala": lambda mix, x, **kw: samplers.mala(mix.score, mix.log_prob, x, steps=8, step_size=0.1, seed=5,
+                                               particle_offset=7, **kw),
+    "pc": lambda mix, x, **kw: samplers.predictor_corrector(
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, seed=6, **kw),
+    "pc_batch_mean": lambda mix, x, **kw: samplers.predictor_corrector(
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, batch_mean_rule=True, seed=6,
+        final_denoise=False, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", list(GRAPH_SAMPLERS))
+def test_samplers_replayed_from_cuda_graphs_equal_the_eager_ones(name, dtype):
+    mix = random_mixture(3, 5, seed=1, kind="full", spread=2.0)
+    x = mix.sample(500, seed=2).to(dtype).cuda()
+    eager = GRAPH_SAMPLERS[name](mix, x.clone())
+    graphed = GRAPH_SAMPLERS[name](mix, x.clone(), cuda_graph=True)
+    if isinstance(eager, tuple):
+        (eager, d_eager), (graphed, d_graphed) = eager, graphed
+        for k in d_eager:
+            v, w = d_graphed[k], d_eager[k]
+            assert (torch.equal(v, w) if isinstance(w, torch.Tensor) else v == w), k
+    assert torch.equal(graphed, eager)
+
+
+def test_cuda_graph_with_a_fused_mixture_chain_and_a_named_backend():
+    mix = ring()
+    x = mix.sample(64, seed=1).float().cuda()
+    eager = samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3)
+    assert torch.equal(samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3, cuda_graph=True), eager)
+    with pytest.raises(ValueError, match="cuda_graph=True runs the cuda backend"):
+        samplers.langevin(lambda y: mix.score(y), x.clone(), steps=3, step_size=0.01, cuda_graph=True,
+                          backend="reference")
+
+
+def test_cuda_graph_capture_failure_names_the_cause():  # last: a failed capture is left behind
+    mix = ring()
+    x = mix.sample(64, seed=1).float().cuda()
+
+    def syncing_score(y):
+        return mix.score(y) * float(y.abs().max())  # a host sync: not capturable
+
+    with pytest.raises(RuntimeError, match="could not be captured in a CUDA graph"):
+        samplers.langevin(syncing_score, x.clone(), steps=5, step_size=0.01, cuda_graph=True)

@@ -17,6 +17,7 @@ namespace chain_detail {
 
 using scorefast::ChainArgs;
 using scorefast::GmmArgs;
+using scorefast::round_to_storage;
 using scorefast::Storage;
 
 // Score and log-density of one point (online log-sum-exp over components); precisions
@@ -76,14 +77,6 @@ static Acc gmm_point(const GmmArgs& g, const Acc* x, Acc s2, Acc* score, Acc* t,
   return m + std::log(S);
 }
 
-// v rounded to the state's storage type (the state lives in storage between steps, as in
-// T separate langevin_step calls).
-template <typename T, typename Acc>
-static inline Acc round_to_storage(Acc v) {
-  T tmp;
-  Storage<T>::store(&tmp, v);
-  return Storage<T>::load(&tmp);
-}
 
 template <typename T>
 static void chain_impl(const ChainArgs& c, int64_t begin, int64_t end) {

@@ -79,11 +79,27 @@ void langevin_step_cpu_(at::Tensor& x, const at::Tensor& score,
   }
 }
 
+// langevin_step_ whose step comes from a tensor: on the CPU it is read (and checked) here.
+void langevin_step_counter_cpu_(at::Tensor& x, const at::Tensor& score,
+                                const std::optional<at::Tensor>& score_cond, double guidance,
+                                double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                                double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+                                int64_t seed, const at::Tensor& step, int64_t particle_offset,
+                                std::optional<double> clamp_min, std::optional<double> clamp_max,
+                                std::optional<double> max_score_norm) {
+  check_cpu(x);
+  check_step_tensor(step, x, "x");
+  langevin_step_cpu_(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
+                     noise_scale_per_particle, std::nullopt, seed, step.item<int64_t>(), particle_offset,
+                     clamp_min, clamp_max, max_score_norm);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(scorefast, CPU, m) {
   m.impl("langevin_step", &langevin_step_cpu);
   m.impl("langevin_step_", &langevin_step_cpu_);
+  m.impl("langevin_step_counter_", &langevin_step_counter_cpu_);
 }
 
 }  // namespace scorefast

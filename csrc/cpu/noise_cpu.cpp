@@ -52,11 +52,27 @@ void normal_fill_cpu(at::Tensor& out, int64_t seed, int64_t step, int64_t partic
   });
 }
 
+// The *_counter_ variants: on the CPU the step tensor is simply read (and checked) here.
+int64_t read_step(const at::Tensor& step, const at::Tensor& like, const char* like_name) {
+  check_step_tensor(step, like, like_name);
+  return step.item<int64_t>();
+}
+
+void philox_fill_counter_cpu(at::Tensor& out, int64_t seed, const at::Tensor& step, int64_t particle_offset) {
+  philox_fill_cpu(out, seed, read_step(step, out, "out"), particle_offset);
+}
+
+void normal_fill_counter_cpu(at::Tensor& out, int64_t seed, const at::Tensor& step, int64_t particle_offset) {
+  normal_fill_cpu(out, seed, read_step(step, out, "out"), particle_offset);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(scorefast, CPU, m) {
   m.impl("philox_fill_", &philox_fill_cpu);
   m.impl("normal_fill_", &normal_fill_cpu);
+  m.impl("philox_fill_counter_", &philox_fill_counter_cpu);
+  m.impl("normal_fill_counter_", &normal_fill_counter_cpu);
 }
 
 }  // namespace scorefast

@@ -1,5 +1,6 @@
 // CUDA implementations of the scorefast ops: argument checks (shared with the CPU ops in
-// csrc/langevin_op.h, csrc/dsm_op.h, csrc/gmm_op.h), device guard and stream, then the torch-free launchers of
+// csrc/langevin_op.h, csrc/dsm_op.h, csrc/gmm_op.h, csrc/chain_op.h), device guard and
+// stream, then the torch-free launchers of
 // csrc/cuda/*.cu. Compiled only in CUDA builds (setup.py defines SCOREFAST_WITH_CUDA).
 // Only c10/ATen core headers: the current stream comes from the CUDA device-guard
 // implementation registered by libtorch, so no c10/cuda or ATen/cuda header is needed.
@@ -18,6 +19,7 @@
 #include <optional>
 #include <tuple>
 
+#include "../chain_op.h"
 #include "../dsm_op.h"
 #include "../gmm_op.h"
 #include "../langevin_op.h"
@@ -42,7 +44,10 @@ void check_cuda_tensor(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor for the CUDA kernel, got ", t.device());
 }
 
-void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+// step_counter: null, or a device int64 read as the step when the kernel runs (the
+// *_counter_ ops; see launchers.h).
+void run_philox_fill(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset,
+                     const int64_t* step_counter) {
   check_cuda_tensor(out, "out");
   TORCH_CHECK(out.scalar_type() == at::kLong, "out must be int64, got ", out.scalar_type());
   TORCH_CHECK(out.dim() == 3 && out.size(2) == 4, "out must have shape [P, Q, 4], got ", out.sizes());
@@ -54,11 +59,13 @@ void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t parti
   check_cuda_result(
       cuda::launch_philox_fill(out.data_ptr<int64_t>(), out.size(0), out.size(1),
                                static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
-                               static_cast<uint64_t>(particle_offset), current_stream(out.device())),
+                               static_cast<uint64_t>(particle_offset), current_stream(out.device()),
+                               step_counter),
       "philox_fill_");
 }
 
-void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+void run_normal_fill(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset,
+                     const int64_t* step_counter) {
   check_cuda_tensor(out, "out");
   TORCH_CHECK(out.scalar_type() == at::kFloat, "out must be float32, got ", out.scalar_type());
   TORCH_CHECK(out.dim() >= 1, "out must have at least one dimension (dim 0 = particles)");
@@ -71,13 +78,31 @@ void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t parti
   check_cuda_result(
       cuda::launch_normal_fill(out.data_ptr<float>(), out.size(0), D, static_cast<uint64_t>(seed),
                                static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
-                               current_stream(out.device())),
+                               current_stream(out.device()), step_counter),
       "normal_fill_");
 }
 
+void philox_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+  run_philox_fill(out, seed, step, particle_offset, nullptr);
+}
+
+void normal_fill_cuda(at::Tensor& out, int64_t seed, int64_t step, int64_t particle_offset) {
+  run_normal_fill(out, seed, step, particle_offset, nullptr);
+}
+
+void philox_fill_counter_cuda(at::Tensor& out, int64_t seed, const at::Tensor& step, int64_t particle_offset) {
+  check_step_tensor(step, out, "out");
+  run_philox_fill(out, seed, 0, particle_offset, step.const_data_ptr<int64_t>());
+}
+
+void normal_fill_counter_cuda(at::Tensor& out, int64_t seed, const at::Tensor& step, int64_t particle_offset) {
+  check_step_tensor(step, out, "out");
+  run_normal_fill(out, seed, 0, particle_offset, step.const_data_ptr<int64_t>());
+}
+
 // Runs the kernels for a prepared call on x's device, writing into `out` (contiguous,
-// same device; may alias x).
-void run_langevin_cuda(LangevinCall& call, const at::Tensor& out) {
+// same device; may alias x). step_counter: as for run_philox_fill.
+void run_langevin_cuda(LangevinCall& call, const at::Tensor& out, const int64_t* step_counter = nullptr) {
   LangevinArgs args = call.args;
   args.out = out.data_ptr();
   if (args.num_particles * args.particle_size == 0) return;
@@ -90,7 +115,7 @@ void run_langevin_cuda(LangevinCall& call, const at::Tensor& out) {
                       "langevin_step (score clip factors)");
     args.score_factor = factors.data_ptr();
   }
-  check_cuda_result(cuda::launch_langevin(args, stream), "langevin_step");
+  check_cuda_result(cuda::launch_langevin(args, stream, step_counter), "langevin_step");
 }
 
 // prepare_langevin_call checks that every tensor is on x's device; x must be a CUDA one.
@@ -147,6 +172,31 @@ void langevin_step_cuda_(at::Tensor& x, const at::Tensor& score,
   }
 }
 
+// langevin_step_ with contract noise whose step is read from `step` when the kernel runs.
+void langevin_step_counter_cuda_(at::Tensor& x, const at::Tensor& score,
+                                 const std::optional<at::Tensor>& score_cond, double guidance,
+                                 double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                                 double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+                                 int64_t seed, const at::Tensor& step, int64_t particle_offset,
+                                 std::optional<double> clamp_min, std::optional<double> clamp_max,
+                                 std::optional<double> max_score_norm) {
+  check_cuda_tensor(x, "x");
+  check_step_tensor(step, x, "x");
+  LangevinCall call = prepare_cuda_call(x, score, score_cond, guidance, step_size,
+                                        step_size_per_particle, noise_scale,
+                                        noise_scale_per_particle, std::nullopt, seed, 0,
+                                        particle_offset, clamp_min, clamp_max, max_score_norm);
+  const int64_t* counter = step.const_data_ptr<int64_t>();
+  if (x.is_contiguous()) {
+    run_langevin_cuda(call, x, counter);
+  } else {
+    at::Tensor out = at::empty_like(call.x, at::MemoryFormat::Contiguous);
+    run_langevin_cuda(call, out, counter);
+    const c10::DeviceGuard guard(x.device());
+    x.copy_(out);
+  }
+}
+
 // prepare_gmm_call checks that every tensor is on x's device; x must be a CUDA one.
 std::tuple<at::Tensor, at::Tensor> gmm_score_cuda(const at::Tensor& x, const at::Tensor& means,
                                                   const at::Tensor& var, const at::Tensor& inv_var,
@@ -175,6 +225,9 @@ TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
   m.impl("normal_fill_", &normal_fill_cuda);
   m.impl("langevin_step", &langevin_step_cuda);
   m.impl("langevin_step_", &langevin_step_cuda_);
+  m.impl("philox_fill_counter_", &philox_fill_counter_cuda);
+  m.impl("normal_fill_counter_", &normal_fill_counter_cuda);
+  m.impl("langevin_step_counter_", &langevin_step_counter_cuda_);
   m.impl("gmm_score", &gmm_score_cuda);
 }
 
@@ -248,5 +301,34 @@ TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
   m.impl("dsm_loss", &dsm_loss_cuda);
   m.impl("dsm_loss_backward", &dsm_loss_backward_cuda);
 }
+
+// ---------------------------------------------------------------------------------------
+// gmm_chain_: whole chains for mixture targets, in place on x.
+
+namespace {
+
+void gmm_chain_cuda_(at::Tensor& x, const at::Tensor& means, const at::Tensor& var, const at::Tensor& log_const,
+                     const std::optional<at::Tensor>& factor, const at::Tensor& step_size, const at::Tensor& sigma2,
+                     bool mala, int64_t seed, int64_t step_offset, int64_t particle_offset, int64_t trajectory_every,
+                     const std::optional<at::Tensor>& trajectory, const std::optional<at::Tensor>& accepted) {
+  check_cuda_tensor(x, "x");
+  // The mixture's .contiguous() copies, the workspace and the kernel: x's device and stream.
+  const c10::DeviceGuard guard(x.device());
+  const ChainCall call = prepare_chain_call(x, means, var, log_const, factor, step_size, sigma2, mala, seed,
+                                            step_offset, particle_offset, trajectory_every, trajectory, accepted);
+  const ChainArgs& c = call.args;
+  if (c.mixture.num_points == 0 || c.num_steps == 0) return;
+  size_t bytes = 0;
+  check_cuda_result(cuda::gmm_chain_workspace_size(c, bytes), "gmm_chain_ (workspace size)");
+  at::Tensor workspace;  // freed after the launch: the caching allocator orders reuse on this stream
+  if (bytes > 0) workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+  check_cuda_result(cuda::launch_gmm_chain(c, bytes > 0 ? workspace.data_ptr() : nullptr, bytes,
+                                           current_stream(x.device())),
+                    "gmm_chain_");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(scorefast, CUDA, m) { m.impl("gmm_chain_", &gmm_chain_cuda_); }
 
 }  // namespace scorefast

@@ -1,11 +1,6 @@
 // CUDA kernels of gmm_score (see scorefast/gmm.h): per point, stream over the components
-// with an online log-sum-exp, exactly as the CPU kernel (csrc/cpu/gmm_kernels.h) does:
-//
-//   l_k = log_const_k - 1/2 (sum_d h_kd t_d^2 + log_det_k),   t = F_k^T (x - mu_k) or x - mu_k
-//   skip l_k == -inf; on l_k > m rescale (S, acc) by exp(m - l_k); e = exp(l_k - m);
-//   S += e; acc -= e F_k (h_k . t);   score = acc / S,  log_prob = m + log S.
-//
-// A NaN l_k is not skipped: it makes e, S and the point's results NaN.
+// with an online log-sum-exp, exactly as the CPU kernel (csrc/cpu/gmm_kernels.h) does (the
+// update per component is spelled out in gmm_device.cuh).
 //
 // Two designs:
 // * D <= 4: one thread per point, D a template parameter (everything in registers); the
@@ -27,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gmm_device.cuh"
 #include "kernel_common.cuh"
 #include "launchers.h"
 #include "scorefast/gmm.h"
@@ -37,16 +33,6 @@ namespace cuda {
 namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
-
-__device__ __forceinline__ float sf_exp(float v) { return expf(v); }
-__device__ __forceinline__ double sf_exp(double v) { return exp(v); }
-__device__ __forceinline__ float sf_log(float v) { return logf(v); }
-__device__ __forceinline__ double sf_log(double v) { return log(v); }
-
-template <typename Acc>
-__device__ __forceinline__ Acc neg_inf() {
-  return static_cast<Acc>(-INFINITY);
-}
 
 // Sum over the 32 lanes; every lane gets the same value (fp addition is commutative, so
 // both partners of each butterfly step compute the same sum).
@@ -60,17 +46,11 @@ __device__ __forceinline__ Acc warp_allsum(Acc v) {
 // ---------------------------------------------------------------------------------------
 // Small D: one thread per point.
 
-constexpr int kSmallMaxD = 4;
-constexpr int kTileComponents = 64;
-
 template <typename T, int kD, bool kFull>
 __global__ void __launch_bounds__(kThreads) gmm_small_kernel(const GmmArgs a) {
   using Acc = typename Storage<T>::acc;
-  // Per component in shared memory: mu[kD], var or inv_var[kD] (first var_cols used),
-  // factor[kD * kD] (full only), log_const.
-  constexpr int kStride = 2 * kD + (kFull ? kD * kD : 0) + 1;
-  constexpr int kOffV = kD, kOffF = 2 * kD, kOffC = kStride - 1;
-  __shared__ Acc tile[kTileComponents * kStride];
+  using Tile = SmallTile<Acc, kD, kFull>;
+  __shared__ Acc tile[Tile::kSize];
 
   const int64_t N = a.num_points, K = a.num_components, VC = a.var_cols;
   const T* x = static_cast<const T*>(a.x);
@@ -102,102 +82,10 @@ __global__ void __launch_bounds__(kThreads) gmm_small_kernel(const GmmArgs a) {
     for (int64_t k0 = 0; k0 < K; k0 += kTileComponents) {
       const int tk = static_cast<int>(K - k0 < kTileComponents ? K - k0 : kTileComponents);
       __syncthreads();  // the previous tile is no longer read
-      for (int e = threadIdx.x; e < tk * kStride; e += blockDim.x) {
-        const int kk = e / kStride, f = e - kk * kStride;
-        const int64_t k = k0 + kk;
-        Acc v;
-        if (f < kOffV) {
-          v = means[k * kD + f];
-        } else if (f < kOffF) {
-          const int j = f - kOffV;
-          v = j < VC ? vv[k * VC + j] : Acc(0);
-        } else if (f < kOffC) {
-          v = factor[k * (kD * kD) + (f - kOffF)];
-        } else {
-          v = log_const[k];
-        }
-        tile[e] = v;
-      }
+      Tile::stage(tile, k0, tk, means, vv, VC, factor, log_const);
       __syncthreads();
       if (!active) continue;
-
-      for (int kk = 0; kk < tk; ++kk) {
-        const Acc* c = tile + kk * kStride;
-        Acc h[kD];
-        Acc log_det = 0;
-        if (per_point) {
-          if (iso) {
-            const Acc v = c[kOffV] + s2;
-            h[0] = Acc(1) / v;
-            log_det = sf_log(v) * static_cast<Acc>(kD);
-          } else {
-#pragma unroll
-            for (int j = 0; j < kD; ++j) {
-              const Acc v = c[kOffV + j] + s2;
-              h[j] = Acc(1) / v;
-              log_det += sf_log(v);
-            }
-          }
-        } else {
-#pragma unroll
-          for (int j = 0; j < kD; ++j) h[j] = c[kOffV + j];
-        }
-        if (iso) {
-#pragma unroll
-          for (int j = 1; j < kD; ++j) h[j] = h[0];
-        }
-
-        Acc t[kD];
-        if (kFull) {
-#pragma unroll
-          for (int j = 0; j < kD; ++j) t[j] = 0;
-#pragma unroll
-          for (int i = 0; i < kD; ++i) {
-            const Acc di = xr[i] - c[i];
-#pragma unroll
-            for (int j = 0; j < kD; ++j) t[j] += di * c[kOffF + i * kD + j];
-          }
-        } else {
-#pragma unroll
-          for (int d = 0; d < kD; ++d) t[d] = xr[d] - c[d];
-        }
-        Acc quad = 0;
-        if (iso) {
-          Acc sq = 0;
-#pragma unroll
-          for (int d = 0; d < kD; ++d) sq += t[d] * t[d];
-          quad = sq * h[0];
-        } else {
-#pragma unroll
-          for (int d = 0; d < kD; ++d) quad += h[d] * t[d] * t[d];
-        }
-        const Acc l = c[kOffC] - Acc(0.5) * (quad + log_det);
-        if (l == ninf) continue;  // weight 0, or infinitely far: contributes nothing
-        if (l > m) {              // new running max: rescale what is accumulated
-          const Acc r = sf_exp(m - l);
-          S *= r;
-#pragma unroll
-          for (int d = 0; d < kD; ++d) acc[d] *= r;
-          m = l;
-        }
-        const Acc e = sf_exp(l - m);  // NaN l gives NaN e: the point's result is NaN
-        S += e;
-        Acc u[kD];
-#pragma unroll
-        for (int d = 0; d < kD; ++d) u[d] = h[d] * t[d];
-        if (kFull) {
-#pragma unroll
-          for (int i = 0; i < kD; ++i) {
-            Acc s = 0;
-#pragma unroll
-            for (int j = 0; j < kD; ++j) s += c[kOffF + i * kD + j] * u[j];
-            acc[i] -= e * s;
-          }
-        } else {
-#pragma unroll
-          for (int d = 0; d < kD; ++d) acc[d] -= e * u[d];
-        }
-      }
+      Tile::accumulate(tile, tk, per_point, iso, s2, xr, m, S, acc);
     }
 
     if (active) {

@@ -53,6 +53,7 @@ struct UpdateParams {
   uint64_t seed;
   uint64_t particle_offset;
   uint32_t step;
+  const int64_t* step_counter;  // null: step (see launchers.h)
 };
 
 template <typename T, int kNoise, bool kVec>
@@ -63,6 +64,7 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
   const T* score_cond = static_cast<const T*>(prm.score_cond);
   T* out = static_cast<T*>(prm.out);
   const int64_t D = prm.particle_size;
+  const uint32_t step = kNoise == kContractNoise ? current_step(prm.step, prm.step_counter) : 0u;
 
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t p, q;
@@ -90,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
     if (kNoise != kNoNoise) b = prm.noise_pp != nullptr ? prm.noise_pp[p] : prm.b;
     if (kNoise == kContractNoise) {
       const PhiloxWords words = noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(p),
-                                            prm.step, static_cast<uint32_t>(q));
+                                            step, static_cast<uint32_t>(q));
       float z0, z1, z2 = 0.f, z3 = 0.f;
       box_muller(words.w0, words.w1, z0, z1);
       if (n > 2) box_muller(words.w2, words.w3, z2, z3);  // D % 4 == 1, 2 tails use one pair
@@ -213,7 +215,7 @@ cudaError_t clip_factors_typed(const LangevinArgs& args, double max_norm, void* 
 }
 
 template <typename T>
-cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream) {
+cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const int64_t* step_counter) {
   using Acc = typename Storage<T>::acc;
   const int64_t P = args.num_particles, D = args.particle_size;
   if (P == 0 || D == 0) return cudaSuccess;
@@ -241,6 +243,7 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream) {
   prm.seed = args.seed;
   prm.particle_offset = args.particle_offset;
   prm.step = args.step;
+  prm.step_counter = step_counter;
 
   // b == 0 for every particle: no noise is drawn (nor an explicit noise tensor read).
   const int mode = !needs_noise(args) ? kNoNoise : (args.noise != nullptr ? kExplicitNoise : kContractNoise);
@@ -285,16 +288,16 @@ cudaError_t launch_score_clip_factors(const LangevinArgs& args, double max_norm,
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_langevin(const LangevinArgs& args, cudaStream_t stream) {
+cudaError_t launch_langevin(const LangevinArgs& args, cudaStream_t stream, const int64_t* step_counter) {
   switch (args.dtype) {
     case StorageType::kFloat32:
-      return langevin_typed<float>(args, stream);
+      return langevin_typed<float>(args, stream, step_counter);
     case StorageType::kFloat64:
-      return langevin_typed<double>(args, stream);
+      return langevin_typed<double>(args, stream, step_counter);
     case StorageType::kFloat16:
-      return langevin_typed<f16_t>(args, stream);
+      return langevin_typed<f16_t>(args, stream, step_counter);
     case StorageType::kBFloat16:
-      return langevin_typed<bf16_t>(args, stream);
+      return langevin_typed<bf16_t>(args, stream, step_counter);
   }
   return cudaErrorInvalidValue;
 }

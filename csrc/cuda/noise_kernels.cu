@@ -21,7 +21,9 @@ namespace {
 // out[p, q, :] = the four words of (p + offset, step, q); `vec`: 16-byte stores.
 __global__ void __launch_bounds__(kThreads)
     philox_fill_kernel(int64_t* out, int64_t total, int64_t num_groups, bool index32, bool vec,
-                       uint64_t seed, uint32_t step, uint64_t particle_offset) {
+                       uint64_t seed, uint32_t step_arg, uint64_t particle_offset,
+                       const int64_t* step_counter) {
+  const uint32_t step = current_step(step_arg, step_counter);
   for (int64_t i = global_thread_id(); i < total; i += grid_stride()) {
     int64_t p, q;
     split_index(i, num_groups, index32, p, q);
@@ -44,8 +46,9 @@ __global__ void __launch_bounds__(kThreads)
 // and a 16-byte aligned base): one float4 store per group.
 __global__ void __launch_bounds__(kThreads)
     normal_fill_kernel(float* out, int64_t total, int64_t particle_size, int64_t num_groups,
-                       bool index32, bool vec, uint64_t seed, uint32_t step,
-                       uint64_t particle_offset) {
+                       bool index32, bool vec, uint64_t seed, uint32_t step_arg,
+                       uint64_t particle_offset, const int64_t* step_counter) {
+  const uint32_t step = current_step(step_arg, step_counter);
   for (int64_t i = global_thread_id(); i < total; i += grid_stride()) {
     int64_t p, q;
     split_index(i, num_groups, index32, p, q);
@@ -77,7 +80,7 @@ __global__ void __launch_bounds__(kThreads)
 
 cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups,
                                uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, const int64_t* step_counter) {
   const int64_t total = num_particles * num_groups;
   if (total == 0) return cudaSuccess;
   unsigned int blocks = 0;
@@ -86,13 +89,13 @@ cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_
   const bool index32 = total <= static_cast<int64_t>(UINT32_MAX);
   const bool vec = is_aligned(out, 16);
   philox_fill_kernel<<<blocks, kThreads, 0, stream>>>(out, total, num_groups, index32, vec, seed,
-                                                      step, particle_offset);
+                                                      step, particle_offset, step_counter);
   return cudaGetLastError();
 }
 
 cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size,
                                uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, const int64_t* step_counter) {
   if (num_particles == 0 || particle_size == 0) return cudaSuccess;
   const int64_t num_groups = (particle_size + 3) / 4;
   const int64_t total = num_particles * num_groups;
@@ -102,7 +105,8 @@ cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t partic
   const bool index32 = total <= static_cast<int64_t>(UINT32_MAX);
   const bool vec = particle_size % 4 == 0 && is_aligned(out, 16);
   normal_fill_kernel<<<blocks, kThreads, 0, stream>>>(out, total, particle_size, num_groups,
-                                                      index32, vec, seed, step, particle_offset);
+                                                      index32, vec, seed, step, particle_offset,
+                                                      step_counter);
   return cudaGetLastError();
 }
 

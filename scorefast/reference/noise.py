@@ -63,7 +63,7 @@ def uniform_ref(words: torch.Tensor) -> torch.Tensor:
     """uint32 words (int64 tensor) -> float32 uniforms in [0, 1), as Triton's uint_to_uniform_float."""
     i = torch.where(words >= 2**31, words - 2**32, words)  # bits as int32
     i = torch.where(i < 0, -i - 1, i)
-    scale = torch.tensor(UNIFORM_SCALE, dtype=torch.float32, device=words.device)
+    scale = torch.tensor(UNIFORM_SCALE, dtype=torch.float32)  # a CPU scalar: no copy to the device
     return i.to(torch.float32) * scale
 
 

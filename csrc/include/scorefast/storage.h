@@ -119,6 +119,15 @@ struct Storage<bf16_t> {
   static SF_HOST_DEVICE void store(bf16_t* p, acc v) { p->bits = float_to_bf16_bits(v); }
 };
 
+// v rounded to storage type T and back: a chain's state lives in storage between steps, as
+// in T separate langevin_step calls.
+template <typename T>
+SF_HOST_DEVICE typename Storage<T>::acc round_to_storage(typename Storage<T>::acc v) {
+  T tmp;
+  Storage<T>::store(&tmp, v);
+  return Storage<T>::load(&tmp);
+}
+
 // Loads element i of a buffer whose storage type is only known at run time.
 template <typename Acc>
 SF_HOST_DEVICE Acc load_as(const void* base, StorageType type, int64_t i) {

@@ -1,0 +1,171 @@
+"""The step as a device tensor (the ``*_counter_`` ops) and the samplers' ``cuda_graph`` option.
+
+On the CPU: the counter ops equal the int-step ops bitwise and pass opcheck; the public
+functions take a tensor step; ``cuda_graph=True`` is refused for CPU tensors; and the
+samplers' graph protocol (warm-up, one capture, replays, each advancing the counter) gives
+the eager chain bit for bit, with a stand-in whose "replay" runs the captured step again,
+which is what a CUDA graph replay does with kernels that read the counter when they run.
+The real capture is tested on a GPU in tests/test_cuda_runtime.py.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import scorefast
+from scorefast import backend_registry, samplers, step_graphs, targets
+from scorefast.nn import geometric_sigmas
+
+pytestmark = pytest.mark.skipif(not backend_registry.status("cpp").available, reason="cpp backend unavailable")
+
+
+def _rand(shape, seed, dtype=torch.float32):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_counter_ops_equal_int_step_ops(dtype):
+    x, s, sc = _rand((33, 7), 0, dtype), _rand((33, 7), 1, dtype), _rand((33, 7), 2, dtype)
+    step = torch.tensor([2**32 - 1])
+    a = torch.rand(33, generator=torch.Generator().manual_seed(3))
+    for kw in (dict(step_size=0.1), dict(step_size=a, score_cond=sc, guidance=2.0, clamp=(-1.0, 1.0), max_score_norm=0.5)):
+        for backend in ("cpp", "reference"):
+            want = scorefast.langevin_step(x, s, seed=5, step=2**32 - 1, particle_offset=9, backend=backend, **kw)
+            got = scorefast.langevin_step(x, s, seed=5, step=step, particle_offset=9, backend=backend, **kw)
+            assert torch.equal(got, want), (kw, backend)
+            y = x.t().contiguous().t()  # non-contiguous, updated in place
+            scorefast.langevin_step_(y, s, seed=5, step=step, particle_offset=9, backend=backend, **kw)
+            assert torch.equal(y, want)
+    for backend in ("cpp", "reference"):
+        assert torch.equal(scorefast.normal((6, 5), seed=3, step=torch.tensor(8), backend=backend),
+                           scorefast.normal((6, 5), seed=3, step=8, backend=backend))
+        assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8]), particle_offset=2**40, backend=backend),
+                           scorefast.philox_words(6, 3, seed=3, step=8, particle_offset=2**40, backend=backend))
+
+
+def test_counter_ops_opcheck():
+    x, s = _rand((8, 5), 0), _rand((8, 5), 1)
+    step = torch.tensor([4])
+    torch.library.opcheck(torch.ops.scorefast.langevin_step_counter_.default,
+                          (x.clone(), s, None, 1.0, 0.1, None, 0.3, None, 7, step, 2, None, None, None))
+    torch.library.opcheck(torch.ops.scorefast.normal_fill_counter_.default, (torch.empty(4, 6), 7, step, 2))
+    torch.library.opcheck(torch.ops.scorefast.philox_fill_counter_.default,
+                          (torch.empty(4, 2, 4, dtype=torch.int64), 7, step, 2))
+
+
+def test_step_tensor_errors():
+    x, s = torch.zeros(4, 3), torch.zeros(4, 3)
+    with pytest.raises(TypeError, match="step tensor must be int64 with one element"):
+        scorefast.langevin_step(x, s, step_size=0.1, seed=1, step=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="step tensor must be int64 with one element"):
+        scorefast.normal((4, 3), seed=1, step=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="step must be in"):
+        scorefast.langevin_step(x, s, step_size=0.1, seed=1, step=torch.tensor([2**32]))
+    with pytest.raises(NotImplementedError, match="langevin_step_counter_"):
+        scorefast.langevin_step(x, s, step_size=0.1, seed=1, step=torch.tensor([1]), backend="numba")
+    with pytest.raises(RuntimeError, match="tensor step does not track gradients"):
+        scorefast.langevin_step(x.requires_grad_(), s, step_size=0.1, seed=1, step=torch.tensor([1]))
+    with pytest.raises(RuntimeError, match="step must be an int64 tensor with one element"):
+        torch.ops.scorefast.normal_fill_counter_(torch.empty(2, 3), 1, torch.tensor([1, 2]), 0)
+
+
+def _mixture_case():
+    mix = targets.random_mixture(3, 2, seed=1, kind="full", spread=2.0)
+    return mix, mix.sample(64, seed=2).float()
+
+
+SAMPLERS = {
+    # (sampler call, whether it returns diagnostics); score functions that are not a bare
+    # mixture, so every sampler runs the generic step loop
+    "langevin": lambda mix, x, **kw: samplers.langevin(lambda y: mix.score(y), x, steps=7, step_size=0.05, seed=3, **kw),
+    "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
+        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), steps_per_level=5, epsilon=1e-3,
+        seed=4, **kw),
+    "mala": lambda mix, x, **kw: samplers.mala(mix.score, mix.log_prob, x, steps=6, step_size=0.1, seed=5,
+                                               particle_offset=7, **kw),
+    "pc": lambda mix, x, **kw: samplers.predictor_corrector(
+        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), corrector_steps=4, seed=6, **kw),
+    "pc_batch_mean": lambda mix, x, **kw: samplers.predictor_corrector(
+        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), corrector_steps=3,
+        batch_mean_rule=True, seed=6, final_denoise=False, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_cuda_graph_on_cpu_tensors_is_refused(name):
+    mix, x = _mixture_case()
+    with pytest.raises(ValueError, match="cuda_graph=True .* CUDA tensors"):
+        SAMPLERS[name](mix, x, cuda_graph=True)
+    with pytest.raises(TypeError, match="cuda_graph must be a bool"):
+        SAMPLERS[name](mix, x, cuda_graph="yes")
+
+
+def test_cuda_graph_on_cpu_tensors_is_refused_for_a_fused_mixture_chain_too():
+    mix, x = _mixture_case()
+    with pytest.raises(ValueError, match="cuda_graph"):
+        samplers.langevin(mix, x, steps=3, step_size=0.1, cuda_graph=True)
+
+
+class ReplayingRunner(step_graphs.StepRunner):
+    """StepRunner's graph protocol on the CPU: a "replay" runs the captured step again, as a
+    CUDA graph replay re-runs its kernels, which read the step counter when they run."""
+
+    captures = replays = 0
+
+    def __init__(self, x, cuda_graph, backend):
+        super().__init__(x, False, backend)
+        if cuda_graph:
+            self.graphed = True
+            self.counter = torch.zeros(1, dtype=torch.int64, device=x.device)
+
+    def _device_scope(self):
+        return contextlib.nullcontext()
+
+    def _warmup_scope(self):
+        return contextlib.nullcontext()
+
+    def _capture(self, step_fn):
+        type(self).captures += 1
+        runner = self
+
+        class Graph:
+            def replay(self):
+                type(runner).replays += 1
+                runner._step(step_fn)
+
+        return Graph()
+
+    def _release(self, graph):
+        pass
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_graph_protocol_gives_the_eager_chain(monkeypatch, name):
+    monkeypatch.setattr(samplers, "StepRunner", ReplayingRunner)
+    monkeypatch.setattr(ReplayingRunner, "captures", 0)
+    monkeypatch.setattr(ReplayingRunner, "replays", 0)
+    mix, x = _mixture_case()
+    eager = SAMPLERS[name](mix, x.clone())
+    graphed = SAMPLERS[name](mix, x.clone(), cuda_graph=True)
+    if isinstance(eager, tuple):
+        (eager, d_eager), (graphed, d_graphed) = eager, graphed
+        assert d_graphed.keys() == d_eager.keys()
+        for k in d_eager:
+            same = torch.equal(d_graphed[k], d_eager[k]) if isinstance(d_eager[k], torch.Tensor) else d_graphed[k] == d_eager[k]
+            assert same, k
+    assert torch.equal(graphed, eager)
+    assert ReplayingRunner.captures > 0 and ReplayingRunner.replays > 0
+
+
+def test_graph_protocol_warms_up_then_captures_once_per_group(monkeypatch):
+    monkeypatch.setattr(ReplayingRunner, "captures", 0)
+    monkeypatch.setattr(ReplayingRunner, "replays", 0)
+    runner = ReplayingRunner(torch.zeros(2, 1), True, "auto")
+    seen = []
+    for n in (10, 1, 3):
+        runner.run(lambda t: seen.append(int(t)), n)
+    assert seen == list(range(14)) and runner.t == 14 and int(runner.counter) == 14
+    warm = step_graphs.WARMUP_STEPS
+    assert ReplayingRunner.captures == 2 and ReplayingRunner.replays == (10 - warm) + (3 - warm)
