@@ -21,7 +21,7 @@ import scorefast  # noqa: E402
 from scorefast import backend_registry  # noqa: E402
 
 # Backend variants under test: the C++ CPU kernels run once per instruction-set build.
-KERNEL_BACKENDS = ("cpp:avx2", "cpp:generic", "numba", "triton", "cuda")
+KERNEL_BACKENDS = ("cpp:avx512", "cpp:avx2", "cpp:generic", "numba", "triton", "cuda")
 
 
 def _required() -> set[str]:

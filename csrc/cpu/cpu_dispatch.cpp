@@ -1,4 +1,4 @@
-// Run-time choice of the CPU kernel build. SCOREFAST_CPU_ISA=generic|avx2 overrides
+// Run-time choice of the CPU kernel build. SCOREFAST_CPU_ISA=generic|avx2|avx512 overrides
 // the default at load time; scorefast._C.select_cpu_isa() changes it later.
 #include <atomic>
 #include <cstdlib>
@@ -21,11 +21,22 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
 const KernelTable* table_for(const std::string& name) {
   if (name == "generic") return &kGenericKernels;
 #if defined(__x86_64__) || defined(_M_X64)
   if (name == "avx2") return cpu_has_avx2_fma() ? &kAvx2Kernels : nullptr;
-  if (name == "auto") return cpu_has_avx2_fma() ? &kAvx2Kernels : &kGenericKernels;
+  if (name == "avx512") return cpu_has_avx512() ? &kAvx512Kernels : nullptr;
+  if (name == "auto")
+    return cpu_has_avx512() ? &kAvx512Kernels : cpu_has_avx2_fma() ? &kAvx2Kernels : &kGenericKernels;
 #else
   if (name == "auto") return &kGenericKernels;
 #endif
@@ -57,6 +68,7 @@ bool select_isa(const std::string& name) {
 std::vector<std::string> supported_isas() {
   std::vector<std::string> out{"generic"};
   if (cpu_has_avx2_fma()) out.push_back("avx2");
+  if (cpu_has_avx512()) out.push_back("avx512");
   return out;
 }
 

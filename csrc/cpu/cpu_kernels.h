@@ -37,11 +37,12 @@ struct KernelTable {
 extern const KernelTable kGenericKernels;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const KernelTable kAvx2Kernels;
+extern const KernelTable kAvx512Kernels;
 #endif
 
 // The table in use ("auto" = the fastest this CPU supports).
 const KernelTable& kernels();
-// Selects "auto", "generic" or "avx2"; returns false if the CPU cannot run it.
+// Selects "auto", "generic", "avx2" or "avx512"; returns false if the CPU cannot run it.
 bool select_isa(const std::string& name);
 std::vector<std::string> supported_isas();
 

@@ -20,35 +20,10 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-#include <immintrin.h>
-
-namespace scorefast {
-namespace cpu {
-namespace avx2 {
-
-#include "noise_kernels.h"
-#include "noise_avx2.h"
-#include "langevin_kernels.h"
-#include "gmm_kernels.h"
-#include "dsm_kernels.h"
-#include "chain_kernels.h"
-
-}  // namespace avx2
-
-const KernelTable kAvx2Kernels = {
-    "avx2",
-    avx2::normal_fill_range,
-    avx2::langevin_range,
-    avx2::score_clip_factors_range,
-    avx2::gmm_score_range,
-    avx2::dsm_perturb_range,
-    avx2::dsm_loss_range,
-    avx2::dsm_backward_range,
-    avx2::gmm_chain_range,
-};
-
-}  // namespace cpu
-}  // namespace scorefast
+#define SCOREFAST_ISA_NS avx2
+#define SCOREFAST_ISA_NAME "avx2"
+#define SCOREFAST_ISA_TABLE kAvx2Kernels
+#include "isa_x86_kernels.inc"
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -8,6 +8,8 @@
 // Included inside namespace avx2 by isa_avx2.cpp after noise_kernels.h.
 #pragma once
 
+#include "noise_avx512.h"  // 16-lane versions, where the build enables AVX-512
+
 namespace noise_avx2 {
 
 struct RoundKeys {
@@ -213,6 +215,13 @@ template <int D>
 static inline int64_t small_run(const RoundKeys& keys, uint64_t first, uint32_t step, float* out,
                                 int64_t particles) {
   int64_t p = 0;
+#if defined(SCOREFAST_NOISE16)
+  if (particles >= 16) {
+    const noise_avx512::RoundKeys keys16(keys);
+    for (; particles - p >= 32; p += 32) noise_avx512::small_particles<2, D>(keys16, first + p, step, out + D * p);
+    for (; particles - p >= 16; p += 16) noise_avx512::small_particles<1, D>(keys16, first + p, step, out + D * p);
+  }
+#endif
   for (; particles - p >= 16; p += 16) small_particles<2, D>(keys, first + p, step, out + D * p);
   for (; particles - p >= 8; p += 8) small_particles<1, D>(keys, first + p, step, out + D * p);
   return p;
@@ -262,6 +271,9 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
                          uint64_t particle_offset, int64_t begin, int64_t n) {
   using namespace noise_avx2;
   const RoundKeys keys(seed);
+#if defined(SCOREFAST_NOISE16)
+  const noise_avx512::RoundKeys keys16(keys);
+#endif
   GroupBatch batch;
   int64_t p = begin / D;
   int64_t d = begin - p * D;
@@ -293,7 +305,11 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
                 static_cast<int>(m), out + e);
       e += m;
     }
-    // Whole groups straight from vectors: 16 or 8 at a time.
+    // Whole groups straight from vectors: 32, 16 or 8 at a time.
+#if defined(SCOREFAST_NOISE16)
+    for (; stop - e >= 128; e += 128)
+      noise_avx512::row_groups<2>(keys16, particle, step, static_cast<uint32_t>(e >> 2), out + e);
+#endif
     for (; stop - e >= 64; e += 64) row_groups<2>(keys, particle, step, static_cast<uint32_t>(e >> 2), out + e);
     for (; stop - e >= 32; e += 32) row_groups<1>(keys, particle, step, static_cast<uint32_t>(e >> 2), out + e);
     // The rest (fewer than 8 groups, or a short particle) through the batch.
@@ -323,13 +339,34 @@ static inline void stream_fence() { _mm_sfence(); }
 // The key schedule of a chain's noise, built once per range of particles.
 struct ChainNoise {
   noise_avx2::RoundKeys keys;
+#if defined(SCOREFAST_NOISE16)
+  noise_avx512::RoundKeys keys16;
+  explicit ChainNoise(uint64_t seed) : keys(seed), keys16(keys) {}
+#else
   explicit ChainNoise(uint64_t seed) : keys(seed) {}
+#endif
 };
 
 // The normals of 8G whole particles of D <= 4 elements (ids first ..), planar: element d of
 // particle first + 8g + i at out[(g * D + d) * 8 + i], so a chain loads them as vectors.
 template <int D, int G>
 static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
+#if defined(SCOREFAST_NOISE16)
+  if constexpr (G % 2 == 0) {  // two groups of 8 per 16-lane vector
+    __m512i w0[G / 2], w1[G / 2], w2[G / 2], w3[G / 2];
+    noise_avx512::particle_words<G / 2>(n.keys16, first, step, w0, w1, w2, w3);
+    for (int h = 0; h < G / 2; ++h) {
+      __m512 z[4];
+      noise_avx512::box_muller(w0[h], w1[h], z[0], z[1]);
+      if (D > 2) noise_avx512::box_muller(w2[h], w3[h], z[2], z[3]);
+      for (int d = 0; d < D; ++d) {
+        _mm256_store_ps(out + ((2 * h) * D + d) * 8, _mm512_castps512_ps256(z[d]));
+        _mm256_store_ps(out + ((2 * h + 1) * D + d) * 8, _mm512_extractf32x8_ps(z[d], 1));
+      }
+    }
+    return;
+  }
+#endif
   __m256i c0[G], c1[G], c2[G], c3[G];
   noise_avx2::particle_words<G>(n.keys, first, step, c0, c1, c2, c3);
   for (int g = 0; g < G; ++g) {
