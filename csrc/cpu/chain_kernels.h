@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "scorefast/chain.h"
@@ -144,53 +145,56 @@ static void chain_impl(const ChainArgs& c, int64_t begin, int64_t end) {
 }
 
 
-// ---- D <= 4, float32: 8 particles per vector (gmm_kernels.h's v8f), per-step precisions
-// tabulated once per range ----------------------------------------------------------------
+// ---- D <= 4, float32: kChainLanes (8 or 16) particles per vector (gmm_kernels.h's vector
+// types), per-step precisions tabulated once per range ------------------------------------
 
 using gmm_detail::small_eval;
-using gmm_detail::splat;
-using gmm_detail::v8f;
+using gmm_detail::splat_as;
 using gmm_detail::vexp;
 using gmm_detail::vexp_nonpos;
 using gmm_detail::vlog;
+using ChainVec = std::conditional_t<kChainLanes == 16, gmm_detail::v16f, gmm_detail::v8f>;
 
-// Particles p0 .. p0 + 8G - 1 of the range (the first nb of them real; the rest repeat
-// particle p0, computed and dropped) through all T steps.
+// Particles p0 .. p0 + L G - 1 of the range (L = kChainLanes; the first nb of them real, the
+// rest repeat particle p0, computed and dropped) through all T steps.
 template <int D, bool kFull, bool kIso, int G>
 static inline void chain_block(const ChainArgs& c, const ChainNoise& noise, const float* h, const float* cst,
-                               v8f* lbuf, int64_t p0, int64_t nb) {
+                               ChainVec* lbuf, int64_t p0, int64_t nb) {
+  using V = ChainVec;
+  constexpr int L = kChainLanes;
   const GmmArgs& g = c.mixture;
   const int64_t K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
   const float* a_t = static_cast<const float*>(c.step_size);
   float* x = static_cast<float*>(c.x);
   float* traj = static_cast<float*>(c.trajectory);
   const int64_t Q = (D + 3) / 4;
-  v8f xs[G][D], sx[G][D], y[G][D], sy[G][D], lpx[G], lpy[G];
+  V xs[G][D], sx[G][D], y[G][D], sy[G][D], lpx[G], lpy[G];
   for (int gi = 0; gi < G; ++gi)
-    for (int bl = 0; bl < 8; ++bl) {
-      const int64_t b = 8 * gi + bl;
+    for (int bl = 0; bl < L; ++bl) {
+      const int64_t b = L * gi + bl;
       for (int d = 0; d < D; ++d) xs[gi][d][bl] = x[(p0 + (b < nb ? b : 0)) * D + d];
     }
-  if (c.mala) small_eval<D, kFull, kIso, G, true>(g, h, cst, xs, sx, lpx, lbuf);
-  int64_t accepted[8 * G] = {};
-  alignas(32) float z[8 * G * D];
+  if (c.mala) small_eval<V, D, kFull, kIso, G, true>(g, h, cst, xs, sx, lpx, lbuf);
+  int64_t accepted[L * G] = {};
+  alignas(64) float z[L * G * D];
   for (int64_t s = 0; s < T; ++s) {
     const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
     const float a = a_t[s], b = std::sqrt(2.0f * a);
-    // element d of the 8 particles of group gi at z[(gi * D + d) * 8 ...]
+    // element d of the L particles of group gi at z[(gi * D + d) * L ...]
     normals_planar<D, G>(noise, c.particle_offset + static_cast<uint64_t>(p0), step, z);
-    v8f zv[G][D];
+    V zv[G][D];
     std::memcpy(zv, z, sizeof(zv));
+    const V av = splat_as<V>(a), bv = splat_as<V>(b);
     if (!c.mala) {
-      small_eval<D, kFull, kIso, G, false>(g, h + s * K * VC, cst + s * K, xs, sx, lpx, lbuf);
+      small_eval<V, D, kFull, kIso, G, false>(g, h + s * K * VC, cst + s * K, xs, sx, lpx, lbuf);
       for (int gi = 0; gi < G; ++gi)
-        for (int d = 0; d < D; ++d) xs[gi][d] = xs[gi][d] + splat(a) * sx[gi][d] + splat(b) * zv[gi][d];
+        for (int d = 0; d < D; ++d) xs[gi][d] = xs[gi][d] + av * sx[gi][d] + bv * zv[gi][d];
     } else {
       for (int gi = 0; gi < G; ++gi)
-        for (int d = 0; d < D; ++d) y[gi][d] = xs[gi][d] + splat(a) * sx[gi][d] + splat(b) * zv[gi][d];
-      small_eval<D, kFull, kIso, G, true>(g, h, cst, y, sy, lpy, lbuf);
-      for (int64_t b8 = 0; b8 < nb; ++b8) {
-        const int gi = static_cast<int>(b8 / 8), bl = static_cast<int>(b8 % 8);
+        for (int d = 0; d < D; ++d) y[gi][d] = xs[gi][d] + av * sx[gi][d] + bv * zv[gi][d];
+      small_eval<V, D, kFull, kIso, G, true>(g, h, cst, y, sy, lpy, lbuf);
+      for (int64_t pb = 0; pb < nb; ++pb) {
+        const int gi = static_cast<int>(pb / L), bl = static_cast<int>(pb % L);
         double back = 0, fwd = 0;
         for (int d = 0; d < D; ++d) {
           const double r = static_cast<double>(xs[gi][d][bl]) - y[gi][d][bl] - static_cast<double>(a) * sy[gi][d][bl];
@@ -199,26 +203,26 @@ static inline void chain_block(const ChainArgs& c, const ChainNoise& noise, cons
         }
         const double log_alpha = static_cast<double>(lpy[gi][bl]) - lpx[gi][bl] - back / (4.0 * a) + 0.5 * fwd;
         const scorefast::PhiloxWords w = scorefast::noise_words(
-            c.seed, c.particle_offset + static_cast<uint64_t>(p0 + b8), step, static_cast<uint32_t>(Q));
+            c.seed, c.particle_offset + static_cast<uint64_t>(p0 + pb), step, static_cast<uint32_t>(Q));
         if (std::log(static_cast<double>(scorefast::uint32_to_uniform(w.w0))) < log_alpha) {
           for (int d = 0; d < D; ++d) {
             xs[gi][d][bl] = y[gi][d][bl];
             sx[gi][d][bl] = sy[gi][d][bl];
           }
           lpx[gi][bl] = lpy[gi][bl];
-          ++accepted[b8];
+          ++accepted[pb];
         }
       }
     }
     if (c.trajectory_every > 0 && (s + 1) % c.trajectory_every == 0) {
       float* row = traj + ((s + 1) / c.trajectory_every - 1) * N * D;
-      for (int64_t b8 = 0; b8 < nb; ++b8)
-        for (int d = 0; d < D; ++d) row[(p0 + b8) * D + d] = xs[b8 / 8][d][b8 % 8];
+      for (int64_t pb = 0; pb < nb; ++pb)
+        for (int d = 0; d < D; ++d) row[(p0 + pb) * D + d] = xs[pb / L][d][pb % L];
     }
   }
-  for (int64_t b8 = 0; b8 < nb; ++b8) {
-    for (int d = 0; d < D; ++d) x[(p0 + b8) * D + d] = xs[b8 / 8][d][b8 % 8];
-    if (c.accepted) c.accepted[p0 + b8] = accepted[b8];
+  for (int64_t pb = 0; pb < nb; ++pb) {
+    for (int d = 0; d < D; ++d) x[(p0 + pb) * D + d] = xs[pb / L][d][pb % L];
+    if (c.accepted) c.accepted[p0 + pb] = accepted[pb];
   }
 }
 
@@ -242,16 +246,16 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
       if (kIso) log_det *= static_cast<float>(D);
       cst[s * K + k] = log_const[k] - 0.5f * log_det;
     }
-  constexpr int G = 2;  // 16 particles at a time
-  // per-component l and u of the G vectors (floats, 32-byte aligned by hand: the allocator
-  // need not honour v8f's alignment)
-  std::vector<float> lmem(static_cast<size_t>(K) * G * (D + 1) * 8 + 8);
-  v8f* lbuf = reinterpret_cast<v8f*>((reinterpret_cast<uintptr_t>(lmem.data()) + 31) & ~uintptr_t{31});
+  constexpr int L = kChainLanes, G = 2;  // 2 vectors at a time: their latencies overlap
+  // per-component l and u of the G vectors (floats, 64-byte aligned by hand: the allocator
+  // need not honour the vector type's alignment)
+  std::vector<float> lmem(static_cast<size_t>(K) * G * (D + 1) * L + 16);
+  ChainVec* lbuf = reinterpret_cast<ChainVec*>((reinterpret_cast<uintptr_t>(lmem.data()) + 63) & ~uintptr_t{63});
   const ChainNoise noise(c.seed);
   int64_t p0 = begin;
-  for (; end - p0 >= 8 * G; p0 += 8 * G) chain_block<D, kFull, kIso, G>(c, noise, h.data(), cst.data(), lbuf, p0, 8 * G);
-  for (; p0 < end; p0 += 8)
-    chain_block<D, kFull, kIso, 1>(c, noise, h.data(), cst.data(), lbuf, p0, end - p0 < 8 ? end - p0 : 8);
+  for (; end - p0 >= L * G; p0 += L * G) chain_block<D, kFull, kIso, G>(c, noise, h.data(), cst.data(), lbuf, p0, L * G);
+  for (; p0 < end; p0 += L)
+    chain_block<D, kFull, kIso, 1>(c, noise, h.data(), cst.data(), lbuf, p0, end - p0 < L ? end - p0 : L);
 }
 
 template <bool kFull, bool kIso>

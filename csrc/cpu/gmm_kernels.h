@@ -30,7 +30,14 @@ using scorefast::Storage;
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
+typedef float v16f __attribute__((vector_size(64)));
+
 static inline v8f splat(float v) { return v8f{v, v, v, v, v, v, v, v}; }
+// v in every lane of a vector of type V (v8f or v16f).
+template <typename V>
+static inline V splat_as(float v) {
+  return V{} + v;
+}
 static inline v8i splat_i(int32_t v) { return v8i{v, v, v, v, v, v, v, v}; }
 
 // exp, ~1 ulp (Cephes expf polynomial). n = round(x / ln 2) by the 1.5 * 2^23 trick (its low
@@ -62,53 +69,57 @@ static inline v8f vexp(v8f x) {
 
 // log for positive normal floats (Cephes logf, ~1 ulp); S >= 1 and 1/S here. NaN stays NaN,
 // 0 gives -inf.
-static inline v8f vlog(v8f x) {
-  const v8i nan = x != x, zero = x == splat(0.0f);
-  const v8i xi = (v8i)x;
-  v8f e = __builtin_convertvector((xi >> 23) - splat_i(126), v8f);
-  v8f m = (v8f)((xi & splat_i(0x807FFFFF)) | splat_i(0x3F000000));  // mantissa in [0.5, 1)
-  const v8i small = m < splat(0.707106781186547524f);
-  e = small ? e - splat(1.0f) : e;
-  m = (small ? m + m : m) - splat(1.0f);
-  const v8f z = m * m;
-  v8f y = splat(7.0376836292e-2f);
-  y = y * m + splat(-1.1514610310e-1f);
-  y = y * m + splat(1.1676998740e-1f);
-  y = y * m + splat(-1.2420140846e-1f);
-  y = y * m + splat(1.4249322787e-1f);
-  y = y * m + splat(-1.6668057665e-1f);
-  y = y * m + splat(2.0000714765e-1f);
-  y = y * m + splat(-2.4999993993e-1f);
-  y = y * m + splat(3.3333331174e-1f);
+template <typename V>
+static inline V vlog(V x) {
+  using I = decltype(x != x);
+  const I nan = x != x, zero = x == splat_as<V>(0.0f);
+  const I xi = (I)x;
+  V e = __builtin_convertvector((xi >> 23) - 126, V);
+  V m = (V)((xi & static_cast<int32_t>(0x807FFFFFu)) | 0x3F000000);  // mantissa in [0.5, 1)
+  const I small = m < splat_as<V>(0.707106781186547524f);
+  e = small ? e - splat_as<V>(1.0f) : e;
+  m = (small ? m + m : m) - splat_as<V>(1.0f);
+  const V z = m * m;
+  V y = splat_as<V>(7.0376836292e-2f);
+  y = y * m + splat_as<V>(-1.1514610310e-1f);
+  y = y * m + splat_as<V>(1.1676998740e-1f);
+  y = y * m + splat_as<V>(-1.2420140846e-1f);
+  y = y * m + splat_as<V>(1.4249322787e-1f);
+  y = y * m + splat_as<V>(-1.6668057665e-1f);
+  y = y * m + splat_as<V>(2.0000714765e-1f);
+  y = y * m + splat_as<V>(-2.4999993993e-1f);
+  y = y * m + splat_as<V>(3.3333331174e-1f);
   y = y * m * z;
-  y = y + e * splat(-2.12194440e-4f);
-  y = y - splat(0.5f) * z;
-  const v8f out = m + y + e * splat(0.693359375f);
-  return nan ? x : (zero ? splat(-std::numeric_limits<float>::infinity()) : out);
+  y = y + e * splat_as<V>(-2.12194440e-4f);
+  y = y - splat_as<V>(0.5f) * z;
+  const V out = m + y + e * splat_as<V>(0.693359375f);
+  return nan ? x : (zero ? splat_as<V>(-std::numeric_limits<float>::infinity()) : out);
 }
 
 // exp(x) for x <= 0, as in a log-sum-exp after subtracting the max: vexp's polynomial
 // without its overflow and NaN guards (NaN still propagates through the arithmetic).
 // Bit-equal to vexp where the result is a normal float; 0 below -87 (results < 2^-125,
 // which cannot move a sum that holds a 1).
-static inline v8f vexp_nonpos(v8f x) {
-  const v8i tiny = x < splat(-87.0f);
-  const v8f xc = tiny ? splat(-87.0f) : x;
-  const v8f magic = splat(12582912.0f);  // 1.5 * 2^23
-  const v8f t = xc * splat(1.44269504088896341f) + magic;
-  const v8i ni = (v8i)t - (v8i)magic;
-  const v8f n = t - magic;
-  v8f r = xc - n * splat(0.693359375f);
-  r = r - n * splat(-2.12194440e-4f);
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
-  const v8f out = p * (v8f)((ni + 127) << 23);
-  return tiny ? splat(0.0f) : out;
+template <typename V>
+static inline V vexp_nonpos(V x) {
+  using I = decltype(x != x);  // the integer vector of V's lanes
+  const I tiny = x < splat_as<V>(-87.0f);
+  const V xc = tiny ? splat_as<V>(-87.0f) : x;
+  const V magic = splat_as<V>(12582912.0f);  // 1.5 * 2^23
+  const V t = xc * splat_as<V>(1.44269504088896341f) + magic;
+  const I ni = (I)t - (I)magic;
+  const V n = t - magic;
+  V r = xc - n * splat_as<V>(0.693359375f);
+  r = r - n * splat_as<V>(-2.12194440e-4f);
+  V p = splat_as<V>(1.9875691500e-4f);
+  p = p * r + splat_as<V>(1.3981999507e-3f);
+  p = p * r + splat_as<V>(8.3334519073e-3f);
+  p = p * r + splat_as<V>(4.1665795894e-2f);
+  p = p * r + splat_as<V>(1.6666665459e-1f);
+  p = p * r + splat_as<V>(5.0000001201e-1f);
+  p = p * r * r + r + splat_as<V>(1.0f);
+  const V out = p * (V)((ni + 127) << 23);
+  return tiny ? splat_as<V>(0.0f) : out;
 }
 
 static inline float exp_scalar(float x) { return vexp(splat(x))[0]; }
@@ -120,57 +131,57 @@ static inline double exp_scalar(double x) { return std::exp(x); }
 // given the precisions h (K x VC) and log-constants c (K) of every component. The G vectors are independent work, interleaved per component so
 // their latencies overlap. Two passes over the components: the max of the log-joints, then
 // the weights (no rescaling of the running sums).
-template <int D, bool kFull, bool kIso, int G, bool kLogp>
-static inline void small_eval(const GmmArgs& g, const float* h, const float* c, const v8f (&xs)[G][D],
-                              v8f (&sc)[G][D], v8f (&lp)[G], v8f* lbuf) {
+template <typename V, int D, bool kFull, bool kIso, int G, bool kLogp>
+static inline void small_eval(const GmmArgs& g, const float* h, const float* c, const V (&xs)[G][D],
+                              V (&sc)[G][D], V (&lp)[G], V* lbuf) {
   const int64_t K = g.num_components, VC = g.var_cols;
   const float* means = static_cast<const float*>(g.means);
   const float* factor = static_cast<const float*>(g.factor);
-  const v8f neg_inf = splat(-std::numeric_limits<float>::infinity());
-  v8f m[G];
+  const V neg_inf = splat_as<V>(-std::numeric_limits<float>::infinity());
+  V m[G];
   for (int gi = 0; gi < G; ++gi) m[gi] = neg_inf;
   for (int64_t k = 0; k < K; ++k) {
     const float* mu = means + k * D;
     for (int gi = 0; gi < G; ++gi) {
-      v8f t[D];
-      for (int d = 0; d < D; ++d) t[d] = xs[gi][d] - splat(mu[d]);
+      V t[D];
+      for (int d = 0; d < D; ++d) t[d] = xs[gi][d] - splat_as<V>(mu[d]);
       if (kFull) {
         const float* F = factor + k * D * D;
-        v8f tt[D];
+        V tt[D];
         for (int j = 0; j < D; ++j) {
-          v8f sum = splat(0.0f);
-          for (int i = 0; i < D; ++i) sum += splat(F[i * D + j]) * t[i];
+          V sum = splat_as<V>(0.0f);
+          for (int i = 0; i < D; ++i) sum += splat_as<V>(F[i * D + j]) * t[i];
           tt[j] = sum;
         }
         for (int j = 0; j < D; ++j) t[j] = tt[j];
       }
-      v8f* slot = lbuf + (k * G + gi) * (D + 1);
-      v8f quad = splat(0.0f);
+      V* slot = lbuf + (k * G + gi) * (D + 1);
+      V quad = splat_as<V>(0.0f);
       for (int d = 0; d < D; ++d) {
-        const v8f u = splat(h[k * VC + (kIso ? 0 : d)]) * t[d];
+        const V u = splat_as<V>(h[k * VC + (kIso ? 0 : d)]) * t[d];
         slot[1 + d] = u;
         quad += u * t[d];
       }
-      const v8f l = splat(c[k]) - splat(0.5f) * quad;
+      const V l = splat_as<V>(c[k]) - splat_as<V>(0.5f) * quad;
       slot[0] = l;
       m[gi] = (l > m[gi]) | (l != l) ? l : m[gi];
     }
   }
-  v8f S[G], acc[G][D];
+  V S[G], acc[G][D];
   for (int gi = 0; gi < G; ++gi) {
-    S[gi] = splat(0.0f);
-    for (int d = 0; d < D; ++d) acc[gi][d] = splat(0.0f);
+    S[gi] = splat_as<V>(0.0f);
+    for (int d = 0; d < D; ++d) acc[gi][d] = splat_as<V>(0.0f);
   }
   for (int64_t k = 0; k < K; ++k) {
     const float* F = kFull ? factor + k * D * D : nullptr;
     for (int gi = 0; gi < G; ++gi) {
-      const v8f* slot = lbuf + (k * G + gi) * (D + 1);
-      const v8f e = slot[0] == neg_inf ? splat(0.0f) : vexp_nonpos(slot[0] - m[gi]);
+      const V* slot = lbuf + (k * G + gi) * (D + 1);
+      const V e = slot[0] == neg_inf ? splat_as<V>(0.0f) : vexp_nonpos(slot[0] - m[gi]);
       S[gi] += e;
       if (kFull) {
         for (int i = 0; i < D; ++i) {
-          v8f sum = splat(0.0f);
-          for (int j = 0; j < D; ++j) sum += splat(F[i * D + j]) * slot[1 + j];
+          V sum = splat_as<V>(0.0f);
+          for (int j = 0; j < D; ++j) sum += splat_as<V>(F[i * D + j]) * slot[1 + j];
           acc[gi][i] -= e * sum;
         }
       } else {
@@ -179,7 +190,7 @@ static inline void small_eval(const GmmArgs& g, const float* h, const float* c, 
     }
   }
   for (int gi = 0; gi < G; ++gi) {
-    const v8f inv_S = splat(1.0f) / S[gi];
+    const V inv_S = splat_as<V>(1.0f) / S[gi];
     for (int d = 0; d < D; ++d) sc[gi][d] = acc[gi][d] * inv_S;
     if (kLogp) lp[gi] = m[gi] + vlog(S[gi]);
   }
@@ -203,7 +214,7 @@ static void gmm_small_fixed(const GmmArgs& a, int64_t begin, int64_t end) {
       const int64_t n = n0 + (b < nb ? b : 0);  // pad with a real point; results dropped
       for (int d = 0; d < D; ++d) xs[b / 8][d][b % 8] = Storage<T>::load(x + n * D + d);
     }
-    small_eval<D, kFull, kIso, G, true>(a, inv_var, log_const, xs, sc, lp, lbuf);
+    small_eval<v8f, D, kFull, kIso, G, true>(a, inv_var, log_const, xs, sc, lp, lbuf);
     for (int64_t b = 0; b < nb; ++b) {
       for (int d = 0; d < D; ++d) Storage<T>::store(score + (n0 + b) * D + d, sc[b / 8][d][b % 8]);
       Storage<T>::store(log_prob + n0 + b, lp[b / 8][b % 8]);

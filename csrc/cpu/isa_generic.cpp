@@ -27,8 +27,10 @@ struct ChainNoise {
   explicit ChainNoise(uint64_t s) : seed(s) {}
 };
 
-// The normals of 8G whole particles, planar (as the AVX2 build): element d of particle
-// first + 8g + i at out[(g * D + d) * 8 + i].
+// Particles per vector of the chain kernels, and their normals planar as in the AVX2 build:
+// element d of particle first + 8g + i at out[(g * D + d) * 8 + i].
+constexpr int kChainLanes = 8;
+
 template <int D, int G>
 static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
   float z[8 * G * D];

@@ -347,26 +347,28 @@ struct ChainNoise {
 #endif
 };
 
-// The normals of 8G whole particles of D <= 4 elements (ids first ..), planar: element d of
-// particle first + 8g + i at out[(g * D + d) * 8 + i], so a chain loads them as vectors.
+// Particles per vector of the chain kernels (chain_kernels.h): 16 with AVX-512.
+#if defined(SCOREFAST_NOISE16)
+constexpr int kChainLanes = 16;
+#else
+constexpr int kChainLanes = 8;
+#endif
+
+// The normals of G * kChainLanes whole particles of D <= 4 elements (ids first ..), planar:
+// element d of particle first + L g + i (L = kChainLanes) at out[(g * D + d) * L + i], so a
+// chain loads them as vectors.
 template <int D, int G>
 static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
 #if defined(SCOREFAST_NOISE16)
-  if constexpr (G % 2 == 0) {  // two groups of 8 per 16-lane vector
-    __m512i w0[G / 2], w1[G / 2], w2[G / 2], w3[G / 2];
-    noise_avx512::particle_words<G / 2>(n.keys16, first, step, w0, w1, w2, w3);
-    for (int h = 0; h < G / 2; ++h) {
-      __m512 z[4];
-      noise_avx512::box_muller(w0[h], w1[h], z[0], z[1]);
-      if (D > 2) noise_avx512::box_muller(w2[h], w3[h], z[2], z[3]);
-      for (int d = 0; d < D; ++d) {
-        _mm256_store_ps(out + ((2 * h) * D + d) * 8, _mm512_castps512_ps256(z[d]));
-        _mm256_store_ps(out + ((2 * h + 1) * D + d) * 8, _mm512_extractf32x8_ps(z[d], 1));
-      }
-    }
-    return;
+  __m512i w0[G], w1[G], w2[G], w3[G];
+  noise_avx512::particle_words<G>(n.keys16, first, step, w0, w1, w2, w3);
+  for (int g = 0; g < G; ++g) {
+    __m512 z[4];
+    noise_avx512::box_muller(w0[g], w1[g], z[0], z[1]);
+    if (D > 2) noise_avx512::box_muller(w2[g], w3[g], z[2], z[3]);
+    for (int d = 0; d < D; ++d) _mm512_store_ps(out + (g * D + d) * 16, z[d]);
   }
-#endif
+#else
   __m256i c0[G], c1[G], c2[G], c3[G];
   noise_avx2::particle_words<G>(n.keys, first, step, c0, c1, c2, c3);
   for (int g = 0; g < G; ++g) {
@@ -375,4 +377,5 @@ static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t 
     if (D > 2) noise_avx2::box_muller(c2[g], c3[g], z[2], z[3]);
     for (int d = 0; d < D; ++d) _mm256_store_ps(out + (g * D + d) * 8, z[d]);
   }
+#endif
 }
