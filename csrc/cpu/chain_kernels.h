@@ -246,7 +246,7 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
       if (kIso) log_det *= static_cast<float>(D);
       cst[s * K + k] = log_const[k] - 0.5f * log_det;
     }
-  constexpr int L = kChainLanes, G = 2;  // 2 vectors at a time: their latencies overlap
+  constexpr int L = kChainLanes, G = 4;  // 4 vectors at a time: their latencies overlap
   // per-component l and u of the G vectors (floats, 64-byte aligned by hand: the allocator
   // need not honour the vector type's alignment)
   std::vector<float> lmem(static_cast<size_t>(K) * G * (D + 1) * L + 16);
