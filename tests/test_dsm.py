@@ -11,7 +11,7 @@ from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, noise_t
 import scorefast
 from scorefast.reference import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
 
-SHAPES = [(1, 1), (3, 2), (5, 3, 7), (4, 33), (2, 4099)]  # D = 1, 2, partial groups, tiles
+SHAPES = [(1, 1), (3, 2), (5, 3, 7), (4, 33), (2, 4099), (700, 3), (1100, 2), (45, 4)]  # small D, partial groups, tiles
 SEED, STEP, OFFSET = 2**63 + 77, 5, 2**32 - 2
 
 

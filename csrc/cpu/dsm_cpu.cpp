@@ -19,7 +19,7 @@ void run_rows(const DsmArgs& args, RangeFn fn) {
   const int64_t B = args.batch, D = args.sample_size;
   if (B * D == 0) return;
   // ~4k elements per task: even a small batch (4096 x 2) is split over the threads
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 12) / D);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / D);
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
 }
 
