@@ -258,6 +258,29 @@ def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
     assert_budget(log_p, ref_l, tol_l, "log_prob")
 
 
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("sigma_mode", SIGMAS)
+def test_blocks_of_points_and_components(kernel_backend, kind, sigma_mode):
+    """Larger D: a point count and a component count that leave partial blocks, D that
+    leaves a partial vector, a zero weight, a far point and a NaN row."""
+    _require_gmm(kernel_backend)
+    N, K, D = (5, 3, 6) if kernel_backend.interpreted else (11, 19, 37)
+    mix = random_mixture(K, D, seed=21, kind=kind, spread=3.0)
+    w = mix.weights.clone()
+    w[4 % K] = 0.0
+    mix = GaussianMixture(mix.means, w, **({"variance": mix.cov} if kind == "isotropic" else {"diagonal": mix.cov}))
+    x = mix.sample(N, seed=2).float()
+    x[1] = 300.0
+    x[3, 5] = float("nan")
+    sigma = _sigma(sigma_mode, N, torch.device("cpu"), torch.float32)
+    score, log_p = scorefast.gmm_score(x.to(kernel_backend.device), mix, backend=kernel_backend.name,
+                                       sigma=sigma.to(kernel_backend.device) if isinstance(sigma, torch.Tensor) else sigma)
+    assert bool(torch.isnan(score[3]).all()) and bool(torch.isnan(log_p[3]))
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("sigma", [None, 0.6])
 def test_precision_gemm_path(dtype, sigma):

@@ -435,11 +435,15 @@ static void gmm_blocked(const GmmArgs& a, int64_t begin, int64_t end) {
 }
 
 // Isotropic (any sigma) and diagonal (fixed sigma) mixtures, float math, larger D: two
-// passes per point. Pass 1 gets every l_k, four components per sweep over x; pass 2 turns
-// them into weights w_k = e_k h_k and forms score = sum_k w_k mu_k - (sum_k w_k) x (diagonal:
-// per coordinate), a weighted sum over the rows of the means with no x - mu_k recomputed.
+// passes over the components for a block of P points, vectorised over components in pass 1
+// (the means are transposed once per call, so quad_k for W components accumulates over d
+// with no horizontal sums) and over coordinates in pass 2, which turns the l_k into weights
+// w_k = e_k h_k and forms score = sum_k w_k mu_k - (sum_k w_k) x (diagonal:
+// sum_k e_k (h_k mu_k) - x sum_k e_k h_k), P accumulators in registers.
 template <typename T, bool kPerPointSigma, bool kIso>
 static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
+  using V = std::conditional_t<kChainLanes == 16, v16f, v8f>;
+  constexpr int W = kChainLanes, P = 4;
   const int64_t D = a.dim, K = a.num_components;
   const T* x = static_cast<const T*>(a.x);
   const float* means = static_cast<const float*>(a.means);
@@ -450,84 +454,153 @@ static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
   T* score = static_cast<T*>(a.score);
   T* log_prob = static_cast<T*>(a.log_prob);
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  const int64_t Kp = (K + 7) & ~int64_t{7};
-  std::vector<float> buf(2 * D + 2 * Kp + 8);
-  float* xs = buf.data();   // [D]
-  float* acc = xs + D;      // [D]
-  float* l = acc + D;       // [Kp] log-joints
-  float* h = l + Kp;        // [Kp] isotropic precisions of this point
-  const int64_t D8 = D & ~int64_t{7};
-  auto load8 = [](const float* p) { v8f v; std::memcpy(&v, p, sizeof(v)); return v; };
-  auto hsum = [](v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); };
+  const int64_t Kp = (K + W - 1) / W * W;  // components padded to whole vectors
+  const int64_t DW = D - D % W;
+  std::vector<float> buf(P * D + 2 * P * Kp + 3 * Kp + (kIso ? 1 : 2) * D * Kp + (kIso ? 0 : K * D));
+  float* xs = buf.data();      // [P][D] the block's points
+  float* l = xs + P * D;       // [P][Kp] log-joints, then e_k
+  float* h = l + P * Kp;       // [P][Kp] isotropic precisions, then weights
+  float* cst = h + P * Kp;     // [Kp] log_const, -inf for the padding
+  float* vpad = cst + Kp;      // [Kp] isotropic variances
+  float* ipad = vpad + Kp;     // [Kp] isotropic 1 / (var + sigma^2)
+  float* muT = ipad + Kp;      // [D][Kp] the means, transposed
+  float* hT = muT + D * Kp;    // [D][Kp] diagonal precisions, transposed
+  float* hm = kIso ? hT : hT + D * Kp;  // [K][D] h_k mu_k (diagonal)
+  for (int64_t k = 0; k < Kp; ++k) {
+    const bool real = k < K;
+    cst[k] = real ? log_const[k] : neg_inf;
+    if (kIso) {
+      vpad[k] = real ? var[k] : 1.0f;
+      ipad[k] = real ? inv_var[k] : 1.0f;
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      muT[d * Kp + k] = real ? means[k * D + d] : 0.0f;
+      if (!kIso) hT[d * Kp + k] = real ? inv_var[k * D + d] : 0.0f;
+    }
+  }
+  if (!kIso)
+    for (int64_t i = 0; i < K * D; ++i) hm[i] = inv_var[i] * means[i];
+  auto loadv = [](const float* q) { V v; std::memcpy(&v, q, sizeof(v)); return v; };
 
-  for (int64_t n = begin; n < end; ++n) {
-    for (int64_t d = 0; d < D; ++d) xs[d] = Storage<T>::load(x + n * D + d);
-    const float s2 = kPerPointSigma ? sigma2[n] : 0.0f;
-    // Pass 1: quad_k, four components per sweep.
-    for (int64_t k0 = 0; k0 < K; k0 += 4) {
-      const int kn = K - k0 < 4 ? static_cast<int>(K - k0) : 4;
-      v8f q[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
-      float qt[4] = {0, 0, 0, 0};
-      for (int64_t d = 0; d < D8; d += 8) {
-        const v8f xv = load8(xs + d);
-        for (int j = 0; j < kn; ++j) {
-          const v8f diff = xv - load8(means + (k0 + j) * D + d);
-          q[j] += kIso ? diff * diff : load8(inv_var + (k0 + j) * D + d) * diff * diff;
+  for (int64_t n0 = begin; n0 < end; n0 += P) {
+    const int64_t np = end - n0 < P ? end - n0 : P;
+    float s2[P];
+    for (int p = 0; p < P; ++p) {
+      const int64_t n = n0 + (p < np ? p : 0);  // pad with a real point; results dropped
+      for (int64_t d = 0; d < D; ++d) xs[p * D + d] = Storage<T>::load(x + n * D + d);
+      s2[p] = kPerPointSigma ? sigma2[n] : 0.0f;
+    }
+    // Pass 1: quad for P points x W components, accumulated over d.
+    for (int64_t kb = 0; kb < Kp; kb += W) {
+      V q[P];
+      for (int p = 0; p < P; ++p) q[p] = V{};
+      for (int64_t d = 0; d < D; ++d) {
+        const V mu = loadv(muT + d * Kp + kb);
+        if (kIso) {
+          for (int p = 0; p < P; ++p) {
+            const V diff = xs[p * D + d] - mu;
+            q[p] += diff * diff;
+          }
+        } else {
+          const V hv = loadv(hT + d * Kp + kb);
+          for (int p = 0; p < P; ++p) {
+            const V diff = xs[p * D + d] - mu;
+            q[p] += hv * diff * diff;
+          }
         }
       }
-      for (int64_t d = D8; d < D; ++d)
-        for (int j = 0; j < kn; ++j) {
-          const float diff = xs[d] - means[(k0 + j) * D + d];
-          qt[j] += kIso ? diff * diff : inv_var[(k0 + j) * D + d] * diff * diff;
-        }
-      for (int j = 0; j < kn; ++j) {
-        const int64_t k = k0 + j;
-        float quad = hsum(q[j]) + qt[j], log_det = 0.0f, hk = 1.0f;
+      const V c = loadv(cst + kb);
+      for (int p = 0; p < P; ++p) {
+        V hk = splat_as<V>(1.0f), log_det = V{};
         if (kIso) {
           if (kPerPointSigma) {
-            const float v = var[k] + s2;
-            hk = 1.0f / v;
-            log_det = static_cast<float>(D) * std::log(v);
+            const V v = loadv(vpad + kb) + s2[p];
+            hk = splat_as<V>(1.0f) / v;
+            log_det = static_cast<float>(D) * vlog(v);
           } else {
-            hk = inv_var[k];
+            hk = loadv(ipad + kb);
           }
-          quad *= hk;
+          q[p] *= hk;
         }
-        h[k] = hk;
-        l[k] = log_const[k] - 0.5f * (quad + log_det);
+        const V lv = c - 0.5f * (q[p] + log_det);
+        std::memcpy(h + p * Kp + kb, &hk, sizeof(hk));
+        std::memcpy(l + p * Kp + kb, &lv, sizeof(lv));
       }
     }
-    float m = neg_inf;
-    for (int64_t k = 0; k < K; ++k) m = (l[k] > m || l[k] != l[k]) ? l[k] : m;
-    // Pass 2: e_k, weights and the weighted sum of means.
-    for (int64_t k = K; k < Kp; ++k) l[k] = neg_inf;
-    float S = 0.0f, W = 0.0f;
-    for (int64_t k = 0; k < Kp; k += 8) {
-      const v8f lk = load8(l + k);
-      const v8f e = lk == splat(neg_inf) ? splat(0.0f) : vexp(lk - splat(m));
-      std::memcpy(l + k, &e, sizeof(e));  // l now holds e_k
+    // Pass 2: per point the max (NaN sticks), e_k = exp(l_k - m), and the weights, W lanes
+    // at a time (the padding holds l = -inf: e = 0, w = 0).
+    float m[P], S[P], Wsum[P];
+    const V ninf = splat_as<V>(neg_inf);
+    auto lanes_sum = [](V v) {
+      float t[W];
+      std::memcpy(t, &v, sizeof(v));
+      for (int w = W / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; ++i) t[i] += t[i + w];
+      return t[0];
+    };
+    for (int p = 0; p < P; ++p) {
+      float* lp = l + p * Kp;
+      float* hp = h + p * Kp;
+      V mv = ninf;
+      for (int64_t kb = 0; kb < Kp; kb += W) {
+        const V lk = loadv(lp + kb);
+        mv = (lk > mv) | (lk != lk) ? lk : mv;
+      }
+      float mp = neg_inf;
+      for (int w = 0; w < W; ++w) mp = (mv[w] > mp || mv[w] != mv[w]) ? mv[w] : mp;
+      m[p] = mp;
+      V sv = V{}, wv = V{};
+      for (int64_t kb = 0; kb < Kp; kb += W) {
+        const V lk = loadv(lp + kb);
+        const V e = lk == ninf ? V{} : vexp_nonpos(lk - mp);
+        std::memcpy(lp + kb, &e, sizeof(e));  // l now holds e_k
+        sv += e;
+        if (kIso) {
+          const V w = e * loadv(hp + kb);  // w_k = e_k h_k
+          std::memcpy(hp + kb, &w, sizeof(w));
+          wv += w;
+        }
+      }
+      S[p] = lanes_sum(sv);
+      Wsum[p] = kIso ? lanes_sum(wv) : 0.0f;
     }
-    for (int64_t k = 0; k < K; ++k) S += l[k];
-    for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
-    for (int64_t k = 0; k < K; ++k) {
-      const float e = l[k];
-      if (e == 0.0f) continue;
-      const float* mu = means + k * D;
-      if (kIso) {
-        const float w = e * h[k];
-        W += w;
-        for (int64_t d = 0; d < D; ++d) acc[d] += w * mu[d];
-      } else {
-        const float* hk = inv_var + k * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += e * hk[d] * (mu[d] - xs[d]);
+    // score = (sum_k w_k mu_k - W x) / S (isotropic); (sum_k e_k hm_k - x . sum_k e_k h_k) / S.
+    const float* wts = kIso ? h : l;
+    float inv_S[P];
+    for (int p = 0; p < P; ++p) inv_S[p] = 1.0f / S[p];
+    for (int64_t d = 0; d < DW; d += W) {
+      V acc[P], bsum[P];
+      for (int p = 0; p < P; ++p) acc[p] = bsum[p] = V{};
+      for (int64_t k = 0; k < K; ++k) {
+        const V mu = loadv((kIso ? means : hm) + k * D + d);
+        if (kIso) {
+          for (int p = 0; p < P; ++p) acc[p] += wts[p * Kp + k] * mu;
+        } else {
+          const V hv = loadv(inv_var + k * D + d);
+          for (int p = 0; p < P; ++p) {
+            acc[p] += wts[p * Kp + k] * mu;
+            bsum[p] += wts[p * Kp + k] * hv;
+          }
+        }
+      }
+      for (int p = 0; p < np; ++p) {
+        const V xv = loadv(xs + p * D + d);
+        const V sd = (kIso ? acc[p] - Wsum[p] * xv : acc[p] - bsum[p] * xv) * inv_S[p];
+        for (int w = 0; w < W; ++w) Storage<T>::store(score + (n0 + p) * D + d + w, sd[w]);
       }
     }
-    const float inv_S = 1.0f / S;
-    for (int64_t d = 0; d < D; ++d) {
-      const float sd = kIso ? acc[d] - W * xs[d] : acc[d];
-      Storage<T>::store(score + n * D + d, sd * inv_S);
-    }
-    Storage<T>::store(log_prob + n, m + std::log(S));
+    for (int64_t d = DW; d < D; ++d)
+      for (int p = 0; p < np; ++p) {
+        float acc = 0.0f, bsum = 0.0f;
+        for (int64_t k = 0; k < K; ++k) {
+          const float w = wts[p * Kp + k];
+          acc += w * (kIso ? means : hm)[k * D + d];
+          if (!kIso) bsum += w * inv_var[k * D + d];
+        }
+        const float sd = kIso ? acc - Wsum[p] * xs[p * D + d] : acc - bsum * xs[p * D + d];
+        Storage<T>::store(score + (n0 + p) * D + d, sd * inv_S[p]);
+      }
+    for (int p = 0; p < np; ++p) Storage<T>::store(log_prob + n0 + p, m[p] + std::log(S[p]));
   }
 }
 
