@@ -77,7 +77,9 @@ def kernel_backend(request):
     variant = request.param
     reason = _availability(variant)
     if reason is not None:
-        if variant.split(":")[0] in _required():
+        # A required backend must run; an instruction set this CPU lacks is not a failure.
+        isa_missing = reason.startswith("this CPU cannot run")
+        if variant.split(":")[0] in _required() and not isa_missing:
             pytest.fail(f"required backend {variant} is unavailable: {reason}")
         pytest.skip(f"{variant}: {reason}")
     kb = KernelBackend(variant)
