@@ -3,7 +3,7 @@ eager PyTorch loop and torch.compile of its step) on the two-mode target (1e3 an
 particles, 2000 steps), the 25-mode grid with annealed Langevin (10 levels x 100 steps) and a
 64-D random mixture with MALA.
 
-    python bench/bench_samplers.py [--quick]
+    python bench/bench_samplers.py [--quick] [--device cuda]
 """
 import sys
 

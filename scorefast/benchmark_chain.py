@@ -37,12 +37,12 @@ def _schedule(case):
     return [(None, case["a"])] * case["steps"]
 
 
-def _eager_step_fns(mix, method):
+def _eager_step_fns(mix, method, device):
     params = {}
 
     def p(sigma):
         if sigma not in params:
-            q = mix.kernel_params(torch.float32, torch.device("cpu"), None if sigma is None else sigma * sigma, False)
+            q = mix.kernel_params(torch.float32, device, None if sigma is None else sigma * sigma, False)
             params[sigma] = (q["means"], q["inv_var"], q["factor"], q["log_const"])
         return params[sigma]
 
@@ -73,17 +73,17 @@ def _run_loop(step, p, case, x0, mix):
     return x
 
 
-def run_chain_bench(quick: bool = False, compile_reference: bool = True) -> dict:
+def run_chain_bench(quick: bool = False, compile_reference: bool = True, device=torch.device("cpu")) -> dict:
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = max(256, torch._dynamo.config.cache_size_limit)
     rows = []
     for case in _cases(quick):
         mix, N = case["target"], case["N"]
-        x0 = (3.0 * torch.randn(N, mix.dim, generator=torch.Generator().manual_seed(0))).float()
+        x0 = (3.0 * torch.randn(N, mix.dim, generator=torch.Generator().manual_seed(0))).float().to(device)
         sched = _schedule(case)
         T = len(sched)
-        p, step = _eager_step_fns(mix, case["method"])
+        p, step = _eager_step_fns(mix, case["method"], device)
         providers = {"eager loop": lambda: _run_loop(step, p, case, x0, mix)}
         if compile_reference:
             cstep = torch.compile(step, dynamic=False)
@@ -103,14 +103,15 @@ def run_chain_bench(quick: bool = False, compile_reference: bool = True) -> dict
             providers["scorefast sampler"] = lambda: samplers.mala(
                 mix.score, mix.log_prob, x0.clone(), steps=T, step_size=case["a"], seed=1)
             providers["scorefast chain"] = lambda: gmm_chain(x0, mix, method="mala", steps=T, step_size=case["a"], seed=1)
-        times = {name: time_fn(fn, torch.device("cpu"), min_time=0.2, min_reps=2) for name, fn in providers.items()}
+        times = {name: time_fn(fn, device, min_time=0.2, min_reps=2) for name, fn in providers.items()}
         for t in times.values():
             t["particle_steps_per_s"] = N * T / t["median"]
             t["speedup_vs_eager"] = times["eager loop"]["median"] / t["median"]
         rows.append({"case": case["name"], "N": N, "D": mix.dim, "K": mix.num_components, "steps": T, "times": times})
     return {
         "op": "samplers (whole chains)",
-        "machine": machine_name(torch.device("cpu")),
+        "machine": machine_name(device),
+        "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

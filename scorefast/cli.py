@@ -381,7 +381,8 @@ def cmd_bench(args, parser_error) -> int:
     if args.op == "samplers":
         from scorefast import benchmark_chain
 
-        result = benchmark_chain.run_chain_bench(quick=args.quick, compile_reference=not args.no_compile)
+        result = benchmark_chain.run_chain_bench(quick=args.quick, compile_reference=not args.no_compile,
+                                                 device=torch.device(args.device))
         print(benchmark_chain.format_table(result))
         path = args.out or benchmark.default_result_path("samplers", result["machine"])
         benchmark.write_json(result, path)
