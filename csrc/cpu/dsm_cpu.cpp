@@ -18,7 +18,8 @@ using RangeFn = void (*)(const DsmArgs&, int64_t, int64_t);
 void run_rows(const DsmArgs& args, RangeFn fn) {
   const int64_t B = args.batch, D = args.sample_size;
   if (B * D == 0) return;
-  // ~4k elements per task: even a small batch (4096 x 2) is split over the threads
+  // ~32k elements per task: a small batch (4096 x 2) stays on one thread (waking the others
+  // costs more than its work)
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / D);
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
 }
