@@ -421,9 +421,10 @@ def test_errors(kwargs, error, match):
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("D", [1, 2, 4])
+@pytest.mark.parametrize("D", [1, 2, 4, 7, 37])
 def test_float32_vector_path_matches_reference(kind, case, D):
-    # float32 with D <= 4 runs 8 particles per vector; compare with the float64 reference
+    # float32 with D <= 4 runs whole vectors of particles, isotropic and diagonal D > 4 blocks
+    # of particles through the two-pass evaluator; compare with the float64 reference
     # chain from the same (float32-exact) start. Each step adds the noise budget and <= 8u of
     # the state's magnitude; the drift grows differences by <= (1 + a * max precision).
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
@@ -458,6 +459,20 @@ def test_float32_vector_chain_independent_of_chunking_and_equal_to_steps():
     for t in range(15):
         scorefast.langevin_step_(y, scorefast.gmm_score(y, mix, backend="cpp")[0], step_size=0.01, seed=8, step=t)
     torch.testing.assert_close(whole, y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_blocked_chain_independent_of_chunking(kind, case):
+    # D > 4: blocks of particles; a block cut short by a chunk boundary gives the same bits.
+    mix = random_mixture(5, 9, seed=2, kind=kind, spread=2.0)
+    x = mix.sample(23, seed=5).float()
+    kw = dict(CASES[case], seed=17, backend="cpp")
+    whole = scorefast.gmm_chain(x, mix, **kw)
+    parts = [scorefast.gmm_chain(x[s:e], mix, particle_offset=s, **kw) for s, e in ((0, 6), (6, 23))]
+    assert torch.equal(torch.cat([p.x for p in parts]), whole.x)
+    if case == "mala":
+        assert torch.equal(torch.cat([p.accepted for p in parts]), whole.accepted)
 
 
 def test_vector_chain_is_the_same_on_every_cpu_kernel_build():

@@ -258,6 +258,95 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
     chain_block<D, kFull, kIso, 1>(c, noise, h.data(), cst.data(), lbuf, p0, end - p0 < L ? end - p0 : L);
 }
 
+// ---- D > 4, float32, isotropic or diagonal: blocks of particles through gmm_kernels.h's
+// two-pass evaluator; the precisions are re-formed only when sigma^2 changes ---------------
+
+template <bool kIso>
+static void chain_blocks(const ChainArgs& c, int64_t begin, int64_t end) {
+  using gmm_detail::kTwoPassBlock;
+  using gmm_detail::TwoPassTables;
+  constexpr int P = kTwoPassBlock;
+  const GmmArgs& g = c.mixture;
+  const int64_t D = g.dim, K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
+  const float* var = static_cast<const float*>(g.var);
+  const float* log_const = static_cast<const float*>(g.log_const);
+  const float* a_t = static_cast<const float*>(c.step_size);
+  const float* s2_t = static_cast<const float*>(c.sigma2);
+  float* x = static_cast<float*>(c.x);
+  float* traj = static_cast<float*>(c.trajectory);
+  const int64_t Q = (D + 3) / 4;
+  TwoPassTables tb(g, kIso);
+  std::vector<float> h(static_cast<size_t>(K * VC)), cst(static_cast<size_t>(K));
+  std::vector<float> buf(5 * P * D + 2 * P * tb.Kp);
+  float *xs = buf.data(), *sx = xs + P * D, *y = sx + P * D, *sy = y + P * D, *z = sy + P * D;
+  float* work = z + P * D;
+  float lpx[P], lpy[P];
+  float s2_now = std::numeric_limits<float>::quiet_NaN();  // no tables yet
+  // h = 1 / (var + sigma^2) and c = log_const - (1/2) log det, as chain_small forms them
+  auto set_sigma2 = [&](float s2) {
+    if (s2 == s2_now) return;
+    s2_now = s2;
+    for (int64_t k = 0; k < K; ++k) {
+      float log_det = 0;
+      for (int64_t j = 0; j < VC; ++j) {
+        const float v = var[k * VC + j] + s2;
+        h[k * VC + j] = 1.0f / v;
+        log_det += std::log(v);
+      }
+      if (kIso) log_det *= static_cast<float>(D);
+      cst[k] = log_const[k] - 0.5f * log_det;
+    }
+    tb.set_precisions(var, h.data(), cst.data());
+  };
+  for (int64_t p0 = begin; p0 < end; p0 += P) {
+    const int64_t np = end - p0 < P ? end - p0 : P;
+    for (int64_t p = 0; p < P; ++p)  // pad with a real particle; never updated, results dropped
+      for (int64_t d = 0; d < D; ++d) xs[p * D + d] = x[(p0 + (p < np ? p : 0)) * D + d];
+    std::fill(z, z + P * D, 0.0f);
+    if (c.mala) {
+      set_sigma2(s2_t[0]);
+      gmm_detail::two_pass_block<false, kIso>(tb, xs, nullptr, np, sx, lpx, work);
+    }
+    int64_t accepted[P] = {};
+    for (int64_t s = 0; s < T; ++s) {
+      const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
+      const float a = a_t[s], b = std::sqrt(2.0f * a);
+      fill_normals(z, D, c.seed, step, c.particle_offset, p0 * D, np * D);
+      set_sigma2(s2_t[s]);
+      if (!c.mala) {
+        gmm_detail::two_pass_block<false, kIso>(tb, xs, nullptr, np, sx, lpx, work);
+        for (int64_t i = 0; i < np * D; ++i) xs[i] = xs[i] + a * sx[i] + b * z[i];
+      } else {
+        for (int64_t i = 0; i < P * D; ++i) y[i] = xs[i] + a * sx[i] + b * z[i];
+        gmm_detail::two_pass_block<false, kIso>(tb, y, nullptr, np, sy, lpy, work);
+        for (int64_t p = 0; p < np; ++p) {
+          double back = 0, fwd = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            const int64_t i = p * D + d;
+            const double r = static_cast<double>(xs[i]) - y[i] - static_cast<double>(a) * sy[i];
+            back += r * r;
+            fwd += static_cast<double>(z[i]) * z[i];
+          }
+          const double log_alpha = static_cast<double>(lpy[p]) - lpx[p] - back / (4.0 * a) + 0.5 * fwd;
+          const scorefast::PhiloxWords w = scorefast::noise_words(
+              c.seed, c.particle_offset + static_cast<uint64_t>(p0 + p), step, static_cast<uint32_t>(Q));
+          if (std::log(static_cast<double>(scorefast::uint32_to_uniform(w.w0))) < log_alpha) {
+            std::copy(y + p * D, y + (p + 1) * D, xs + p * D);
+            std::copy(sy + p * D, sy + (p + 1) * D, sx + p * D);
+            lpx[p] = lpy[p];
+            ++accepted[p];
+          }
+        }
+      }
+      if (c.trajectory_every > 0 && (s + 1) % c.trajectory_every == 0)
+        std::copy(xs, xs + np * D, traj + ((s + 1) / c.trajectory_every - 1) * N * D + p0 * D);
+    }
+    std::copy(xs, xs + np * D, x + p0 * D);
+    if (c.accepted)
+      for (int64_t p = 0; p < np; ++p) c.accepted[p0 + p] = accepted[p];
+  }
+}
+
 template <bool kFull, bool kIso>
 static bool chain_small_dispatch(const ChainArgs& c, int64_t begin, int64_t end) {
   switch (c.mixture.dim) {
@@ -280,6 +369,10 @@ static void gmm_chain_range(const scorefast::ChainArgs& c, int64_t begin, int64_
              : (iso ? chain_detail::chain_small_dispatch<false, true>(c, begin, end)
                     : chain_detail::chain_small_dispatch<false, false>(c, begin, end)))
       return;
+  }
+  if (c.mixture.dtype == StorageType::kFloat32 && c.mixture.factor == nullptr) {
+    return c.mixture.var_cols == 1 ? chain_detail::chain_blocks<true>(c, begin, end)
+                                   : chain_detail::chain_blocks<false>(c, begin, end);
   }
   switch (c.mixture.dtype) {
     case StorageType::kFloat32: return chain_detail::chain_impl<float>(c, begin, end);

@@ -436,60 +436,85 @@ static void gmm_blocked(const GmmArgs& a, int64_t begin, int64_t end) {
 
 // Isotropic (any sigma) and diagonal (fixed sigma) mixtures, float math, larger D: two
 // passes over the components for a block of P points, vectorised over components in pass 1
-// (the means are transposed once per call, so quad_k for W components accumulates over d
-// with no horizontal sums) and over coordinates in pass 2, which turns the l_k into weights
+// (the means transposed once, so quad_k for W components accumulates over d with no
+// horizontal sums) and over coordinates in pass 2, which turns the l_k into weights
 // w_k = e_k h_k and forms score = sum_k w_k mu_k - (sum_k w_k) x (diagonal:
-// sum_k e_k (h_k mu_k) - x sum_k e_k h_k), P accumulators in registers.
-template <typename T, bool kPerPointSigma, bool kIso>
-static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
-  using V = std::conditional_t<kChainLanes == 16, v16f, v8f>;
-  constexpr int W = kChainLanes, P = 4;
-  const int64_t D = a.dim, K = a.num_components;
-  const T* x = static_cast<const T*>(a.x);
-  const float* means = static_cast<const float*>(a.means);
-  const float* var = static_cast<const float*>(a.var);
-  const float* inv_var = static_cast<const float*>(a.inv_var);
-  const float* log_const = static_cast<const float*>(a.log_const);
-  const float* sigma2 = static_cast<const float*>(a.sigma2);
-  T* score = static_cast<T*>(a.score);
-  T* log_prob = static_cast<T*>(a.log_prob);
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  const int64_t Kp = (K + W - 1) / W * W;  // components padded to whole vectors
-  const int64_t DW = D - D % W;
-  std::vector<float> buf(P * D + 2 * P * Kp + 3 * Kp + (kIso ? 1 : 2) * D * Kp + (kIso ? 0 : K * D));
-  float* xs = buf.data();      // [P][D] the block's points
-  float* l = xs + P * D;       // [P][Kp] log-joints, then e_k
-  float* h = l + P * Kp;       // [P][Kp] isotropic precisions, then weights
-  float* cst = h + P * Kp;     // [Kp] log_const, -inf for the padding
-  float* vpad = cst + Kp;      // [Kp] isotropic variances
-  float* ipad = vpad + Kp;     // [Kp] isotropic 1 / (var + sigma^2)
-  float* muT = ipad + Kp;      // [D][Kp] the means, transposed
-  float* hT = muT + D * Kp;    // [D][Kp] diagonal precisions, transposed
-  float* hm = kIso ? hT : hT + D * Kp;  // [K][D] h_k mu_k (diagonal)
-  for (int64_t k = 0; k < Kp; ++k) {
-    const bool real = k < K;
-    cst[k] = real ? log_const[k] : neg_inf;
-    if (kIso) {
-      vpad[k] = real ? var[k] : 1.0f;
-      ipad[k] = real ? inv_var[k] : 1.0f;
-    }
-    for (int64_t d = 0; d < D; ++d) {
-      muT[d * Kp + k] = real ? means[k * D + d] : 0.0f;
-      if (!kIso) hT[d * Kp + k] = real ? inv_var[k * D + d] : 0.0f;
+// sum_k e_k (h_k mu_k) - x sum_k e_k h_k), P accumulators in registers. Shared by gmm_score
+// and the chain kernel (chain_kernels.h), which re-forms the precisions when sigma changes.
+
+using TwoPassVec = std::conditional_t<kChainLanes == 16, v16f, v8f>;
+constexpr int kTwoPassBlock = 4;  // points per block
+
+// The mixture in the evaluator's layout: components padded to whole vectors.
+struct TwoPassTables {
+  int64_t D = 0, K = 0, Kp = 0;
+  bool iso = true;
+  std::vector<float> mem;
+  float* cst = nullptr;   // [Kp] log-constants, -inf for the padding
+  float* vpad = nullptr;  // [Kp] isotropic variances (per-point sigma)
+  float* ipad = nullptr;  // [Kp] isotropic precisions
+  float* muT = nullptr;   // [D][Kp] the means, transposed
+  float* hT = nullptr;    // [D][Kp] diagonal precisions, transposed
+  float* hm = nullptr;    // [K][D] h_k mu_k (diagonal)
+  float* hrow = nullptr;  // [K][D] diagonal precisions
+  const float* means = nullptr;  // [K][D] the means, as given
+
+  TwoPassTables(const GmmArgs& a, bool isotropic)
+      : D(a.dim), K(a.num_components), iso(isotropic), means(static_cast<const float*>(a.means)) {
+    constexpr int W = kChainLanes;
+    Kp = (K + W - 1) / W * W;
+    mem.assign(3 * Kp + (iso ? 1 : 2) * D * Kp + (iso ? 0 : 2 * K * D), 0.0f);
+    cst = mem.data();
+    vpad = cst + Kp;
+    ipad = vpad + Kp;
+    muT = ipad + Kp;
+    hT = muT + D * Kp;
+    hm = iso ? hT : hT + D * Kp;
+    hrow = iso ? hm : hm + K * D;
+    for (int64_t k = 0; k < Kp; ++k)
+      for (int64_t d = 0; d < D; ++d) muT[d * Kp + k] = k < K ? means[k * D + d] : 0.0f;
+    for (int64_t k = K; k < Kp; ++k) vpad[k] = ipad[k] = 1.0f;
+  }
+
+  // Precisions h (K x VC) and log-constants c (K) of the mixture at hand.
+  void set_precisions(const float* var, const float* h, const float* c) {
+    for (int64_t k = 0; k < Kp; ++k) cst[k] = k < K ? c[k] : -std::numeric_limits<float>::infinity();
+    if (iso) {
+      for (int64_t k = 0; k < K; ++k) {
+        vpad[k] = var[k];
+        ipad[k] = h[k];
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t d = 0; d < D; ++d) {
+          hT[d * Kp + k] = hrow[k * D + d] = h[k * D + d];
+          hm[k * D + d] = h[k * D + d] * means[k * D + d];
+        }
     }
   }
-  if (!kIso)
-    for (int64_t i = 0; i < K * D; ++i) hm[i] = inv_var[i] * means[i];
-  auto loadv = [](const float* q) { V v; std::memcpy(&v, q, sizeof(v)); return v; };
+};
 
-  for (int64_t n0 = begin; n0 < end; n0 += P) {
-    const int64_t np = end - n0 < P ? end - n0 : P;
-    float s2[P];
-    for (int p = 0; p < P; ++p) {
-      const int64_t n = n0 + (p < np ? p : 0);  // pad with a real point; results dropped
-      for (int64_t d = 0; d < D; ++d) xs[p * D + d] = Storage<T>::load(x + n * D + d);
-      s2[p] = kPerPointSigma ? sigma2[n] : 0.0f;
-    }
+// Score (score[p * D ...]) and log p of the P points xs[p * D ...] (np of them real); s2:
+// per-point sigma^2 (isotropic, kPerPointSigma). work: 2 P Kp floats.
+template <bool kPerPointSigma, bool kIso>
+static void two_pass_block(const TwoPassTables& tb, const float* __restrict xs, const float* s2, int64_t np,
+                           float* __restrict score, float* __restrict log_prob, float* __restrict work) {
+  using V = TwoPassVec;
+  constexpr int W = kChainLanes, P = kTwoPassBlock;
+  const int64_t D = tb.D, K = tb.K, Kp = tb.Kp;
+  const int64_t DW = D - D % W;
+  const float* __restrict cst = tb.cst;
+  const float* __restrict vpad = tb.vpad;
+  const float* __restrict ipad = tb.ipad;
+  const float* __restrict muT = tb.muT;
+  const float* __restrict hT = tb.hT;
+  const float* __restrict hm = tb.hm;
+  const float* __restrict hrow = tb.hrow;
+  const float* __restrict means = tb.means;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  float* __restrict l = work;        // [P][Kp] log-joints, then e_k
+  float* __restrict h = l + P * Kp;  // [P][Kp] isotropic precisions, then weights
+  auto loadv = [](const float* q) { V v; std::memcpy(&v, q, sizeof(v)); return v; };
     // Pass 1: quad for P points x W components, accumulated over d.
     for (int64_t kb = 0; kb < Kp; kb += W) {
       V q[P];
@@ -576,7 +601,7 @@ static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
         if (kIso) {
           for (int p = 0; p < P; ++p) acc[p] += wts[p * Kp + k] * mu;
         } else {
-          const V hv = loadv(inv_var + k * D + d);
+          const V hv = loadv(hrow + k * D + d);
           for (int p = 0; p < P; ++p) {
             acc[p] += wts[p * Kp + k] * mu;
             bsum[p] += wts[p * Kp + k] * hv;
@@ -586,7 +611,7 @@ static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
       for (int p = 0; p < np; ++p) {
         const V xv = loadv(xs + p * D + d);
         const V sd = (kIso ? acc[p] - Wsum[p] * xv : acc[p] - bsum[p] * xv) * inv_S[p];
-        for (int w = 0; w < W; ++w) Storage<T>::store(score + (n0 + p) * D + d + w, sd[w]);
+        for (int w = 0; w < W; ++w) score[p * D + d + w] = sd[w];
       }
     }
     for (int64_t d = DW; d < D; ++d)
@@ -595,12 +620,43 @@ static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
         for (int64_t k = 0; k < K; ++k) {
           const float w = wts[p * Kp + k];
           acc += w * (kIso ? means : hm)[k * D + d];
-          if (!kIso) bsum += w * inv_var[k * D + d];
+          if (!kIso) bsum += w * hT[d * Kp + k];
         }
         const float sd = kIso ? acc - Wsum[p] * xs[p * D + d] : acc - bsum * xs[p * D + d];
-        Storage<T>::store(score + (n0 + p) * D + d, sd * inv_S[p]);
+        score[p * D + d] = sd * inv_S[p];
       }
-    for (int p = 0; p < np; ++p) Storage<T>::store(log_prob + n0 + p, m[p] + std::log(S[p]));
+    for (int p = 0; p < np; ++p) log_prob[p] = m[p] + std::log(S[p]);
+}
+
+template <typename T, bool kPerPointSigma, bool kIso>
+static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
+  constexpr int P = kTwoPassBlock;
+  const int64_t D = a.dim;
+  const T* x = static_cast<const T*>(a.x);
+  const float* sigma2 = static_cast<const float*>(a.sigma2);
+  T* score = static_cast<T*>(a.score);
+  T* log_prob = static_cast<T*>(a.log_prob);
+  TwoPassTables tb(a, kIso);
+  tb.set_precisions(static_cast<const float*>(a.var), static_cast<const float*>(a.inv_var),
+                    static_cast<const float*>(a.log_const));
+  std::vector<float> buf(2 * P * D + 2 * P * tb.Kp + P);
+  float* xs = buf.data();  // [P][D] the block's points
+  float* sc = xs + P * D;  // [P][D] their scores
+  float* work = sc + P * D;
+  float* lp = work + 2 * P * tb.Kp;
+  for (int64_t n0 = begin; n0 < end; n0 += P) {
+    const int64_t np = end - n0 < P ? end - n0 : P;
+    float s2[P];
+    for (int p = 0; p < P; ++p) {
+      const int64_t n = n0 + (p < np ? p : 0);  // pad with a real point; results dropped
+      for (int64_t d = 0; d < D; ++d) xs[p * D + d] = Storage<T>::load(x + n * D + d);
+      s2[p] = kPerPointSigma ? sigma2[n] : 0.0f;
+    }
+    two_pass_block<kPerPointSigma, kIso>(tb, xs, s2, np, sc, lp, work);
+    for (int64_t p = 0; p < np; ++p) {
+      for (int64_t d = 0; d < D; ++d) Storage<T>::store(score + (n0 + p) * D + d, sc[p * D + d]);
+      Storage<T>::store(log_prob + n0 + p, lp[p]);
+    }
   }
 }
 

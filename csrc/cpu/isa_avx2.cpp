@@ -1,9 +1,11 @@
 // AVX2 + FMA build of the CPU kernels, used only when the CPU reports both (cpu_dispatch.cpp).
 // Standard headers come before the target pragma so no library inline function is
 // compiled for AVX2 here and then picked by the linker for the whole program.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels.h"

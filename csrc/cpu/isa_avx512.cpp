@@ -3,9 +3,11 @@
 // (cpu_dispatch.cpp).
 // Standard headers come before the target pragma so no library inline function is
 // compiled for AVX-512 here and then picked by the linker for the whole program.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels.h"

@@ -1,8 +1,10 @@
 // Portable build of the CPU kernels (no instruction-set assumptions beyond the baseline).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels.h"
