@@ -29,21 +29,12 @@ import triton.language as tl
 from .. import backend_registry
 from ..chain import check_op_args
 from .gmm import MAX_BLOCK_D, check_args, gmm_tile
-from .noise import check_counter, contract_words, custom_op, launch, particle_normals, seed_halves
+from .noise import check_counter, contract_words, custom_op, launch, particle_normals, seed_halves, to_acc
 
 # Elements of one [BLOCK_N, BLOCK_D] state tile: a program keeps about six tiles live (state,
 # score, noise, MALA's proposal and its score, the gmm accumulator), half the gmm kernel's.
 TILE = 1024
 MAX_BLOCK_N = 64
-
-
-@triton.jit
-def _to_acc(v, F64: tl.constexpr):
-    """The compute type: float64 for float64 storage, float32 otherwise."""
-    if F64:
-        return v.to(tl.float64)
-    else:
-        return v.to(tl.float32)
 
 
 @triton.jit
@@ -65,7 +56,7 @@ def _round_to_storage(v, x_ptr, F64: tl.constexpr, BF16: tl.constexpr):
         bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
         return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
     else:
-        return _to_acc(v.to(x_ptr.dtype.element_ty), F64)
+        return to_acc(v.to(x_ptr.dtype.element_ty), F64)
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step0", "offset"])
@@ -82,7 +73,7 @@ def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s
     dmask = d < D
     mask = row_ok[:, None] & dmask[None, :]
     offs = n[:, None] * D + d[None, :]
-    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
+    x = to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
     ids = offset + n  # global particle ids: the noise counter
     zero = tl.zeros([BLOCK_N], dtype=x.dtype)
     sx = tl.zeros_like(x)
@@ -96,7 +87,7 @@ def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s
         a = tl.load(a_ptr + t)
         b = _sqrt(2.0 * a, F64)
         # padded coordinates keep x = 0, so the score's distances there stay 0
-        z = tl.where(dmask[None, :], _to_acc(particle_normals(seed_lo, seed_hi, step, ids, BLOCK_D), F64), 0.0)
+        z = tl.where(dmask[None, :], to_acc(particle_normals(seed_lo, seed_hi, step, ids, BLOCK_D), F64), 0.0)
         if MALA:
             y = _round_to_storage(x + a * sx + b * z, x_ptr, F64, BF16)
             sy, lpy = gmm_tile(y, zero, d, dmask, means_ptr, var_ptr, var_ptr, factor_ptr, log_const_ptr,

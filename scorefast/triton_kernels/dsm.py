@@ -27,7 +27,7 @@ import triton.language as tl
 
 from .. import backend_registry
 from .noise import (block_for, check_counter, contract_normals, custom_op, group_tile, launch,
-                    seed_halves, select4)
+                    seed_halves, select4, to_acc)
 
 # Philox groups per chunk of the loss kernel (4 elements each).
 LOSS_GROUPS = 256
@@ -39,15 +39,6 @@ LOSS_MAX_SPLITS = 1024
 FINISH_TILE = 4096
 
 _STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-@triton.jit
-def _to_acc(v, F64: tl.constexpr):
-    """The compute type: float64 for float64 storage, float32 otherwise."""
-    if F64:
-        return v.to(tl.float64)
-    else:
-        return v.to(tl.float32)
 
 
 @triton.jit
@@ -68,10 +59,10 @@ def _dsm_perturb_kernel(x_ptr, sigma_ptr, out_ptr, n_groups, Q, D,
                         F64: tl.constexpr, BLOCK: tl.constexpr):
     # One lane per Philox group: its four elements share one Philox call.
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
-    sig = _to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
+    sig = to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
     z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
-    z = _to_acc(select4(k, z0, z1, z2, z3), F64)
-    x = _to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
+    z = to_acc(select4(k, z0, z1, z2, z3), F64)
+    x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
     v = x + sig[:, None] * z
     tl.store(out_ptr + e, v.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -85,7 +76,7 @@ def _dsm_loss_kernel(pred_ptr, sigma_ptr, weight_ptr, out_ptr, D, Q, chunks_per_
     # the partial sum of squares into out[b, s] (out is [B, num_programs(1)]).
     b = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1).to(tl.int64)
-    sig = _to_acc(tl.load(sigma_ptr + b), F64)
+    sig = to_acc(tl.load(sigma_ptr + b), F64)
     inv_sigma = 1.0 / sig
     k = tl.arange(0, 4)
     lanes = tl.arange(0, BLOCK).to(tl.int64)
@@ -100,8 +91,8 @@ def _dsm_loss_kernel(pred_ptr, sigma_ptr, weight_ptr, out_ptr, D, Q, chunks_per_
         d = q[:, None] * 4 + k[None, :]
         mask = d < D
         z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q)
-        z = _to_acc(select4(k, z0, z1, z2, z3), F64)
-        pred = _to_acc(tl.load(pred_ptr + base + d, mask=mask, other=0.0), F64)
+        z = to_acc(select4(k, z0, z1, z2, z3), F64)
+        pred = to_acc(tl.load(pred_ptr + base + d, mask=mask, other=0.0), F64)
         r = tl.where(mask, _residual(pred, z, inv_sigma, EPS), 0.0)
         acc += r * r  # a NaN prediction makes its sample's sum NaN, and only that one
     total = tl.sum(tl.sum(acc, axis=1), axis=0)
@@ -109,7 +100,7 @@ def _dsm_loss_kernel(pred_ptr, sigma_ptr, weight_ptr, out_ptr, D, Q, chunks_per_
         loss = total.to(tl.float64)
         if not EPS:
             loss = loss * (0.5 * tl.load(weight_ptr + b))
-        tl.store(out_ptr + b, _to_acc(loss, F64))
+        tl.store(out_ptr + b, to_acc(loss, F64))
     else:
         tl.store(out_ptr + b * tl.num_programs(1) + s, total)
 
@@ -127,7 +118,7 @@ def _dsm_loss_finish_kernel(partial_ptr, weight_ptr, out_ptr, B, S,
     loss = tl.sum(part, axis=1).to(tl.float64)
     if not EPS:
         loss = loss * (0.5 * tl.load(weight_ptr + b, mask=row_ok, other=1.0))
-    tl.store(out_ptr + b, _to_acc(loss, F64), mask=row_ok)
+    tl.store(out_ptr + b, to_acc(loss, F64), mask=row_ok)
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"])
@@ -135,18 +126,18 @@ def _dsm_backward_kernel(pred_ptr, sigma_ptr, weight_ptr, g_ptr, out_ptr, n_grou
                          seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64,
                          EPS: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
-    g = _to_acc(tl.load(g_ptr + p, mask=row_ok, other=0.0), F64)
+    g = to_acc(tl.load(g_ptr + p, mask=row_ok, other=0.0), F64)
     if EPS:
         scale = 2.0 * g
         inv_sigma = g  # unused in the eps form
     else:
         # g_b times sigma_b^p rounded to the compute type, as the C++ kernels
-        scale = g * _to_acc(tl.load(weight_ptr + p, mask=row_ok, other=0.0), F64)
-        inv_sigma = 1.0 / _to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
+        scale = g * to_acc(tl.load(weight_ptr + p, mask=row_ok, other=0.0), F64)
+        inv_sigma = 1.0 / to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
         inv_sigma = inv_sigma[:, None]
     z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
-    z = _to_acc(select4(k, z0, z1, z2, z3), F64)
-    pred = _to_acc(tl.load(pred_ptr + e, mask=mask, other=0.0), F64)
+    z = to_acc(select4(k, z0, z1, z2, z3), F64)
+    pred = to_acc(tl.load(pred_ptr + e, mask=mask, other=0.0), F64)
     v = scale[:, None] * _residual(pred, z, inv_sigma, EPS)
     tl.store(out_ptr + e, v.to(out_ptr.dtype.element_ty), mask=mask)
 

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from .. import backend_registry
-from .noise import custom_op, launch
+from .noise import custom_op, launch, to_acc
 
 # Largest D held in one block of registers (and the chunk width above it).
 MAX_BLOCK_D = 256
@@ -53,15 +53,6 @@ TILE = 2048
 MAX_BLOCK_N = 128
 
 _NEG_INF = tl.constexpr(float("-inf"))
-
-
-@triton.jit
-def _to_acc(v, F64: tl.constexpr):
-    """The compute type: float64 for float64 x, float32 otherwise."""
-    if F64:
-        return v.to(tl.float64)
-    else:
-        return v.to(tl.float32)
 
 
 @triton.jit
@@ -201,7 +192,7 @@ def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_pt
     dmask = d < D
     mask = row_ok[:, None] & dmask[None, :]
     offs = n[:, None] * D + d[None, :]
-    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
+    x = to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
     s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
     if PER_POINT:
         s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
@@ -236,7 +227,7 @@ def _gmm_lse_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, log_const_ptr, sigma
             d = d0 + tl.arange(0, BLOCK_D)
             dmask = d < D
             mask = row_ok[:, None] & dmask[None, :]
-            x = _to_acc(tl.load(x_ptr + n[:, None] * D + d[None, :], mask=mask, other=0.0), F64)
+            x = to_acc(tl.load(x_ptr + n[:, None] * D + d[None, :], mask=mask, other=0.0), F64)
             diff = x - tl.load(mu_k + d, mask=dmask, other=0.0)[None, :]
             if ISO:
                 quad += tl.sum(diff * diff, axis=1)
@@ -273,7 +264,7 @@ def _gmm_score_chunk_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, sigma2_ptr, 
     dmask = d < D
     mask = row_ok[:, None] & dmask[None, :]
     offs = n[:, None] * D + d[None, :]
-    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
+    x = to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
     s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
     if PER_POINT:
         s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
@@ -323,7 +314,7 @@ def _gmm_full_t_kernel(x_ptr, means_ptr, factor_ptr, t_ptr, N, D,
     x_col = x_ptr + n * D  # x[:, i], advanced by one column per row i of F_k
     f_row = factor_ptr  # F_k[i, :]
     for i in range(D):
-        d_i = _to_acc(tl.load(x_col, mask=row_ok, other=0.0), F64) - tl.load(means_ptr + i)
+        d_i = to_acc(tl.load(x_col, mask=row_ok, other=0.0), F64) - tl.load(means_ptr + i)
         t += d_i[:, None] * tl.load(f_row + j, mask=jmask, other=0.0)[None, :]
         x_col += 1
         f_row += D

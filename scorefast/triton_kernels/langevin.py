@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .noise import (block_for, check_counter, contract_normals, custom_op, group_tile, launch,
-                    seed_halves, select4)
+                    seed_halves, select4, to_acc)
 
 # Tile of the norm kernel: up to NORM_TILE elements, BLOCK_D of one particle by BLOCK_P particles.
 NORM_TILE = 2048
@@ -31,21 +31,12 @@ _NOISE_NONE, _NOISE_CONTRACT, _NOISE_EXPLICIT = 0, 1, 2
 
 
 @triton.jit
-def _to_acc(v, F64: tl.constexpr):
-    """The compute type: float64 for float64 storage, float32 otherwise."""
-    if F64:
-        return v.to(tl.float64)
-    else:
-        return v.to(tl.float32)
-
-
-@triton.jit
 def _guided_score(s_ptr, sc_ptr, e, mask, w, GUIDED: tl.constexpr, F64: tl.constexpr):
     """g = s_u + w (s_c - s_u) (or s) at elements e, in the compute type."""
-    s = _to_acc(tl.load(s_ptr + e, mask=mask, other=0.0), F64)
+    s = to_acc(tl.load(s_ptr + e, mask=mask, other=0.0), F64)
     if GUIDED:
-        sc = _to_acc(tl.load(sc_ptr + e, mask=mask, other=0.0), F64)
-        s = s + _to_acc(w, F64) * (sc - s)
+        sc = to_acc(tl.load(sc_ptr + e, mask=mask, other=0.0), F64)
+        s = s + to_acc(w, F64) * (sc - s)
     return s
 
 
@@ -88,7 +79,7 @@ def _clip_factor_kernel(s_ptr, sc_ptr, factor_ptr, P, D, w: tl.int64, max_norm: 
     # NaN). Unclipped particles divide by 1, so a zero norm divides nothing by zero.
     small = norm <= max_norm
     factor = tl.where(small, 1.0, max_norm / tl.where(small, 1.0, norm))
-    tl.store(factor_ptr + p, _to_acc(factor, F64), mask=row_ok)
+    tl.store(factor_ptr + p, to_acc(factor, F64), mask=row_ok)
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"] + _F64_ARGS)
@@ -107,33 +98,33 @@ def _langevin_kernel(x_ptr, s_ptr, sc_ptr, noise_ptr, out_ptr, a_pp_ptr, b_pp_pt
     lo = _f64(lo)
     hi = _f64(hi)
     g = _guided_score(s_ptr, sc_ptr, e, mask, w, GUIDED, F64)
-    x = _to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
+    x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
 
     if A_PP:
-        a_p = _to_acc(tl.load(a_pp_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
+        a_p = to_acc(tl.load(a_pp_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
         if CLIP:
-            a_p = a_p * _to_acc(tl.load(factor_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
+            a_p = a_p * to_acc(tl.load(factor_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
         v = x + a_p * g
     elif CLIP:
-        a_p = _to_acc(a, F64) * _to_acc(tl.load(factor_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
+        a_p = to_acc(a, F64) * to_acc(tl.load(factor_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
         v = x + a_p * g
     else:
-        v = x + _to_acc(a, F64) * g
+        v = x + to_acc(a, F64) * g
 
     if NOISE != 0:
         if NOISE == 1:
             z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
-            z = _to_acc(select4(k, z0, z1, z2, z3), F64)
+            z = to_acc(select4(k, z0, z1, z2, z3), F64)
         else:
-            z = _to_acc(tl.load(noise_ptr + e, mask=mask, other=0.0), F64)
+            z = to_acc(tl.load(noise_ptr + e, mask=mask, other=0.0), F64)
         if B_PP:
-            v = v + _to_acc(tl.load(b_pp_ptr + p, mask=row_ok, other=0.0), F64)[:, None] * z
+            v = v + to_acc(tl.load(b_pp_ptr + p, mask=row_ok, other=0.0), F64)[:, None] * z
         else:
-            v = v + _to_acc(b, F64) * z
+            v = v + to_acc(b, F64) * z
 
     if CLAMP:
-        lo_c = _to_acc(lo, F64)
-        hi_c = _to_acc(hi, F64)
+        lo_c = to_acc(lo, F64)
+        hi_c = to_acc(hi, F64)
         v = tl.where(v < lo_c, lo_c, tl.where(v > hi_c, hi_c, v))  # NaN fails both: stays NaN
     tl.store(out_ptr + e, v.to(out_ptr.dtype.element_ty), mask=mask)
 

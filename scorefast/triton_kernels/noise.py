@@ -85,6 +85,15 @@ def particle_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D: tl.constexpr)
 
 
 @triton.jit
+def to_acc(v, F64: tl.constexpr):
+    """The compute type of every kernel here: float64 for float64 storage, float32 otherwise."""
+    if F64:
+        return v.to(tl.float64)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
 def select4(k, z0, z1, z2, z3):
     """[BLOCK, 4] tile whose column k holds z_k ([BLOCK] blocks; k = tl.arange(0, 4))."""
     kk = k[None, :]
