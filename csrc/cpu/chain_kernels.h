@@ -155,6 +155,25 @@ using gmm_detail::vexp_nonpos;
 using gmm_detail::vlog;
 using ChainVec = std::conditional_t<kChainLanes == 16, gmm_detail::v16f, gmm_detail::v8f>;
 
+// The float32 precisions h = 1 / (var + s2) (K x VC) and log-constants
+// c = log_const - (1/2) log det(var + s2) (K) of the mixture noised by s2, for the vector
+// chain paths (isotropic: VC = 1, the determinant over all D coordinates).
+static inline void noised_precisions(const GmmArgs& g, float s2, float* h, float* c) {
+  const int64_t K = g.num_components, VC = g.var_cols;
+  const float* var = static_cast<const float*>(g.var);
+  const float* log_const = static_cast<const float*>(g.log_const);
+  for (int64_t k = 0; k < K; ++k) {
+    float log_det = 0;
+    for (int64_t j = 0; j < VC; ++j) {
+      const float v = var[k * VC + j] + s2;
+      h[k * VC + j] = 1.0f / v;
+      log_det += std::log(v);
+    }
+    if (VC == 1) log_det *= static_cast<float>(g.dim);
+    c[k] = log_const[k] - 0.5f * log_det;
+  }
+}
+
 // Particles p0 .. p0 + L G - 1 of the range (L = kChainLanes; the first nb of them real, the
 // rest repeat particle p0, computed and dropped) through all T steps.
 template <int D, bool kFull, bool kIso, int G>
@@ -230,22 +249,11 @@ template <int D, bool kFull, bool kIso>
 static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
   const GmmArgs& g = c.mixture;
   const int64_t K = g.num_components, VC = g.var_cols, T = c.num_steps;
-  const float* var = static_cast<const float*>(g.var);
-  const float* log_const = static_cast<const float*>(g.log_const);
   const float* s2_t = static_cast<const float*>(c.sigma2);
-  // h = 1 / (var + sigma2_t) and c = log_const - (1/2) log det, per step and component
+  // the precisions and log-constants of every step
   std::vector<float> h(static_cast<size_t>(T) * K * VC), cst(static_cast<size_t>(T) * K);
   for (int64_t s = 0; s < T; ++s)
-    for (int64_t k = 0; k < K; ++k) {
-      float log_det = 0;
-      for (int64_t j = 0; j < VC; ++j) {
-        const float v = var[k * VC + j] + s2_t[s];
-        h[(s * K + k) * VC + j] = 1.0f / v;
-        log_det += std::log(v);
-      }
-      if (kIso) log_det *= static_cast<float>(D);
-      cst[s * K + k] = log_const[k] - 0.5f * log_det;
-    }
+    noised_precisions(g, s2_t[s], h.data() + s * K * VC, cst.data() + s * K);
   constexpr int L = kChainLanes, G = 4;  // 4 vectors at a time: their latencies overlap
   // per-component l and u of the G vectors (floats, 64-byte aligned by hand: the allocator
   // need not honour the vector type's alignment)
@@ -269,7 +277,6 @@ static void chain_blocks(const ChainArgs& c, int64_t begin, int64_t end) {
   const GmmArgs& g = c.mixture;
   const int64_t D = g.dim, K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
   const float* var = static_cast<const float*>(g.var);
-  const float* log_const = static_cast<const float*>(g.log_const);
   const float* a_t = static_cast<const float*>(c.step_size);
   const float* s2_t = static_cast<const float*>(c.sigma2);
   float* x = static_cast<float*>(c.x);
@@ -282,20 +289,11 @@ static void chain_blocks(const ChainArgs& c, int64_t begin, int64_t end) {
   float* work = z + P * D;
   float lpx[P], lpy[P];
   float s2_now = std::numeric_limits<float>::quiet_NaN();  // no tables yet
-  // h = 1 / (var + sigma^2) and c = log_const - (1/2) log det, as chain_small forms them
+  // the tables of the mixture noised by sigma^2, re-formed when it changes
   auto set_sigma2 = [&](float s2) {
     if (s2 == s2_now) return;
     s2_now = s2;
-    for (int64_t k = 0; k < K; ++k) {
-      float log_det = 0;
-      for (int64_t j = 0; j < VC; ++j) {
-        const float v = var[k * VC + j] + s2;
-        h[k * VC + j] = 1.0f / v;
-        log_det += std::log(v);
-      }
-      if (kIso) log_det *= static_cast<float>(D);
-      cst[k] = log_const[k] - 0.5f * log_det;
-    }
+    noised_precisions(g, s2, h.data(), cst.data());
     tb.set_precisions(var, h.data(), cst.data());
   };
   for (int64_t p0 = begin; p0 < end; p0 += P) {

@@ -40,25 +40,33 @@ static inline V splat_as(float v) {
 }
 static inline v8i splat_i(int32_t v) { return v8i{v, v, v, v, v, v, v, v}; }
 
-// exp, ~1 ulp (Cephes expf polynomial). n = round(x / ln 2) by the 1.5 * 2^23 trick (its low
-// mantissa bits are n). exp(-inf) = 0 (below -104 the result underflows), NaN stays NaN.
+// The core of exp (Cephes expf polynomial, ~1 ulp) for xc clamped to the finite range:
+// returns p = exp(xc) / 2^n with n = round(xc / ln 2) in ni, by the 1.5 * 2^23 trick (the
+// low mantissa bits of xc / ln 2 + 1.5 * 2^23 are n).
+template <typename V, typename I>
+static inline V exp_core(V xc, I& ni) {
+  const V magic = splat_as<V>(12582912.0f);  // 1.5 * 2^23
+  const V t = xc * splat_as<V>(1.44269504088896341f) + magic;
+  ni = (I)t - (I)magic;
+  const V n = t - magic;
+  V r = xc - n * splat_as<V>(0.693359375f);
+  r = r - n * splat_as<V>(-2.12194440e-4f);
+  V p = splat_as<V>(1.9875691500e-4f);
+  p = p * r + splat_as<V>(1.3981999507e-3f);
+  p = p * r + splat_as<V>(8.3334519073e-3f);
+  p = p * r + splat_as<V>(4.1665795894e-2f);
+  p = p * r + splat_as<V>(1.6666665459e-1f);
+  p = p * r + splat_as<V>(5.0000001201e-1f);
+  return p * r * r + r + splat_as<V>(1.0f);
+}
+
+// exp, ~1 ulp. exp(-inf) = 0 (below -104 the result underflows), NaN stays NaN.
 static inline v8f vexp(v8f x) {
   const v8i nan = x != x;
   v8f xc = x < splat(-104.0f) ? splat(-104.0f) : x;
   xc = xc > splat(88.5f) ? splat(88.5f) : xc;
-  const v8f magic = splat(12582912.0f);  // 1.5 * 2^23
-  const v8f t = xc * splat(1.44269504088896341f) + magic;
-  v8i ni = (v8i)t - (v8i)magic;
-  const v8f n = t - magic;
-  v8f r = xc - n * splat(0.693359375f);
-  r = r - n * splat(-2.12194440e-4f);
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
+  v8i ni;
+  const v8f p = exp_core(xc, ni);
   ni = nan ? splat_i(0) : ni;
   // 2^n in two halves so n down to -151 (subnormal results) stays representable
   const v8i n1 = ni >> 1, n2 = ni - n1;
@@ -104,20 +112,8 @@ template <typename V>
 static inline V vexp_nonpos(V x) {
   using I = decltype(x != x);  // the integer vector of V's lanes
   const I tiny = x < splat_as<V>(-87.0f);
-  const V xc = tiny ? splat_as<V>(-87.0f) : x;
-  const V magic = splat_as<V>(12582912.0f);  // 1.5 * 2^23
-  const V t = xc * splat_as<V>(1.44269504088896341f) + magic;
-  const I ni = (I)t - (I)magic;
-  const V n = t - magic;
-  V r = xc - n * splat_as<V>(0.693359375f);
-  r = r - n * splat_as<V>(-2.12194440e-4f);
-  V p = splat_as<V>(1.9875691500e-4f);
-  p = p * r + splat_as<V>(1.3981999507e-3f);
-  p = p * r + splat_as<V>(8.3334519073e-3f);
-  p = p * r + splat_as<V>(4.1665795894e-2f);
-  p = p * r + splat_as<V>(1.6666665459e-1f);
-  p = p * r + splat_as<V>(5.0000001201e-1f);
-  p = p * r * r + r + splat_as<V>(1.0f);
+  I ni;
+  const V p = exp_core(tiny ? splat_as<V>(-87.0f) : x, ni);
   const V out = p * (V)((ni + 127) << 23);
   return tiny ? splat_as<V>(0.0f) : out;
 }
