@@ -211,16 +211,16 @@ static inline void small_particles(const RoundKeys& keys, uint64_t first, uint32
   }
 }
 
-template <int D>
-static inline int64_t small_run(const RoundKeys& keys, uint64_t first, uint32_t step, float* out,
-                                int64_t particles) {
+// keys16: the 16-lane key schedule (AVX-512 builds), unused otherwise.
+template <int D, typename Keys16>
+static inline int64_t small_run(const RoundKeys& keys, const Keys16& keys16, uint64_t first, uint32_t step,
+                                float* out, int64_t particles) {
   int64_t p = 0;
 #if defined(SCOREFAST_NOISE16)
-  if (particles >= 16) {
-    const noise_avx512::RoundKeys keys16(keys);
-    for (; particles - p >= 32; p += 32) noise_avx512::small_particles<2, D>(keys16, first + p, step, out + D * p);
-    for (; particles - p >= 16; p += 16) noise_avx512::small_particles<1, D>(keys16, first + p, step, out + D * p);
-  }
+  for (; particles - p >= 32; p += 32) noise_avx512::small_particles<2, D>(keys16, first + p, step, out + D * p);
+  for (; particles - p >= 16; p += 16) noise_avx512::small_particles<1, D>(keys16, first + p, step, out + D * p);
+#else
+  (void)keys16;
 #endif
   for (; particles - p >= 16; p += 16) small_particles<2, D>(keys, first + p, step, out + D * p);
   for (; particles - p >= 8; p += 8) small_particles<1, D>(keys, first + p, step, out + D * p);
@@ -273,6 +273,8 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
   const RoundKeys keys(seed);
 #if defined(SCOREFAST_NOISE16)
   const noise_avx512::RoundKeys keys16(keys);
+#else
+  const int keys16 = 0;  // no 16-lane path in this build
 #endif
   GroupBatch batch;
   int64_t p = begin / D;
@@ -284,10 +286,10 @@ static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
       const int64_t whole = (n - i) / D;
       int64_t done = 0;
       switch (D) {
-        case 1: done = small_run<1>(keys, first, step, dst + i, whole); break;
-        case 2: done = small_run<2>(keys, first, step, dst + i, whole); break;
-        case 3: done = small_run<3>(keys, first, step, dst + i, whole); break;
-        default: done = small_run<4>(keys, first, step, dst + i, whole); break;
+        case 1: done = small_run<1>(keys, keys16, first, step, dst + i, whole); break;
+        case 2: done = small_run<2>(keys, keys16, first, step, dst + i, whole); break;
+        case 3: done = small_run<3>(keys, keys16, first, step, dst + i, whole); break;
+        default: done = small_run<4>(keys, keys16, first, step, dst + i, whole); break;
       }
       p += done;
       i += done * D;
