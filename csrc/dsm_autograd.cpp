@@ -5,19 +5,21 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "op_schemas.h"
+
 namespace scorefast {
 namespace {
 
 at::Tensor call_loss(const at::Tensor& pred, const at::Tensor& sigma, double power, bool eps_form, int64_t seed,
                      int64_t step, int64_t particle_offset) {
-  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("scorefast::dsm_loss", "").typed<decltype(call_loss)>();
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow(SCOREFAST_OP_NAME("dsm_loss"), "").typed<decltype(call_loss)>();
   return op.call(pred, sigma, power, eps_form, seed, step, particle_offset);
 }
 
 at::Tensor call_backward(const at::Tensor& grad, const at::Tensor& pred, const at::Tensor& sigma, double power,
                          bool eps_form, int64_t seed, int64_t step, int64_t particle_offset) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("scorefast::dsm_loss_backward", "")
+                       .findSchemaOrThrow(SCOREFAST_OP_NAME("dsm_loss_backward"), "")
                        .typed<decltype(call_backward)>();
   return op.call(grad, pred, sigma, power, eps_form, seed, step, particle_offset);
 }
@@ -58,6 +60,6 @@ at::Tensor dsm_loss_autograd(const at::Tensor& pred, const at::Tensor& sigma, do
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(scorefast, Autograd, m) { m.impl("dsm_loss", &dsm_loss_autograd); }
+TORCH_LIBRARY_IMPL(SCOREFAST_OPS_LIBRARY, Autograd, m) { m.impl("dsm_loss", &dsm_loss_autograd); }
 
 }  // namespace scorefast

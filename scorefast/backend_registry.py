@@ -3,7 +3,8 @@
 Backends:
     reference  pure PyTorch, any device; the definition of every op
     cpp        C++ CPU kernels (OpenMP threads, AVX2/FMA or portable)
-    cuda       CUDA C++ kernels (built only with a CUDA torch and nvcc)
+    cuda       CUDA C++ kernels (built only with a CUDA torch and nvcc; on CPU tensors
+               through the emulator when SCOREFAST_CUDA_EMULATOR=1, for testing)
     triton     Triton kernels (CUDA GPUs; CPU tensors too when TRITON_INTERPRET=1)
     numba      numba-JIT CPU kernels (no compiler needed)
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _extension
+from . import _extension, cuda_emulator
 
 NAMES = ("reference", "cpp", "cuda", "triton", "numba")
 _AUTO_ORDER = {"cpu": ("cpp", "numba", "reference"), "cuda": ("cuda", "triton", "reference")}
@@ -55,6 +56,12 @@ def _status_cpp() -> BackendStatus:
 
 
 def _status_cuda() -> BackendStatus:
+    if cuda_emulator.requested():
+        try:
+            cuda_emulator.load()
+        except Exception as exc:  # no compiler, no ninja, no source tree, a build error
+            return BackendStatus("cuda", False, (), f"the CUDA emulator failed to build ({type(exc).__name__}: {exc})")
+        return BackendStatus("cuda", True, ("cpu",), "emulated on the CPU (slow; for testing)")
     ext = _extension.extension()
     if ext is None:
         return BackendStatus("cuda", False, (), "compiled extension not loaded")
@@ -94,7 +101,7 @@ def _status_numba() -> BackendStatus:
 
 
 @functools.lru_cache(maxsize=None)
-def _status_cached(name: str, interpreting: bool) -> BackendStatus:
+def _status_cached(name: str, interpreting: bool, emulating: bool) -> BackendStatus:
     if name == "reference":
         return BackendStatus("reference", True, ("cpu", "cuda"), "pure PyTorch")
     return {"cpp": _status_cpp, "cuda": _status_cuda, "triton": _status_triton, "numba": _status_numba}[name]()
@@ -103,12 +110,18 @@ def _status_cached(name: str, interpreting: bool) -> BackendStatus:
 def status(name: str) -> BackendStatus:
     """The availability of backend ``name``."""
     check_name(name)
-    return _status_cached(name, triton_interpreting())
+    return _status_cached(name, triton_interpreting(), cuda_emulator.requested())
 
 
 def backends() -> dict[str, BackendStatus]:
     """Every backend and whether it can run here (``print(*backends().values(), sep="\\n")``)."""
     return {name: status(name) for name in NAMES}
+
+
+def is_emulated(name: str, device_type: str) -> bool:
+    """True where ``name`` runs on ``device_type`` only to be tested, not timed: Triton's
+    interpreter and the CUDA emulator on CPU tensors."""
+    return name in ("triton", "cuda") and device_type == "cpu"
 
 
 def check_name(name: str) -> None:
@@ -129,6 +142,8 @@ def has_op(backend: str, op: str) -> bool:
     if backend in _DISPATCH_KEYS:
         # cpp and cuda share one namespace whose schemas are all declared: the op must also
         # have a kernel for the backend's device.
+        if backend == "cuda" and cuda_emulator.requested():
+            return torch._C._dispatch_has_kernel_for_dispatch_key(f"{cuda_emulator.LIBRARY}::{op}", "CPU")
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"scorefast::{op}", _DISPATCH_KEYS[backend])
     return True
 
@@ -137,13 +152,13 @@ def has_op(backend: str, op: str) -> bool:
 @torch.compiler.assume_constant_result
 def resolve(backend: str, device: torch.device, op: str = "langevin_step") -> str:
     """The backend that runs ``op`` on ``device``: ``backend`` itself, checked, or the auto choice."""
-    return _resolve(backend, device.type, op, triton_interpreting())
+    return _resolve(backend, device.type, op, triton_interpreting(), cuda_emulator.requested())
 
 
 # Cached: small ops are called thousands of times a second (errors are not cached, so a
 # bad choice raises every time).
 @functools.lru_cache(maxsize=256)
-def _resolve(backend: str, dev: str, op: str, interpreting: bool) -> str:
+def _resolve(backend: str, dev: str, op: str, interpreting: bool, emulating: bool) -> str:
     check_name(backend)
     if backend == "auto":
         for name in _AUTO_ORDER.get(dev, ("reference",)):
@@ -169,4 +184,6 @@ def op_namespace(backend: str):
     """The ``torch.ops`` namespace holding a compiled backend's ops (after ``resolve`` loaded it)."""
     if backend not in _NAMESPACES:
         raise ValueError(f"backend {backend!r} has no compiled ops")
+    if backend == "cuda" and cuda_emulator.requested():
+        return cuda_emulator.ops()
     return getattr(torch.ops, _NAMESPACES[backend])

@@ -103,8 +103,8 @@ def _bench_backends(device: torch.device, requested) -> list[str]:
         s = backend_registry.status(name)
         if name == "reference" or not s.available or device.type not in s.devices:
             continue
-        if name == "triton" and device.type == "cpu":
-            continue  # the interpreter is for testing, not timing
+        if backend_registry.is_emulated(name, device.type):
+            continue  # the Triton interpreter and the CUDA emulator are for testing, not timing
         names.append(name)
     return names
 

@@ -69,7 +69,7 @@ def run_dsm_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, comp
                     if n != "reference" and backend_registry.status(n).available
                     and device.type in backend_registry.status(n).devices
                     and backend_registry.has_op(n, "dsm_loss")
-                    and not (n == "triton" and device.type == "cpu")]
+                    and not backend_registry.is_emulated(n, device.type)]
     rows = []
     for B, D in shapes:
         g = torch.Generator().manual_seed(0)

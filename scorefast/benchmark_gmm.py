@@ -80,7 +80,7 @@ def run_gmm_bench(sizes=SIZES, kinds=KINDS, device=torch.device("cpu"), backends
                     if n != "reference" and backend_registry.status(n).available
                     and device.type in backend_registry.status(n).devices
                     and backend_registry.has_op(n, "gmm_score")
-                    and not (n == "triton" and device.type == "cpu")]
+                    and not backend_registry.is_emulated(n, device.type)]
     min_time = 0.05 if quick else 0.3
     rows = []
     for kind in kinds:

@@ -88,8 +88,9 @@ def _backward(ctx, grad):
             None, None, None, None, None, None)
 
 
-def register_op_extras(namespace: str, *, fakes: bool = True) -> None:
-    """Fake kernels and autograd for ``namespace::langevin_step`` and ``langevin_step_``.
+def register_op_extras(namespace: str, *, fakes: bool = True, counter: bool = False) -> None:
+    """Fake kernels and autograd for ``namespace::langevin_step`` and ``langevin_step_``
+    (and the fake of ``langevin_step_counter_`` with ``counter=True``).
 
     ``fakes=False`` skips the fake kernels, for ops that bring their own (a
     ``torch.library.triton_op`` is its own fake kernel; registering another one is an error).
@@ -97,12 +98,13 @@ def register_op_extras(namespace: str, *, fakes: bool = True) -> None:
     if fakes:
         torch.library.register_fake(f"{namespace}::langevin_step", _fake)
         torch.library.register_fake(f"{namespace}::langevin_step_", _fake_inplace)
+        if counter:
+            torch.library.register_fake(f"{namespace}::langevin_step_counter_", _fake_counter)
     torch.library.register_autograd(f"{namespace}::langevin_step", _backward, setup_context=_setup_context)
 
 
 if _extension.extension() is not None:
-    register_op_extras("scorefast")
-    torch.library.register_fake("scorefast::langevin_step_counter_", _fake_counter)
+    register_op_extras("scorefast", counter=True)
 
 
 def _coefficient(value, x: torch.Tensor, name: str):

@@ -1,9 +1,10 @@
 """Shared test setup: which backends run here, on which device, and the error budgets.
 
 Without a CUDA GPU, Triton kernels run through the interpreter (TRITON_INTERPRET=1, set
-before triton is imported), so they are tested on tiny shapes. CI sets
-SCOREFAST_REQUIRE_BACKENDS=cpp,numba,triton so a backend that fails to load fails the
-run instead of being skipped.
+before triton is imported), so they are tested on tiny shapes, and the CUDA kernels run
+on CPU tensors through the emulator (SCOREFAST_CUDA_EMULATOR=1, scorefast/cuda_emulator.py).
+CI sets SCOREFAST_REQUIRE_BACKENDS=cpp,numba,triton,cuda so a backend that fails to load
+fails the run instead of being skipped.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("SCOREFAST_CUDA_EMULATOR", "1")
 
 import pytest  # noqa: E402
 
@@ -30,7 +32,7 @@ def _required() -> set[str]:
 
 def backend_device(name: str) -> torch.device:
     if name == "cuda":
-        return torch.device("cuda")
+        return torch.device("cpu" if scorefast.cuda_emulator.requested() else "cuda")
     if name == "triton":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device("cpu")

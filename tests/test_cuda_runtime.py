@@ -1,14 +1,19 @@
 """CUDA backend specifics that the generic backend tests do not reach: bitwise agreement
 with the portable C++ kernels on explicit noise; the DSM ops, gmm_score and gmm_chain against
-the CPU ops on every kernel path; the current stream, device indices and mixed-device errors.
-Skipped without a GPU and a CUDA build of the extension."""
+the CPU ops on every kernel path; the current stream, device indices, mixed-device errors
+and CUDA graphs.
+
+Without a GPU the kernels run in the CUDA emulator (scorefast/cuda_emulator.py) on CPU
+tensors: every comparison runs, and only what needs a real device (streams, graphs, a
+second device, tensors on two devices) is skipped."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, noise_tolerance, storage_ulp
+from conftest import (MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, backend_device, noise_tolerance,
+                      storage_ulp)
 
 import scorefast
 from scorefast import backend_registry, samplers
@@ -16,6 +21,11 @@ from scorefast.reference import dsm_noise_ref
 
 pytestmark = pytest.mark.skipif(not backend_registry.status("cuda").available,
                                 reason=f"cuda backend: {backend_registry.status('cuda').reason}")
+
+# The CUDA kernels' device: the GPU, or the CPU under the emulator.
+DEV = backend_device("cuda")
+OPS = backend_registry.op_namespace("cuda") if backend_registry.status("cuda").available else None
+needs_gpu = pytest.mark.skipif(DEV.type != "cuda", reason="needs a GPU (streams, graphs or two devices)")
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -46,8 +56,8 @@ def test_explicit_noise_bitwise_equal_to_generic_cpp(generic_cpp, dtype, shape):
     for kw in (dict(step_size=0.1, noise_scale=0.4), dict(step_size=a, noise_scale=a * 2, score_cond=sc, guidance=-0.6,
                                                          clamp=(-1.0, 0.5))):
         cpu = scorefast.langevin_step(x, s, noise=z, backend="cpp", **kw)
-        kw_gpu = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
-        gpu = scorefast.langevin_step(x.cuda(), s.cuda(), noise=z.cuda(), backend="cuda", **kw_gpu)
+        kw_gpu = {k: v.to(DEV) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        gpu = scorefast.langevin_step(x.to(DEV), s.to(DEV), noise=z.to(DEV), backend="cuda", **kw_gpu)
         assert torch.equal(gpu.cpu(), cpu), kw
 
 
@@ -59,12 +69,13 @@ def test_clip_factors_match_cpp(generic_cpp):
     for cols in (5000, 33):  # warp-per-particle path for small D
         kw = dict(step_size=0.1, noise_scale=0.2, max_score_norm=0.5 * cols**0.5)  # clips most particles
         cpu = scorefast.langevin_step(x[:, :cols], s[:, :cols], noise=z[:, :cols], backend="cpp", **kw)
-        gpu = scorefast.langevin_step(x[:, :cols].cuda(), s[:, :cols].cuda(), noise=z[:, :cols].cuda(), backend="cuda", **kw)
+        gpu = scorefast.langevin_step(x[:, :cols].to(DEV), s[:, :cols].to(DEV), noise=z[:, :cols].to(DEV), backend="cuda", **kw)
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-6, atol=1e-6)
 
 
+@needs_gpu
 def test_runs_on_the_current_stream():
-    x, s = _rand((512, 1024), torch.float32, 0).cuda(), _rand((512, 1024), torch.float32, 1).cuda()
+    x, s = _rand((512, 1024), torch.float32, 0).to(DEV), _rand((512, 1024), torch.float32, 1).to(DEV)
     kw = dict(step_size=0.1, seed=5, step=2, backend="cuda")
     expected = scorefast.langevin_step(x, s, **kw)
     side = torch.cuda.Stream()
@@ -72,10 +83,10 @@ def test_runs_on_the_current_stream():
     with torch.cuda.stream(side):
         y = x * 1.0  # produced on the side stream: the kernel must be ordered after it
         out = scorefast.langevin_step(y, s, **kw)
-        z = scorefast.normal((512, 1024), seed=5, step=2, device="cuda", backend="cuda")
+        z = scorefast.normal((512, 1024), seed=5, step=2, device=DEV, backend="cuda")
     torch.cuda.current_stream().wait_stream(side)
     assert torch.equal(out, expected)
-    assert torch.equal(z, scorefast.normal((512, 1024), seed=5, step=2, device="cuda", backend="cuda"))
+    assert torch.equal(z, scorefast.normal((512, 1024), seed=5, step=2, device=DEV, backend="cuda"))
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
@@ -91,9 +102,10 @@ def test_second_device():
     assert torch.equal(z1.cpu(), scorefast.normal((33, 17), seed=5, device="cuda:0", backend="cuda").cpu())
 
 
+@needs_gpu
 def test_direct_op_calls_check_devices():
-    op = torch.ops.scorefast.langevin_step
-    x = torch.zeros(4, 3, device="cuda")
+    op = OPS.langevin_step
+    x = torch.zeros(4, 3, device=DEV)
     base = [x, x, None, 1.0, 0.1, None, 0.1, None, None, 0, 0, 0, None, None, None]
     bad = list(base)
     bad[1] = torch.zeros(4, 3)
@@ -103,10 +115,13 @@ def test_direct_op_calls_check_devices():
     bad[5] = torch.ones(4)
     with pytest.raises(RuntimeError, match="step_size_per_particle must be on the device of x"):
         op(*bad)
+
+
+def test_direct_noise_op_calls_check_out():
     with pytest.raises(RuntimeError, match="out must be int64"):
-        torch.ops.scorefast.philox_fill_(torch.zeros(2, 3, 4, device="cuda"), 0, 0, 0)
+        OPS.philox_fill_(torch.zeros(2, 3, 4, device=DEV), 0, 0, 0)
     with pytest.raises(RuntimeError, match="out must be contiguous"):
-        torch.ops.scorefast.normal_fill_(torch.zeros(4, 6, device="cuda")[:, ::2], 0, 0, 0)
+        OPS.normal_fill_(torch.zeros(4, 6, device=DEV)[:, ::2], 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,11 +151,12 @@ def _dsm_data(shape, dtype, seed=0):
     return x, sigma, grad
 
 
-def _dsm_cpu_and_cuda(op, *args):
-    """op on CPU tensors and on CUDA copies of them (the CUDA result brought back)."""
-    cpu = op(*args)
-    gpu = op(*(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))
-    assert gpu.is_cuda
+def _dsm_cpu_and_cuda(name, *args):
+    """Op ``name`` by the C++ CPU kernels, and by the CUDA kernels on copies of the inputs
+    (the result brought back)."""
+    cpu = getattr(torch.ops.scorefast, name)(*args)
+    gpu = getattr(OPS, name)(*(a.to(DEV) if isinstance(a, torch.Tensor) else a for a in args))
+    assert gpu.device.type == DEV.type
     return cpu, gpu.cpu()
 
 
@@ -162,7 +178,7 @@ def _residual_bound(pred, sigma, eps_form):
 @pytest.mark.parametrize("shape", DSM_SHAPES, ids=str)
 def test_dsm_perturb_matches_cpu(dtype, shape):
     x, sigma, _ = _dsm_data(shape, dtype)
-    cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_perturb, x, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    cpu, gpu = _dsm_cpu_and_cuda("dsm_perturb", x, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
     assert gpu.shape == x.shape and gpu.dtype == dtype
     B = shape[0]
     u = U64 if dtype == torch.float64 else U32
@@ -187,12 +203,12 @@ def test_dsm_loss_and_backward_match_cpu(dtype, shape, form, power):
     s = sigma.double()
     w = torch.ones_like(s) if eps_form else 0.5 * s**power
 
-    cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_loss, pred, *args)
+    cpu, gpu = _dsm_cpu_and_cuda("dsm_loss", pred, *args)
     assert gpu.shape == (B,) and gpu.dtype == _acc(dtype)
     tol = w * (2 * r * dr + dr * dr).sum(1) + 1e-6 * cpu.double().abs()
     assert_within(gpu, cpu, tol, f"dsm_loss {shape} {dtype} {form}")
 
-    cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_loss_backward, grad, pred, *args)
+    cpu, gpu = _dsm_cpu_and_cuda("dsm_loss_backward", grad, pred, *args)
     assert gpu.shape == pred.shape and gpu.dtype == dtype
     scale = (2 * grad.double() if eps_form else grad.double() * s**power).abs()[:, None]
     tol = (scale * dr).reshape(shape) + 1e-6 * cpu.double().abs()
@@ -206,17 +222,17 @@ def test_dsm_unaligned_input_takes_the_scalar_path(dtype):
     # D % 4 == 0 but the data starts one element into its buffer: no vector accesses.
     B, D = 9, 64
     x, sigma, grad = _dsm_data((B, D), dtype)
-    buf = torch.empty(B * D + 1, dtype=dtype, device="cuda")
+    buf = torch.empty(B * D + 1, dtype=dtype, device=DEV)
     xg = buf[1:].view(B, D)
-    xg.copy_(x.cuda())
-    aligned = torch.ops.scorefast.dsm_perturb(x.cuda(), sigma.cuda(), DSM_SEED64, DSM_STEP, DSM_OFFSET)
-    assert torch.equal(torch.ops.scorefast.dsm_perturb(xg, sigma.cuda(), DSM_SEED64, DSM_STEP, DSM_OFFSET), aligned)
+    xg.copy_(x.to(DEV))
+    aligned = OPS.dsm_perturb(x.to(DEV), sigma.to(DEV), DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    assert torch.equal(OPS.dsm_perturb(xg, sigma.to(DEV), DSM_SEED64, DSM_STEP, DSM_OFFSET), aligned)
     for eps_form in (False, True):
-        args = (sigma.cuda(), 1.5, eps_form, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+        args = (sigma.to(DEV), 1.5, eps_form, DSM_SEED64, DSM_STEP, DSM_OFFSET)
         # The same thread layout and sums, only scalar instead of vector loads: bitwise equal.
-        assert torch.equal(torch.ops.scorefast.dsm_loss(xg, *args), torch.ops.scorefast.dsm_loss(x.cuda(), *args))
-        assert torch.equal(torch.ops.scorefast.dsm_loss_backward(grad.cuda(), xg, *args),
-                           torch.ops.scorefast.dsm_loss_backward(grad.cuda(), x.cuda(), *args))
+        assert torch.equal(OPS.dsm_loss(xg, *args), OPS.dsm_loss(x.to(DEV), *args))
+        assert torch.equal(OPS.dsm_loss_backward(grad.to(DEV), xg, *args),
+                           OPS.dsm_loss_backward(grad.to(DEV), x.to(DEV), *args))
 
 
 @pytest.mark.parametrize("shape", [(6, 7), (40, 4099)], ids=str)  # team and block paths
@@ -224,7 +240,7 @@ def test_dsm_loss_nan_stays_in_its_sample(shape):
     pred, sigma, _ = _dsm_data(shape, torch.float32, seed=2)
     pred[3, 5] = float("nan")
     for eps_form in (False, True):
-        cpu, gpu = _dsm_cpu_and_cuda(torch.ops.scorefast.dsm_loss, pred, sigma, 2.0, eps_form,
+        cpu, gpu = _dsm_cpu_and_cuda("dsm_loss", pred, sigma, 2.0, eps_form,
                                      DSM_SEED64, DSM_STEP, DSM_OFFSET)
         assert torch.isnan(gpu[3]) and int(torch.isnan(gpu).sum()) == 1
         torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=0.0, equal_nan=True)
@@ -232,41 +248,43 @@ def test_dsm_loss_nan_stays_in_its_sample(shape):
 
 def test_dsm_empty_shapes():
     for shape in [(0, 5), (3, 0), (0,)]:
-        x = torch.zeros(shape, device="cuda")
-        sigma = torch.ones(shape[0], device="cuda")
-        assert torch.ops.scorefast.dsm_perturb(x, sigma, 1, 0, 0).shape == shape
-        loss = torch.ops.scorefast.dsm_loss(x, sigma, 2.0, False, 1, 0, 0)
+        x = torch.zeros(shape, device=DEV)
+        sigma = torch.ones(shape[0], device=DEV)
+        assert OPS.dsm_perturb(x, sigma, 1, 0, 0).shape == shape
+        loss = OPS.dsm_loss(x, sigma, 2.0, False, 1, 0, 0)
         assert loss.shape == (shape[0],) and torch.equal(loss.cpu(), torch.zeros(shape[0]))
-        assert torch.ops.scorefast.dsm_loss_backward(sigma, x, sigma, 2.0, False, 1, 0, 0).shape == shape
+        assert OPS.dsm_loss_backward(sigma, x, sigma, 2.0, False, 1, 0, 0).shape == shape
 
 
+@needs_gpu
 def test_dsm_runs_on_the_current_stream():
     x, sigma, _ = _dsm_data((512, 1024), torch.float32)
-    x, sigma = x.cuda(), sigma.cuda()
+    x, sigma = x.to(DEV), sigma.to(DEV)
     args = (sigma, 2.0, False, DSM_SEED64, DSM_STEP, DSM_OFFSET)
-    expected_x = torch.ops.scorefast.dsm_perturb(x, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
-    expected_l = torch.ops.scorefast.dsm_loss(x, *args)
+    expected_x = OPS.dsm_perturb(x, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+    expected_l = OPS.dsm_loss(x, *args)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         y = x * 1.0  # produced on the side stream: the kernels must be ordered after it
-        got_x = torch.ops.scorefast.dsm_perturb(y, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
-        got_l = torch.ops.scorefast.dsm_loss(y, *args)
+        got_x = OPS.dsm_perturb(y, sigma, DSM_SEED64, DSM_STEP, DSM_OFFSET)
+        got_l = OPS.dsm_loss(y, *args)
     torch.cuda.current_stream().wait_stream(side)
     assert torch.equal(got_x, expected_x) and torch.equal(got_l, expected_l)
 
 
 def test_dsm_direct_op_calls_check_devices():
-    x = torch.zeros(4, 3, device="cuda")
-    sigma = torch.ones(4, device="cuda")
-    with pytest.raises(RuntimeError, match="sigma must be on the device of x"):
-        torch.ops.scorefast.dsm_perturb(x, sigma.cpu(), 0, 0, 0)
-    with pytest.raises(RuntimeError, match="sigma must be on the device of pred"):
-        torch.ops.scorefast.dsm_loss(x, sigma.cpu(), 2.0, False, 0, 0, 0)
-    with pytest.raises(RuntimeError, match="grad_per_sample must be on the device of pred"):
-        torch.ops.scorefast.dsm_loss_backward(sigma.cpu(), x, sigma, 2.0, False, 0, 0, 0)
+    x = torch.zeros(4, 3, device=DEV)
+    sigma = torch.ones(4, device=DEV)
+    if DEV.type == "cuda":  # tensors on two devices
+        with pytest.raises(RuntimeError, match="sigma must be on the device of x"):
+            OPS.dsm_perturb(x, sigma.cpu(), 0, 0, 0)
+        with pytest.raises(RuntimeError, match="sigma must be on the device of pred"):
+            OPS.dsm_loss(x, sigma.cpu(), 2.0, False, 0, 0, 0)
+        with pytest.raises(RuntimeError, match="grad_per_sample must be on the device of pred"):
+            OPS.dsm_loss_backward(sigma.cpu(), x, sigma, 2.0, False, 0, 0, 0)
     with pytest.raises(RuntimeError, match="sigma must be Float"):
-        torch.ops.scorefast.dsm_loss(x, sigma.double(), 2.0, False, 0, 0, 0)
+        OPS.dsm_loss(x, sigma.double(), 2.0, False, 0, 0, 0)
 
 
 # -- gmm_score -----------------------------------------------------------------------------
@@ -302,10 +320,10 @@ def _gmm_args(mixture, x, sigma, seed):
 
 def _gmm_cpu_and_cuda(args):
     cpu = torch.ops.scorefast.gmm_score(*args)
-    dev = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
-    gpu = torch.ops.scorefast.gmm_score(*dev)
-    assert gpu[0].is_cuda and gpu[0].dtype == args[0].dtype and gpu[0].shape == args[0].shape
-    assert gpu[1].is_cuda and gpu[1].shape == args[0].shape[:1]
+    dev = [a.to(DEV) if isinstance(a, torch.Tensor) else a for a in args]
+    gpu = OPS.gmm_score(*dev)
+    assert gpu[0].device.type == DEV.type and gpu[0].dtype == args[0].dtype and gpu[0].shape == args[0].shape
+    assert gpu[1].device.type == DEV.type and gpu[1].shape == args[0].shape[:1]
     return cpu, tuple(t.cpu() for t in gpu)
 
 
@@ -372,39 +390,41 @@ def test_gmm_score_public_api_and_empty():
     x = _gmm_points(mixture, 40, torch.float32, seed=3)
     sigma = torch.rand(40, generator=torch.Generator().manual_seed(4))
     cpu = scorefast.gmm_score(x, mixture, sigma=sigma, backend="cpp")
-    gpu = scorefast.gmm_score(x.cuda(), mixture, sigma=sigma.cuda(), backend="cuda")
+    gpu = scorefast.gmm_score(x.to(DEV), mixture, sigma=sigma.to(DEV), backend="cuda")
     for a, b in zip(gpu, cpu):
         torch.testing.assert_close(a.cpu(), b, **GMM_TOL[torch.float32])
-    score, log_prob = scorefast.gmm_score(x[:0].cuda(), mixture, backend="cuda")
-    assert score.shape == (0, 3) and log_prob.shape == (0,) and score.is_cuda
+    score, log_prob = scorefast.gmm_score(x[:0].to(DEV), mixture, backend="cuda")
+    assert score.shape == (0, 3) and log_prob.shape == (0,) and score.device.type == DEV.type
 
 
+@needs_gpu
 def test_gmm_score_runs_on_the_current_stream():
     mixture = random_mixture(32, 64, kind="diagonal", seed=0)
-    x = _gmm_points(mixture, 4096, torch.float32, seed=0).cuda()
+    x = _gmm_points(mixture, 4096, torch.float32, seed=0).to(DEV)
     args = _gmm_args(mixture, x, None, seed=0)
-    expected = torch.ops.scorefast.gmm_score(*args)
+    expected = OPS.gmm_score(*args)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         y = x * 1.0  # produced on the side stream: the kernel must be ordered after it
-        out = torch.ops.scorefast.gmm_score(y, *args[1:])
+        out = OPS.gmm_score(y, *args[1:])
     torch.cuda.current_stream().wait_stream(side)
     assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
 
 
+@needs_gpu
 def test_gmm_score_checks_devices():
     mixture = random_mixture(3, 4, kind="diagonal", seed=0)
-    x = torch.zeros(5, 4, device="cuda")
+    x = torch.zeros(5, 4, device=DEV)
     args = _gmm_args(mixture, x, None, seed=0)
     bad = list(args)
     bad[1] = bad[1].cpu()
     with pytest.raises(RuntimeError, match="means must be on the device of x"):
-        torch.ops.scorefast.gmm_score(*bad)
+        OPS.gmm_score(*bad)
     bad = list(args)
     bad[6] = torch.ones(5)
     with pytest.raises(RuntimeError, match="sigma2 must be on the device of x"):
-        torch.ops.scorefast.gmm_score(*bad)
+        OPS.gmm_score(*bad)
 
 
 # -- gmm_chain -----------------------------------------------------------------------------
@@ -446,8 +466,8 @@ def _chain_budget(mix, case, steps, magnitude, dtype):
 
 def _chain_cpu_and_cuda(x, mix, **kw):
     cpu = scorefast.gmm_chain(x, mix, backend="cpp", **kw)
-    gpu = scorefast.gmm_chain(x.cuda(), mix, backend="cuda", **kw)
-    assert gpu.x.is_cuda and gpu.x.dtype == x.dtype and gpu.x.shape == x.shape
+    gpu = scorefast.gmm_chain(x.to(DEV), mix, backend="cuda", **kw)
+    assert gpu.x.device.type == DEV.type and gpu.x.dtype == x.dtype and gpu.x.shape == x.shape
     return cpu, type(gpu)(*(None if t is None else t.cpu() for t in gpu))
 
 
@@ -508,7 +528,7 @@ def test_gmm_chain_many_components_and_blocks(D, generic_cpp):
 def test_gmm_chain_cuda_independent_of_chunking(D):
     # Every particle's computation is the same whatever the launch: bitwise equal.
     mix = random_mixture(4, D, seed=1, kind="full", spread=2.0)
-    x = mix.sample(300, seed=3).float().cuda()
+    x = mix.sample(300, seed=3).float().to(DEV)
     for method in ("ula", "mala"):
         kw = dict(method=method, steps=10, step_size=0.05, seed=8, step_offset=2**32 - 10, backend="cuda")
         whole = scorefast.gmm_chain(x, mix, **kw)
@@ -522,7 +542,7 @@ def test_gmm_chain_cuda_equals_single_cuda_steps():
     # The chain is T calls of langevin_step with gmm_score in between (float64: the same
     # normals, the score's rounding differs by the mixture's kernel form only).
     mix = random_mixture(3, 3, seed=1, kind="full", spread=2.0)
-    x = mix.sample(40, seed=2).cuda()
+    x = mix.sample(40, seed=2).to(DEV)
     kw = CHAIN_CASES["annealed"]
     out = scorefast.gmm_chain(x, mix, seed=5, step_offset=7, backend="cuda", **kw).x
     y = x.clone()
@@ -536,7 +556,7 @@ def test_gmm_chain_cuda_equals_single_cuda_steps():
 
 def test_gmm_chain_cuda_trajectory_nan_and_empty():
     mix = ring()
-    x = mix.sample(20, seed=1).cuda()
+    x = mix.sample(20, seed=1).to(DEV)
     start = x.clone()
     res = scorefast.gmm_chain(x, mix, method="ula", steps=12, step_size=0.01, trajectory_every=4, seed=2, backend="cuda")
     assert res.trajectory.shape == (3, 20, 2) and torch.equal(res.trajectory[-1], res.x)
@@ -544,33 +564,34 @@ def test_gmm_chain_cuda_trajectory_nan_and_empty():
     x[4, 1] = float("nan")  # MALA rejects every proposal of a NaN particle; the others run on
     res = scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.1, seed=2, backend="cuda")
     assert int(res.accepted[4]) == 0 and torch.isnan(res.x[4, 1])
-    assert torch.isfinite(res.x[torch.arange(20, device="cuda") != 4]).all()
+    assert torch.isfinite(res.x[torch.arange(20, device=DEV) != 4]).all()
     assert int(res.accepted.sum()) > 0
     empty = scorefast.gmm_chain(x[:0], mix, method="mala", steps=3, step_size=0.1, seed=2, backend="cuda")
     assert empty.x.shape == (0, 2) and empty.accepted.shape == (0,)
 
 
+@needs_gpu
 def test_gmm_chain_cuda_checks_devices():
     mix = random_mixture(2, 3, seed=0, kind="diagonal")
-    x = torch.zeros(5, 3, device="cuda")
+    x = torch.zeros(5, 3, device=DEV)
     p = mix.kernel_params(torch.float32, x.device, None, per_point=True)
-    a, s2 = torch.full((4,), 0.1, device="cuda"), torch.zeros(4, device="cuda")
+    a, s2 = torch.full((4,), 0.1, device=DEV), torch.zeros(4, device=DEV)
     args = [x, p["means"], p["var"], p["log_const"], p["factor"], a, s2, True, 3, 0, 0, 0, None,
-            torch.zeros(5, dtype=torch.int64, device="cuda")]
+            torch.zeros(5, dtype=torch.int64, device=DEV)]
     for i, name in ((5, "step_size"), (6, "sigma2"), (13, "accepted"), (1, "means")):
         bad = list(args)
         bad[i] = bad[i].cpu()
         with pytest.raises(RuntimeError, match=f"{name} must be on the device of x"):
-            torch.ops.scorefast.gmm_chain_(*bad)
+            OPS.gmm_chain_(*bad)
 
 
 def test_langevin_sampler_runs_the_cuda_chain_for_a_mixture():
     mix = ring()
-    x = mix.sample(64, seed=1).float().cuda()
-    fused = samplers.langevin(mix, x.clone(), steps=20, step_size=0.01, seed=3)
+    x = mix.sample(64, seed=1).float().to(DEV)
+    fused = samplers.langevin(mix, x.clone(), steps=20, step_size=0.01, seed=3, backend="cuda")
     chain = scorefast.gmm_chain(x, mix, method="ula", steps=20, step_size=0.01, seed=3, backend="cuda").x
     assert torch.equal(fused, chain)
-    stepwise = samplers.langevin(lambda y: mix.score(y), x.clone(), steps=20, step_size=0.01, seed=3)
+    stepwise = samplers.langevin(lambda y: mix.score(y), x.clone(), steps=20, step_size=0.01, seed=3, backend="cuda")
     torch.testing.assert_close(fused, stepwise, rtol=1e-5, atol=1e-5)
 
 
@@ -579,32 +600,34 @@ def test_langevin_sampler_runs_the_cuda_chain_for_a_mixture():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_counter_ops_equal_int_step_ops_on_cuda(dtype):
-    x, s = _rand((300, 33), dtype, 0).cuda(), _rand((300, 33), dtype, 1).cuda()
-    step = torch.tensor([2**32 - 1], device="cuda")
-    a = torch.rand(300, device="cuda")
+    x, s = _rand((300, 33), dtype, 0).to(DEV), _rand((300, 33), dtype, 1).to(DEV)
+    step = torch.tensor([2**32 - 1], device=DEV)
+    a = torch.rand(300, device=DEV)
     for kw in (dict(step_size=0.1), dict(step_size=a, clamp=(-1.0, 1.0), max_score_norm=0.5)):
         want = scorefast.langevin_step(x, s, seed=5, step=2**32 - 1, particle_offset=9, backend="cuda", **kw)
         y = x.clone()
         scorefast.langevin_step_(y, s, seed=5, step=step, particle_offset=9, backend="cuda", **kw)
         assert torch.equal(y, want)
-    assert torch.equal(scorefast.normal((6, 13), seed=3, step=torch.tensor(8, device="cuda"), device="cuda"),
-                       scorefast.normal((6, 13), seed=3, step=8, device="cuda"))
-    assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8], device="cuda"), device="cuda"),
-                       scorefast.philox_words(6, 3, seed=3, step=8, device="cuda"))
+    cuda = dict(device=DEV, backend="cuda")
+    assert torch.equal(scorefast.normal((6, 13), seed=3, step=torch.tensor(8, device=DEV), **cuda),
+                       scorefast.normal((6, 13), seed=3, step=8, **cuda))
+    assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8], device=DEV), **cuda),
+                       scorefast.philox_words(6, 3, seed=3, step=8, **cuda))
 
 
+@needs_gpu
 def test_captured_step_reads_the_counter_at_each_replay():
-    x, s = _rand((64, 10), torch.float32, 0).cuda(), _rand((64, 10), torch.float32, 1).cuda()
+    x, s = _rand((64, 10), torch.float32, 0).to(DEV), _rand((64, 10), torch.float32, 1).to(DEV)
     eager = x.clone()
     for t in range(5, 8):
         scorefast.langevin_step_(eager, s, step_size=0.1, seed=2, step=t, backend="cuda")
-    counter = torch.tensor([5], device="cuda")
+    counter = torch.tensor([5], device=DEV)
     y = x.clone()
-    z = torch.empty(64, 10, device="cuda")
+    z = torch.empty(64, 10, device=DEV)
 
     def step():
         scorefast.langevin_step_(y, s, step_size=0.1, seed=2, step=counter, backend="cuda")
-        torch.ops.scorefast.normal_fill_counter_(z, 2, counter, 0)
+        OPS.normal_fill_counter_(z, 2, counter, 0)
         counter.add_(1)
 
     side = torch.cuda.Stream()  # warm-up (lazy loading) on scratch state, as torch.cuda.graphs recommends
@@ -623,7 +646,7 @@ def test_captured_step_reads_the_counter_at_each_replay():
     torch.cuda.synchronize()
     assert int(counter) == 8
     assert torch.equal(y, eager)
-    assert torch.equal(z, scorefast.normal((64, 10), seed=2, step=7, device="cuda"))
+    assert torch.equal(z, scorefast.normal((64, 10), seed=2, step=7, device=DEV))
 
 
 GRAPH_SAMPLERS = {
@@ -640,11 +663,12 @@ GRAPH_SAMPLERS = {
 }
 
 
+@needs_gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("name", list(GRAPH_SAMPLERS))
 def test_samplers_replayed_from_cuda_graphs_equal_the_eager_ones(name, dtype):
     mix = random_mixture(3, 5, seed=1, kind="full", spread=2.0)
-    x = mix.sample(500, seed=2).to(dtype).cuda()
+    x = mix.sample(500, seed=2).to(dtype).to(DEV)
     eager = GRAPH_SAMPLERS[name](mix, x.clone())
     graphed = GRAPH_SAMPLERS[name](mix, x.clone(), cuda_graph=True)
     if isinstance(eager, tuple):
@@ -655,9 +679,10 @@ def test_samplers_replayed_from_cuda_graphs_equal_the_eager_ones(name, dtype):
     assert torch.equal(graphed, eager)
 
 
+@needs_gpu
 def test_cuda_graph_with_a_fused_mixture_chain_and_a_named_backend():
     mix = ring()
-    x = mix.sample(64, seed=1).float().cuda()
+    x = mix.sample(64, seed=1).float().to(DEV)
     eager = samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3)
     assert torch.equal(samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3, cuda_graph=True), eager)
     with pytest.raises(ValueError, match="cuda_graph=True runs the cuda backend"):
@@ -665,9 +690,10 @@ def test_cuda_graph_with_a_fused_mixture_chain_and_a_named_backend():
                           backend="reference")
 
 
+@needs_gpu
 def test_cuda_graph_capture_failure_names_the_cause():  # last: a failed capture is left behind
     mix = ring()
-    x = mix.sample(64, seed=1).float().cuda()
+    x = mix.sample(64, seed=1).float().to(DEV)
 
     def syncing_score(y):
         return mix.score(y) * float(y.abs().max())  # a host sync: not capturable

@@ -23,6 +23,7 @@
 #include "../dsm_op.h"
 #include "../gmm_op.h"
 #include "../langevin_op.h"
+#include "../op_schemas.h"
 #include "launchers.h"
 #include "scorefast/philox.h"
 
@@ -31,8 +32,13 @@ namespace {
 
 // The current CUDA stream of `device` (the one torch's CUDA ops on that device use).
 cudaStream_t current_stream(const c10::Device& device) {
+#if defined(SCOREFAST_CUDA_EMULATION)
+  (void)device;
+  return nullptr;  // the emulator runs every launch synchronously
+#else
   const c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
   return static_cast<cudaStream_t>(impl.getStreamNativeHandle(impl.getStream(device)));
+#endif
 }
 
 void check_cuda_result(cudaError_t err, const char* what) {
@@ -41,7 +47,11 @@ void check_cuda_result(cudaError_t err, const char* what) {
 }
 
 void check_cuda_tensor(const at::Tensor& t, const char* name) {
+#if defined(SCOREFAST_CUDA_EMULATION)
+  TORCH_CHECK(t.is_cpu(), name, " must be a CPU tensor for the emulated CUDA kernel, got ", t.device());
+#else
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor for the CUDA kernel, got ", t.device());
+#endif
 }
 
 // step_counter: null, or a device int64 read as the step when the kernel runs (the
@@ -220,7 +230,7 @@ std::tuple<at::Tensor, at::Tensor> gmm_score_cuda(const at::Tensor& x, const at:
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
+TORCH_LIBRARY_IMPL(SCOREFAST_OPS_LIBRARY, SCOREFAST_CUDA_DISPATCH_KEY, m) {
   m.impl("philox_fill_", &philox_fill_cuda);
   m.impl("normal_fill_", &normal_fill_cuda);
   m.impl("langevin_step", &langevin_step_cuda);
@@ -296,7 +306,7 @@ at::Tensor dsm_loss_backward_cuda(const at::Tensor& grad_per_sample, const at::T
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(scorefast, CUDA, m) {
+TORCH_LIBRARY_IMPL(SCOREFAST_OPS_LIBRARY, SCOREFAST_CUDA_DISPATCH_KEY, m) {
   m.impl("dsm_perturb", &dsm_perturb_cuda);
   m.impl("dsm_loss", &dsm_loss_cuda);
   m.impl("dsm_loss_backward", &dsm_loss_backward_cuda);
@@ -329,6 +339,6 @@ void gmm_chain_cuda_(at::Tensor& x, const at::Tensor& means, const at::Tensor& v
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(scorefast, CUDA, m) { m.impl("gmm_chain_", &gmm_chain_cuda_); }
+TORCH_LIBRARY_IMPL(SCOREFAST_OPS_LIBRARY, SCOREFAST_CUDA_DISPATCH_KEY, m) { m.impl("gmm_chain_", &gmm_chain_cuda_); }
 
 }  // namespace scorefast
