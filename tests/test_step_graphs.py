@@ -3,16 +3,21 @@
 On the CPU: the counter ops equal the int-step ops bitwise and pass opcheck; the public
 functions take a tensor step; ``cuda_graph=True`` is refused for CPU tensors; and the
 samplers' graph protocol (warm-up, one capture, replays, each advancing the counter) gives
-the eager chain bit for bit, with a stand-in whose "replay" runs the captured step again,
-which is what a CUDA graph replay does with kernels that read the counter when they run.
+the eager chain bit for bit, with the C++ kernels and with the CUDA kernels (emulated),
+through a stand-in with a CUDA graph's semantics (RecordedGraph: capture records the ops
+and runs nothing, replay re-runs them on the captured tensors, host syncs are refused).
 The real capture is tested on a GPU in tests/test_cuda_runtime.py.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import scorefast
 from scorefast import backend_registry, samplers, step_graphs, targets
@@ -108,9 +113,71 @@ def test_cuda_graph_on_cpu_tensors_is_refused_for_a_fused_mixture_chain_too():
         samplers.langevin(mix, x, steps=3, step_size=0.1, cuda_graph=True)
 
 
+class RecordedGraph(TorchDispatchMode):
+    """A CUDA graph's semantics on the CPU. Capture records every op the step dispatches,
+    with the very tensors it reads and writes, and then undoes the step's writes (a capture
+    runs nothing). A replay re-runs the recorded ops on those tensors, writing each result
+    into the tensor the capture produced, as a graph's kernels rewrite the same addresses;
+    no Python code of the step runs again. So state the step rebinds instead of updating in
+    place, Python values computed at capture, and host syncs (refused, as capture refuses
+    them) show up here as they would on a GPU."""
+
+    _SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "item"}
+    _NO_DATA = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+        self._saved = {}  # id -> (tensor, its value before the capture's first write)
+
+    @staticmethod
+    def _from_value_checks() -> bool:
+        """Whether the op comes from scorefast/_checks.py, whose value checks run on CPU
+        tensors only (on a GPU they are skipped rather than sync): not part of the step."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename.endswith(os.path.join("scorefast", "_checks.py")):
+                return True
+            frame = frame.f_back
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if self._from_value_checks():
+            return func(*args, **kwargs)
+        if name in self._SYNCS:
+            raise RuntimeError(f"operation not permitted when stream is capturing ({func}: a host sync)")
+        for arg, value in zip(func._schema.arguments, self._flat_args(func, args, kwargs)):
+            if arg.alias_info is not None and arg.alias_info.is_write and isinstance(value, torch.Tensor):
+                self._saved.setdefault(id(value), (value, value.clone()))
+        out = func(*args, **kwargs)
+        self.ops.append((func, args, kwargs, out, name in self._NO_DATA))
+        return out
+
+    @staticmethod
+    def _flat_args(func, args, kwargs):
+        names = [a.name for a in func._schema.arguments]
+        return list(args) + [kwargs.get(n) for n in names[len(args):]]
+
+    def capture(self, fn):
+        with self:
+            fn()
+        for tensor, before in self._saved.values():
+            tensor.copy_(before)
+
+    def replay(self):
+        for func, args, kwargs, out, no_data in self.ops:
+            if no_data:
+                continue  # memory of the graph's pool: nothing to compute
+            result = func(*args, **kwargs)
+            for want, got in zip(pytree.tree_leaves(out), pytree.tree_leaves(result)):
+                if isinstance(want, torch.Tensor) and want is not got:
+                    want.copy_(got)
+
+
 class ReplayingRunner(step_graphs.StepRunner):
-    """StepRunner's graph protocol on the CPU: a "replay" runs the captured step again, as a
-    CUDA graph replay re-runs its kernels, which read the step counter when they run."""
+    """StepRunner's graph protocol on the CPU, with RecordedGraph for the CUDA graph."""
 
     captures = replays = 0
 
@@ -128,12 +195,17 @@ class ReplayingRunner(step_graphs.StepRunner):
 
     def _capture(self, step_fn):
         type(self).captures += 1
-        runner = self
+        graph = RecordedGraph()
+        try:
+            graph.capture(lambda: self._step(step_fn))
+        except RuntimeError as exc:
+            raise RuntimeError(f"the sampler step could not be captured in a CUDA graph: {exc}") from exc
+        runner = type(self)
 
         class Graph:
             def replay(self):
-                type(runner).replays += 1
-                runner._step(step_fn)
+                runner.replays += 1
+                graph.replay()
 
         return Graph()
 
@@ -141,14 +213,22 @@ class ReplayingRunner(step_graphs.StepRunner):
         pass
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", ["cpp", "cuda"])
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_graph_protocol_gives_the_eager_chain(monkeypatch, name):
+def test_graph_protocol_gives_the_eager_chain(monkeypatch, name, backend, dtype):
+    # cuda: the CUDA kernels in the emulator when there is no GPU (CUDA tensors otherwise
+    # take the real graphs, tested in tests/test_cuda_runtime.py).
+    status = backend_registry.status(backend)
+    if not status.available or "cpu" not in status.devices:
+        pytest.skip(f"{backend} does not run on CPU tensors here")
     monkeypatch.setattr(samplers, "StepRunner", ReplayingRunner)
     monkeypatch.setattr(ReplayingRunner, "captures", 0)
     monkeypatch.setattr(ReplayingRunner, "replays", 0)
     mix, x = _mixture_case()
-    eager = SAMPLERS[name](mix, x.clone())
-    graphed = SAMPLERS[name](mix, x.clone(), cuda_graph=True)
+    x = x.to(dtype)
+    eager = SAMPLERS[name](mix, x.clone(), backend=backend)
+    graphed = SAMPLERS[name](mix, x.clone(), cuda_graph=True, backend=backend)
     if isinstance(eager, tuple):
         (eager, d_eager), (graphed, d_graphed) = eager, graphed
         assert d_graphed.keys() == d_eager.keys()
@@ -163,9 +243,48 @@ def test_graph_protocol_warms_up_then_captures_once_per_group(monkeypatch):
     monkeypatch.setattr(ReplayingRunner, "captures", 0)
     monkeypatch.setattr(ReplayingRunner, "replays", 0)
     runner = ReplayingRunner(torch.zeros(2, 1), True, "auto")
-    seen = []
+    seen = torch.full((14,), -1, dtype=torch.int64)
     for n in (10, 1, 3):
-        runner.run(lambda t: seen.append(int(t)), n)
-    assert seen == list(range(14)) and runner.t == 14 and int(runner.counter) == 14
+        runner.run(lambda t: seen.index_copy_(0, t, t), n)  # each step writes its step number
+    assert seen.tolist() == list(range(14)) and runner.t == 14 and int(runner.counter) == 14
     warm = step_graphs.WARMUP_STEPS
     assert ReplayingRunner.captures == 2 and ReplayingRunner.replays == (10 - warm) + (3 - warm)
+
+
+def test_recorded_graph_replays_recorded_tensors_not_python():
+    # The stand-in is as strict as a graph: a step that rebinds its state replays on the
+    # captured tensors, and Python values computed at capture stay frozen.
+    x = torch.zeros(3)
+    state = {"x": x, "calls": 0}
+
+    def rebinding_step():
+        state["calls"] += 1
+        state["x"] = state["x"] + 1.0  # a new tensor: a graph keeps writing the captured one
+
+    graph = RecordedGraph()
+    graph.capture(rebinding_step)
+    captured_out = state["x"]
+    for _ in range(3):
+        graph.replay()
+    assert state["calls"] == 1  # Python ran once, at capture
+    assert torch.equal(x, torch.zeros(3))  # the input was never updated in place
+    assert torch.equal(captured_out, torch.ones(3))  # every replay recomputed x + 1 from x = 0
+
+    y = torch.zeros(3)
+    graph = RecordedGraph()
+    graph.capture(lambda: y.add_(1.0))
+    assert torch.equal(y, torch.zeros(3))  # capture runs nothing
+    for _ in range(3):
+        graph.replay()
+    assert torch.equal(y, torch.full((3,), 3.0))
+
+
+def test_recorded_graph_refuses_host_syncs(monkeypatch):
+    monkeypatch.setattr(samplers, "StepRunner", ReplayingRunner)
+    mix, x = _mixture_case()
+
+    def syncing_score(y):
+        return mix.score(y) * float(y.abs().max())
+
+    with pytest.raises(RuntimeError, match="could not be captured"):
+        samplers.langevin(syncing_score, x.clone(), steps=5, step_size=0.01, cuda_graph=True)
