@@ -101,7 +101,7 @@ def run_chain_bench(quick: bool = False, compile_reference: bool = True, device=
                 epsilon=case["eps"], seed=1)
         else:
             providers["scorefast sampler"] = lambda: samplers.mala(
-                mix.score, mix.log_prob, x0.clone(), steps=T, step_size=case["a"], seed=1)
+                lambda y: mix.score(y), lambda y: mix.log_prob(y), x0.clone(), steps=T, step_size=case["a"], seed=1)
             providers["scorefast chain"] = lambda: gmm_chain(x0, mix, method="mala", steps=T, step_size=case["a"], seed=1)
         times = {name: time_fn(fn, device, min_time=0.2, min_reps=2) for name, fn in providers.items()}
         for t in times.values():

@@ -90,7 +90,7 @@ def cmd_sample(args, parser_error) -> int:
     elif args.sampler == "annealed":
         spread = float((target.means[:, None] - target.means[None]).norm(dim=-1).max())
         sigmas = geometric_sigmas(max(spread, 1.0), 0.01, args.levels)
-        samplers.annealed_langevin(lambda y, s: target.score(y, sigma=s), x, sigmas,
+        samplers.annealed_langevin(target.score, x, sigmas,  # a mixture: the fused chain
                                    steps_per_level=max(1, args.steps // args.levels), epsilon=args.epsilon,
                                    seed=args.seed, progress=args.progress, backend=args.backend)
         extra["sigmas"] = [float(v) for v in sigmas]

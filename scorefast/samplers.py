@@ -49,6 +49,12 @@ def _ticker(total: int, progress, desc: str):
     return lambda: next(it, None)
 
 
+def _is_log_prob_of(log_prob_fn, mixture) -> bool:
+    """Whether ``log_prob_fn`` is None or ``mixture.log_prob`` itself."""
+    return log_prob_fn is None or (getattr(log_prob_fn, "__self__", None) is mixture
+                                   and getattr(log_prob_fn, "__name__", "") == "log_prob")
+
+
 def _chain_runs_fused(x, backend: str) -> bool:
     """Whether a gmm_chain kernel (not the reference) runs the whole chain for x (N, D) with
     ``backend``."""
@@ -98,6 +104,10 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
                       backend: str = "auto") -> torch.Tensor:
     """Annealed Langevin from x (N, ...) with a noise-conditional score ``score_fn(x, sigma)``.
 
+    A GaussianMixture (or its ``score`` method, whose score(x, sigma) is the noised
+    mixture's) runs the whole schedule in the fused gmm_chain op instead: same noise, same
+    result up to rounding, one kernel.
+
     Args:
         sigmas: (L,) decreasing noise levels.
         steps_per_level: T, steps at each level.
@@ -113,6 +123,15 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
     if any(a <= b for a, b in zip(sigmas, sigmas[1:])):
         raise ValueError("sigmas must be strictly decreasing")
     seed = random_seed() if seed is None else seed
+    mixture = _mixture_behind(score_fn)
+    if mixture is not None and not progress and _chain_runs_fused(x, backend):
+        from .chain import gmm_chain
+
+        x.copy_(gmm_chain(x, mixture, method="annealed", sigmas=sigmas, steps_per_level=steps_per_level,
+                          epsilon=epsilon, final_denoise=final_denoise, seed=seed, backend=backend).x)
+        return x
+    if mixture is not None:
+        score_fn = mixture.score  # called as score(x, sigma)
     last = sigmas[-1]
     total = len(sigmas) * steps_per_level
     tick = _ticker(total, progress, "annealed langevin")
@@ -204,7 +223,8 @@ def _acceptance_uniform(x: torch.Tensor, seed: int, step: int, particle_offset: 
 
 class Diagnostics(dict):
     """Sampler diagnostics: acceptance_rate (per particle, MALA), nan_particles, diverged
-    (|x| > divergence_threshold), score_norm (mean per-particle score norm at each step)."""
+    (|x| > divergence_threshold), score_norm (mean per-particle score norm at each step; None
+    when the whole chain ran in the fused gmm_chain kernel)."""
 
 
 def _finish_diagnostics(x, score_norms, threshold, accepted=None, steps=0):
@@ -228,6 +248,12 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
     min(1, p(y) q(x | y) / (p(x) q(y | x))); a NaN or infinite ratio is a rejection.
     ``cuda_graph``: replay the step (proposal, both score calls, acceptance) from a CUDA graph.
 
+    ``score_fn`` and ``log_prob_fn`` are callables x -> s(x) and x -> log p(x) (N,). A
+    GaussianMixture as ``score_fn`` (``log_prob_fn`` None), or its ``score`` and ``log_prob``
+    methods, runs the whole chain in the fused gmm_chain op instead (same noise and
+    uniforms, same result up to rounding); no per-step scores leave that kernel, so its
+    diagnostics['score_norm'] is None. Pass lambdas to get the stepwise loop and its norms.
+
     Returns (x, diagnostics) with x updated in place and diagnostics['acceptance_rate'] (N,).
     """
     from .langevin import langevin_step
@@ -237,6 +263,18 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
     if step_size <= 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     seed = random_seed() if seed is None else seed
+    mixture = _mixture_behind(score_fn)
+    if mixture is not None and _is_log_prob_of(log_prob_fn, mixture):
+        if not progress and _chain_runs_fused(x, backend):
+            from .chain import gmm_chain
+
+            res = gmm_chain(x, mixture, method="mala", steps=steps, step_size=step_size, seed=seed,
+                            particle_offset=particle_offset, backend=backend)
+            x.copy_(res.x)
+            return x, _finish_diagnostics(x, None, divergence_threshold, res.accepted, steps)
+        score_fn, log_prob_fn = mixture.score, mixture.log_prob
+    elif log_prob_fn is None:
+        raise TypeError("log_prob_fn is required unless score_fn is a GaussianMixture (or its score method)")
     a = float(step_size)
     accepted = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     # the chain's state, updated in place (a captured step reads and writes these buffers)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+import scorefast
 from scorefast import samplers, targets
 from scorefast.nn import geometric_sigmas
 from scorefast.targets import GaussianMixture
@@ -27,23 +29,33 @@ def _threshold(mix, n, seeds=range(100, 106)):
     return 2 * max(eds)
 
 
-def test_mala_two_mode_matches_exact_samples():
+def _mala_fns(mix, path):
+    """The mixture's methods (the fused chain runs) or lambdas (the stepwise sampler)."""
+    if path == "fused":
+        return mix.score, mix.log_prob
+    return (lambda y: mix.score(y)), (lambda y: mix.log_prob(y))
+
+
+@pytest.mark.parametrize("path", ["fused", "stepwise"])
+def test_mala_two_mode_matches_exact_samples(path):
     mix = targets.two_mode_2d()
     n = 2000
     x = 3.0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x, diag = samplers.mala(mix.score, mix.log_prob, x, steps=400, step_size=0.4, seed=1)
+    x, diag = samplers.mala(*_mala_fns(mix, path), x, steps=400, step_size=0.4, seed=1)
     assert 0.5 < float(diag["acceptance_rate"].mean()) < 1.0
-    assert diag["nan_particles"] == 0 and len(diag["score_norm"]) == 400
+    assert diag["nan_particles"] == 0
+    assert (diag["score_norm"] is None) if path == "fused" else len(diag["score_norm"]) == 400
     assert energy_distance(x, mix.sample(n, seed=7)) < _threshold(mix, n)
 
 
-def test_mala_10d_mixture_keeps_exact_samples_exact():
+@pytest.mark.parametrize("path", ["fused", "stepwise"])
+def test_mala_10d_mixture_keeps_exact_samples_exact(path):
     # From exact samples MALA must stay exact (it is reversible w.r.t. the target); a wrong
     # acceptance ratio or proposal density would drift.
     mix = targets.random_mixture(4, 10, seed=3, kind="diagonal", spread=1.5)
     n = 1500
     x = mix.sample(n, seed=11)
-    x, diag = samplers.mala(mix.score, mix.log_prob, x, steps=150, step_size=0.05, seed=2)
+    x, diag = samplers.mala(*_mala_fns(mix, path), x, steps=150, step_size=0.05, seed=2)
     assert float(diag["acceptance_rate"].mean()) > 0.5
     assert energy_distance(x, mix.sample(n, seed=12)) < _threshold(mix, n)
 
@@ -125,6 +137,41 @@ def test_predictor_corrector_recovers_every_mode_with_both_snr_rules():
                                                batch_mean_rule=batch_mean, seed=6)
         assert diag["nan_particles"] == 0
         assert torch.all((_mode_fractions(mix, x) - mix.weights).abs() < 0.05)
+
+
+def test_annealed_on_a_mixture_runs_the_fused_chain_with_the_same_result():
+    mix = targets.ring()
+    x = mix.sample(64, seed=1).double() * 2.0
+    kw = dict(sigmas=[2.0, 0.7, 0.2], steps_per_level=7, epsilon=1e-3, seed=3)
+    fused = samplers.annealed_langevin(mix.score, x.clone(), **kw)
+    chain = scorefast.gmm_chain(x, mix, method="annealed", final_denoise=True, **kw).x
+    stepwise = samplers.annealed_langevin(lambda y, s: mix.score(y, sigma=s), x.clone(), **kw)
+    assert torch.equal(fused, chain)
+    torch.testing.assert_close(fused, stepwise, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("form", ["mixture", "methods"])
+def test_mala_on_a_mixture_runs_the_fused_chain_with_the_same_result(form):
+    mix = targets.random_mixture(3, 3, seed=2, kind="full", spread=2.0)
+    x = mix.sample(200, seed=1).double()
+    kw = dict(steps=15, step_size=0.2, seed=4, particle_offset=5)
+    args = (mix, None) if form == "mixture" else (mix.score, mix.log_prob)
+    fused, diag = samplers.mala(*args, x.clone(), **kw)
+    chain = scorefast.gmm_chain(x, mix, method="mala", **kw)
+    stepwise, diag_stepwise = samplers.mala(lambda y: mix.score(y), lambda y: mix.log_prob(y), x.clone(), **kw)
+    assert torch.equal(fused, chain.x)
+    assert torch.equal(diag["acceptance_rate"], chain.accepted.double() / 15)
+    # float64: the same accept/reject decisions, states equal to rounding
+    assert torch.equal(diag["acceptance_rate"], diag_stepwise["acceptance_rate"])
+    assert 0.2 < float(diag["acceptance_rate"].mean()) < 1.0
+    torch.testing.assert_close(fused, stepwise, rtol=1e-10, atol=1e-10)
+    assert diag["score_norm"] is None and len(diag_stepwise["score_norm"]) == 15
+    assert diag["nan_particles"] == 0
+
+
+def test_mala_needs_a_log_density():
+    with pytest.raises(TypeError, match="log_prob_fn is required"):
+        samplers.mala(lambda y: -y, None, torch.zeros(4, 2), steps=2, step_size=0.1)
 
 
 def test_langevin_on_a_mixture_runs_the_fused_chain_with_the_same_result():

@@ -88,7 +88,7 @@ SAMPLERS = {
     "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
         lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), steps_per_level=5, epsilon=1e-3,
         seed=4, **kw),
-    "mala": lambda mix, x, **kw: samplers.mala(mix.score, mix.log_prob, x, steps=6, step_size=0.1, seed=5,
+    "mala": lambda mix, x, **kw: samplers.mala(lambda y: mix.score(y), lambda y: mix.log_prob(y), x, steps=6, step_size=0.1, seed=5,
                                                particle_offset=7, **kw),
     "pc": lambda mix, x, **kw: samplers.predictor_corrector(
         lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), corrector_steps=4, seed=6, **kw),
