@@ -13,6 +13,7 @@
 #include "scorefast/chain.h"
 #include "scorefast/philox.h"
 #include "scorefast/storage.h"
+#include "gmm_full_block.h"
 
 namespace chain_detail {
 
@@ -266,57 +267,79 @@ static void chain_small(const ChainArgs& c, int64_t begin, int64_t end) {
     chain_block<D, kFull, kIso, 1>(c, noise, h.data(), cst.data(), lbuf, p0, end - p0 < L ? end - p0 : L);
 }
 
-// ---- D > 4, float32, isotropic or diagonal: blocks of particles through gmm_kernels.h's
-// two-pass evaluator; the precisions are re-formed only when sigma^2 changes ---------------
+// ---- D > 4, float32: blocks of particles through an evaluator of the mixture:
+// gmm_kernels.h's two-pass evaluator (isotropic or diagonal) or gmm_full_block.h's
+// (full covariances); either re-forms its precisions only when sigma^2 changes --------------
 
+// The two-pass evaluator in the interface chain_blocks expects (as FullBlockEval's).
 template <bool kIso>
+class TwoPassEval {
+ public:
+  static constexpr int kBlock = gmm_detail::kTwoPassBlock;
+
+  explicit TwoPassEval(const GmmArgs& g)
+      : g_(g), tb_(g, kIso), h_(static_cast<size_t>(g.num_components * g.var_cols)),
+        cst_(static_cast<size_t>(g.num_components)), work_(static_cast<size_t>(2 * kBlock * tb_.Kp)) {}
+
+  void set_sigma2(float s2) {
+    if (s2 == s2_now_) return;
+    s2_now_ = s2;
+    noised_precisions(g_, s2, h_.data(), cst_.data());
+    tb_.set_precisions(static_cast<const float*>(g_.var), h_.data(), cst_.data());
+  }
+
+  void eval(const float* xs, int64_t np, float* score, float* log_prob) {
+    gmm_detail::two_pass_block<false, kIso>(tb_, xs, nullptr, np, score, log_prob, work_.data());
+  }
+
+ private:
+  const GmmArgs& g_;
+  gmm_detail::TwoPassTables tb_;
+  std::vector<float> h_, cst_, work_;
+  float s2_now_ = std::numeric_limits<float>::quiet_NaN();  // no tables yet
+};
+
+class FullEval : public gmm_detail::FullBlockEval {
+ public:
+  using FullBlockEval::FullBlockEval;
+  void eval(const float* xs, int64_t, float* score, float* log_prob) { FullBlockEval::eval(xs, score, log_prob); }
+};
+
+template <class Eval>
 static void chain_blocks(const ChainArgs& c, int64_t begin, int64_t end) {
-  using gmm_detail::kTwoPassBlock;
-  using gmm_detail::TwoPassTables;
-  constexpr int P = kTwoPassBlock;
+  constexpr int P = Eval::kBlock;
   const GmmArgs& g = c.mixture;
-  const int64_t D = g.dim, K = g.num_components, VC = g.var_cols, T = c.num_steps, N = g.num_points;
-  const float* var = static_cast<const float*>(g.var);
+  const int64_t D = g.dim, T = c.num_steps, N = g.num_points;
   const float* a_t = static_cast<const float*>(c.step_size);
   const float* s2_t = static_cast<const float*>(c.sigma2);
   float* x = static_cast<float*>(c.x);
   float* traj = static_cast<float*>(c.trajectory);
   const int64_t Q = (D + 3) / 4;
-  TwoPassTables tb(g, kIso);
-  std::vector<float> h(static_cast<size_t>(K * VC)), cst(static_cast<size_t>(K));
-  std::vector<float> buf(5 * P * D + 2 * P * tb.Kp);
+  Eval ev(g);
+  std::vector<float> buf(5 * P * D);
   float *xs = buf.data(), *sx = xs + P * D, *y = sx + P * D, *sy = y + P * D, *z = sy + P * D;
-  float* work = z + P * D;
   float lpx[P], lpy[P];
-  float s2_now = std::numeric_limits<float>::quiet_NaN();  // no tables yet
-  // the tables of the mixture noised by sigma^2, re-formed when it changes
-  auto set_sigma2 = [&](float s2) {
-    if (s2 == s2_now) return;
-    s2_now = s2;
-    noised_precisions(g, s2, h.data(), cst.data());
-    tb.set_precisions(var, h.data(), cst.data());
-  };
   for (int64_t p0 = begin; p0 < end; p0 += P) {
     const int64_t np = end - p0 < P ? end - p0 : P;
     for (int64_t p = 0; p < P; ++p)  // pad with a real particle; never updated, results dropped
       for (int64_t d = 0; d < D; ++d) xs[p * D + d] = x[(p0 + (p < np ? p : 0)) * D + d];
     std::fill(z, z + P * D, 0.0f);
     if (c.mala) {
-      set_sigma2(s2_t[0]);
-      gmm_detail::two_pass_block<false, kIso>(tb, xs, nullptr, np, sx, lpx, work);
+      ev.set_sigma2(s2_t[0]);
+      ev.eval(xs, np, sx, lpx);
     }
     int64_t accepted[P] = {};
     for (int64_t s = 0; s < T; ++s) {
       const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
       const float a = a_t[s], b = std::sqrt(2.0f * a);
       fill_normals(z, D, c.seed, step, c.particle_offset, p0 * D, np * D);
-      set_sigma2(s2_t[s]);
+      ev.set_sigma2(s2_t[s]);
       if (!c.mala) {
-        gmm_detail::two_pass_block<false, kIso>(tb, xs, nullptr, np, sx, lpx, work);
+        ev.eval(xs, np, sx, lpx);
         for (int64_t i = 0; i < np * D; ++i) xs[i] = xs[i] + a * sx[i] + b * z[i];
       } else {
         for (int64_t i = 0; i < P * D; ++i) y[i] = xs[i] + a * sx[i] + b * z[i];
-        gmm_detail::two_pass_block<false, kIso>(tb, y, nullptr, np, sy, lpy, work);
+        ev.eval(y, np, sy, lpy);
         for (int64_t p = 0; p < np; ++p) {
           double back = 0, fwd = 0;
           for (int64_t d = 0; d < D; ++d) {
@@ -368,9 +391,10 @@ static void gmm_chain_range(const scorefast::ChainArgs& c, int64_t begin, int64_
                     : chain_detail::chain_small_dispatch<false, false>(c, begin, end)))
       return;
   }
-  if (c.mixture.dtype == StorageType::kFloat32 && c.mixture.factor == nullptr) {
-    return c.mixture.var_cols == 1 ? chain_detail::chain_blocks<true>(c, begin, end)
-                                   : chain_detail::chain_blocks<false>(c, begin, end);
+  if (c.mixture.dtype == StorageType::kFloat32) {
+    if (c.mixture.factor != nullptr) return chain_detail::chain_blocks<chain_detail::FullEval>(c, begin, end);
+    return c.mixture.var_cols == 1 ? chain_detail::chain_blocks<chain_detail::TwoPassEval<true>>(c, begin, end)
+                                   : chain_detail::chain_blocks<chain_detail::TwoPassEval<false>>(c, begin, end);
   }
   switch (c.mixture.dtype) {
     case StorageType::kFloat32: return chain_detail::chain_impl<float>(c, begin, end);
