@@ -424,10 +424,11 @@ def test_errors(kwargs, error, match, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("D", [1, 2, 4, 7, 37])
+@pytest.mark.parametrize("D", [1, 2, 4, 7, 37, 70])
 def test_float32_vector_path_matches_reference(kind, case, D):
-    # float32 with D <= 4 runs whole vectors of particles, isotropic and diagonal D > 4 blocks
-    # of particles through the two-pass evaluator; compare with the float64 reference
+    # float32 with D <= 4 runs whole vectors of particles, D > 4 blocks of particles through
+    # the two-pass evaluator (isotropic, diagonal) or the full-covariance one (D = 70: more
+    # vectors per row than it keeps in registers); compare with the float64 reference
     # chain from the same (float32-exact) start. Each step adds the noise budget and <= 8u of
     # the state's magnitude; the drift grows differences by <= (1 + a * max precision).
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
@@ -464,7 +465,7 @@ def test_float32_vector_chain_independent_of_chunking_and_equal_to_steps():
     torch.testing.assert_close(whole, y, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_blocked_chain_independent_of_chunking(kind, case):
     # D > 4: blocks of particles; a block cut short by a chunk boundary gives the same bits.

@@ -258,17 +258,19 @@ def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
     assert_budget(log_p, ref_l, tol_l, "log_prob")
 
 
-@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("sigma_mode", SIGMAS)
 def test_blocks_of_points_and_components(kernel_backend, kind, sigma_mode):
     """Larger D: a point count and a component count that leave partial blocks, D that
-    leaves a partial vector, a zero weight, a far point and a NaN row."""
+    leaves a partial vector, a zero weight, a far point and a NaN row (full covariances at a
+    D below the explicit-precision path of cpp)."""
     _require_gmm(kernel_backend)
-    N, K, D = (5, 3, 6) if kernel_backend.interpreted else (11, 19, 37)
+    N, K, D = (5, 3, 6) if kernel_backend.interpreted else (11, 19, 21 if kind == "full" else 37)
     mix = random_mixture(K, D, seed=21, kind=kind, spread=3.0)
     w = mix.weights.clone()
     w[4 % K] = 0.0
-    mix = GaussianMixture(mix.means, w, **({"variance": mix.cov} if kind == "isotropic" else {"diagonal": mix.cov}))
+    cov = {"isotropic": "variance", "diagonal": "diagonal", "full": "covariance"}[kind]
+    mix = GaussianMixture(mix.means, w, **{cov: mix.cov})
     x = mix.sample(N, seed=2).float()
     x[1] = 300.0
     x[3, 5] = float("nan")

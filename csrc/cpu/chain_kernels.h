@@ -13,7 +13,6 @@
 #include "scorefast/chain.h"
 #include "scorefast/philox.h"
 #include "scorefast/storage.h"
-#include "gmm_full_block.h"
 
 namespace chain_detail {
 

@@ -3,9 +3,10 @@
 // coordinates (t_p = F_k^T (x_p - mu_k), then F_k (h . t_p) through F_k^T stored row by row),
 // P points sharing every load of a factor row. F_k is the eigenvector matrix of the
 // component's covariance (scorefast/gmm.h), so a noise level sigma changes only the
-// precisions h = 1 / (var + sigma^2): set_sigma2 re-forms them, the factors stay.
-// Online log-sum-exp over components, as gmm_blocked. Used by the chain kernel
-// (chain_kernels.h). Included inside an ISA namespace after gmm_kernels.h.
+// precisions h = 1 / (var + sigma^2): set_sigma2 re-forms them, the factors stay. (The
+// evaluation itself needs only precision = F diag(h) F^T, so set_folded takes any factor.)
+// Online log-sum-exp over components, as gmm_blocked. Used by gmm_score (no per-point
+// sigma) and the chain kernel. Included inside an ISA namespace by gmm_kernels.h.
 #pragma once
 
 namespace gmm_detail {
@@ -58,6 +59,15 @@ class FullBlockEval {
       }
       cst_[k] = log_const_[k] - 0.5f * log_det;
     }
+  }
+
+  // The precisions and log-constants as given (gmm_score with no or one sigma: folded in).
+  void set_folded(const float* inv_var, const float* log_const) {
+    for (int64_t k = 0; k < K_; ++k) {
+      for (int64_t j = 0; j < D_; ++j) h_[k * Dp_ + j] = inv_var[k * VC_ + (VC_ == 1 ? 0 : j)];
+      cst_[k] = log_const[k];
+    }
+    s2_now_ = std::numeric_limits<float>::quiet_NaN();
   }
 
   // score[p * D ...] and log_prob[p] of the kBlock points xs[p * D ...] (all computed; each

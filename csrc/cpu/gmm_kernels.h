@@ -656,10 +656,45 @@ static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
   }
 }
 
+}  // namespace gmm_detail
+
+#include "gmm_full_block.h"
+
+namespace gmm_detail {
+
+// Full covariances, no per-point sigma, float math, D > 4: blocks of points through
+// FullBlockEval.
+template <typename T>
+static void gmm_full_blocks(const GmmArgs& a, int64_t begin, int64_t end) {
+  constexpr int P = FullBlockEval::kBlock;
+  const int64_t D = a.dim;
+  const T* x = static_cast<const T*>(a.x);
+  T* score = static_cast<T*>(a.score);
+  T* log_prob = static_cast<T*>(a.log_prob);
+  FullBlockEval ev(a);
+  ev.set_folded(static_cast<const float*>(a.inv_var), static_cast<const float*>(a.log_const));
+  std::vector<float> buf(2 * P * D);
+  float *xs = buf.data(), *sc = xs + P * D;
+  float lp[P];
+  for (int64_t n0 = begin; n0 < end; n0 += P) {
+    const int64_t np = end - n0 < P ? end - n0 : P;
+    for (int p = 0; p < P; ++p) {
+      const int64_t n = n0 + (p < np ? p : 0);  // pad with a real point; results dropped
+      for (int64_t d = 0; d < D; ++d) xs[p * D + d] = Storage<T>::load(x + n * D + d);
+    }
+    ev.eval(xs, sc, lp);
+    for (int64_t p = 0; p < np; ++p) {
+      for (int64_t d = 0; d < D; ++d) Storage<T>::store(score + (n0 + p) * D + d, sc[p * D + d]);
+      Storage<T>::store(log_prob + n0 + p, lp[p]);
+    }
+  }
+}
+
 template <typename T, bool kFull, bool kPerPointSigma, bool kIso>
 static void gmm_dispatch_dim(const GmmArgs& a, int64_t begin, int64_t end) {
   if (std::is_same<typename Storage<T>::acc, double>::value) return gmm_blocked<T, kFull, kPerPointSigma, kIso>(a, begin, end);
   if (!kFull && (kIso || !kPerPointSigma) && a.dim > 4) return gmm_two_pass<T, kPerPointSigma, kIso>(a, begin, end);
+  if (kFull && !kPerPointSigma && a.dim > 4) return gmm_full_blocks<T>(a, begin, end);
   switch (a.dim) {
     case 1: return gmm_small<T, 1, kFull, kPerPointSigma, kIso>(a, begin, end);
     case 2: return gmm_small<T, 2, kFull, kPerPointSigma, kIso>(a, begin, end);
