@@ -117,15 +117,29 @@ class FullBlockEval {
         float quad = 0;
         for (int w = 0; w < W; ++w) quad += q[w];
         l[p] = cst_[k] - 0.5f * quad;
-        e[p] = 0;
-        if (l[p] == neg_inf) continue;  // weight 0, or infinitely far: contributes nothing
-        if (l[p] > m[p]) {              // new running max: rescale what is accumulated
-          const float r = exp_scalar(m[p] - l[p]);
+      }
+      // Online log-sum-exp for the P points at once, both exps in one vector: lanes 0..P-1
+      // the rescale factors exp(m - m_new), lanes P..2P-1 the weights exp(l - m_new). A NaN l
+      // leaves m as it is and gives a NaN weight (the point's result is NaN); l = -inf (weight
+      // 0, or infinitely far) contributes nothing.
+      static_assert(2 * P <= 8, "the exps of a block fit one 8-lane vector");
+      float m_new[P];
+      v8f arg = splat(0.0f);
+      for (int p = 0; p < P; ++p) {
+        m_new[p] = l[p] > m[p] ? l[p] : m[p];
+        arg[p] = m_new[p] == m[p] ? 0.0f : m[p] - m_new[p];
+        arg[P + p] = l[p] == neg_inf ? neg_inf : l[p] - m_new[p];
+      }
+      const v8f ex = vexp(arg);
+      for (int p = 0; p < P; ++p) {
+        if (m_new[p] != m[p]) {  // new running max: rescale what is accumulated
+          const float r = ex[p];
           S[p] *= r;
-          for (int64_t d = 0; d < Dp; ++d) acc_[p * Dp + d] *= r;
-          m[p] = l[p];
+          float* __restrict ap = acc_ + p * Dp;
+          for (int64_t d = 0; d < Dp; ++d) ap[d] *= r;
+          m[p] = m_new[p];
         }
-        e[p] = exp_scalar(l[p] - m[p]);  // NaN l gives NaN e: the point's result is NaN
+        e[p] = ex[P + p];
         S[p] += e[p];
       }
       // acc_p -= e_p sum_j u_p[j] F^T[j, :]  (= e_p F_k (h . t_p))
