@@ -63,12 +63,13 @@ def _status_cuda() -> BackendStatus:
             return BackendStatus("cuda", False, (), f"the CUDA emulator failed to build ({type(exc).__name__}: {exc})")
         return BackendStatus("cuda", True, ("cpu",), "emulated on the CPU (slow; for testing)")
     ext = _extension.extension()
+    hint = f" (set {cuda_emulator.ENV_FLAG}=1 to test the CUDA kernels on the CPU)"
     if ext is None:
         return BackendStatus("cuda", False, (), "compiled extension not loaded")
     if not ext.built_with_cuda():
-        return BackendStatus("cuda", False, (), "extension built without CUDA (CPU torch or no nvcc at build time)")
+        return BackendStatus("cuda", False, (), "extension built without CUDA (CPU torch or no nvcc at build time)" + hint)
     if not torch.cuda.is_available():
-        return BackendStatus("cuda", False, (), "no CUDA GPU visible")
+        return BackendStatus("cuda", False, (), "no CUDA GPU visible" + hint)
     return BackendStatus("cuda", True, ("cuda",))
 
 
