@@ -27,6 +27,8 @@ def _cases(quick: bool):
              sigmas=geometric_sigmas(12.0, 0.05, 10), per_level=100 // f, eps=5e-5),
         dict(name="random 64-D MALA", target=targets.random_mixture(8, 64, seed=0, spread=1.0), method="mala",
              N=10_000 // f, steps=200 // f, a=0.01),
+        dict(name="random 32-D full MALA", target=targets.random_mixture(8, 32, seed=0, spread=1.0, kind="full"),
+             method="mala", N=10_000 // f, steps=100 // f, a=0.01),
     ]
 
 
