@@ -302,6 +302,27 @@ def test_precision_gemm_path(dtype, sigma):
     assert bool(torch.isfinite(score[5]).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_triangular_factors_give_the_dense_bits(dtype, monkeypatch):
+    """numba leaves out the exact-zero terms of upper triangular factors (the Cholesky form
+    of a folded sigma): the results equal those of the dense products bit for bit."""
+    if not scorefast.backend_registry.status("numba").available:
+        pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
+    from scorefast.numba_kernels import gmm as numba_gmm
+
+    for D in (3, 37):
+        mix = random_mixture(4, D, seed=D, kind="full", spread=3.0)
+        x = mix.sample(150, seed=1).to(dtype)
+        x[2] = 40.0
+        p = mix.kernel_params(dtype, x.device, 0.3**2, per_point=False)
+        assert numba_gmm.upper_triangular(p["factor"].numpy())
+        tri = scorefast.gmm_score(x, mix, sigma=0.3, backend="numba")
+        monkeypatch.setattr(numba_gmm, "upper_triangular", lambda factor: False)
+        dense = scorefast.gmm_score(x, mix, sigma=0.3, backend="numba")
+        monkeypatch.undo()
+        assert torch.equal(tri[0], dense[0]) and torch.equal(tri[1], dense[1])
+
+
 # -- errors ------------------------------------------------------------------------------
 
 def test_errors_name_the_argument():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..gmm import SCHEMA, register_op_extras
-from .gmm_blocks import P, gmm_kernel
+from .gmm_blocks import P, gmm_kernel, upper_triangular
 from .noise import jit, sync_threads
 
 _STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -244,7 +244,7 @@ def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
         chunk = -(-max(1, _CHUNK_WORK // max(1, work)) // P) * P
         gmm_kernel(xs, _np(means), _np(var), _np(inv_var), fs, _np(log_const), s2, score.numpy(),
                    log_prob.numpy(), chunk, factor is not None, var.shape[1] == 1, sigma2 is not None,
-                   _along_rows(K, D))
+                   _along_rows(K, D), factor is not None and upper_triangular(fs))
     if x.dtype != acc:  # 16-bit storage: float32 math, rounded back by torch (RNE)
         return score.to(x.dtype), log_prob.to(x.dtype)
     return score, log_prob

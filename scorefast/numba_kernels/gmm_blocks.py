@@ -1,19 +1,21 @@
-"""gmm_score's kernel: blocks of P points, the points along the inner loops.
+"""gmm_score's kernel: blocks of P = 64 points, two passes over the components per block:
 
-Every inner loop runs over the P points of a block (one lane each, the same operations in
-every lane), so it vectorises without reassociating any sum, and the exp and log there are
-vmath's polynomials; the branches on the covariance kind sit outside those loops. Per block:
-
-  pass 1: every log-joint l_k (in [K, P]) and the max m over k (a NaN sticks);
+  pass 1: every log-joint l_k into [K, P] and the max m over k (a NaN sticks);
   pass 2: e_k = exp(l_k - m) (0 for l_k = -inf), S = sum_k e_k, the score from the weights.
 
-Without a factor pass 1 accumulates quad_k over d for all k at once, and pass 2 forms the
-score one coordinate at a time (score_d = sum_k e_k h_kd (mu_kd - x_d), isotropic as
-sum_k w_k mu_kd - x_d sum_k w_k with w_k = e_k h_k), so the buffers are [K, P], not [K, D, P].
-With a factor, u_k = h_k . F_k^T (x - mu_k) is kept for pass 2 ([K, D, P]).
+Three layouts, the branches on the covariance case outside their inner loops:
+  lanes (no factor, smaller D): x copied transposed into [D, P], so the inner loops run over
+    the points (vectorised, every sum in order); quad_k accumulates over d for all k at
+    once and the score is formed one coordinate at a time: the buffers are [K, P];
+  rows (no factor, larger D; gmm._along_rows): the sums over d run along the rows of x,
+    vectorised with reassociation (in the order fixed by the compiled loop), four points
+    per pass over the means; the rest as the lanes';
+  factor: lanes, with t_k = F_k^T (x - mu_k) and F_k u_k as tiled products over the lanes
+    (the exact-zero terms of upper triangular factors left out), u_k = h_k . t_k kept for
+    pass 2 ([K, D, P]).
 
-Sums run in the order of gmm_point's, lane by lane; each lane is one point, computed alone.
-The last block of a range is padded with copies of its first point, whose results are dropped.
+Each lane is one point computed alone (the last block of a range is padded with copies of a
+real point, whose results are dropped), so no result depends on how points are chunked.
 """
 from __future__ import annotations
 
@@ -52,18 +54,6 @@ def _running_max(l, m):
             lk = l[k, p]
             mp = m[p]
             m[p] = lk if (lk > mp) | (lk != lk) else mp
-
-
-@jit(helper=True)
-def _weights(l, m, k, e, S):
-    """e = exp(l_k - m), 0 where l_k = -inf (NaN stays NaN); S += e."""
-    zero = l.dtype.type(0.0)
-    neg_inf = l.dtype.type(-np.inf)
-    for p in range(P):
-        lk = l[k, p]
-        ek = zero if lk == neg_inf else vexp(lk - m[p])
-        e[p] = ek
-        S[p] += ek
 
 
 @jit(helper=True)
@@ -338,26 +328,67 @@ def _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, beg
             log_prob[n0 + p] = m[p] + vlog(S[p])
 
 
+@jit()
+def upper_triangular(factor):
+    """Whether every F_k is upper triangular (the Cholesky form of a folded sigma)."""
+    K, D = factor.shape[0], factor.shape[1]
+    for k in range(K):
+        for i in range(1, D):
+            for j in range(i):
+                if factor[k, i, j] != 0:
+                    return False
+    return True
+
+
+@jit(helper=True)
+def _lanes_matmul(M, src, out, trans, upper):
+    """out[r, p] = sum_i c_ir src[i, p] summed over i in order, c = M (trans: M^T). Four terms
+    per pass over a row of out, and 16 rows of out at a time, so the rows in use stay in L1.
+    upper: M is upper triangular, so the terms that are exact zeros (all but a corner of a
+    16-row tile) are left out, which changes no sum."""
+    D = src.shape[0]
+    for r0 in range(0, D, 16):
+        r1 = min(D, r0 + 16)
+        out[r0:r1] = 0
+        ia = r0 if (upper and trans) else 0
+        ib = r1 if (upper and not trans) else D
+        i4 = ib - (ib - ia) % 4
+        for i in range(ia, i4, 4):
+            for r in range(r0, r1):
+                if trans:
+                    c0, c1, c2, c3 = M[r, i], M[r, i + 1], M[r, i + 2], M[r, i + 3]
+                else:
+                    c0, c1, c2, c3 = M[i, r], M[i + 1, r], M[i + 2, r], M[i + 3, r]
+                for p in range(P):
+                    out[r, p] = (((out[r, p] + src[i, p] * c0) + src[i + 1, p] * c1) + src[i + 2, p] * c2) \
+                        + src[i + 3, p] * c3
+        for i in range(i4, ib):
+            for r in range(r0, r1):
+                c = M[r, i] if trans else M[i, r]
+                for p in range(P):
+                    out[r, p] += src[i, p] * c
+
+
 @jit(helper=True, ieee_division=True)
 def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
-                  per_point):
-    """Points [begin, end) with a factor F_k (any precision form)."""
+                  per_point, upper):
+    """Points [begin, end) with a factor F_k (any precision form); upper: every F_k is upper
+    triangular."""
     K, D = means.shape
     dt = means.dtype
     zero, half, one, dim = dt.type(0.0), dt.type(0.5), dt.type(1.0), dt.type(D)
-    neg_inf = dt.type(-np.inf)
     xs = np.empty((D, P), dt)
     s2 = np.zeros(P, dt)
-    diff = np.empty((D, P), dt)
+    diff = np.empty((D, P), dt)  # x - mu_k, then F_k u_k
     u = np.empty((K, D, P), dt)  # t_k = F_k^T (x - mu_k), then u_k = h_k . t_k
-    l = np.empty((K, P), dt)
+    l = np.empty((K, P), dt)  # l_k, then e_k
     acc = np.empty((D, P), dt)
     hv = np.empty(P, dt)
     ld = np.empty(P, dt)
     q = np.empty(P, dt)
-    sf = np.empty(P, dt)
     m = np.empty(P, dt)
     S = np.empty(P, dt)
+    W = np.empty(P, dt)
     for n0 in range(begin, end, P):
         nb = min(P, end - n0)
         _load_block(x, sigma2, n0, nb, per_point, False, xs, s2)
@@ -367,12 +398,7 @@ def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_
                 mu = means[k, i]
                 for p in range(P):
                     diff[i, p] = xs[i, p] - mu
-            u[k] = zero
-            for i in range(D):
-                for j in range(D):
-                    f = factor[k, i, j]
-                    for p in range(P):
-                        u[k, j, p] += diff[i, p] * f
+            _lanes_matmul(factor[k], diff, u[k], False, upper)
             q[:] = zero
             ld[:] = zero
             if iso and per_point:
@@ -401,20 +427,16 @@ def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_
             for p in range(P):
                 l[k, p] = c - half * (q[p] + ld[p])
         _running_max(l, m)
-        # Pass 2: score = -sum_k e_k F_k u_k / S; components with l_k = -inf add nothing
-        # (not even 0 * inf).
-        S[:] = zero
+        # Pass 2: score = -sum_k e_k F_k u_k / S; a component of weight 0 adds nothing (not
+        # even 0 * inf).
+        _weights_all(l, m, l, S, W, False)
         acc[:] = zero
         for k in range(K):
-            _weights(l, m, k, q, S)
+            _lanes_matmul(factor[k], u[k], diff, True, upper)
             for i in range(D):
-                sf[:] = zero
-                for j in range(D):
-                    f = factor[k, i, j]
-                    for p in range(P):
-                        sf[p] += f * u[k, j, p]
                 for p in range(P):
-                    acc[i, p] -= zero if l[k, p] == neg_inf else q[p] * sf[p]
+                    e = l[k, p]
+                    acc[i, p] -= zero if e == zero else e * diff[i, p]
         for i in range(D):
             for p in range(nb):
                 score[n0 + p, i] = acc[i, p] * (one / S[p])
@@ -424,7 +446,7 @@ def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_
 
 @jit(parallel=True, ieee_division=True)
 def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, chunk, has_factor, iso,
-               per_point, rows):
+               per_point, rows, upper):
     """score [N, D], log_prob [N] in the math dtype; chunk: points per work item (a multiple of P)."""
     N = x.shape[0]
     for c in prange((N + chunk - 1) // chunk):
@@ -432,7 +454,7 @@ def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_pro
         end = min(begin + chunk, N)
         if has_factor:
             _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
-                          per_point)
+                          per_point, upper)
         else:
             _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, begin, end, iso, per_point,
                          rows)
