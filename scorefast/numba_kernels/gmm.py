@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import torch
 
@@ -221,6 +222,15 @@ def _along_rows(K: int, D: int) -> bool:
     return D >= 64 or (D >= 32 and K <= D)
 
 
+def _chunk_size(N: int, work: int) -> int:
+    """Points per work item: about _CHUNK_WORK operations, whole blocks, and a number of items
+    that the threads share evenly (numba hands each thread an equal range of them)."""
+    threads = numba.get_num_threads()
+    items = -(-N * work // _CHUNK_WORK)
+    items = -(-items // threads) * threads
+    return -(-(-(-N // items)) // P) * P
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -240,8 +250,7 @@ def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
         xs = _np(x.to(acc))  # 16-bit: a float32 copy
         fs = _np(factor) if factor is not None else np.empty((0, 0, 0), np_acc)
         s2 = _np(sigma2) if sigma2 is not None else np.empty(0, np_acc)
-        work = K * D * (D if factor is not None else 1)
-        chunk = -(-max(1, _CHUNK_WORK // max(1, work)) // P) * P
+        chunk = _chunk_size(N, K * D * (D if factor is not None else 1))
         gmm_kernel(xs, _np(means), _np(var), _np(inv_var), fs, _np(log_const), s2, score.numpy(),
                    log_prob.numpy(), chunk, factor is not None, var.shape[1] == 1, sigma2 is not None,
                    _along_rows(K, D), factor is not None and upper_triangular(fs))

@@ -296,7 +296,6 @@ def _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, beg
     rows: passes 1 and 2 along the rows of x (larger D), else on a transposed copy."""
     K, D = means.shape
     dt = means.dtype
-    zero = dt.type(0.0)
     xs = np.empty((0 if rows else D, P), dt)
     s2 = np.zeros(P, dt)
     l = np.empty((K, P), dt)  # quad_k, then l_k, then e_k (isotropic: w_k = e_k h_k)
