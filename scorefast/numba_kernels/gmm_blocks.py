@@ -33,12 +33,17 @@ def _load_block(x, sigma2, n0, nb, per_point, rows, xs, s2):
     """xs[d, p] = x[n0 + p, d] (unless rows) and s2[p] = sigma2[n0 + p]; lanes past nb repeat
     point n0."""
     D = 0 if rows else x.shape[1]
-    for d0 in range(0, D, 16):  # 16 coordinates at a time: the touched lines of xs stay in L1
-        d1 = min(D, d0 + 16)
-        for p in range(P):
-            n = n0 + p if p < nb else n0
-            for d in range(d0, d1):
-                xs[d, p] = x[n, d]
+    if nb == P and D <= 16:  # a whole block of few coordinates: strided reads along the lanes
+        for d in range(D):
+            for p in range(P):
+                xs[d, p] = x[n0 + p, d]
+    else:
+        for d0 in range(0, D, 16):  # 16 coordinates at a time: the lines of xs in use stay in L1
+            d1 = min(D, d0 + 16)
+            for p in range(P):
+                n = n0 + p if p < nb else n0
+                for d in range(d0, d1):
+                    xs[d, p] = x[n, d]
     if per_point:
         for p in range(P):
             s2[p] = sigma2[n0 + p if p < nb else n0]
