@@ -10,9 +10,9 @@ Three layouts, the branches on the covariance case outside their inner loops:
   rows (no factor, larger D; gmm._along_rows): the sums over d run along the rows of x,
     vectorised with reassociation (in the order fixed by the compiled loop), four points
     per pass over the means; the rest as the lanes';
-  factor: lanes, with t_k = F_k^T (x - mu_k) and F_k u_k as tiled products over the lanes
-    (the exact-zero terms of upper triangular factors left out), u_k = h_k . t_k kept for
-    pass 2 ([K, D, P]).
+  factor: lanes, blocks of up to 256 points (gmm._factor_lanes), with t_k = F_k^T (x - mu_k)
+    and F_k u_k as tiled products over the lanes (the exact-zero terms of upper triangular
+    factors left out), u_k = h_k . t_k kept for pass 2 ([K, D, lanes]).
 
 Each lane is one point computed alone (the last block of a range is padded with copies of a
 real point, whose results are dropped), so no result depends on how points are chunked.
@@ -51,9 +51,9 @@ def _load_block(x, sigma2, n0, nb, per_point, rows, xs, s2):
 
 @jit(helper=True)
 def _running_max(l, m):
+    """m = max_k l_k over P lanes (a NaN sticks)."""
     neg_inf = l.dtype.type(-np.inf)
-    for p in range(P):
-        m[p] = neg_inf
+    m[:] = neg_inf
     for k in range(l.shape[0]):
         for p in range(P):
             lk = l[k, p]
@@ -63,7 +63,7 @@ def _running_max(l, m):
 
 @jit(helper=True)
 def _weights_all(l, m, h, S, W, iso):
-    """l_k -> e_k (isotropic: w_k = e_k h_k, W = sum_k w_k), S = sum_k e_k."""
+    """l_k -> e_k (isotropic: w_k = e_k h_k, W = sum_k w_k), S = sum_k e_k, over P lanes."""
     zero = l.dtype.type(0.0)
     neg_inf = l.dtype.type(-np.inf)
     S[:] = zero
@@ -350,7 +350,7 @@ def _lanes_matmul(M, src, out, trans, upper):
     per pass over a row of out, and 16 rows of out at a time, so the rows in use stay in L1.
     upper: M is upper triangular, so the terms that are exact zeros (all but a corner of a
     16-row tile) are left out, which changes no sum."""
-    D = src.shape[0]
+    D, L = src.shape
     for r0 in range(0, D, 16):
         r1 = min(D, r0 + 16)
         out[r0:r1] = 0
@@ -363,51 +363,54 @@ def _lanes_matmul(M, src, out, trans, upper):
                     c0, c1, c2, c3 = M[r, i], M[r, i + 1], M[r, i + 2], M[r, i + 3]
                 else:
                     c0, c1, c2, c3 = M[i, r], M[i + 1, r], M[i + 2, r], M[i + 3, r]
-                for p in range(P):
+                for p in range(L):
                     out[r, p] = (((out[r, p] + src[i, p] * c0) + src[i + 1, p] * c1) + src[i + 2, p] * c2) \
                         + src[i + 3, p] * c3
         for i in range(i4, ib):
             for r in range(r0, r1):
                 c = M[r, i] if trans else M[i, r]
-                for p in range(P):
+                for p in range(L):
                     out[r, p] += src[i, p] * c
 
 
 @jit(helper=True, ieee_division=True)
 def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
-                  per_point, upper):
-    """Points [begin, end) with a factor F_k (any precision form); upper: every F_k is upper
-    triangular."""
+                  per_point, upper, L):
+    """Points [begin, end) with a factor F_k (any precision form), L points per block; upper:
+    every F_k is upper triangular."""
     K, D = means.shape
     dt = means.dtype
     zero, half, one, dim = dt.type(0.0), dt.type(0.5), dt.type(1.0), dt.type(D)
-    xs = np.empty((D, P), dt)
-    s2 = np.zeros(P, dt)
-    diff = np.empty((D, P), dt)  # x - mu_k, then F_k u_k
-    u = np.empty((K, D, P), dt)  # t_k = F_k^T (x - mu_k), then u_k = h_k . t_k
-    l = np.empty((K, P), dt)  # l_k, then e_k
-    acc = np.empty((D, P), dt)
-    hv = np.empty(P, dt)
-    ld = np.empty(P, dt)
-    q = np.empty(P, dt)
-    m = np.empty(P, dt)
-    S = np.empty(P, dt)
-    W = np.empty(P, dt)
-    for n0 in range(begin, end, P):
-        nb = min(P, end - n0)
-        _load_block(x, sigma2, n0, nb, per_point, False, xs, s2)
+    neg_inf = dt.type(-np.inf)
+    xs = np.empty((D, L), dt)
+    s2 = np.zeros(L, dt)
+    diff = np.empty((D, L), dt)  # x - mu_k, then F_k u_k
+    u = np.empty((K, D, L), dt)  # t_k = F_k^T (x - mu_k), then u_k = h_k . t_k
+    l = np.empty((K, L), dt)  # l_k, then e_k
+    acc = np.empty((D, L), dt)
+    hv = np.empty(L, dt)
+    ld = np.empty(L, dt)
+    q = np.empty(L, dt)
+    m = np.empty(L, dt)
+    S = np.empty(L, dt)
+    for n0 in range(begin, end, L):
+        nb = min(L, end - n0)
+        for p0 in range(0, L, P):  # P lanes per load; lanes past nb repeat point n0
+            real = p0 < nb
+            _load_block(x, sigma2, n0 + p0 if real else n0, min(P, nb - p0) if real else 0, per_point, False,
+                        xs[:, p0:p0 + P], s2[p0:p0 + P])
         # Pass 1, component by component.
         for k in range(K):
             for i in range(D):
                 mu = means[k, i]
-                for p in range(P):
+                for p in range(L):
                     diff[i, p] = xs[i, p] - mu
             _lanes_matmul(factor[k], diff, u[k], False, upper)
             q[:] = zero
             ld[:] = zero
             if iso and per_point:
                 vk = var[k, 0]
-                for p in range(P):
+                for p in range(L):
                     v = vk + s2[p]
                     hv[p] = one / v
                     ld[p] = dim * vlog(v)
@@ -416,29 +419,40 @@ def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_
             for j in range(D):
                 if not iso and per_point:
                     vk = var[k, j]
-                    for p in range(P):
+                    for p in range(L):
                         v = vk + s2[p]
                         hv[p] = one / v
                         ld[p] += vlog(v)
                 elif not iso:
                     hv[:] = inv_var[k, j]
-                for p in range(P):
+                for p in range(L):
                     t = u[k, j, p]
                     hu = hv[p] * t
                     q[p] += hu * t
                     u[k, j, p] = hu
             c = log_const[k]
-            for p in range(P):
+            for p in range(L):
                 l[k, p] = c - half * (q[p] + ld[p])
-        _running_max(l, m)
         # Pass 2: score = -sum_k e_k F_k u_k / S; a component of weight 0 adds nothing (not
         # even 0 * inf).
-        _weights_all(l, m, l, S, W, False)
+        m[:] = neg_inf
+        for k in range(K):
+            for p in range(L):
+                lk = l[k, p]
+                mp = m[p]
+                m[p] = lk if (lk > mp) | (lk != lk) else mp
+        S[:] = zero
+        for k in range(K):
+            for p in range(L):
+                lk = l[k, p]
+                ek = zero if lk == neg_inf else vexp(lk - m[p])
+                S[p] += ek
+                l[k, p] = ek
         acc[:] = zero
         for k in range(K):
             _lanes_matmul(factor[k], u[k], diff, True, upper)
             for i in range(D):
-                for p in range(P):
+                for p in range(L):
                     e = l[k, p]
                     acc[i, p] -= zero if e == zero else e * diff[i, p]
         for i in range(D):
@@ -450,15 +464,16 @@ def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_
 
 @jit(parallel=True, ieee_division=True)
 def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, chunk, has_factor, iso,
-               per_point, rows, upper):
-    """score [N, D], log_prob [N] in the math dtype; chunk: points per work item (a multiple of P)."""
+               per_point, rows, upper, lanes):
+    """score [N, D], log_prob [N] in the math dtype; chunk: points per work item, a multiple of
+    the points per block (P, or lanes with a factor)."""
     N = x.shape[0]
     for c in prange((N + chunk - 1) // chunk):
         begin = c * chunk
         end = min(begin + chunk, N)
         if has_factor:
             _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
-                          per_point, upper)
+                          per_point, upper, lanes)
         else:
             _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, begin, end, iso, per_point,
                          rows)
