@@ -3,9 +3,9 @@ into libm, which keep a loop scalar (and expf's underflow path is slow). The flo
 here are the C++ kernels' polynomials (Cephes expf / logf, ~1 ulp; csrc/cpu/gmm_kernels.h),
 branch-free, with float <-> int bit casts as LLVM intrinsics. float64 keeps libm.
 
-    vexp(x): exp(x) for x <= 88 (inf from 88.4 on); NaN stays NaN. 0 below -87, where
-             the result is at most a few times 2^-126: no subnormal arithmetic, which costs
-             ~3x here, and such a weight cannot move a log-sum-exp sum that holds a 1.
+    vexp(x): exp(x) for x <= 88 (inf from 88.4 on); NaN stays NaN. 0 below -87, where the
+             result is at most a few times 2^-126: no subnormal arithmetic (measured ~3x
+             slower per element), and such a weight cannot move a log-sum-exp sum holding 1.
     vlog(x): log(x); log 0 = -inf, log inf = inf, NaN for x < 0 or NaN.
 """
 from __future__ import annotations
