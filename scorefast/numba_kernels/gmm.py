@@ -13,13 +13,13 @@ components with l_k = -inf left out. Same semantics as the C++ CPU kernels: floa
 for float32 and 16-bit storage (16-bit inputs are widened to float32 copies here and the
 results rounded back by torch, RNE), float64 math for float64.
 
-The kernel (gmm_blocks.py) works on blocks of points, each point one lane of loops that
-vectorise, in two passes over the components (every l_k, then the weights), so every
-(point, component) costs one exp: vmath's polynomial in float32, which gives 0 for
-l_k - m < -87 (a weight below ~2^-126 of the largest, as the C++ kernels' vexp_nonpos).
-Points are split into fixed chunks for the threads; each point is computed alone, so no
-result depends on the chunking or thread count. gmm_point below is the same math for one
-point at a time (the chain kernel's).
+The kernel (gmm_kernel below; gmm_blocks.py, and gmm_factor.py with a factor) works on
+blocks of points, each point one lane of loops that vectorise, in two passes over the
+components (every l_k, then the weights), so every (point, component) costs one exp: vmath's
+polynomial in float32, which gives 0 for l_k - m < -87 (a weight below ~2^-126 of the
+largest, as the C++ kernels' vexp_nonpos). Points are split into fixed chunks for the
+threads; each point is computed alone, so no result depends on the chunking or thread count.
+gmm_point is the same math for one point at a time (the chain kernel's).
 """
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ import math
 import numba
 import numpy as np
 import torch
+from numba import prange
 
 from ..gmm import SCHEMA, register_op_extras
-from .gmm_blocks import P, gmm_kernel, upper_triangular
+from .gmm_blocks import P, _chunk_plain
+from .gmm_factor import _chunk_factor, upper_triangular
 from .noise import jit, sync_threads
 
 _STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -168,6 +170,23 @@ def gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n,
         for d in range(D):
             score[n, d] = (acc[d] - W * x[n, d]) * inv_S
     log_prob[n] = m + math.log(S)
+
+
+@jit(parallel=True, ieee_division=True)
+def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, chunk, has_factor, iso,
+               per_point, rows, upper, lanes):
+    """score [N, D], log_prob [N] in the math dtype; chunk: points per work item, a multiple of
+    the points per block (P, or lanes with a factor)."""
+    N = x.shape[0]
+    for c in prange((N + chunk - 1) // chunk):
+        begin = c * chunk
+        end = min(begin + chunk, N)
+        if has_factor:
+            _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
+                          per_point, upper, lanes)
+        else:
+            _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, begin, end, iso, per_point,
+                         rows)
 
 
 # ---------------------------------------------------------------------------------------
