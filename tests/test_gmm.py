@@ -304,6 +304,56 @@ def test_precision_gemm_path(dtype, sigma):
     assert bool(torch.isfinite(score[5]).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_triangular_factors_give_the_dense_bits(dtype, monkeypatch):
+    """numba leaves out the exact-zero terms of upper triangular factors (the Cholesky form
+    of a folded sigma): the results equal those of the dense products bit for bit."""
+    if not scorefast.backend_registry.status("numba").available:
+        pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
+    from scorefast.numba_kernels import gmm as numba_gmm
+
+    for D in (3, 37):
+        mix = random_mixture(4, D, seed=D, kind="full", spread=3.0)
+        x = mix.sample(150, seed=1).to(dtype)
+        x[2] = 40.0
+        p = mix.kernel_params(dtype, x.device, 0.3**2, per_point=False)
+        assert numba_gmm.upper_triangular(p["factor"].numpy())
+        tri = scorefast.gmm_score(x, mix, sigma=0.3, backend="numba")
+        monkeypatch.setattr(numba_gmm, "upper_triangular", lambda factor: False)
+        dense = scorefast.gmm_score(x, mix, sigma=0.3, backend="numba")
+        monkeypatch.undo()
+        assert torch.equal(tri[0], dense[0]) and torch.equal(tri[1], dense[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_numba_results_independent_of_chunks_and_threads(kind, monkeypatch):
+    """Each point is one lane of numba's blocks, computed alone: the bits do not depend on the
+    work split or the thread count (both layouts of the points, a partial last block)."""
+    if not scorefast.backend_registry.status("numba").available:
+        pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
+    from scorefast.numba_kernels import gmm as numba_gmm
+
+    previous = torch.get_num_threads()
+    for K, D in [(5, 3), (3, 70)]:
+        mix = random_mixture(K, D, seed=D, kind=kind, spread=3.0)
+        x = mix.sample(333, seed=1)
+        x[7, 1] = float("nan")
+        sigma = torch.rand(333, generator=torch.Generator().manual_seed(2))
+        for xs, sig in ((x.float(), None), (x.float(), sigma), (x, 0.5)):
+            try:
+                torch.set_num_threads(1)
+                whole = scorefast.gmm_score(xs, mix, sigma=sig, backend="numba")
+                torch.set_num_threads(max(2, previous))
+                monkeypatch.setattr(numba_gmm, "_CHUNK_WORK", 1)  # one block per work item
+                split = scorefast.gmm_score(xs, mix, sigma=sig, backend="numba")
+                monkeypatch.undo()
+            finally:
+                torch.set_num_threads(previous)
+            assert torch.equal(whole[0].isnan(), split[0].isnan())
+            assert torch.equal(whole[0].nan_to_num(), split[0].nan_to_num())
+            assert torch.equal(whole[1].nan_to_num(), split[1].nan_to_num())
+
+
 # -- errors ------------------------------------------------------------------------------
 
 def test_errors_name_the_argument():

@@ -44,13 +44,15 @@ MAX_STEP = 2**32 - 1
 _CACHE = os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
 
 
-def jit(parallel: bool = False, helper: bool = False, ieee_division: bool = False):
+def jit(parallel: bool = False, helper: bool = False, ieee_division: bool = False, reassoc: bool = False):
     """``numba.njit`` with the package's settings: no fastmath (float32 results must match
     the reference to libm rounding), on-disk cache when possible. ``helper``: called only
     from other kernels, so no Python wrapper is built (less compile time).
     ``ieee_division``: x / 0 gives inf or NaN as in C++ instead of raising
-    ZeroDivisionError (numba's ``error_model="numpy"``)."""
-    opts = dict(parallel=parallel, fastmath=False)
+    ZeroDivisionError (numba's ``error_model="numpy"``). ``reassoc``: sums may be
+    reassociated (only that fast-math flag), so a sum over a loop vectorises; its order is
+    then fixed by the compiled loop, the same for every call."""
+    opts = dict(parallel=parallel, fastmath={"reassoc"} if reassoc else False)
     if ieee_division:
         opts.update(error_model="numpy")
     if helper:
