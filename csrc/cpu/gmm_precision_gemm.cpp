@@ -18,8 +18,15 @@ namespace {
 // are faster.
 constexpr int64_t kMinDim = 32;
 // Points per block: large enough for efficient GEMMs, small enough that the block's three
-// [block, D] buffers stay in the last-level cache for D in the hundreds.
-constexpr int64_t kBlock = 256;
+// [block, D] buffers stay in cache: about 2^16 elements each, and at least 256 points.
+int64_t block_points(int64_t D) { return std::max<int64_t>(256, (int64_t{1} << 16) / D); }
+
+// exp(v) for v <= 0 (and NaN), 0 below -87: far components would otherwise take libm's
+// slow underflow path for weights < 2^-125 that cannot move a sum holding a 1.
+template <typename Acc>
+Acc exp_nonpos(Acc v) {
+  return v < Acc(-87) ? Acc(0) : std::exp(v);
+}
 
 template <typename Acc>
 void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& precision,
@@ -56,12 +63,12 @@ void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& 
       const Acc l = c[k] - Acc(0.5) * quad;
       if (l == neg_inf) continue;  // weight 0: contributes nothing
       if (l > m[b]) {              // new running max: rescale what is accumulated
-        const Acc r = std::exp(m[b] - l);
+        const Acc r = exp_nonpos(m[b] - l);
         S[b] *= r;
         for (int64_t i = 0; i < D; ++i) ab[i] *= r;
         m[b] = l;
       }
-      const Acc e = std::exp(l - m[b]);  // NaN l: NaN e, the row's result is NaN
+      const Acc e = exp_nonpos(l - m[b]);  // NaN l: NaN e, the row's result is NaN
       S[b] += e;
       for (int64_t i = 0; i < D; ++i) ab[i] -= e * ub[i];
     }
@@ -91,6 +98,7 @@ void gmm_precision_gemm(const at::Tensor& x, const at::Tensor& means, const at::
   const bool same = x.scalar_type() == acc;
   at::Tensor score_acc = same ? score : at::empty({N, D}, means.options());
   at::Tensor logp_acc = same ? log_prob : at::empty({N}, means.options());
+  const int64_t kBlock = block_points(D);
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
