@@ -108,3 +108,39 @@ def test_a_shuffle_naming_an_exited_lane_is_an_error(emu):
     out = torch.zeros(32)
     emu.emulator_shuffle_(out, 0, 1, 32)
     assert out.tolist() == _expected_shuffle("down", 1, 32, 32)
+
+
+def _kernel_outputs(seed=0):
+    """Outputs of CUDA kernels that share data through shared memory and shuffles: score
+    clipping (block and warp reductions), the DSM loss (team, warp and block reductions),
+    gmm_score (shared tiles of components; warp-per-point, in registers and in shared
+    memory) and the small-D chain (a shared tile of the mixture)."""
+    import scorefast
+    from scorefast.targets.presets import random_mixture
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for P, D in [(40, 33), (3, 5000)]:
+        x, s = torch.randn(P, D, generator=g), torch.randn(P, D, generator=g)
+        out.append(scorefast.langevin_step(x, s, step_size=0.1, max_score_norm=2.0, seed=1, backend="cuda"))
+    for B, D in [(300, 33), (6, 516), (3, 4096)]:
+        pred, sigma = torch.randn(B, D, generator=g), 0.5 + torch.rand(B, generator=g)
+        out.append(scorefast.dsm_loss(pred, torch.randn(B, D, generator=g), sigma, seed=2, backend="cuda",
+                                      reduction="none"))
+    for K, D, kind in [(130, 2, "diagonal"), (8, 64, "full"), (3, 1030, "isotropic")]:
+        mix = random_mixture(K, D, seed=K, kind=kind)
+        out.extend(scorefast.gmm_score(mix.sample(40, seed=1).float(), mix, backend="cuda"))
+    mix = random_mixture(130, 3, seed=5, kind="diagonal", spread=3.0)
+    out.append(scorefast.gmm_chain(mix.sample(300, seed=2).float(), mix, method="mala", steps=4, step_size=0.1,
+                                   seed=4, backend="cuda").x)
+    return out
+
+
+def test_kernels_give_the_same_bits_whatever_the_thread_order(emu, monkeypatch):
+    # Shared memory read before the barrier that orders it would show up as a difference.
+    forward = _kernel_outputs()
+    monkeypatch.setenv("SCOREFAST_CUDA_EMULATOR_REVERSE", "1")
+    reverse = _kernel_outputs()
+    assert len(forward) == len(reverse) > 0
+    for a, b in zip(forward, reverse):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)

@@ -9,6 +9,8 @@
 // Strictness where CUDA leaves behaviour undefined: a shuffle or __syncwarp whose mask
 // names an exited or missing lane, a deadlocked barrier, or a launch whose dynamic shared
 // memory exceeds what cudaFuncSetAttribute allowed raises an error instead of guessing.
+// Threads run between barriers in index order, or last to first with
+// SCOREFAST_CUDA_EMULATOR_REVERSE=1 (a race-free kernel gives the same bits either way).
 // Not emulated: timing, streams (launches run synchronously), memory spaces (device
 // pointers are host pointers), and the fast-math device intrinsics' reduced precision.
 #pragma once

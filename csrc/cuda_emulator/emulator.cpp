@@ -130,10 +130,14 @@ void run_block(BlockRun& run, unsigned int threads) {
     f.context.uc_link = &run.scheduler;
     makecontext(&f.context, fiber_entry, 0);
   }
+  // SCOREFAST_CUDA_EMULATOR_REVERSE=1 runs the threads between barriers last to first: a
+  // race-free kernel gives the same bits either way, one missing a barrier need not.
+  const char* order = std::getenv("SCOREFAST_CUDA_EMULATOR_REVERSE");
+  const bool reverse = order != nullptr && order[0] != '\0' && order[0] != '0';
   for (;;) {
     bool progressed = false, all_done = true;
-    for (unsigned int i = 0; i < threads && run.error.empty(); ++i) {
-      Fiber& f = run.fibers[i];
+    for (unsigned int n = 0; n < threads && run.error.empty(); ++n) {
+      Fiber& f = run.fibers[reverse ? threads - 1 - n : n];
       if (f.state == FiberState::kDone) continue;
       all_done = false;
       if (f.state == FiberState::kBlockBarrier && run.block_generation != f.wait_generation)
