@@ -136,16 +136,15 @@ def has_op(backend: str, op: str) -> bool:
         return True
     if not status(backend).available:
         return False
+    namespace, key = _library(backend)
     try:
-        getattr(op_namespace(backend), op)
+        getattr(getattr(torch.ops, namespace), op)
     except (AttributeError, RuntimeError):
         return False
-    if backend in _DISPATCH_KEYS:
+    if key is not None:
         # cpp and cuda share one namespace whose schemas are all declared: the op must also
         # have a kernel for the backend's device.
-        if backend == "cuda" and cuda_emulator.requested():
-            return torch._C._dispatch_has_kernel_for_dispatch_key(f"{cuda_emulator.LIBRARY}::{op}", "CPU")
-        return torch._C._dispatch_has_kernel_for_dispatch_key(f"scorefast::{op}", _DISPATCH_KEYS[backend])
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"{namespace}::{op}", key)
     return True
 
 
@@ -181,10 +180,17 @@ def _resolve(backend: str, dev: str, op: str, interpreting: bool, emulating: boo
 _NAMESPACES = {"cpp": "scorefast", "cuda": "scorefast", "triton": "scorefast_triton", "numba": "scorefast_numba"}
 
 
-def op_namespace(backend: str):
-    """The ``torch.ops`` namespace holding a compiled backend's ops (after ``resolve`` loaded it)."""
+def _library(backend: str) -> tuple[str, str | None]:
+    """(the ``torch.ops`` namespace of a compiled backend's ops, the dispatch key of its
+    kernels there, or None for a namespace of its own). The CUDA emulator registers the
+    CUDA kernels in its own namespace under the CPU key."""
     if backend not in _NAMESPACES:
         raise ValueError(f"backend {backend!r} has no compiled ops")
     if backend == "cuda" and cuda_emulator.requested():
-        return cuda_emulator.ops()
-    return getattr(torch.ops, _NAMESPACES[backend])
+        return cuda_emulator.LIBRARY, "CPU"
+    return _NAMESPACES[backend], _DISPATCH_KEYS.get(backend)
+
+
+def op_namespace(backend: str):
+    """The ``torch.ops`` namespace holding a compiled backend's ops (after ``resolve`` loaded it)."""
+    return getattr(torch.ops, _library(backend)[0])

@@ -20,8 +20,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 ENV_FLAG = "SCOREFAST_CUDA_EMULATOR"
 LIBRARY = "scorefast_cuda_emulator"
 
@@ -106,8 +104,3 @@ def _register_extras() -> None:
     gmm.register_op_extras(LIBRARY)
     dsm.register_op_extras(LIBRARY, autograd=False)
     chain.register_op_extras(LIBRARY)
-
-
-def ops():
-    """``torch.ops.scorefast_cuda_emulator`` (after ``load``)."""
-    return getattr(torch.ops, LIBRARY)

@@ -44,7 +44,7 @@ def emu():
         pytest.skip("the CUDA emulator is not in use (a GPU is present)")
     status = backend_registry.status("cuda")
     assert status.available, status.reason
-    return cuda_emulator.ops()
+    return backend_registry.op_namespace("cuda")
 
 
 def _expected_shuffle(mode, arg, width, threads):
