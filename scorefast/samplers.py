@@ -55,12 +55,13 @@ def _is_log_prob_of(log_prob_fn, mixture) -> bool:
                                    and getattr(log_prob_fn, "__name__", "") == "log_prob")
 
 
-def _chain_runs_fused(x, backend: str) -> bool:
-    """Whether a gmm_chain kernel (not the reference) runs the whole chain for x (N, D) with
-    ``backend``."""
+def _chain_runs_fused(mixture, x, backend: str, progress) -> bool:
+    """Whether a gmm_chain kernel (not the reference) runs the whole chain on ``mixture`` (a
+    GaussianMixture, or None: no) for x (N, D) with ``backend`` (not when a progress bar
+    is asked for: the chain reports no steps)."""
     from . import backend_registry as backends
 
-    if x.dim() != 2 or backend == "reference":
+    if mixture is None or progress or x.dim() != 2 or backend == "reference":
         return False
     if backend == "auto":
         return backends.resolve("auto", x.device, "gmm_chain_") != "reference"
@@ -82,7 +83,7 @@ def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: i
     runner = StepRunner(x, cuda_graph, backend)
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
-    if mixture is not None and not progress and _chain_runs_fused(x, backend):
+    if _chain_runs_fused(mixture, x, backend, progress):
         from .chain import gmm_chain
 
         x.copy_(gmm_chain(x, mixture, method="ula", steps=steps, step_size=step_size, seed=seed, backend=backend).x)
@@ -124,7 +125,7 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
         raise ValueError("sigmas must be strictly decreasing")
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
-    if mixture is not None and not progress and _chain_runs_fused(x, backend):
+    if _chain_runs_fused(mixture, x, backend, progress):
         from .chain import gmm_chain
 
         x.copy_(gmm_chain(x, mixture, method="annealed", sigmas=sigmas, steps_per_level=steps_per_level,
@@ -265,7 +266,7 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
     if mixture is not None and _is_log_prob_of(log_prob_fn, mixture):
-        if not progress and _chain_runs_fused(x, backend):
+        if _chain_runs_fused(mixture, x, backend, progress):
             from .chain import gmm_chain
 
             res = gmm_chain(x, mixture, method="mala", steps=steps, step_size=step_size, seed=seed,
