@@ -148,6 +148,7 @@ static void chain_impl(const ChainArgs& c, int64_t begin, int64_t end) {
 // ---- D <= 4, float32: kChainLanes (8 or 16) particles per vector (gmm_kernels.h's vector
 // types), per-step precisions tabulated once per range ------------------------------------
 
+using gmm_detail::noised_precisions;
 using gmm_detail::small_eval;
 using gmm_detail::splat_as;
 using gmm_detail::vexp;
@@ -155,24 +156,6 @@ using gmm_detail::vexp_nonpos;
 using gmm_detail::vlog;
 using ChainVec = std::conditional_t<kChainLanes == 16, gmm_detail::v16f, gmm_detail::v8f>;
 
-// The float32 precisions h = 1 / (var + s2) (K x VC) and log-constants
-// c = log_const - (1/2) log det(var + s2) (K) of the mixture noised by s2, for the vector
-// chain paths (isotropic: VC = 1, the determinant over all D coordinates).
-static inline void noised_precisions(const GmmArgs& g, float s2, float* h, float* c) {
-  const int64_t K = g.num_components, VC = g.var_cols;
-  const float* var = static_cast<const float*>(g.var);
-  const float* log_const = static_cast<const float*>(g.log_const);
-  for (int64_t k = 0; k < K; ++k) {
-    float log_det = 0;
-    for (int64_t j = 0; j < VC; ++j) {
-      const float v = var[k * VC + j] + s2;
-      h[k * VC + j] = 1.0f / v;
-      log_det += std::log(v);
-    }
-    if (VC == 1) log_det *= static_cast<float>(g.dim);
-    c[k] = log_const[k] - 0.5f * log_det;
-  }
-}
 
 // Particles p0 .. p0 + L G - 1 of the range (L = kChainLanes; the first nb of them real, the
 // rest repeat particle p0, computed and dropped) through all T steps.
@@ -298,12 +281,6 @@ class TwoPassEval {
   float s2_now_ = std::numeric_limits<float>::quiet_NaN();  // no tables yet
 };
 
-class FullEval : public gmm_detail::FullBlockEval {
- public:
-  using FullBlockEval::FullBlockEval;
-  void eval(const float* xs, int64_t, float* score, float* log_prob) { FullBlockEval::eval(xs, score, log_prob); }
-};
-
 template <class Eval>
 static void chain_blocks(const ChainArgs& c, int64_t begin, int64_t end) {
   constexpr int P = Eval::kBlock;
@@ -391,7 +368,7 @@ static void gmm_chain_range(const scorefast::ChainArgs& c, int64_t begin, int64_
       return;
   }
   if (c.mixture.dtype == StorageType::kFloat32) {
-    if (c.mixture.factor != nullptr) return chain_detail::chain_blocks<chain_detail::FullEval>(c, begin, end);
+    if (c.mixture.factor != nullptr) return chain_detail::chain_blocks<gmm_detail::FullBlockEval>(c, begin, end);
     return c.mixture.var_cols == 1 ? chain_detail::chain_blocks<chain_detail::TwoPassEval<true>>(c, begin, end)
                                    : chain_detail::chain_blocks<chain_detail::TwoPassEval<false>>(c, begin, end);
   }

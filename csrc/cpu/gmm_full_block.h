@@ -18,9 +18,8 @@ class FullBlockEval {
   static constexpr int kBlock = 4;  // points per block: 4 x (D / W) accumulators in registers at D <= 64
 
   explicit FullBlockEval(const GmmArgs& a)
-      : D_(a.dim), K_(a.num_components), VC_(a.var_cols), Dp_((a.dim + kChainLanes - 1) / kChainLanes * kChainLanes),
-        var_(static_cast<const float*>(a.var)), log_const_(static_cast<const float*>(a.log_const)),
-        means_(static_cast<const float*>(a.means)) {
+      : g_(a), D_(a.dim), K_(a.num_components), VC_(a.var_cols),
+        Dp_((a.dim + kChainLanes - 1) / kChainLanes * kChainLanes), means_(static_cast<const float*>(a.means)) {
     const float* F = static_cast<const float*>(a.factor);
     // rows of F and of F^T, each padded with zeros to whole vectors; 64-byte aligned by hand
     mem_.assign(static_cast<size_t>(2 * K_ * D_ * Dp_ + K_ * Dp_ + 4 * kBlock * Dp_) + 16, 0.0f);
@@ -44,24 +43,15 @@ class FullBlockEval {
   // The mixture noised by sigma^2 (the precisions and log-constants re-formed when it changes).
   void set_sigma2(float s2) {
     if (s2 == s2_now_) return;
+    noised_h_.resize(static_cast<size_t>(K_ * VC_));
+    noised_c_.resize(static_cast<size_t>(K_));
+    noised_precisions(g_, s2, noised_h_.data(), noised_c_.data());
+    set_folded(noised_h_.data(), noised_c_.data());
     s2_now_ = s2;
-    for (int64_t k = 0; k < K_; ++k) {
-      float log_det = 0;
-      for (int64_t j = 0; j < VC_; ++j) {
-        const float v = var_[k * VC_ + j] + s2;
-        log_det += std::log(v);
-        if (VC_ != 1) h_[k * Dp_ + j] = 1.0f / v;
-      }
-      if (VC_ == 1) {
-        log_det *= static_cast<float>(D_);
-        const float h = 1.0f / (var_[k] + s2);
-        for (int64_t j = 0; j < D_; ++j) h_[k * Dp_ + j] = h;
-      }
-      cst_[k] = log_const_[k] - 0.5f * log_det;
-    }
   }
 
-  // The precisions and log-constants as given (gmm_score with no or one sigma: folded in).
+  // The precisions (K x VC) and log-constants (K) as given (gmm_score with no or one sigma:
+  // folded in), the precisions spread over the padded rows.
   void set_folded(const float* inv_var, const float* log_const) {
     for (int64_t k = 0; k < K_; ++k) {
       for (int64_t j = 0; j < D_; ++j) h_[k * Dp_ + j] = inv_var[k * VC_ + (VC_ == 1 ? 0 : j)];
@@ -70,9 +60,10 @@ class FullBlockEval {
     s2_now_ = std::numeric_limits<float>::quiet_NaN();
   }
 
-  // score[p * D ...] and log_prob[p] of the kBlock points xs[p * D ...] (all computed; each
-  // point's arithmetic is its own, whatever the others are).
-  void eval(const float* __restrict xs, float* __restrict score, float* __restrict log_prob) {
+  // score[p * D ...] and log_prob[p] of the kBlock points xs[p * D ...]: all are computed
+  // (np, the number of real ones, is not needed), each point's arithmetic its own,
+  // whatever the others are.
+  void eval(const float* __restrict xs, int64_t /*np*/, float* __restrict score, float* __restrict log_prob) {
     switch (Dp_ / kChainLanes) {
       case 1: return eval_c<1>(xs, score, log_prob);
       case 2: return eval_c<2>(xs, score, log_prob);
@@ -189,11 +180,10 @@ class FullBlockEval {
     }
   }
 
+  const GmmArgs& g_;
   int64_t D_, K_, VC_, Dp_;
-  const float* var_;
-  const float* log_const_;
   const float* means_;
-  std::vector<float> mem_, cst_;
+  std::vector<float> mem_, cst_, noised_h_, noised_c_;
   float *rows_ = nullptr, *cols_ = nullptr, *h_ = nullptr, *t_ = nullptr, *u_ = nullptr, *acc_ = nullptr;
   float s2_now_ = std::numeric_limits<float>::quiet_NaN();  // no precisions yet
 };

@@ -624,35 +624,62 @@ static void two_pass_block(const TwoPassTables& tb, const float* __restrict xs, 
     for (int p = 0; p < np; ++p) log_prob[p] = m[p] + std::log(S[p]);
 }
 
-template <typename T, bool kPerPointSigma, bool kIso>
-static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
-  constexpr int P = kTwoPassBlock;
+// Points [begin, end) of x in blocks of P through eval(xs, s2, np, score, log_prob): float
+// copies of the block's points (a short block padded with a real point, whose results are
+// dropped), their sigma^2 (0 without a per-point sigma), and where the block's results go.
+template <typename T, int P, typename Eval>
+static void gmm_in_blocks(const GmmArgs& a, int64_t begin, int64_t end, Eval eval) {
   const int64_t D = a.dim;
   const T* x = static_cast<const T*>(a.x);
   const float* sigma2 = static_cast<const float*>(a.sigma2);
   T* score = static_cast<T*>(a.score);
   T* log_prob = static_cast<T*>(a.log_prob);
-  TwoPassTables tb(a, kIso);
-  tb.set_precisions(static_cast<const float*>(a.var), static_cast<const float*>(a.inv_var),
-                    static_cast<const float*>(a.log_const));
-  std::vector<float> buf(2 * P * D + 2 * P * tb.Kp + P);
+  std::vector<float> buf(2 * P * D);
   float* xs = buf.data();  // [P][D] the block's points
   float* sc = xs + P * D;  // [P][D] their scores
-  float* work = sc + P * D;
-  float* lp = work + 2 * P * tb.Kp;
+  float lp[P], s2[P];
   for (int64_t n0 = begin; n0 < end; n0 += P) {
     const int64_t np = end - n0 < P ? end - n0 : P;
-    float s2[P];
     for (int p = 0; p < P; ++p) {
-      const int64_t n = n0 + (p < np ? p : 0);  // pad with a real point; results dropped
+      const int64_t n = n0 + (p < np ? p : 0);
       for (int64_t d = 0; d < D; ++d) xs[p * D + d] = Storage<T>::load(x + n * D + d);
-      s2[p] = kPerPointSigma ? sigma2[n] : 0.0f;
+      s2[p] = sigma2 != nullptr ? sigma2[n] : 0.0f;
     }
-    two_pass_block<kPerPointSigma, kIso>(tb, xs, s2, np, sc, lp, work);
+    eval(xs, s2, np, sc, lp);
     for (int64_t p = 0; p < np; ++p) {
       for (int64_t d = 0; d < D; ++d) Storage<T>::store(score + (n0 + p) * D + d, sc[p * D + d]);
       Storage<T>::store(log_prob + n0 + p, lp[p]);
     }
+  }
+}
+
+template <typename T, bool kPerPointSigma, bool kIso>
+static void gmm_two_pass(const GmmArgs& a, int64_t begin, int64_t end) {
+  TwoPassTables tb(a, kIso);
+  tb.set_precisions(static_cast<const float*>(a.var), static_cast<const float*>(a.inv_var),
+                    static_cast<const float*>(a.log_const));
+  std::vector<float> work(2 * kTwoPassBlock * tb.Kp);
+  gmm_in_blocks<T, kTwoPassBlock>(a, begin, end, [&](const float* xs, const float* s2, int64_t np, float* sc, float* lp) {
+    two_pass_block<kPerPointSigma, kIso>(tb, xs, s2, np, sc, lp, work.data());
+  });
+}
+
+// The float32 precisions h = 1 / (var + s2) (K x VC) and log-constants
+// c = log_const - (1/2) log det(var + s2) (K) of the mixture noised by s2, for the vector
+// chain paths and FullBlockEval (isotropic: VC = 1, the determinant over all D coordinates).
+static inline void noised_precisions(const GmmArgs& g, float s2, float* h, float* c) {
+  const int64_t K = g.num_components, VC = g.var_cols;
+  const float* var = static_cast<const float*>(g.var);
+  const float* log_const = static_cast<const float*>(g.log_const);
+  for (int64_t k = 0; k < K; ++k) {
+    float log_det = 0;
+    for (int64_t j = 0; j < VC; ++j) {
+      const float v = var[k * VC + j] + s2;
+      h[k * VC + j] = 1.0f / v;
+      log_det += std::log(v);
+    }
+    if (VC == 1) log_det *= static_cast<float>(g.dim);
+    c[k] = log_const[k] - 0.5f * log_det;
   }
 }
 
@@ -666,28 +693,12 @@ namespace gmm_detail {
 // FullBlockEval.
 template <typename T>
 static void gmm_full_blocks(const GmmArgs& a, int64_t begin, int64_t end) {
-  constexpr int P = FullBlockEval::kBlock;
-  const int64_t D = a.dim;
-  const T* x = static_cast<const T*>(a.x);
-  T* score = static_cast<T*>(a.score);
-  T* log_prob = static_cast<T*>(a.log_prob);
   FullBlockEval ev(a);
   ev.set_folded(static_cast<const float*>(a.inv_var), static_cast<const float*>(a.log_const));
-  std::vector<float> buf(2 * P * D);
-  float *xs = buf.data(), *sc = xs + P * D;
-  float lp[P];
-  for (int64_t n0 = begin; n0 < end; n0 += P) {
-    const int64_t np = end - n0 < P ? end - n0 : P;
-    for (int p = 0; p < P; ++p) {
-      const int64_t n = n0 + (p < np ? p : 0);  // pad with a real point; results dropped
-      for (int64_t d = 0; d < D; ++d) xs[p * D + d] = Storage<T>::load(x + n * D + d);
-    }
-    ev.eval(xs, sc, lp);
-    for (int64_t p = 0; p < np; ++p) {
-      for (int64_t d = 0; d < D; ++d) Storage<T>::store(score + (n0 + p) * D + d, sc[p * D + d]);
-      Storage<T>::store(log_prob + n0 + p, lp[p]);
-    }
-  }
+  gmm_in_blocks<T, FullBlockEval::kBlock>(a, begin, end,
+                                          [&](const float* xs, const float*, int64_t np, float* sc, float* lp) {
+                                            ev.eval(xs, np, sc, lp);
+                                          });
 }
 
 template <typename T, bool kFull, bool kPerPointSigma, bool kIso>
