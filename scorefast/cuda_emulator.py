@@ -63,7 +63,7 @@ def load() -> str:
     """Builds (once; ninja rebuilds what changed) and loads the emulated kernels into
     ``torch.ops.scorefast_cuda_emulator``; returns the library's path. Raises with the
     reason when it cannot."""
-    if not (_CSRC / "cuda" / "cuda_ops.cpp").exists():
+    if not (_CSRC / "cuda").is_dir():
         raise RuntimeError(f"the CUDA sources are not here ({_CSRC}); the emulator needs a source checkout")
     from torch.utils import cpp_extension
 
@@ -76,7 +76,8 @@ def load() -> str:
         # #line keeps compiler messages pointing at the .cu file.
         _write_if_changed(cpp, f'#line 1 "{cu}"\n' + translate(cu.read_text()))
         sources.append(str(cpp))
-    sources += [str(_CSRC / "cuda" / "cuda_ops.cpp"), str(_CSRC / "dsm_autograd.cpp"),
+    sources += [str(p) for p in sorted((_CSRC / "cuda").glob("*.cpp"))]
+    sources += [str(_CSRC / "dsm_autograd.cpp"),
                 str(_CSRC / "cuda_emulator" / "emulator.cpp"), str(_CSRC / "cuda_emulator" / "registration.cpp")]
     flags = [
         "-O2",
