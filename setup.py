@@ -68,8 +68,13 @@ def _extensions():
 
 ext_modules, cmdclass = _extensions()
 
+# kernels/ (Triton and numba) installs as scorefast.kernels, editable installs included.
+PACKAGES = find_packages(include=["scorefast", "scorefast.*"])
+PACKAGES += ["scorefast.kernels"] + [f"scorefast.kernels.{p}" for p in find_packages("kernels")]
+
 setup(
-    packages=find_packages(include=["scorefast", "scorefast.*"]),
+    packages=PACKAGES,
+    package_dir={"scorefast.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

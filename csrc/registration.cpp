@@ -1,16 +1,12 @@
-// Schemas of the scorefast ops (implementations register per device in csrc/cpu and
-// csrc/cuda), and a few build/CPU facts exposed to Python through pybind11.
+// Build and CPU facts exposed to Python through pybind11. The op schemas are declared in
+// Python (scorefast/ops/, one module per op family); csrc/cpu and csrc/cuda register kernels.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <torch/library.h>
 
 #include <string>
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
-#include "op_schemas.h"
-
-TORCH_LIBRARY(scorefast, m) { scorefast::define_ops(m); }
 
 namespace {
 

@@ -102,3 +102,8 @@ def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive:
             i = int(bad.nonzero()[0, 0])
             bound = "> 0" if positive else ">= 0"
             raise ValueError(f"{name} must be finite and {bound} for every particle, got {t[i].item()} at particle {i}")
+
+def is_mixture(mixture) -> bool:
+    """Whether ``mixture`` is a ``scorefast.targets.GaussianMixture`` (recognised by what the
+    kernels read from it, so that the ops need not import the targets layer above them)."""
+    return all(hasattr(mixture, a) for a in ("kernel_params", "means", "log_weights", "kind", "cov", "dim"))

@@ -16,18 +16,26 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
-import os
 from dataclasses import dataclass
 
 import torch
 
-from . import _extension, cuda_emulator
+from . import _extension
+from ._backend import Backend
+from ._env import cuda_emulator_requested, triton_interpreting
+from .kernels import numba as _numba_kernels
+from .kernels import triton as _triton_kernels
 
 NAMES = ("reference", "cpp", "cuda", "triton", "numba")
 _AUTO_ORDER = {"cpu": ("cpp", "numba", "reference"), "cuda": ("cuda", "triton", "reference")}
-# The dispatch key of the compiled backends' kernels in the scorefast namespace.
-_DISPATCH_KEYS = {"cpp": "CPU", "cuda": "CUDA"}
+# Each compiled backend describes itself (namespace, dispatch key, status) where it lives.
+_BACKENDS = {b.name: b for b in (_extension.CPP, _extension.CUDA, _triton_kernels.BACKEND, _numba_kernels.BACKEND)}
+# The CUDA emulator is a test tool above the package (scorefast.testing), loaded by name only
+# when SCOREFAST_CUDA_EMULATOR asks for it; it then stands in for the cuda backend.
+_CUDA_EMULATOR_MODULE = "scorefast.testing.cuda_emulator"
+
+__all__ = ["BackendStatus", "backends", "status", "resolve", "has_op", "op_namespace", "is_emulated",
+           "triton_interpreting"]
 
 
 @dataclass(frozen=True)
@@ -44,74 +52,30 @@ class BackendStatus:
         return f"{self.name:<10} {'yes' if self.available else 'no':<4} {where:<10} {self.reason}"
 
 
-def triton_interpreting() -> bool:
-    """True when Triton kernels run on the CPU through ``TRITON_INTERPRET=1``."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_emulator: list[Backend] = []  # the emulator's description once imported (no import under torch.compile)
 
 
-def _status_cpp() -> BackendStatus:
-    if _extension.extension() is None:
-        return BackendStatus("cpp", False, (), f"compiled extension not loaded ({_extension.extension_error()})")
-    return BackendStatus("cpp", True, ("cpu",), f"CPU kernels for {', '.join(_extension.extension().supported_cpu_isas())}")
-
-
-def _status_cuda() -> BackendStatus:
-    if cuda_emulator.requested():
-        try:
-            cuda_emulator.load()
-        except Exception as exc:  # no compiler, no ninja, no source tree, a build error
-            return BackendStatus("cuda", False, (), f"the CUDA emulator failed to build ({type(exc).__name__}: {exc})")
-        return BackendStatus("cuda", True, ("cpu",), "emulated on the CPU (slow; for testing)")
-    ext = _extension.extension()
-    hint = f" (set {cuda_emulator.ENV_FLAG}=1 to test the CUDA kernels on the CPU)"
-    if ext is None:
-        return BackendStatus("cuda", False, (), "compiled extension not loaded")
-    if not ext.built_with_cuda():
-        return BackendStatus("cuda", False, (), "extension built without CUDA (CPU torch or no nvcc at build time)" + hint)
-    if not torch.cuda.is_available():
-        return BackendStatus("cuda", False, (), "no CUDA GPU visible" + hint)
-    return BackendStatus("cuda", True, ("cuda",))
-
-
-def _status_triton() -> BackendStatus:
-    if importlib.util.find_spec("triton") is None:
-        return BackendStatus("triton", False, (), "triton is not installed (pip install triton)")
-    devices = []
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    if triton_interpreting():
-        devices.append("cpu")
-    if not devices:
-        return BackendStatus("triton", False, (), "no CUDA GPU (set TRITON_INTERPRET=1 to run Triton kernels on the CPU)")
-    try:
-        importlib.import_module("scorefast.triton_kernels")
-    except Exception as exc:  # a triton too old or broken
-        return BackendStatus("triton", False, (), f"Triton kernels failed to load ({type(exc).__name__}: {exc})")
-    reason = "interpreter on CPU (slow; for testing)" if "cpu" in devices else ""
-    return BackendStatus("triton", True, tuple(devices), reason)
-
-
-def _status_numba() -> BackendStatus:
-    if importlib.util.find_spec("numba") is None:
-        return BackendStatus("numba", False, (), "numba is not installed (pip install numba)")
-    try:
-        importlib.import_module("scorefast.numba_kernels")
-    except Exception as exc:
-        return BackendStatus("numba", False, (), f"numba kernels failed to load ({type(exc).__name__}: {exc})")
-    return BackendStatus("numba", True, ("cpu",))
+def _backend(name: str) -> Backend:
+    """The description of compiled backend ``name`` (the emulator's for cuda when requested)."""
+    if name == "cuda" and cuda_emulator_requested():
+        if not _emulator:
+            _emulator.append(importlib.import_module(_CUDA_EMULATOR_MODULE).BACKEND)
+        return _emulator[0]
+    return _BACKENDS[name]
 
 
 @functools.lru_cache(maxsize=None)
 def _status_cached(name: str, interpreting: bool, emulating: bool) -> BackendStatus:
     if name == "reference":
         return BackendStatus("reference", True, ("cpu", "cuda"), "pure PyTorch")
-    return {"cpp": _status_cpp, "cuda": _status_cuda, "triton": _status_triton, "numba": _status_numba}[name]()
+    available, devices, reason = _backend(name).status()
+    return BackendStatus(name, available, devices, reason)
 
 
 def status(name: str) -> BackendStatus:
     """The availability of backend ``name``."""
     check_name(name)
-    return _status_cached(name, triton_interpreting(), cuda_emulator.requested())
+    return _status_cached(name, triton_interpreting(), cuda_emulator_requested())
 
 
 def backends() -> dict[str, BackendStatus]:
@@ -152,7 +116,7 @@ def has_op(backend: str, op: str) -> bool:
 @torch.compiler.assume_constant_result
 def resolve(backend: str, device: torch.device, op: str = "langevin_step") -> str:
     """The backend that runs ``op`` on ``device``: ``backend`` itself, checked, or the auto choice."""
-    return _resolve(backend, device.type, op, triton_interpreting(), cuda_emulator.requested())
+    return _resolve(backend, device.type, op, triton_interpreting(), cuda_emulator_requested())
 
 
 # Cached: small ops are called thousands of times a second (errors are not cached, so a
@@ -177,18 +141,13 @@ def _resolve(backend: str, dev: str, op: str, interpreting: bool, emulating: boo
     return backend
 
 
-_NAMESPACES = {"cpp": "scorefast", "cuda": "scorefast", "triton": "scorefast_triton", "numba": "scorefast_numba"}
-
-
 def _library(backend: str) -> tuple[str, str | None]:
-    """(the ``torch.ops`` namespace of a compiled backend's ops, the dispatch key of its
-    kernels there, or None for a namespace of its own). The CUDA emulator registers the
-    CUDA kernels in its own namespace under the CPU key."""
-    if backend not in _NAMESPACES:
+    """(the ``torch.ops`` namespace of a compiled backend's ops, the dispatch key of its kernels
+    there, or None for a namespace of its own)."""
+    if backend not in _BACKENDS:
         raise ValueError(f"backend {backend!r} has no compiled ops")
-    if backend == "cuda" and cuda_emulator.requested():
-        return cuda_emulator.LIBRARY, "CPU"
-    return _NAMESPACES[backend], _DISPATCH_KEYS.get(backend)
+    b = _backend(backend)
+    return b.namespace, b.dispatch_key
 
 
 def op_namespace(backend: str):

@@ -14,54 +14,11 @@ from typing import NamedTuple
 
 import torch
 
-from . import _checks, _extension
+from . import _checks
+from .gmm import gmm_score
 from . import backend_registry as backends
 from .noise import random_seed
 from .reference.chain import gmm_chain_ref
-
-SCHEMA = ("(Tensor(a!) x, Tensor means, Tensor var, Tensor log_const, Tensor? factor, Tensor step_size, "
-          "Tensor sigma2, bool mala, int seed, int step_offset, int particle_offset, int trajectory_every, "
-          "Tensor(b!)? trajectory, Tensor(c!)? accepted) -> ()")
-
-
-def _fake(x, means, var, log_const, factor, step_size, sigma2, mala, seed, step_offset, particle_offset,
-          trajectory_every, trajectory, accepted):
-    return None
-
-
-def check_op_args(x, step_size, sigma2, mala, step_offset, trajectory_every, trajectory, accepted) -> None:
-    """The C++ op's checks of the chain arguments (csrc/cpu/chain_cpu.cpp), for the Python
-    backends' ops; x is [N, D] (its mixture parameters are checked as gmm_score's)."""
-    if not x.is_contiguous():
-        raise RuntimeError("x must be contiguous")
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    T = step_size.numel()
-    for t, name, what in ((step_size, "step_size", ""), (sigma2, "sigma2", " (one per step)")):
-        if not (t.dim() == 1 and t.numel() == T and t.dtype == acc and t.is_contiguous() and t.device == x.device):
-            raise RuntimeError(f"{name} must be a contiguous [T] tensor of {acc} on x's device{what}")
-    if T > 0 and step_offset + T - 1 > _checks.MAX_STEP:
-        raise RuntimeError("step_offset + steps must stay below 2^32 (the step is a 32-bit counter word)")
-    if trajectory_every < 0:
-        raise RuntimeError(f"trajectory_every must be >= 0, got {trajectory_every}")
-    N, D = x.shape
-    if trajectory_every > 0:
-        shape = [T // trajectory_every, N, D]
-        if not (trajectory is not None and trajectory.is_contiguous() and trajectory.dtype == x.dtype
-                and list(trajectory.shape) == shape and trajectory.device == x.device):
-            raise RuntimeError(f"trajectory must be a contiguous [T / k, N, D] = {shape} tensor of x's dtype "
-                               "on x's device")
-    if mala and not (accepted is not None and accepted.is_contiguous() and accepted.dtype == torch.int64
-                     and accepted.numel() == N and accepted.device == x.device):
-        raise RuntimeError(f"accepted must be a contiguous int64 [N] = [{N}] tensor on x's device for MALA")
-
-
-def register_op_extras(namespace: str) -> None:
-    torch.library.register_fake(f"{namespace}::gmm_chain_", _fake)
-
-
-if _extension.extension() is not None:
-    register_op_extras("scorefast")
-
 
 class ChainResult(NamedTuple):
     """x (N, D) after the chain; accepted (N,) int64 MALA acceptances (None otherwise);
@@ -121,13 +78,10 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
     Returns:
         ChainResult(x, accepted, trajectory).
     """
-    from .gmm import gmm_score
-    from .targets.mixture import GaussianMixture
-
     _checks.check_float_tensor(x, "x", min_dim=2)
     if x.dim() != 2 or x.shape[1] != getattr(mixture, "dim", -1):
         raise ValueError(f"x must have shape (N, D) with D = the mixture's dimension, got {list(x.shape)}")
-    if not isinstance(mixture, GaussianMixture):
+    if not _checks.is_mixture(mixture):
         raise TypeError(f"mixture must be a scorefast.targets.GaussianMixture, got {type(mixture).__name__}")
     a, sig = _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon)
     T = len(a)

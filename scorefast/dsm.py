@@ -6,7 +6,8 @@
 
 Ops ``<ns>::dsm_perturb``, ``<ns>::dsm_loss`` (per-sample losses [B]) and
 ``<ns>::dsm_loss_backward`` (the gradient w.r.t. the prediction, regenerating z again):
-nothing of the size of x is saved for backward beyond the prediction itself.
+nothing of the size of x is saved for backward beyond the prediction itself. Their contract
+(schemas, checks, fake kernels, autograd) is ``scorefast.ops.dsm``.
 """
 from __future__ import annotations
 
@@ -14,66 +15,10 @@ import numbers
 
 import torch
 
-from . import _checks, _extension
+from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
 from .reference.dsm import dsm_loss_ref, dsm_perturb_ref
-
-PERTURB_SCHEMA = "(Tensor x, Tensor sigma, int seed, int step, int particle_offset) -> Tensor"
-LOSS_SCHEMA = ("(Tensor pred, Tensor sigma, float power, bool eps_form, int seed, int step, "
-               "int particle_offset) -> Tensor")
-BACKWARD_SCHEMA = ("(Tensor grad_per_sample, Tensor pred, Tensor sigma, float power, bool eps_form, "
-                   "int seed, int step, int particle_offset) -> Tensor")
-
-
-def _acc(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _fake_perturb(x, sigma, seed, step, particle_offset):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-def _fake_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
-    return pred.new_empty(pred.shape[:1], dtype=_acc(pred.dtype))
-
-
-def _fake_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step, particle_offset):
-    return torch.empty_like(pred, memory_format=torch.contiguous_format)
-
-
-def _make_autograd(namespace: str):
-    def setup_context(ctx, inputs, output):
-        pred, sigma, power, eps_form, seed, step, offset = inputs
-        ctx.save_for_backward(pred, sigma)
-        ctx.args = (power, eps_form, seed, step, offset)
-
-    def backward(ctx, grad):
-        pred, sigma = ctx.saved_tensors
-        if ctx.needs_input_grad[1]:
-            raise RuntimeError("dsm_loss: gradients with respect to sigma are not supported")
-        op = getattr(torch.ops, namespace).dsm_loss_backward
-        grad_pred = op(grad.to(_acc(pred.dtype)).contiguous(), pred, sigma, *ctx.args)
-        return grad_pred.to(pred.dtype), None, None, None, None, None, None
-
-    return setup_context, backward
-
-
-def register_op_extras(namespace: str, fakes: bool = True, autograd: bool = True) -> None:
-    """Fake kernels for ``namespace::dsm_*`` and (unless the backend has its own, as the
-    C++ ops do in csrc/dsm_autograd.cpp) the autograd of ``dsm_loss``."""
-    if fakes:
-        torch.library.register_fake(f"{namespace}::dsm_perturb", _fake_perturb)
-        torch.library.register_fake(f"{namespace}::dsm_loss", _fake_loss)
-        torch.library.register_fake(f"{namespace}::dsm_loss_backward", _fake_backward)
-    if autograd:
-        setup_context, backward = _make_autograd(namespace)
-        torch.library.register_autograd(f"{namespace}::dsm_loss", backward, setup_context=setup_context)
-
-
-if _extension.extension() is not None:
-    register_op_extras("scorefast", autograd=False)
-
 
 def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
     """sigma as a [B] tensor in the math dtype; values checked positive and finite (by the
@@ -90,6 +35,10 @@ def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a positive number or a tensor of shape ({B},), got {type(sigma).__name__}")
     s = _checks.check_real(sigma, name, positive=True)
     return torch.full((B,), s, dtype=acc, device=x.device)
+
+
+def _acc(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _counter(seed, step, particle_offset, B):

@@ -3,8 +3,8 @@
 The ops ``<ns>::gmm_score(x, means, var, inv_var, factor, log_const, sigma2) -> (score, log_prob)``
 (namespaces ``scorefast``, ``scorefast_triton``, ``scorefast_numba``) take the mixture in
 kernel form (``GaussianMixture.kernel_params``; csrc/include/scorefast/gmm.h) and stream
-over components with an online log-sum-exp, so no N x K x D tensor is formed. This module
-adds their fake kernels, a clear error for gradients, and the public function.
+over components with an online log-sum-exp, so no N x K x D tensor is formed. Their contract
+(schema, checks, fake kernel, the no-gradient rule) is ``scorefast.ops.gmm``.
 """
 from __future__ import annotations
 
@@ -12,39 +12,9 @@ import numbers
 
 import torch
 
-from . import _checks, _extension
+from . import _checks
 from . import backend_registry as backends
 from .reference.gmm import gmm_score_ref
-
-SCHEMA = ("(Tensor x, Tensor means, Tensor var, Tensor inv_var, Tensor? factor, Tensor log_const, "
-          "Tensor? sigma2) -> (Tensor, Tensor)")
-
-
-def _fake(x, means, var, inv_var, factor, log_const, sigma2):
-    return x.new_empty(x.shape), x.new_empty(x.shape[:1])
-
-
-def _setup_context(ctx, inputs, output):
-    pass
-
-
-def _backward(ctx, grad_score, grad_log_prob):
-    raise RuntimeError(
-        "gmm_score has no gradient: the score is already grad log p. For derivatives of the "
-        "score (e.g. its Jacobian), use scorefast.reference.gmm.gmm_score_ref, which is "
-        "differentiable by autograd.")
-
-
-def register_op_extras(namespace: str, fakes: bool = True) -> None:
-    """Fake kernel and the no-gradient rule for ``namespace::gmm_score``."""
-    if fakes:
-        torch.library.register_fake(f"{namespace}::gmm_score", _fake)
-    torch.library.register_autograd(f"{namespace}::gmm_score", _backward, setup_context=_setup_context)
-
-
-if _extension.extension() is not None:
-    register_op_extras("scorefast")
-
 
 def _sigma_args(sigma, x: torch.Tensor):
     """(scalar sigma^2 or None, per-point sigma tensor or None)."""
@@ -76,12 +46,10 @@ def gmm_score(x: torch.Tensor, mixture, *, sigma=None, backend: str = "auto"):
         (score (N, D), log_prob (N,)), in x's dtype. Log-sum-exp stable: far points and tiny
         variances give finite results; NaN in a row gives NaN in that row only.
     """
-    from .targets.mixture import GaussianMixture
-
     _checks.check_float_tensor(x, "x", min_dim=2)
     if x.dim() != 2:
         raise ValueError(f"x must have shape (N, D), got {list(x.shape)}")
-    if not isinstance(mixture, GaussianMixture):
+    if not _checks.is_mixture(mixture):
         raise TypeError(f"mixture must be a scorefast.targets.GaussianMixture, got {type(mixture).__name__}")
     if x.shape[1] != mixture.dim:
         raise ValueError(f"x must have D = {mixture.dim} coordinates (the mixture's), got shape {list(x.shape)}")

@@ -4,12 +4,11 @@
     c = min(1, max_score_norm / ‖g_p‖) per particle (1 without clipping)
     z = the noise contract's normals for (seed, step, particle), or an explicit ``noise``
 
-The ops ``<ns>::langevin_step`` (out of place) and ``<ns>::langevin_step_`` (in place) share
-one schema in every namespace: ``scorefast`` (C++ CPU and CUDA), ``scorefast_triton``,
-``scorefast_numba``. ``scorefast::langevin_step_counter_`` is ``langevin_step_`` with the
-step in a one-element int64 tensor that the kernel reads when it runs (for CUDA graphs; the
-public function uses it when ``step`` is a tensor). This module adds their fake kernels and
-autograd, and the public function that checks arguments and picks the backend.
+The ops ``<ns>::langevin_step`` (out of place), ``<ns>::langevin_step_`` (in place) and
+``scorefast::langevin_step_counter_`` (the step in a one-element int64 tensor read when the
+kernel runs, for CUDA graphs; used when ``step`` is a tensor) are defined, with their fake
+kernels and autograd, by their contract ``scorefast.ops.langevin``. This module is the public
+function that checks arguments and picks the backend.
 """
 from __future__ import annotations
 
@@ -17,95 +16,10 @@ import math
 
 import torch
 
-from . import _checks, _extension
+from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
 from .reference.langevin import langevin_step_ref
-
-# The schema after the op name (also used by the Python-defined backends).
-SCHEMA = (
-    "(Tensor x, Tensor score, Tensor? score_cond, float guidance, float step_size, "
-    "Tensor? step_size_per_particle, float noise_scale, Tensor? noise_scale_per_particle, "
-    "Tensor? noise, int seed, int step, int particle_offset, float? clamp_min, float? clamp_max, "
-    "float? max_score_norm) -> Tensor"
-)
-INPLACE_SCHEMA = SCHEMA.replace("Tensor x,", "Tensor(a!) x,").replace("-> Tensor", "-> ()")
-
-
-def _fake(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
-          noise, seed, step, particle_offset, clamp_min, clamp_max, max_score_norm):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-def _fake_inplace(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale,
-                  noise_scale_pp, noise, seed, step, particle_offset, clamp_min, clamp_max,
-                  max_score_norm):
-    return None
-
-
-def _fake_counter(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
-                  seed, step, particle_offset, clamp_min, clamp_max, max_score_norm):
-    return None
-
-
-def _setup_context(ctx, inputs, output):
-    (x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp, noise,
-     _seed, _step, _offset, clamp_min, clamp_max, max_score_norm) = inputs
-    ctx.guidance = guidance
-    ctx.step_size = step_size
-    ctx.noise_scale = noise_scale
-    ctx.has_cond = score_cond is not None
-    ctx.has_noise = noise is not None
-    ctx.clamp = (clamp_min, clamp_max) if (clamp_min is not None or clamp_max is not None) else None
-    ctx.clipped = max_score_norm is not None
-    ctx.save_for_backward(step_size_pp, noise_scale_pp, output if ctx.clamp else None)
-
-
-def _backward(ctx, grad):
-    step_size_pp, noise_scale_pp, output = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    if needs[5] or needs[7]:
-        raise RuntimeError("langevin_step: gradients with respect to per-particle step_size or noise_scale are not supported")
-    if ctx.clipped and (needs[1] or needs[2]):
-        raise RuntimeError("langevin_step: gradients with respect to the score are not supported with max_score_norm clipping")
-    if ctx.clamp is not None:
-        lo = -math.inf if ctx.clamp[0] is None else ctx.clamp[0]
-        hi = math.inf if ctx.clamp[1] is None else ctx.clamp[1]
-        grad = grad * ((output > lo) & (output < hi))  # clamped elements pass no gradient
-    per_particle_shape = (grad.shape[0],) + (1,) * (grad.dim() - 1)
-    a = step_size_pp.reshape(per_particle_shape) if step_size_pp is not None else ctx.step_size
-    grad_g = grad * a
-    grad_score = grad_cond = grad_noise = None
-    if ctx.has_cond:
-        grad_score = grad_g * (1.0 - ctx.guidance)
-        grad_cond = grad_g * ctx.guidance
-    else:
-        grad_score = grad_g
-    if ctx.has_noise:
-        b = noise_scale_pp.reshape(per_particle_shape) if noise_scale_pp is not None else ctx.noise_scale
-        grad_noise = grad * b
-    return (grad, grad_score, grad_cond, None, None, None, None, None, grad_noise,
-            None, None, None, None, None, None)
-
-
-def register_op_extras(namespace: str, *, fakes: bool = True, counter: bool = False) -> None:
-    """Fake kernels and autograd for ``namespace::langevin_step`` and ``langevin_step_``
-    (and the fake of ``langevin_step_counter_`` with ``counter=True``).
-
-    ``fakes=False`` skips the fake kernels, for ops that bring their own (a
-    ``torch.library.triton_op`` is its own fake kernel; registering another one is an error).
-    """
-    if fakes:
-        torch.library.register_fake(f"{namespace}::langevin_step", _fake)
-        torch.library.register_fake(f"{namespace}::langevin_step_", _fake_inplace)
-        if counter:
-            torch.library.register_fake(f"{namespace}::langevin_step_counter_", _fake_counter)
-    torch.library.register_autograd(f"{namespace}::langevin_step", _backward, setup_context=_setup_context)
-
-
-if _extension.extension() is not None:
-    register_op_extras("scorefast", counter=True)
-
 
 def _coefficient(value, x: torch.Tensor, name: str):
     """(scalar, per-particle tensor or None) for a coefficient given as a number or a [P] tensor."""

@@ -16,18 +16,9 @@ import math
 
 import torch
 
-from . import _checks, _extension
+from . import _checks
 from . import backend_registry as backends
 from .reference.noise import normal_ref, philox_words_ref
-
-
-def _fake_fill_counter(out, seed, step, particle_offset):
-    return None
-
-
-if _extension.extension() is not None:
-    torch.library.register_fake("scorefast::philox_fill_counter_", _fake_fill_counter)
-    torch.library.register_fake("scorefast::normal_fill_counter_", _fake_fill_counter)
 
 
 def _step_and_op(step, device: torch.device, op: str):

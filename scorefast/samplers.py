@@ -17,9 +17,13 @@ import sys
 
 import torch
 
-from .langevin import langevin_step_
-from .noise import random_seed
+from . import backend_registry as backends
+from .chain import gmm_chain
+from .langevin import langevin_step, langevin_step_
+from .noise import normal_like, philox_words, random_seed
+from .reference.noise import uniform_ref
 from .step_graphs import StepRunner, record
+from .targets.mixture import GaussianMixture
 
 
 def progress_bar(iterable, total: int, enabled: bool | None, desc: str, unit: str = "it"):
@@ -35,8 +39,6 @@ def progress_bar(iterable, total: int, enabled: bool | None, desc: str, unit: st
 
 def _mixture_behind(score_fn):
     """The GaussianMixture that ``score_fn`` is (or whose ``score`` method it is), else None."""
-    from .targets.mixture import GaussianMixture
-
     target = score_fn if isinstance(score_fn, GaussianMixture) else getattr(score_fn, "__self__", None)
     if isinstance(target, GaussianMixture) and getattr(score_fn, "__name__", "score") == "score":
         return target
@@ -59,8 +61,6 @@ def _chain_runs_fused(mixture, x, backend: str, progress) -> bool:
     """Whether a gmm_chain kernel (not the reference) runs the whole chain on ``mixture`` (a
     GaussianMixture, or None: no) for x (N, D) with ``backend`` (not when a progress bar
     is asked for: the chain reports no steps)."""
-    from . import backend_registry as backends
-
     if mixture is None or progress or x.dim() != 2 or backend == "reference":
         return False
     if backend == "auto":
@@ -84,8 +84,6 @@ def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: i
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
     if _chain_runs_fused(mixture, x, backend, progress):
-        from .chain import gmm_chain
-
         x.copy_(gmm_chain(x, mixture, method="ula", steps=steps, step_size=step_size, seed=seed, backend=backend).x)
         return x
     if mixture is not None:
@@ -126,8 +124,6 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
     if _chain_runs_fused(mixture, x, backend, progress):
-        from .chain import gmm_chain
-
         x.copy_(gmm_chain(x, mixture, method="annealed", sigmas=sigmas, steps_per_level=steps_per_level,
                           epsilon=epsilon, final_denoise=final_denoise, seed=seed, backend=backend).x)
         return x
@@ -212,9 +208,6 @@ class SGLDReplayBuffer:
 def _acceptance_uniform(x: torch.Tensor, seed: int, step: int, particle_offset: int) -> torch.Tensor:
     """MALA's uniform for each particle at step t: word 0 of Philox group ceil(D/4) (the group
     after the particle's normals) of the noise contract, so it never reuses a normal's bits."""
-    from .noise import philox_words
-    from .reference.noise import uniform_ref
-
     N = x.shape[0]
     D = x[0].numel() if N else 0
     Q = (D + 3) // 4
@@ -257,8 +250,6 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
 
     Returns (x, diagnostics) with x updated in place and diagnostics['acceptance_rate'] (N,).
     """
-    from .langevin import langevin_step
-    from .noise import normal_like
 
     runner = StepRunner(x, cuda_graph, backend)
     if step_size <= 0:
@@ -267,8 +258,6 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
     mixture = _mixture_behind(score_fn)
     if mixture is not None and _is_log_prob_of(log_prob_fn, mixture):
         if _chain_runs_fused(mixture, x, backend, progress):
-            from .chain import gmm_chain
-
             res = gmm_chain(x, mixture, method="mala", steps=steps, step_size=step_size, seed=seed,
                             particle_offset=particle_offset, backend=backend)
             x.copy_(res.x)
@@ -319,7 +308,6 @@ def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: i
 
     Returns (x, diagnostics); x is updated in place.
     """
-    from .langevin import langevin_step_
 
     runner = StepRunner(x, cuda_graph, backend)
     sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]

@@ -2,7 +2,7 @@
 
 Without a CUDA GPU, Triton kernels run through the interpreter (TRITON_INTERPRET=1, set
 before triton is imported), so they are tested on tiny shapes, and the CUDA kernels run
-on CPU tensors through the emulator (SCOREFAST_CUDA_EMULATOR=1, scorefast/cuda_emulator.py).
+on CPU tensors through the emulator (SCOREFAST_CUDA_EMULATOR=1, scorefast/testing/cuda_emulator.py).
 CI sets SCOREFAST_REQUIRE_BACKENDS=cpp,numba,triton,cuda so a backend that fails to load
 fails the run instead of being skipped.
 """
@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 
 import scorefast  # noqa: E402
 from scorefast import backend_registry  # noqa: E402
+from scorefast.testing import cuda_emulator  # noqa: E402
 
 # Backend variants under test: the C++ CPU kernels run once per instruction-set build.
 KERNEL_BACKENDS = ("cpp:avx512", "cpp:avx2", "cpp:generic", "numba", "triton", "cuda")
@@ -32,7 +33,7 @@ def _required() -> set[str]:
 
 def backend_device(name: str) -> torch.device:
     if name == "cuda":
-        return torch.device("cpu" if scorefast.cuda_emulator.requested() else "cuda")
+        return torch.device("cpu" if cuda_emulator.requested() else "cuda")
     if name == "triton":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device("cpu")

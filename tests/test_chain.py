@@ -243,11 +243,11 @@ def test_chunked_particles_equal_whole_batch(kernel_backend, monkeypatch):
     assert torch.equal(torch.cat(parts), whole)
     # Nor on the work split: a few particles per numba work item or Triton program.
     if kb.name == "numba":
-        from scorefast.numba_kernels import chain
+        from scorefast.kernels.numba import chain
 
         monkeypatch.setattr(chain, "_CHUNK_WORK", 3 * kw["steps"] * mix.num_components)
     elif kb.name == "triton":
-        from scorefast.triton_kernels import chain
+        from scorefast.kernels.triton import chain
 
         monkeypatch.setattr(chain, "MAX_BLOCK_N", 4)
     else:
@@ -350,7 +350,7 @@ def test_triton_chain_dimension_limit():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not status.available or device.type not in status.devices:
         pytest.skip(f"triton: {status.reason or f'does not run on {device}'}")
-    from scorefast.triton_kernels.gmm import MAX_BLOCK_D
+    from scorefast.kernels.triton.gmm import MAX_BLOCK_D
 
     D = MAX_BLOCK_D + 1
     mix = random_mixture(1, D, seed=0)
@@ -364,7 +364,7 @@ def test_numba_storage_rounding_matches_torch():
     import numba
     import numpy as np
 
-    from scorefast.numba_kernels import chain
+    from scorefast.kernels.numba import chain
 
     @numba.njit
     def round_all(v, kind, out):

@@ -1,4 +1,4 @@
-"""The CUDA emulator itself (scorefast/cuda_emulator.py, csrc/cuda_emulator/): the source
+"""The CUDA emulator itself (scorefast/testing/cuda_emulator.py, csrc/cuda_emulator/): the source
 translation, and warp shuffles, barriers and shared memory against what CUDA specifies,
 through the self-test kernels of csrc/cuda_emulator/self_test.cu. The CUDA kernels' own
 tests run through it in the other files."""
@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scorefast import backend_registry, cuda_emulator
+from scorefast import backend_registry
+from scorefast.testing import cuda_emulator
 
 
 def test_translate_rewrites_launches_and_dynamic_shared_memory():

@@ -3,7 +3,7 @@ with the portable C++ kernels on explicit noise; the DSM ops, gmm_score and gmm_
 the CPU ops on every kernel path; the current stream, device indices, mixed-device errors
 and CUDA graphs.
 
-Without a GPU the kernels run in the CUDA emulator (scorefast/cuda_emulator.py) on CPU
+Without a GPU the kernels run in the CUDA emulator (scorefast/testing/cuda_emulator.py) on CPU
 tensors: every comparison runs, and only what needs a real device (streams, graphs, a
 second device, tensors on two devices) is skipped."""
 from __future__ import annotations

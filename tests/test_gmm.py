@@ -310,7 +310,7 @@ def test_numba_triangular_factors_give_the_dense_bits(dtype, monkeypatch):
     of a folded sigma): the results equal those of the dense products bit for bit."""
     if not scorefast.backend_registry.status("numba").available:
         pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
-    from scorefast.numba_kernels import gmm as numba_gmm
+    from scorefast.kernels.numba import gmm as numba_gmm
 
     for D in (3, 37):
         mix = random_mixture(4, D, seed=D, kind="full", spread=3.0)
@@ -331,7 +331,7 @@ def test_numba_results_independent_of_chunks_and_threads(kind, monkeypatch):
     work split or the thread count (both layouts of the points, a partial last block)."""
     if not scorefast.backend_registry.status("numba").available:
         pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
-    from scorefast.numba_kernels import gmm as numba_gmm
+    from scorefast.kernels.numba import gmm as numba_gmm
 
     previous = torch.get_num_threads()
     for K, D in [(5, 3), (3, 70)]:

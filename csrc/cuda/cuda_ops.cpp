@@ -23,7 +23,7 @@
 #include "../dsm_op.h"
 #include "../gmm_op.h"
 #include "../langevin_op.h"
-#include "../op_schemas.h"
+#include "../ops_library.h"
 #include "launchers.h"
 #include "scorefast/philox.h"
 

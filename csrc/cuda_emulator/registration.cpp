@@ -1,13 +1,13 @@
-// Declares the scorefast op schemas in the emulator's library (csrc/cuda/cuda_ops.cpp,
-// compiled for the emulator, registers the CUDA kernels there under the CPU key), and
-// the emulator's self-test ops (self_test.cu).
+// The emulator's self-test ops (self_test.cu). The scorefast op schemas are declared in the
+// emulator's library from Python (scorefast/ops/); csrc/cuda/*_cuda.cpp, compiled for the
+// emulator, registers the CUDA kernels there under the CPU key.
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <cuda_runtime.h>
 
-#include "op_schemas.h"
+#include "ops_library.h"
 
 namespace scorefast {
 namespace emulator_test {
@@ -41,8 +41,7 @@ void exited_lane(at::Tensor& out) { check(launch_exited_lane(out.data_ptr<float>
 }  // namespace emulator_test
 }  // namespace scorefast
 
-TORCH_LIBRARY(SCOREFAST_OPS_LIBRARY, m) {
-  scorefast::define_ops(m);
+TORCH_LIBRARY_FRAGMENT(SCOREFAST_OPS_LIBRARY, m) {
   m.def("emulator_shuffle_(Tensor(a!) out, int mode, int arg, int width) -> ()");
   m.def("emulator_block_sum_(Tensor values, Tensor(a!) out, int threads) -> ()");
   m.def("emulator_mirror_(Tensor(a!) out, int smem_bytes, bool opt_in) -> ()");

@@ -11,6 +11,9 @@ import math
 
 import torch
 
+from ..gmm import gmm_score
+from ..reference.gmm import gmm_log_joint_ref
+
 
 def _as_float64(t, device) -> torch.Tensor:
     return torch.as_tensor(t, dtype=torch.float64, device=device)
@@ -159,8 +162,6 @@ class GaussianMixture:
     # -- densities and scores ------------------------------------------------------------
     def score_and_log_prob(self, x: torch.Tensor, sigma=None, *, backend: str = "auto"):
         """(score (N, D), log p (N,)) at x (N, D), in one fused pass (see scorefast.gmm_score)."""
-        from ..gmm import gmm_score
-
         return gmm_score(x, self, sigma=sigma, backend=backend)
 
     def score(self, x: torch.Tensor, sigma=None, *, backend: str = "auto") -> torch.Tensor:
@@ -173,8 +174,6 @@ class GaussianMixture:
 
     def responsibilities(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         """Posterior component probabilities (N, K), float64 (reference computation)."""
-        from ..reference.gmm import gmm_log_joint_ref
-
         lj, _ = gmm_log_joint_ref(x, self.means, self.log_weights, self.kind, self.cov, sigma)
         return torch.softmax(lj, dim=1)
 

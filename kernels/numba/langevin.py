@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from numba import prange
 
-from ..langevin import INPLACE_SCHEMA, SCHEMA, register_op_extras
-from .noise import CHUNK, check_counter, check_particle_size, fill_normals, jit, key_words, sync_threads
-
-_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
+from ...ops import langevin as contract
+from .noise import CHUNK, check_particle_size, fill_normals, jit, key_words, sync_threads
 
 @jit(helper=True)
 def _clamp(v, lo, hi):
@@ -117,55 +114,10 @@ def _langevin_kernel(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, 
 
 
 # ---------------------------------------------------------------------------------------
-# Launcher: argument checks (as the C++ ops do), dtype handling, then the kernels.
+# Launcher: the contract's argument checks, dtype handling, then the kernels.
 
-def _check(x, score, score_cond, guidance, step_size, a_pp, noise_scale, b_pp, noise, step,
-           particle_offset, clamp_min, clamp_max, max_score_norm):
-    def fail(msg):
-        raise RuntimeError(msg)
-
-    if x.dim() < 1:
-        fail("x must have at least one dimension (dim 0 = particles), got a 0-d tensor")
-    if x.dtype not in _STORAGE:
-        fail(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    if x.device.type != "cpu":
-        fail(f"x must be a CPU tensor for the numba kernels, got {x.device}")
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    for t, name in ((score, "score"), (score_cond, "score_cond"), (noise, "noise")):
-        if t is None:
-            continue
-        if t.shape != x.shape:
-            fail(f"{name} must have the shape of x {list(x.shape)}, got {list(t.shape)}")
-        if t.device != x.device:
-            fail(f"{name} must be on the device of x ({x.device}), got {t.device}")
-        if name != "noise" and t.dtype != x.dtype:
-            fail(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
-        if name == "noise" and t.dtype not in _STORAGE:
-            fail(f"noise must be float32, float64, float16 or bfloat16, got {t.dtype}")
-    for t, name in ((a_pp, "step_size_per_particle"), (b_pp, "noise_scale_per_particle")):
-        if t is None:
-            continue
-        if t.dim() != 1 or t.shape[0] != x.shape[0]:
-            fail(f"{name} must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
-        if t.device != x.device:
-            fail(f"{name} must be on the device of x ({x.device}), got {t.device}")
-        if t.dtype != acc:
-            fail(f"{name} must be {acc} for x of dtype {x.dtype}, got {t.dtype}")
-    if not np.isfinite(guidance):
-        fail(f"guidance must be finite, got {guidance}")
-    if not (np.isfinite(step_size) and step_size >= 0):
-        fail(f"step_size must be finite and >= 0, got {step_size}")
-    if not (np.isfinite(noise_scale) and noise_scale >= 0):
-        fail(f"noise_scale must be finite and >= 0, got {noise_scale}")
-    check_counter(step, particle_offset)
-    if clamp_min is not None and np.isnan(clamp_min):
-        fail("clamp_min must not be NaN")
-    if clamp_max is not None and np.isnan(clamp_max):
-        fail("clamp_max must not be NaN")
-    if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
-        fail(f"clamp_min ({clamp_min}) must be <= clamp_max ({clamp_max})")
-    if max_score_norm is not None and not (np.isfinite(max_score_norm) and max_score_norm > 0):
-        fail(f"max_score_norm must be finite and > 0, got {max_score_norm}")
+def _check(*args) -> None:
+    contract.check_args(*args, device_type="cpu", kernels="the numba kernels")
 
 
 def _flat(t: torch.Tensor | None, dtype: torch.dtype, empty: np.ndarray) -> np.ndarray:
@@ -220,7 +172,7 @@ def _run(x, score, score_cond, guidance, step_size, a_pp, noise_scale, b_pp, noi
     return out
 
 
-@torch.library.custom_op("scorefast_numba::langevin_step", mutates_args=(), device_types="cpu", schema=SCHEMA)
+@torch.library.custom_op("scorefast_numba::langevin_step", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["langevin_step"])
 def langevin_step(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
                   noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
                   max_score_norm):
@@ -240,7 +192,7 @@ def langevin_step(x, score, score_cond, guidance, step_size, step_size_per_parti
 
 
 @torch.library.custom_op("scorefast_numba::langevin_step_", mutates_args=("x",), device_types="cpu",
-                         schema=INPLACE_SCHEMA)
+                         schema=contract.SCHEMAS["langevin_step_"])
 def langevin_step_(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
                    noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
                    max_score_norm):
@@ -256,5 +208,3 @@ def langevin_step_(x, score, score_cond, guidance, step_size, step_size_per_part
     result = _run(*common, out_np=None)
     x.copy_(torch.from_numpy(result).view(x.shape))  # copy_ rounds 16-bit RNE and follows strides
 
-
-register_op_extras("scorefast_numba")

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from ...ops import noise as contract
+from ...ops._common import check_particle_size  # noqa: F401  (shared with the other kernels)
+
 # Integer constants as uint64 scalars: a plain Python int is typed int64, and
 # int64 op uint64 would give float64.
 _M32 = np.uint64(0xFFFFFFFF)
@@ -35,7 +38,6 @@ _NEG_TWO = np.float32(-2.0)
 # Elements per parallel work item: results never depend on it (each element is a pure
 # function of its index), it only sets the load balance.
 CHUNK = 8192
-MAX_STEP = 2**32 - 1
 
 
 # Caching skips the JIT compile (seconds per kernel) after the first process. Numba
@@ -91,18 +93,6 @@ def key_words(seed64: int) -> tuple[np.uint64, np.uint64]:
     """(lo32, hi32) of a seed given as the int64 bit pattern of a uint64."""
     seed = seed64 & 0xFFFFFFFFFFFFFFFF
     return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
-
-
-def check_counter(step: int, particle_offset: int) -> None:
-    if not 0 <= step <= MAX_STEP:
-        raise RuntimeError(f"step must be in [0, 2^32) (one 32-bit counter word), got {step}")
-    if particle_offset < 0:
-        raise RuntimeError(f"particle_offset must be >= 0, got {particle_offset}")
-
-
-def check_particle_size(D: int) -> None:
-    if D > 2**34:
-        raise RuntimeError(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,23 +208,15 @@ def _philox_fill_kernel(out, P, Q, k0, k1, step, offset):
 
 @torch.library.custom_op(
     "scorefast_numba::philox_fill_", mutates_args=("out",), device_types="cpu",
-    schema="(Tensor(a!) out, int seed, int step, int particle_offset) -> ()",
+    schema=contract.SCHEMAS["philox_fill_"],
 )
 def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
     """Philox words of the contract: out[p, q, :] for counter (particle_offset + p, step, q).
 
     out: int64 [P, Q, 4], contiguous; values in [0, 2^32).
     """
-    if out.dtype != torch.int64:
-        raise RuntimeError(f"out must be int64, got {out.dtype}")
-    if out.dim() != 3 or out.shape[2] != 4:
-        raise RuntimeError(f"out must have shape [P, Q, 4], got {list(out.shape)}")
-    if not out.is_contiguous():
-        raise RuntimeError("out must be contiguous")
-    check_counter(step, particle_offset)
+    contract.check_philox_fill(out, step, particle_offset)
     P, Q = out.shape[0], out.shape[1]
-    if Q > 2**32:
-        raise RuntimeError(f"Q must be <= 2^32, got {Q}")
     if out.numel() == 0:
         return
     sync_threads()
@@ -244,32 +226,15 @@ def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
 
 @torch.library.custom_op(
     "scorefast_numba::normal_fill_", mutates_args=("out",), device_types="cpu",
-    schema="(Tensor(a!) out, int seed, int step, int particle_offset) -> ()",
+    schema=contract.SCHEMAS["normal_fill_"],
 )
 def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
     """Standard normals of the contract into out: float32, dim 0 = particles, contiguous."""
-    if out.dtype != torch.float32:
-        raise RuntimeError(f"out must be float32, got {out.dtype}")
-    if out.dim() < 1:
-        raise RuntimeError("out must have at least one dimension (dim 0 = particles)")
-    if not out.is_contiguous():
-        raise RuntimeError("out must be contiguous")
-    check_counter(step, particle_offset)
+    contract.check_normal_fill(out, step, particle_offset)
     if out.numel() == 0:
         return
     D = out.numel() // out.shape[0]
-    check_particle_size(D)
     sync_threads()
     k0, k1 = key_words(seed)
     _normal_fill_kernel(out.detach().view(-1).numpy(), D, k0, k1, np.uint64(step),
                         np.uint64(particle_offset), CHUNK)
-
-
-@philox_fill_.register_fake
-def _(out, seed, step, particle_offset):
-    return None
-
-
-@normal_fill_.register_fake
-def _(out, seed, step, particle_offset):
-    return None

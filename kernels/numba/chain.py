@@ -28,10 +28,9 @@ import numpy as np
 import torch
 from numba import prange
 
-from ..chain import SCHEMA, check_op_args, register_op_extras
-from .gmm import check_args as check_mixture_args
+from ...ops import chain as contract
 from .gmm import gmm_point
-from .noise import check_counter, fill_normals, jit, key_words, particle_words, sync_threads, uniform
+from .noise import fill_normals, jit, key_words, particle_words, sync_threads, uniform
 
 # How the state is stored between steps: in the math type itself, or rounded to 16 bits.
 _NATIVE, _FLOAT16, _BFLOAT16 = 0, 1, 2
@@ -154,13 +153,10 @@ def _chain_kernel(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, ste
 
 
 # ---------------------------------------------------------------------------------------
-# Launcher: the C++ op's checks (csrc/cpu/chain_cpu.cpp), dtype handling, then the kernel.
+# Launcher: the contract's checks, dtype handling, then the kernel.
 
-def _check(x, means, var, log_const, factor, step_size, sigma2, mala, step_offset, particle_offset,
-           trajectory_every, trajectory, accepted) -> None:
-    check_mixture_args(x, means, var, var, factor, log_const, None)
-    check_counter(step_offset, particle_offset)
-    check_op_args(x, step_size, sigma2, mala, step_offset, trajectory_every, trajectory, accepted)
+def _check(*args) -> None:
+    contract.check_args(*args, device_type="cpu", kernels="the numba kernels")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -168,7 +164,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 @torch.library.custom_op("scorefast_numba::gmm_chain_", mutates_args=("x", "trajectory", "accepted"),
-                         device_types="cpu", schema=SCHEMA)
+                         device_types="cpu", schema=contract.SCHEMAS["gmm_chain_"])
 def gmm_chain_(x, means, var, log_const, factor, step_size, sigma2, mala, seed, step_offset, particle_offset,
                trajectory_every, trajectory, accepted):
     """T steps of every particle of x [N, D] in place; parameters in per-point kernel form."""
@@ -203,5 +199,3 @@ def gmm_chain_(x, means, var, log_const, factor, step_size, sigma2, mala, seed, 
         if k > 0:
             trajectory.copy_(traj)
 
-
-register_op_extras("scorefast_numba")

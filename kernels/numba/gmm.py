@@ -30,15 +30,10 @@ import numpy as np
 import torch
 from numba import prange
 
-from ..gmm import SCHEMA, register_op_extras
+from ...ops import gmm as contract
 from .gmm_blocks import P, _chunk_plain
 from .gmm_factor import _chunk_factor, upper_triangular
 from .noise import jit, sync_threads
-
-_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-# at::ScalarType names, as the C++ op's messages print them.
-_SCALAR_NAME = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-                torch.bfloat16: "BFloat16"}
 
 # Work items aim at about this many multiply-adds (K * D, K * D^2 with a factor, per point).
 _CHUNK_WORK = 1 << 16
@@ -190,49 +185,12 @@ def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_pro
 
 
 # ---------------------------------------------------------------------------------------
-# Launcher: the C++ op's argument checks (csrc/gmm_op.h), dtype handling, then the kernel.
-
-def _fail(msg: str):
-    raise RuntimeError(msg)
-
-
-def _check_param(t: torch.Tensor, x: torch.Tensor, name: str, shape) -> None:
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if t.device != x.device:
-        _fail(f"{name} must be on the device of x ({x.device}), got {t.device}")
-    if t.dtype != acc:
-        _fail(f"{name} must be {_SCALAR_NAME[acc]} for x of dtype {_SCALAR_NAME.get(x.dtype, x.dtype)}, "
-              f"got {_SCALAR_NAME.get(t.dtype, t.dtype)}")
-    if list(t.shape) != list(shape):
-        _fail(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
-
+# Launcher: the contract's argument checks, dtype handling, then the kernel.
 
 def check_args(x, means, var, inv_var, factor, log_const, sigma2) -> None:
-    """The C++ op's checks of x and the mixture parameters (also used by the chain op)."""
-    if x.device.type != "cpu":
-        _fail(f"x must be a CPU tensor for the numba kernels, got {x.device}")
-    if x.dim() != 2:
-        _fail(f"x must have shape [N, D], got {list(x.shape)}")
-    if x.dtype not in _STORAGE:
-        _fail(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    if means.dim() != 2:
-        _fail(f"means must have shape [K, D], got {list(means.shape)}")
-    N, D = x.shape
-    K = means.shape[0]
-    if K < 1:
-        _fail("the mixture is empty: means must have at least one component (K >= 1)")
-    if D < 1:
-        _fail(f"x must have at least one coordinate (D >= 1), got {list(x.shape)}")
-    _check_param(means, x, "means", [K, D])
-    if not (var.dim() == 2 and var.shape[1] in (1, D)):
-        _fail(f"var must have shape [K, 1] or [K, D] = [{K}, {D}], got {list(var.shape)}")
-    _check_param(var, x, "var", [K, var.shape[1]])
-    _check_param(inv_var, x, "inv_var", list(var.shape))
-    if factor is not None:
-        _check_param(factor, x, "factor", [K, D, D])
-    _check_param(log_const, x, "log_const", [K])
-    if sigma2 is not None:
-        _check_param(sigma2, x, "sigma2", [N])
+    """The contract's checks of x and the mixture parameters (also used by the chain op)."""
+    contract.check_args(x, means, var, inv_var, factor, log_const, sigma2, device_type="cpu",
+                        kernels="the numba kernels")
 
 
 def _along_rows(K: int, D: int) -> bool:
@@ -254,14 +212,15 @@ def _chunk_size(N: int, work: int, block: int) -> int:
     threads = numba.get_num_threads()
     items = -(-N * work // _CHUNK_WORK)
     items = -(-items // threads) * threads
-    return -(-(-(-N // items)) // block) * block
+    per_item = -(-N // items)  # ceil(N / items)
+    return -(-per_item // block) * block
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-@torch.library.custom_op("scorefast_numba::gmm_score", mutates_args=(), device_types="cpu", schema=SCHEMA)
+@torch.library.custom_op("scorefast_numba::gmm_score", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["gmm_score"])
 def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
     """(score [N, D], log_prob [N]) in x's dtype; parameters in the math dtype (gmm.h)."""
     check_args(x, means, var, inv_var, factor, log_const, sigma2)
@@ -285,5 +244,3 @@ def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
         return score.to(x.dtype), log_prob.to(x.dtype)
     return score, log_prob
 
-
-register_op_extras("scorefast_numba")

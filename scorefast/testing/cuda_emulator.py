@@ -20,10 +20,15 @@ import os
 import re
 from pathlib import Path
 
-ENV_FLAG = "SCOREFAST_CUDA_EMULATOR"
+from .._backend import Backend
+from .._env import CUDA_EMULATOR_FLAG, cuda_emulator_requested
+from ..ops import register_namespace
+
+ENV_FLAG = CUDA_EMULATOR_FLAG
 LIBRARY = "scorefast_cuda_emulator"
 
-_ROOT = Path(__file__).resolve().parent.parent
+# A source checkout: the package sits beside csrc/ (SCOREFAST_SOURCE_DIR names another one).
+_ROOT = Path(os.environ.get("SCOREFAST_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 _CSRC = _ROOT / "csrc"
 
 # kernel<<<grid, block[, smem[, stream]]>>>(args) -> ::sf_emu::launch(kernel, grid, ...)(args)
@@ -32,9 +37,7 @@ _LAUNCH = re.compile(r"(\b[A-Za-z_][\w:]*(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>")
 _DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+(?:\s+[\w:]+)*)\s+(\w+)\[\]\s*;")
 
 
-def requested() -> bool:
-    """True when ``SCOREFAST_CUDA_EMULATOR`` asks for the emulated CUDA backend."""
-    return os.environ.get(ENV_FLAG, "0") not in ("", "0")
+requested = cuda_emulator_requested
 
 
 def translate(source: str) -> str:
@@ -77,8 +80,7 @@ def load() -> str:
         _write_if_changed(cpp, f'#line 1 "{cu}"\n' + translate(cu.read_text()))
         sources.append(str(cpp))
     sources += [str(p) for p in sorted((_CSRC / "cuda").glob("*.cpp"))]
-    sources += [str(_CSRC / "dsm_autograd.cpp"),
-                str(_CSRC / "cuda_emulator" / "emulator.cpp"), str(_CSRC / "cuda_emulator" / "registration.cpp")]
+    sources += [str(_CSRC / "cuda_emulator" / "emulator.cpp"), str(_CSRC / "cuda_emulator" / "registration.cpp")]
     flags = [
         "-O2",
         "-ffp-contract=off",  # the CUDA kernels round every operation (__fadd_rn, ...)
@@ -92,16 +94,18 @@ def load() -> str:
         name=LIBRARY, sources=sources, extra_cflags=flags, extra_include_paths=includes,
         build_directory=str(build), is_python_module=False, verbose=False,
     )
-    _register_extras()
+    register_namespace(LIBRARY, define=True)
     return path if isinstance(path, str) else str(path)
 
 
-def _register_extras() -> None:
-    """The fake kernels and Python autograd the scorefast ops have (dsm_loss's autograd is
-    in C++, compiled into the library)."""
-    from . import chain, dsm, gmm, langevin
+def _status() -> tuple[bool, tuple[str, ...], str]:
+    try:
+        load()
+    except Exception as exc:  # no compiler, no ninja, no source tree, a build error
+        return False, (), f"the CUDA emulator failed to build ({type(exc).__name__}: {exc})"
+    return True, ("cpu",), "emulated on the CPU (slow; for testing)"
 
-    langevin.register_op_extras(LIBRARY, counter=True)
-    gmm.register_op_extras(LIBRARY)
-    dsm.register_op_extras(LIBRARY, autograd=False)
-    chain.register_op_extras(LIBRARY)
+
+# The cuda backend while SCOREFAST_CUDA_EMULATOR=1: the CUDA kernels under the CPU key of a
+# namespace of their own.
+BACKEND = Backend("cuda", LIBRARY, "CPU", _status)

@@ -1,5 +1,5 @@
 """Denoising score matching in numba: ``scorefast_numba::dsm_perturb``, ``dsm_loss`` and
-``dsm_loss_backward`` (schemas of scorefast.dsm).
+``dsm_loss_backward`` (contract: scorefast.ops.dsm).
 
     perturb:  x_tilde = x + sigma_b z
     loss:     l_b = 1/2 sigma_b^p sum (s + z / sigma_b)^2   (score form)
@@ -19,16 +19,14 @@ never depend on the thread count.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 from numba import prange
 
-from ..dsm import BACKWARD_SCHEMA, LOSS_SCHEMA, PERTURB_SCHEMA, register_op_extras
-from .noise import CHUNK, check_counter, check_particle_size, fill_normals, jit, key_words, sync_threads
+from ...ops import dsm as contract
+from .noise import CHUNK, fill_normals, jit, key_words, sync_threads
 
-_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 # Kernel kinds (one compiled kernel per math dtype serves all three ops).
 _PERTURB, _LOSS, _BACKWARD = 0, 1, 2
@@ -142,24 +140,8 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 def _check(inp: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int,
            particle_offset: int) -> None:
-    if inp.dim() < 1:
-        raise RuntimeError(f"{name} must have at least one dimension (dim 0 = samples)")
-    if inp.dtype not in _STORAGE:
-        raise RuntimeError(f"{name} must be float32, float64, float16 or bfloat16, got {inp.dtype}")
-    if inp.device.type != "cpu":
-        raise RuntimeError(f"{name} must be a CPU tensor for the numba kernels, got {inp.device}")
-    B = inp.shape[0]
-    if sigma.dim() != 1 or sigma.shape[0] != B:
-        raise RuntimeError(f"sigma must have shape [B] = [{B}], got {list(sigma.shape)}")
-    if sigma.device != inp.device:
-        raise RuntimeError(f"sigma must be on the device of {name} ({inp.device}), got {sigma.device}")
-    acc = _acc(inp.dtype)
-    if sigma.dtype != acc:
-        raise RuntimeError(f"sigma must be {acc} for {name} of dtype {inp.dtype}, got {sigma.dtype}")
-    if not math.isfinite(power):
-        raise RuntimeError(f"power must be finite, got {power}")
-    check_counter(step, particle_offset)
-    check_particle_size(inp.numel() // B if B else 0)
+    contract.check_args(inp, name, sigma, power, step, particle_offset, device_type="cpu",
+                        kernels="the numba kernels")
 
 
 def _flat(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
@@ -202,7 +184,7 @@ def _elementwise_out(kind, inp, sigma, coef, eps_form, seed, step, particle_offs
 
 
 @torch.library.custom_op("scorefast_numba::dsm_perturb", mutates_args=(), device_types="cpu",
-                         schema=PERTURB_SCHEMA)
+                         schema=contract.SCHEMAS["dsm_perturb"])
 def dsm_perturb(x, sigma, seed, step, particle_offset):
     """x + sigma_b z: a new contiguous tensor of x's shape and dtype."""
     _check(x, "x", sigma, 2.0, step, particle_offset)
@@ -210,7 +192,7 @@ def dsm_perturb(x, sigma, seed, step, particle_offset):
 
 
 @torch.library.custom_op("scorefast_numba::dsm_loss", mutates_args=(), device_types="cpu",
-                         schema=LOSS_SCHEMA)
+                         schema=contract.SCHEMAS["dsm_loss"])
 def dsm_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
     """Per-sample losses [B] in the math dtype (float64 for float64 pred, else float32)."""
     _check(pred, "pred", sigma, power, step, particle_offset)
@@ -229,18 +211,12 @@ def dsm_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
 
 
 @torch.library.custom_op("scorefast_numba::dsm_loss_backward", mutates_args=(), device_types="cpu",
-                         schema=BACKWARD_SCHEMA)
+                         schema=contract.SCHEMAS["dsm_loss_backward"])
 def dsm_loss_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step, particle_offset):
     """dL/dpred = g_b sigma_b^p (pred + z / sigma_b) (score) or 2 g_b (pred - z) (eps)."""
     _check(pred, "pred", sigma, power, step, particle_offset)
-    B = pred.shape[0]
     acc = _acc(pred.dtype)
-    if grad_per_sample.dim() != 1 or grad_per_sample.shape[0] != B:
-        raise RuntimeError(f"grad_per_sample must have shape [B] = [{B}], got {list(grad_per_sample.shape)}")
-    if grad_per_sample.dtype != acc:
-        raise RuntimeError(f"grad_per_sample must be {acc}, got {grad_per_sample.dtype}")
-    if grad_per_sample.device.type != "cpu":
-        raise RuntimeError(f"grad_per_sample must be a CPU tensor for the numba kernels, got {grad_per_sample.device}")
+    contract.check_grad_per_sample(grad_per_sample, pred)
     g = _flat(grad_per_sample, acc)
     if eps_form:
         scale = g * g.dtype.type(2)
@@ -249,5 +225,3 @@ def dsm_loss_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step,
     return _elementwise_out(_BACKWARD, pred, sigma, np.ascontiguousarray(scale), eps_form, seed, step,
                             particle_offset)
 
-
-register_op_extras("scorefast_numba")

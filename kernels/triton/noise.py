@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import backend_registry
+from ..._env import triton_interpreting
+from ...ops import noise as contract
 
 MASK32 = 0xFFFFFFFF
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -159,7 +160,7 @@ def seed_halves(seed: int) -> tuple[int, int]:
 def block_for(n_groups: int) -> int:
     """Groups per program: fixed on GPUs; on the interpreter no larger than the work, since
     every lane costs time there."""
-    if backend_registry.triton_interpreting():
+    if triton_interpreting():
         return max(1, min(GROUPS_PER_PROGRAM, triton.next_power_of_2(max(n_groups, 1))))
     return GROUPS_PER_PROGRAM
 
@@ -171,7 +172,7 @@ def launch(kernel, grid, probe: torch.Tensor, *args, **kwargs) -> None:
     ops are opaque there and a launch on fake tensors (``probe`` is one of the arguments)
     is skipped: shapes are all a fake run needs.
     """
-    if backend_registry.triton_interpreting():
+    if triton_interpreting():
         from torch._subclasses.fake_tensor import is_fake
 
         if is_fake(probe) or probe.device.type == "meta":
@@ -185,7 +186,7 @@ def custom_op(name: str, mutates_args):
     """``torch.library.triton_op`` on GPUs (torch.compile sees the Triton kernels); a plain
     ``custom_op`` on the interpreter, where kernels cannot be traced. The function itself is
     the fake kernel in both cases (it only allocates and launches)."""
-    if not backend_registry.triton_interpreting():
+    if not triton_interpreting():
         return torch.library.triton_op(name, mutates_args=mutates_args)
 
     def decorate(fn):
@@ -196,25 +197,14 @@ def custom_op(name: str, mutates_args):
     return decorate
 
 
-def check_counter(step: int, particle_offset: int, num_particles: int) -> None:
-    if not 0 <= step <= MASK32:
-        raise RuntimeError(f"step must be in [0, 2^32) (one 32-bit counter word), got {step}")
-    if particle_offset < 0:
-        raise RuntimeError(f"particle_offset must be >= 0, got {particle_offset}")
-    if particle_offset + num_particles > 2**63:
-        raise RuntimeError(f"particle_offset + number of particles must be <= 2^63, got {particle_offset} + {num_particles}")
-
-
 # --------------------------------------------------------------------------------------
 # ops
 
 @custom_op("scorefast_triton::philox_fill_", mutates_args={"out"})
 def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
     """Philox words of the contract into ``out`` (int64 [P, Q, 4], contiguous), values in [0, 2^32)."""
-    if out.dtype != torch.int64 or out.dim() != 3 or out.shape[2] != 4 or not out.is_contiguous():
-        raise RuntimeError(f"out must be a contiguous int64 tensor of shape [P, Q, 4], got {out.dtype} {list(out.shape)}")
+    contract.check_philox_fill(out, step, particle_offset)
     P, Q = out.shape[0], out.shape[1]
-    check_counter(step, particle_offset, P)
     n_groups = P * Q
     if n_groups == 0:
         return
@@ -227,15 +217,11 @@ def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
 @custom_op("scorefast_triton::normal_fill_", mutates_args={"out"})
 def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
     """Standard normals of the contract into ``out`` (float32, dim 0 = particles, contiguous)."""
-    if out.dtype != torch.float32 or out.dim() < 1 or not out.is_contiguous():
-        raise RuntimeError(f"out must be a contiguous float32 tensor with dim 0 = particles, got {out.dtype} {list(out.shape)}")
+    contract.check_normal_fill(out, step, particle_offset)
     P = out.shape[0]
-    check_counter(step, particle_offset, P)
     if out.numel() == 0:
         return
     D = out.numel() // P
-    if D > 2**34:
-        raise RuntimeError(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
     Q = (D + 3) // 4
     n_groups = P * Q
     lo, hi = seed_halves(seed)

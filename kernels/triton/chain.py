@@ -26,10 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import backend_registry
-from ..chain import check_op_args
-from .gmm import MAX_BLOCK_D, check_args, gmm_tile
-from .noise import check_counter, contract_words, custom_op, launch, particle_normals, seed_halves, to_acc
+from ..._env import triton_interpreting
+from ...ops import chain as contract
+from .gmm import MAX_BLOCK_D, gmm_tile
+from .noise import contract_words, custom_op, launch, particle_normals, seed_halves, to_acc
 
 # Elements of one [BLOCK_N, BLOCK_D] state tile: a program keeps about six tiles live (state,
 # score, noise, MALA's proposal and its score, the gmm accumulator), half the gmm kernel's.
@@ -120,7 +120,7 @@ def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s
 def _block_n(n: int, block_d: int) -> int:
     """Particles per program: a TILE-element state; on the interpreter no more than the work."""
     block = max(1, min(MAX_BLOCK_N, TILE // block_d))
-    if backend_registry.triton_interpreting():
+    if triton_interpreting():
         block = min(block, triton.next_power_of_2(max(n, 1)))
     return block
 
@@ -131,10 +131,9 @@ def gmm_chain_(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, log_cons
                seed: int, step_offset: int, particle_offset: int, trajectory_every: int,
                trajectory: Optional[torch.Tensor], accepted: Optional[torch.Tensor]) -> None:
     """T steps of every particle of x [N, D] in place; parameters in per-point kernel form."""
-    check_args(x, means, var, var, factor, log_const, None)
+    contract.check_args(x, means, var, log_const, factor, step_size, sigma2, mala, step_offset, particle_offset,
+                        trajectory_every, trajectory, accepted)
     N, D = x.shape
-    check_counter(step_offset, particle_offset, N)
-    check_op_args(x, step_size, sigma2, mala, step_offset, trajectory_every, trajectory, accepted)
     if D > MAX_BLOCK_D:
         raise NotImplementedError(
             f"gmm_chain on the triton backend supports D <= {MAX_BLOCK_D} (one register block per "

@@ -42,7 +42,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import backend_registry
+from ..._env import triton_interpreting
+from ...ops import gmm as contract
 from .noise import custom_op, launch, to_acc
 
 # Largest D held in one block of registers (and the chunk width above it).
@@ -382,47 +383,15 @@ def _gmm_full_score_kernel(t_ptr, factor_ptr, var_ptr, inv_var_ptr, log_const_pt
 _STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _check_param(t, x, name, shape, acc):
-    if t.device != x.device:
-        raise RuntimeError(f"{name} must be on the device of x ({x.device}), got {t.device}")
-    if t.dtype != acc:
-        raise RuntimeError(f"{name} must be {acc} for x of dtype {x.dtype}, got {t.dtype}")
-    if list(t.shape) != list(shape):
-        raise RuntimeError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
-
-
-def check_args(x, means, var, inv_var, factor, log_const, sigma2):
-    """The checks of the C++ op (csrc/gmm_op.h), with the same messages, for direct calls
-    (also used by the chain op)."""
-    if x.dim() != 2:
-        raise RuntimeError(f"x must have shape [N, D], got {list(x.shape)}")
-    if x.dtype not in _STORAGE:
-        raise RuntimeError(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    if means.dim() != 2:
-        raise RuntimeError(f"means must have shape [K, D], got {list(means.shape)}")
-    N, D = x.shape
-    K = means.shape[0]
-    if K < 1:
-        raise RuntimeError("the mixture is empty: means must have at least one component (K >= 1)")
-    if D < 1:
-        raise RuntimeError(f"x must have at least one coordinate (D >= 1), got {list(x.shape)}")
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    _check_param(means, x, "means", (K, D), acc)
-    if var.dim() != 2 or var.shape[1] not in (1, D):
-        raise RuntimeError(f"var must have shape [K, 1] or [K, D] = [{K}, {D}], got {list(var.shape)}")
-    _check_param(var, x, "var", (K, var.shape[1]), acc)
-    _check_param(inv_var, x, "inv_var", var.shape, acc)
-    if factor is not None:
-        _check_param(factor, x, "factor", (K, D, D), acc)
-    _check_param(log_const, x, "log_const", (K,), acc)
-    if sigma2 is not None:
-        _check_param(sigma2, x, "sigma2", (N,), acc)
+def check_args(x, means, var, inv_var, factor, log_const, sigma2) -> None:
+    """The contract's checks (also used by the chain op)."""
+    contract.check_args(x, means, var, inv_var, factor, log_const, sigma2)
 
 
 def _block_n(n: int, block_d: int) -> int:
     """Points per program: a TILE-element tile; on the interpreter no more than the work."""
     block = max(1, min(MAX_BLOCK_N, TILE // block_d))
-    if backend_registry.triton_interpreting():
+    if triton_interpreting():
         block = min(block, triton.next_power_of_2(max(n, 1)))
     return block
 

@@ -19,14 +19,14 @@ std::pow.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import triton
 import triton.language as tl
 
-from .. import backend_registry
-from .noise import (block_for, check_counter, contract_normals, custom_op, group_tile, launch,
+from ..._env import triton_interpreting
+from ...ops import dsm as contract
+from .noise import (block_for, contract_normals, custom_op, group_tile, launch,
                     seed_halves, select4, to_acc)
 
 # Philox groups per chunk of the loss kernel (4 elements each).
@@ -38,7 +38,6 @@ LOSS_MAX_SPLITS = 1024
 # Samples per program of the finish kernel: BLOCK_B * BLOCK_S partial sums at most.
 FINISH_TILE = 4096
 
-_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -151,25 +150,10 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 def _prepare(input: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int,
              particle_offset: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """The checks of prepare_dsm_call; returns (input contiguous, sigma contiguous, B, D)."""
-    if input.dim() < 1:
-        raise RuntimeError(f"{name} must have at least one dimension (dim 0 = samples)")
-    if input.dtype not in _STORAGE:
-        raise RuntimeError(f"{name} must be float32, float64, float16 or bfloat16, got {input.dtype}")
+    """The contract's checks; returns (input contiguous, sigma contiguous, B, D)."""
+    contract.check_args(input, name, sigma, power, step, particle_offset)
     B = input.shape[0]
-    if sigma.dim() != 1 or sigma.shape[0] != B:
-        raise RuntimeError(f"sigma must have shape [B] = [{B}], got {list(sigma.shape)}")
-    if sigma.device != input.device:
-        raise RuntimeError(f"sigma must be on the device of {name} ({input.device}), got {sigma.device}")
-    acc = _acc(input.dtype)
-    if sigma.dtype != acc:
-        raise RuntimeError(f"sigma must be {acc} for {name} of dtype {input.dtype}, got {sigma.dtype}")
-    if not math.isfinite(power):
-        raise RuntimeError(f"power must be finite, got {power}")
-    check_counter(step, particle_offset, B)
     D = input.numel() // B if B else 0
-    if D > 2**34:
-        raise RuntimeError(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
     return input.contiguous(), sigma.contiguous(), B, D
 
 
@@ -180,7 +164,7 @@ def _weight(sigma: torch.Tensor, power: float) -> torch.Tensor:
 
 def _loss_split(B: int, n_chunks: int) -> tuple[int, int]:
     """(programs per sample, chunks per program) of the loss kernel."""
-    if backend_registry.triton_interpreting():
+    if triton_interpreting():
         return 1, n_chunks  # every program costs time on the interpreter
     splits = min(n_chunks, LOSS_MAX_SPLITS, max(1, LOSS_TARGET_PROGRAMS // max(B, 1)))
     per = triton.cdiv(n_chunks, splits)
@@ -243,13 +227,7 @@ def dsm_loss_backward(grad_per_sample: torch.Tensor, pred: torch.Tensor, sigma: 
                       eps_form: bool, seed: int, step: int, particle_offset: int) -> torch.Tensor:
     """dL/dpred = g_b sigma_b^p (s + z / sigma_b) or 2 g_b (eps - z), pred's dtype, contiguous."""
     pred_c, sigma_c, B, D = _prepare(pred, "pred", sigma, power, step, particle_offset)
-    if grad_per_sample.dim() != 1 or grad_per_sample.shape[0] != B:
-        raise RuntimeError(f"grad_per_sample must have shape [B] = [{B}], got {list(grad_per_sample.shape)}")
-    acc = _acc(pred.dtype)
-    if grad_per_sample.dtype != acc:
-        raise RuntimeError(f"grad_per_sample must be {acc}, got {grad_per_sample.dtype}")
-    if grad_per_sample.device != pred.device:
-        raise RuntimeError(f"grad_per_sample must be on the device of pred ({pred.device}), got {grad_per_sample.device}")
+    contract.check_grad_per_sample(grad_per_sample, pred)
     g = grad_per_sample.contiguous()
     out = torch.empty_like(pred_c)
     if B * D == 0:

@@ -20,7 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .noise import (block_for, check_counter, contract_normals, custom_op, group_tile, launch,
+from ...ops import langevin as contract
+from ...ops._common import check_particle_size
+from .noise import (block_for, contract_normals, custom_op, group_tile, launch,
                     seed_halves, select4, to_acc)
 
 # Tile of the norm kernel: up to NORM_TILE elements, BLOCK_D of one particle by BLOCK_P particles.
@@ -129,60 +131,8 @@ def _langevin_kernel(x_ptr, s_ptr, sc_ptr, noise_ptr, out_ptr, a_pp_ptr, b_pp_pt
     tl.store(out_ptr + e, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-_STORAGE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-def _check_like(x, t, name):
-    if t.shape != x.shape:
-        raise RuntimeError(f"{name} must have the shape of x {list(x.shape)}, got {list(t.shape)}")
-    if t.device != x.device:
-        raise RuntimeError(f"{name} must be on the device of x ({x.device}), got {t.device}")
-
-
-def _check_per_particle(x, t, name, acc):
-    if t is None:
-        return
-    if t.dim() != 1 or t.shape[0] != x.shape[0]:
-        raise RuntimeError(f"{name} must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
-    if t.device != x.device:
-        raise RuntimeError(f"{name} must be on the device of x ({x.device}), got {t.device}")
-    if t.dtype != acc:
-        raise RuntimeError(f"{name} must be {acc} for x of dtype {x.dtype}, got {t.dtype}")
-
-
-def _check_args(x, score, score_cond, guidance, step_size, step_pp, noise_scale, noise_pp, noise,
-                step, particle_offset, clamp_min, clamp_max, max_score_norm):
-    """The checks of the C++ ops, with the same messages, for direct calls of the op."""
-    if x.dim() < 1:
-        raise RuntimeError("x must have at least one dimension (dim 0 = particles), got a 0-d tensor")
-    if x.dtype not in _STORAGE:
-        raise RuntimeError(f"x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    for t, name in ((score, "score"), (score_cond, "score_cond")):
-        if t is not None:
-            _check_like(x, t, name)
-            if t.dtype != x.dtype:
-                raise RuntimeError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
-    if not math.isfinite(guidance):
-        raise RuntimeError(f"guidance must be finite, got {guidance}")
-    if not (math.isfinite(step_size) and step_size >= 0):
-        raise RuntimeError(f"step_size must be finite and >= 0, got {step_size}")
-    if not (math.isfinite(noise_scale) and noise_scale >= 0):
-        raise RuntimeError(f"noise_scale must be finite and >= 0, got {noise_scale}")
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    _check_per_particle(x, step_pp, "step_size_per_particle", acc)
-    _check_per_particle(x, noise_pp, "noise_scale_per_particle", acc)
-    if noise is not None:
-        _check_like(x, noise, "noise")
-        if noise.dtype not in _STORAGE:
-            raise RuntimeError(f"noise must be float32, float64, float16 or bfloat16, got {noise.dtype}")
-    check_counter(step, particle_offset, x.shape[0])
-    for v, name in ((clamp_min, "clamp_min"), (clamp_max, "clamp_max")):
-        if v is not None and math.isnan(v):
-            raise RuntimeError(f"{name} must not be NaN")
-    if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
-        raise RuntimeError(f"clamp_min ({clamp_min}) must be <= clamp_max ({clamp_max})")
-    if max_score_norm is not None and not (math.isfinite(max_score_norm) and max_score_norm > 0):
-        raise RuntimeError(f"max_score_norm must be finite and > 0, got {max_score_norm}")
+def _check_args(x, *args) -> None:
+    contract.check_args(x, *args)
 
 
 def _run(out, x, score, score_cond, guidance, step_size, step_pp, noise_scale, noise_pp, noise,
@@ -192,8 +142,7 @@ def _run(out, x, score, score_cond, guidance, step_size, step_pp, noise_scale, n
     if x.numel() == 0:
         return
     D = x.numel() // P
-    if D > 2**34:
-        raise RuntimeError(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
+    check_particle_size(D)
     f64 = x.dtype == torch.float64
     guided = score_cond is not None
     # b == 0 for every particle: no noise term, nothing drawn (an explicit noise is ignored).

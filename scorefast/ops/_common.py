@@ -1,0 +1,80 @@
+"""Checks shared by the op contracts, with the messages of the C++ ops (csrc/*_op.h), so a
+direct ``torch.ops.<namespace>.<op>`` call fails the same way on every backend. They raise
+RuntimeError, as TORCH_CHECK does; the public functions check their arguments first with
+friendlier types (scorefast/_checks.py)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+STORAGE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+MAX_STEP = 2**32 - 1  # the step is one 32-bit word of the Philox counter
+MAX_PARTICLE_SIZE = 2**34  # d >> 2 is one 32-bit counter word
+
+
+# torch dtypes as the C++ checks print them (c10::ScalarType names).
+_SCALAR_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                 torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int", torch.bool: "Bool"}
+
+
+def scalar_name(dtype: torch.dtype) -> str:
+    return _SCALAR_NAMES.get(dtype, str(dtype))
+
+
+def fail(message: str):
+    raise RuntimeError(message)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The math dtype of a storage dtype: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_storage(t: torch.Tensor, name: str) -> None:
+    if t.dtype not in STORAGE_DTYPES:
+        fail(f"{name} must be float32, float64, float16 or bfloat16, got {scalar_name(t.dtype)}")
+
+
+def check_device(t: torch.Tensor, name: str, device_type: str | None, kernels: str) -> None:
+    """Kernels that run on one device type only (None: any): e.g. 'cpu', 'the numba kernels'."""
+    if device_type is not None and t.device.type != device_type:
+        fail(f"{name} must be a {device_type.upper()} tensor for {kernels}, got {t.device}")
+
+
+def check_like(x: torch.Tensor, t: torch.Tensor, name: str) -> None:
+    if t.shape != x.shape:
+        fail(f"{name} must have the shape of x {list(x.shape)}, got {list(t.shape)}")
+    if t.device != x.device:
+        fail(f"{name} must be on the device of x ({x.device}), got {t.device}")
+
+
+def check_per_particle(x: torch.Tensor, t: torch.Tensor | None, name: str) -> None:
+    if t is None:
+        return
+    if t.dim() != 1 or t.shape[0] != x.shape[0]:
+        fail(f"{name} must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
+    if t.device != x.device:
+        fail(f"{name} must be on the device of x ({x.device}), got {t.device}")
+    acc = acc_dtype(x.dtype)
+    if t.dtype != acc:
+        fail(f"{name} must be {scalar_name(acc)} for x of dtype {scalar_name(x.dtype)}, got {scalar_name(t.dtype)}")
+
+
+def check_counter(step: int, particle_offset: int, num_particles: int) -> None:
+    if not 0 <= step <= MAX_STEP:
+        fail(f"step must be in [0, 2^32) (one 32-bit counter word), got {step}")
+    if particle_offset < 0:
+        fail(f"particle_offset must be >= 0, got {particle_offset}")
+    if particle_offset + num_particles > 2**63:
+        fail(f"particle_offset + number of particles must be <= 2^63, got {particle_offset} + {num_particles}")
+
+
+def check_particle_size(D: int) -> None:
+    if D > MAX_PARTICLE_SIZE:
+        fail(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
+
+
+def check_finite(value: float, name: str) -> None:
+    if not math.isfinite(value):
+        fail(f"{name} must be finite, got {value}")

@@ -1,0 +1,120 @@
+"""Contract of the Langevin update ops.
+
+    x_new = clamp(x + a·c·g + b·z),   g = s_u + w·(s_c − s_u)   (g = score without score_cond)
+    c = min(1, max_score_norm / ‖g_p‖) per particle (1 without clipping)
+
+``langevin_step`` (out of place, a new contiguous tensor), ``langevin_step_`` (in place into
+x, any strides) and ``langevin_step_counter_`` (in place, no explicit noise, ``step`` an int64
+tensor of one element read when the kernel runs). a and b are the scalars ``step_size`` /
+``noise_scale`` or, when given, the per-particle tensors [P] in the math dtype of x. ``noise``
+is explicit standard-normal noise of x's shape (else the contract's normals for (seed, step,
+particle_offset + p)). Definition: ``scorefast.reference.langevin.langevin_step_ref``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import check_counter, check_device, check_finite, check_like, check_per_particle, check_storage, fail, scalar_name
+
+_ARGS = ("Tensor score, Tensor? score_cond, float guidance, float step_size, Tensor? step_size_per_particle, "
+         "float noise_scale, Tensor? noise_scale_per_particle, ")
+_CLAMP = "float? clamp_min, float? clamp_max, float? max_score_norm"
+SCHEMAS = {
+    "langevin_step": f"(Tensor x, {_ARGS}Tensor? noise, int seed, int step, int particle_offset, {_CLAMP}) -> Tensor",
+    "langevin_step_": f"(Tensor(a!) x, {_ARGS}Tensor? noise, int seed, int step, int particle_offset, {_CLAMP}) -> ()",
+    "langevin_step_counter_": f"(Tensor(a!) x, {_ARGS}int seed, Tensor step, int particle_offset, {_CLAMP}) -> ()",
+}
+
+
+def check_args(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
+               noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm,
+               *, device_type: str | None = None, kernels: str = "") -> None:
+    """The checks of the C++ op (csrc/langevin_op.h), with its messages."""
+    if x.dim() < 1:
+        fail("x must have at least one dimension (dim 0 = particles), got a 0-d tensor")
+    check_storage(x, "x")
+    check_device(x, "x", device_type, kernels)
+    for t, name in ((score, "score"), (score_cond, "score_cond")):
+        if t is not None:
+            check_like(x, t, name)
+            if t.dtype != x.dtype:
+                fail(f"{name} must have the dtype of x ({scalar_name(x.dtype)}), got {scalar_name(t.dtype)}")
+    check_finite(guidance, "guidance")
+    if not (math.isfinite(step_size) and step_size >= 0):
+        fail(f"step_size must be finite and >= 0, got {step_size}")
+    if not (math.isfinite(noise_scale) and noise_scale >= 0):
+        fail(f"noise_scale must be finite and >= 0, got {noise_scale}")
+    check_per_particle(x, step_size_per_particle, "step_size_per_particle")
+    check_per_particle(x, noise_scale_per_particle, "noise_scale_per_particle")
+    if noise is not None:
+        check_like(x, noise, "noise")
+        check_storage(noise, "noise")
+    check_counter(step, particle_offset, x.shape[0])
+    for v, name in ((clamp_min, "clamp_min"), (clamp_max, "clamp_max")):
+        if v is not None and math.isnan(v):
+            fail(f"{name} must not be NaN")
+    if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
+        fail(f"clamp_min ({clamp_min}) must be <= clamp_max ({clamp_max})")
+    if max_score_norm is not None and not (math.isfinite(max_score_norm) and max_score_norm > 0):
+        fail(f"max_score_norm must be finite and > 0, got {max_score_norm}")
+
+
+def _fake(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
+          noise, seed, step, particle_offset, clamp_min, clamp_max, max_score_norm):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _fake_inplace(*args):
+    return None
+
+
+def _setup_context(ctx, inputs, output):
+    (x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp, noise,
+     _seed, _step, _offset, clamp_min, clamp_max, max_score_norm) = inputs
+    ctx.guidance = guidance
+    ctx.step_size = step_size
+    ctx.noise_scale = noise_scale
+    ctx.has_cond = score_cond is not None
+    ctx.has_noise = noise is not None
+    ctx.clamp = (clamp_min, clamp_max) if (clamp_min is not None or clamp_max is not None) else None
+    ctx.clipped = max_score_norm is not None
+    ctx.save_for_backward(step_size_pp, noise_scale_pp, output if ctx.clamp else None)
+
+
+def _backward(ctx, grad):
+    step_size_pp, noise_scale_pp, output = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    if needs[5] or needs[7]:
+        raise RuntimeError("langevin_step: gradients with respect to per-particle step_size or noise_scale are not supported")
+    if ctx.clipped and (needs[1] or needs[2]):
+        raise RuntimeError("langevin_step: gradients with respect to the score are not supported with max_score_norm clipping")
+    if ctx.clamp is not None:
+        lo = -math.inf if ctx.clamp[0] is None else ctx.clamp[0]
+        hi = math.inf if ctx.clamp[1] is None else ctx.clamp[1]
+        grad = grad * ((output > lo) & (output < hi))  # clamped elements pass no gradient
+    per_particle_shape = (grad.shape[0],) + (1,) * (grad.dim() - 1)
+    a = step_size_pp.reshape(per_particle_shape) if step_size_pp is not None else ctx.step_size
+    grad_g = grad * a
+    grad_score = grad_cond = grad_noise = None
+    if ctx.has_cond:
+        grad_score = grad_g * (1.0 - ctx.guidance)
+        grad_cond = grad_g * ctx.guidance
+    else:
+        grad_score = grad_g
+    if ctx.has_noise:
+        b = noise_scale_pp.reshape(per_particle_shape) if noise_scale_pp is not None else ctx.noise_scale
+        grad_noise = grad * b
+    return (grad, grad_score, grad_cond, None, None, None, None, None, grad_noise,
+            None, None, None, None, None, None)
+
+
+def register(namespace: str, ops, *, fakes: bool = True) -> None:
+    """Fake kernels of the ops in ``ops`` and the autograd of ``langevin_step`` (linear in x,
+    the scores and an explicit noise; the in-place forms do not track gradients)."""
+    if fakes:
+        for op in ops:
+            torch.library.register_fake(f"{namespace}::{op}", _fake if op == "langevin_step" else _fake_inplace)
+    if "langevin_step" in ops:
+        torch.library.register_autograd(f"{namespace}::langevin_step", _backward, setup_context=_setup_context)
