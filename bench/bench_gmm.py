@@ -4,11 +4,27 @@ every scorefast backend, for (N, K, D) in {(1e5, 2, 2), (1e5, 25, 2), (1e4, 64, 
 
     python bench/bench_gmm.py [--device cuda] [--quick]
 
-Prints one table and writes JSON to bench/results/ with the machine named.
+Prints one table and writes JSON with the machine named to bench/results/ of the source
+checkout (``--out`` elsewhere).
 """
 import sys
 
-from scorefast.cli import main
+import torch
+
+from scorefast.benchmarks import gmm, harness
+
+
+def main(argv=None) -> int:
+    parser = harness.argument_parser(__doc__, quick_help="10x fewer points, D at most 128, fewer repeats")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    path = harness.result_path("gmm_score", device, args.out, parser.error)
+    result = gmm.run_gmm_bench(sizes=gmm.sizes(args.quick), device=device,
+                               backends=harness.parse_backends(args.backends),
+                               compile_reference=not args.no_compile, quick=args.quick)
+    harness.report(result, gmm.format_table(result), path)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", "--op", "gmm_score", *sys.argv[1:]]))
+    sys.exit(main())

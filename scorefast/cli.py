@@ -110,7 +110,7 @@ def cmd_sample(args, parser_error) -> int:
     if "acceptance_rate" in extra:
         print(f"MALA acceptance rate {extra['acceptance_rate']:.3f}")
     if args.json:
-        from scorefast.benchmark import write_json
+        from scorefast.benchmarks.harness import write_json
 
         write_json(stats, args.json)
     if not args.no_plot:
@@ -296,7 +296,7 @@ def cmd_train(args, parser_error) -> int:
     if losses:
         print(f"DSM loss: first {stats['loss_first']:.4f}, last {stats['loss_last']:.4f} (means over {window} steps)")
     if args.json:
-        from scorefast.benchmark import write_json
+        from scorefast.benchmarks.harness import write_json
 
         write_json(stats, args.json)
     if not args.no_plot:
@@ -372,73 +372,54 @@ def _add_bench(sub) -> None:
 
 
 def cmd_bench(args, parser_error) -> int:
-    from scorefast import benchmark
+    run = {"langevin_step": _bench_langevin, "gmm_score": _bench_gmm, "dsm_loss": _bench_dsm,
+           "samplers": _bench_samplers}[args.op]
+    return run(args, torch.device(args.device), parser_error)
 
-    if args.op == "gmm_score":
-        return _bench_gmm(args)
-    if args.op == "dsm_loss":
-        return _bench_dsm(args)
-    if args.op == "samplers":
-        from scorefast import benchmark_chain
 
-        result = benchmark_chain.run_chain_bench(quick=args.quick, compile_reference=not args.no_compile,
-                                                 device=torch.device(args.device))
-        print(benchmark_chain.format_table(result))
-        path = args.out or benchmark.default_result_path("samplers", result["machine"])
-        benchmark.write_json(result, path)
-        print(f"results: {path}")
-        return 0
-    if args.quick:
-        args.max_log2 = min(args.max_log2, 20)
-    if not 0 <= args.min_log2 <= args.max_log2 <= 30:
-        parser_error("need 0 <= --min-log2 <= --max-log2 <= 30")
-    result = benchmark.run_langevin_bench(
-        sizes=[2**k for k in range(args.min_log2, args.max_log2 + 1)],
-        device=torch.device(args.device),
-        backends=None if args.backends == "auto-all" else args.backends.split(","),
-        compile_reference=not args.no_compile,
-        quick=args.quick,
-        particle_size=args.particle_size,
-    )
-    print(benchmark.format_table(result))
-    op = "langevin_step" if args.particle_size == 1024 else f"langevin_step-d{args.particle_size}"
-    path = args.out or benchmark.default_result_path(op, result["machine"])
-    benchmark.write_json(result, path)
-    print(f"results: {path}")
+def _bench_langevin(args, device, parser_error) -> int:
+    from scorefast.benchmarks import harness, langevin
+
+    try:
+        sizes = langevin.sizes(args.min_log2, args.max_log2, args.quick)
+    except ValueError as exc:
+        parser_error(str(exc))
+    path = harness.result_path(langevin.result_name(args.particle_size), device, args.out, parser_error)
+    result = langevin.run_langevin_bench(sizes, device, backends=harness.parse_backends(args.backends),
+                                         compile_reference=not args.no_compile, quick=args.quick,
+                                         particle_size=args.particle_size)
+    harness.report(result, langevin.format_table(result), path)
     return 0
 
 
-def _bench_gmm(args) -> int:
-    from scorefast import benchmark, benchmark_gmm
+def _bench_gmm(args, device, parser_error) -> int:
+    from scorefast.benchmarks import gmm, harness
 
-    sizes = benchmark_gmm.SIZES
-    if args.quick:  # the same cases, 10x fewer points (and the largest D reduced)
-        sizes = [(max(64, n // 10), k, min(d, 128)) for n, k, d in sizes]
-    result = benchmark_gmm.run_gmm_bench(
-        sizes=sizes, device=torch.device(args.device),
-        backends=None if args.backends == "auto-all" else args.backends.split(","),
-        compile_reference=not args.no_compile, quick=args.quick)
-    print(benchmark_gmm.format_table(result))
-    path = args.out or benchmark.default_result_path("gmm_score", result["machine"])
-    benchmark.write_json(result, path)
-    print(f"results: {path}")
+    path = harness.result_path("gmm_score", device, args.out, parser_error)
+    result = gmm.run_gmm_bench(sizes=gmm.sizes(args.quick), device=device,
+                               backends=harness.parse_backends(args.backends),
+                               compile_reference=not args.no_compile, quick=args.quick)
+    harness.report(result, gmm.format_table(result), path)
     return 0
 
 
-def _bench_dsm(args) -> int:
-    from scorefast import benchmark, benchmark_dsm
+def _bench_dsm(args, device, parser_error) -> int:
+    from scorefast.benchmarks import dsm, harness
 
-    shapes = benchmark_dsm.SHAPES
-    if args.quick:
-        shapes = [(max(8, b // 8), d) for b, d in shapes]
-    result = benchmark_dsm.run_dsm_bench(
-        shapes=shapes, device=torch.device(args.device),
-        backends=None if args.backends == "auto-all" else args.backends.split(","),
-        compile_reference=not args.no_compile, quick=args.quick)
-    print(benchmark_dsm.format_table(result))
-    path = args.out or benchmark.default_result_path("dsm_loss", result["machine"])
-    benchmark.write_json(result, path)
-    print(f"results: {path}")
+    path = harness.result_path("dsm_loss", device, args.out, parser_error)
+    result = dsm.run_dsm_bench(shapes=dsm.shapes(args.quick), device=device,
+                               backends=harness.parse_backends(args.backends),
+                               compile_reference=not args.no_compile, quick=args.quick)
+    harness.report(result, dsm.format_table(result), path)
+    return 0
+
+
+def _bench_samplers(args, device, parser_error) -> int:
+    from scorefast.benchmarks import chain, harness
+
+    path = harness.result_path("samplers", device, args.out, parser_error)
+    result = chain.run_samplers_bench(quick=args.quick, compile_reference=not args.no_compile, device=device)
+    harness.report(result, chain.format_table(result), path)
     return 0
 
 

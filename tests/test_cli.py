@@ -128,7 +128,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_gmm_bench_forms_agree_and_write_json(tmp_path):
     # The two PyTorch forms the benchmark times must compute the op.
-    from scorefast.benchmark_gmm import gmm_direct, gmm_matmul
+    from scorefast.benchmarks.baselines import gmm_direct, gmm_matmul
     from scorefast.targets import random_mixture
 
     for kind in ("isotropic", "diagonal", "full"):
@@ -164,11 +164,11 @@ def test_sample_targets_and_samplers(tmp_path, sampler):
 
 
 def test_sampler_bench_runs_every_provider(monkeypatch, tmp_path):
-    from scorefast import benchmark_chain
+    from scorefast.benchmarks import chain
 
     small = [dict(c, N=16, **({"steps": 4} if "steps" in c else {"per_level": 2}))
-             for c in benchmark_chain._cases(quick=True)]
-    monkeypatch.setattr(benchmark_chain, "_cases", lambda quick: small)
+             for c in chain.cases(quick=True)]
+    monkeypatch.setattr(chain, "cases", lambda quick: small)
     path = tmp_path / "s.json"
     assert cli.main(["bench", "--op", "samplers", "--no-compile", "--out", str(path)]) == 0
     r = json.loads(path.read_text())

@@ -1,31 +1,30 @@
 """DSM benchmark: forward + backward time and peak extra memory of the fused ops against the
-eager PyTorch DSM step users write, torch.compile of it, and the reference, in one run.
+eager PyTorch DSM step users write (baselines.eager_dsm), torch.compile of it, and the
+reference, in one run.
 
 Each provider does one DSM step without a model: perturb x (x_tilde = x + sigma z), the loss
 of a prediction ``pred`` (a leaf standing for the model's output) and its backward. Peak
 extra memory is the highest running total of bytes allocated by the step's ops (PyTorch
-profiler, CPU), beyond the inputs.
+profiler, CPU; the CUDA allocator's peak on GPUs), beyond the inputs.
 """
 from __future__ import annotations
 
-import datetime
-
 import torch
 
-from . import backend_registry
-from .benchmark import machine_name, time_fn
-from .dsm import dsm_loss, dsm_perturb
-from .reference.dsm import dsm_loss_ref, dsm_perturb_ref
+from scorefast import dsm_loss, dsm_perturb
+from scorefast.reference.dsm import dsm_loss_ref, dsm_perturb_ref
+
+from . import harness
+from .baselines import eager_dsm
 
 SHAPES = [(4096, 2), (256, 3 * 32 * 32), (64, 3 * 64 * 64)]
 
 
-def eager_dsm(x, pred, sigma):
-    """What users write: z from randn_like, stored for the backward."""
-    z = torch.randn_like(x)
-    x_tilde = x + sigma[:, None] * z
-    loss = 0.5 * (sigma**2 * ((pred + z / sigma[:, None]) ** 2).sum(1)).mean()
-    return x_tilde, loss
+def shapes(quick: bool = False) -> list[tuple[int, int]]:
+    """The (B, D) cases: SHAPES, or with ``quick`` 8x smaller batches (at least 8)."""
+    if not quick:
+        return list(SHAPES)
+    return [(max(8, b // 8), d) for b, d in SHAPES]
 
 
 def _step_fns(x, pred, sigma, backends, compile_reference):
@@ -62,14 +61,28 @@ def peak_extra_bytes(fn) -> int:
     return int(peak)
 
 
+def _peak_extra_bytes_cuda(fn, device: torch.device) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 def run_dsm_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, compile_reference=True,
                   quick: bool = False) -> dict:
-    if backends is None:
-        backends = [n for n in backend_registry.NAMES
-                    if n != "reference" and backend_registry.status(n).available
-                    and device.type in backend_registry.status(n).devices
-                    and backend_registry.has_op(n, "dsm_loss")
-                    and not backend_registry.is_emulated(n, device.type)]
+    """Time one DSM step (perturb + loss + backward) and measure its peak extra memory.
+
+    shapes: (B, D) cases of float32 x and pred, sigma (B,) in [0.1, 1.1); backends: names,
+    or None for every backend with a native dsm_loss kernel on ``device``. ``quick``: 0.05 s
+    of timed calls per provider instead of 0.3 s.
+
+    Returns the result dict (JSON fields as in bench/results/dsm_loss-*.json): per row B, D,
+    input_bytes, peak_extra_bytes per provider and per provider the times with
+    speedup_vs_eager and speedup_vs_compile.
+    """
+    backends = harness.timed_backends(device, "dsm_loss", backends)
     rows = []
     for B, D in shapes:
         g = torch.Generator().manual_seed(0)
@@ -79,17 +92,9 @@ def run_dsm_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, comp
         fns = _step_fns(x, pred, sigma, backends, compile_reference)
         times, memory = {}, {}
         for name, fn in fns.items():
-            times[name] = time_fn(fn, device, min_time=0.05 if quick else 0.3)
-            if device.type == "cpu":
-                memory[name] = peak_extra_bytes(fn)
-            else:
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-                fn()
-                torch.cuda.synchronize(device)
-                memory[name] = torch.cuda.max_memory_allocated(device) - base
-        for name, t in times.items():
+            times[name] = harness.time_fn(fn, device, min_time=0.05 if quick else 0.3)
+            memory[name] = peak_extra_bytes(fn) if device.type == "cpu" else _peak_extra_bytes_cuda(fn, device)
+        for t in times.values():
             t["speedup_vs_eager"] = times["eager"]["median"] / t["median"]
             if "torch.compile" in times:
                 t["speedup_vs_compile"] = times["torch.compile"]["median"] / t["median"]
@@ -97,23 +102,18 @@ def run_dsm_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, comp
                      "input_bytes": x.numel() * x.element_size()})
     return {
         "op": "dsm_loss (perturb + loss + backward)",
-        "machine": machine_name(device),
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **harness.run_info(device),
         "providers": list(rows[0]["times"]) if rows else [],
         "rows": rows,
     }
 
 
 def format_table(result: dict) -> str:
+    """Milliseconds per provider, then each provider's peak extra memory in MiB."""
     provs = result["providers"]
-    lines = [f"DSM step (perturb + loss + backward) on {result['machine']}, torch {result['torch']}",
-             f"{'B x D':>14} " + " ".join(f"{p + ' ms':>16}" for p in provs) + "   peak extra MB: "
-             + " ".join(f"{p:>10}" for p in provs)]
-    for row in result["rows"]:
-        t, m = row["times"], row["peak_extra_bytes"]
-        lines.append(f"{row['B']:>6} x {row['D']:<6} " + " ".join(f"{t[p]['median'] * 1e3:16.3f}" for p in provs)
-                     + "                  " + " ".join(f"{m[p] / 2**20:10.2f}" for p in provs))
-    return "\n".join(lines)
+    columns = [harness.Column("B x D", 14, lambda r: f"{r['B']:>6} x {r['D']:<6}")]
+    columns += [harness.Column(p + " ms", 16, lambda r, p=p: f"{r['times'][p]['median'] * 1e3:.3f}") for p in provs]
+    columns.append(harness.Column("peak extra MB:", 16, lambda r: ""))  # labels the memory columns
+    columns += [harness.Column(p, 10, lambda r, p=p: f"{r['peak_extra_bytes'][p] / 2**20:.2f}") for p in provs]
+    title = f"DSM step (perturb + loss + backward) on {result['machine']}, torch {result['torch']}"
+    return harness.format_table(title, columns, result["rows"])

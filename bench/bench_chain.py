@@ -1,0 +1,29 @@
+"""gmm_chain benchmark: the fused whole chain on every scorefast backend that runs it here,
+against the eager PyTorch loop and torch.compile of its step, on the cases of
+bench_samplers.py (two-mode ULA, grid25 annealed Langevin, 64-D and 32-D full MALA).
+
+    python bench/bench_chain.py [--quick] [--device cuda] [--backends cpp,numba]
+
+Prints one table (particle-steps/s and the speed-up over the eager loop) and writes JSON
+with the machine named to bench/results/ of the source checkout (``--out`` elsewhere).
+"""
+import sys
+
+import torch
+
+from scorefast.benchmarks import chain, harness
+
+
+def main(argv=None) -> int:
+    parser = harness.argument_parser(__doc__, quick_help="10x fewer particles and steps")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    path = harness.result_path("gmm_chain", device, args.out, parser.error)
+    result = chain.run_gmm_chain_bench(quick=args.quick, compile_reference=not args.no_compile, device=device,
+                                       backends=harness.parse_backends(args.backends))
+    harness.report(result, chain.format_table(result), path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""gmm_score benchmark: scorefast against the two PyTorch ways of writing it (baselines.gmm_direct,
+the (N, K, D) difference tensor most code writes, and baselines.gmm_matmul, the best form) and
+``torch.compile`` of each, for each covariance kind, in float32.
+"""
+from __future__ import annotations
+
+import torch
+
+from scorefast import gmm_score
+from scorefast.targets import random_mixture
+
+from . import harness
+from .baselines import gmm_direct, gmm_matmul
+
+SIZES = [(100_000, 2, 2), (100_000, 25, 2), (10_000, 64, 64), (4096, 16, 784)]
+KINDS = ("isotropic", "diagonal", "full")
+TORCH_FORMS = ("direct", "matmul", "direct+compile", "matmul+compile")
+
+
+def sizes(quick: bool = False) -> list[tuple[int, int, int]]:
+    """The (N, K, D) cases: SIZES, or with ``quick`` the same cases with 10x fewer points
+    (at least 64) and D at most 128."""
+    if not quick:
+        return list(SIZES)
+    return [(max(64, n // 10), k, min(d, 128)) for n, k, d in SIZES]
+
+
+def run_gmm_bench(sizes=SIZES, kinds=KINDS, device=torch.device("cpu"), backends=None,
+                  compile_reference: bool = True, quick: bool = False) -> dict:
+    """Time gmm_score (score and log p) of a random float32 mixture on N points drawn from it.
+
+    sizes: (N, K, D) cases; kinds: covariance kinds ("isotropic", "diagonal", "full");
+    backends: names, or None for every backend with a native gmm_score kernel on ``device``.
+    ``quick``: 0.05 s of timed calls per provider instead of 0.3 s. A PyTorch form that fails
+    (e.g. out of memory) is recorded as {"error": message}.
+
+    Returns the result dict (JSON fields as in bench/results/gmm_score-*.json): per row kind,
+    N, K, D, best_torch_s (the fastest PyTorch form) and per provider the times with
+    points_per_s and speedup_vs_best_torch.
+    """
+    harness.allow_recompiles(256)
+    backends = harness.timed_backends(device, "gmm_score", backends)
+    min_time = 0.05 if quick else 0.3
+    rows = []
+    for kind in kinds:
+        for N, K, D in sizes:
+            mix = random_mixture(K, D, seed=0, kind=kind, device=device)
+            x = mix.sample(N, seed=1).float().to(device)
+            p = mix.kernel_params(torch.float32, device, None, per_point=False)
+            args = (x, p["means"], p["inv_var"], p["factor"], p["log_const"])
+            providers = {"direct": lambda: gmm_direct(*args), "matmul": lambda: gmm_matmul(*args)}
+            if compile_reference:
+                cd = torch.compile(gmm_direct, dynamic=False)
+                cm = torch.compile(gmm_matmul, dynamic=False)
+                providers["direct+compile"] = lambda: cd(*args)
+                providers["matmul+compile"] = lambda: cm(*args)
+            for name in backends:
+                providers[name] = lambda name=name: gmm_score(x, mix, backend=name)
+            times = {}
+            for prov, fn in providers.items():
+                try:
+                    times[prov] = harness.time_fn(fn, device, min_time=min_time)
+                except (RuntimeError, MemoryError) as exc:  # e.g. an N x K x D x D tensor too big
+                    times[prov] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            torch_best = min((t["median"] for p_, t in times.items() if p_ not in backends and "median" in t),
+                             default=float("nan"))
+            for t in times.values():
+                if "median" in t:
+                    t["points_per_s"] = N / t["median"]
+                    t["speedup_vs_best_torch"] = torch_best / t["median"]
+            rows.append({"kind": kind, "N": N, "K": K, "D": D, "times": times, "best_torch_s": torch_best})
+    return {
+        "op": "gmm_score",
+        **harness.run_info(device),
+        "dtype": "float32",
+        "providers": list(rows[0]["times"]) if rows else [],
+        "rows": rows,
+    }
+
+
+def _cell(row: dict, provider: str) -> str:
+    t = row["times"].get(provider, {})
+    if "median" not in t:
+        return "-"
+    if provider in TORCH_FORMS:
+        return f"{t['median'] * 1e3:.3f}"
+    return f"{t['median'] * 1e3:8.3f} {t['speedup_vs_best_torch']:5.1f}x"
+
+
+def format_table(result: dict) -> str:
+    """Milliseconds per provider, and each scorefast backend's speed-up over the best PyTorch form."""
+    columns = [harness.Column("kind", 10, lambda r: r["kind"], align="<")]
+    columns += [harness.Column(k, w, lambda r, k=k: str(r[k])) for k, w in (("N", 7), ("K", 4), ("D", 4))]
+    columns += [harness.Column(p, 15, lambda r, p=p: _cell(r, p)) for p in result["providers"]]
+    title = f"gmm_score on {result['machine']}, torch {result['torch']} (ms; x = speed-up over the best PyTorch form)"
+    return harness.format_table(title, columns, result["rows"])
