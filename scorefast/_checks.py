@@ -45,7 +45,16 @@ def check_real(value, name: str, *, minimum: float | None = None, positive: bool
 
 
 def check_int(value, name: str, lo: int, hi: int) -> int:
-    """An integer in [lo, hi]."""
+    """An integer in [lo, hi].
+
+    Under torch.compile a changing Python int (a loop counter passed as ``step``) is traced as a
+    symbolic int: its range is asserted when the graph runs instead of being read now, which
+    would specialise the graph to one value and recompile it at every step.
+    """
+    if isinstance(value, torch.SymInt):
+        torch._check(value >= lo, lambda: f"{name} must be in [{lo}, {hi}]")
+        torch._check(value <= hi, lambda: f"{name} must be in [{lo}, {hi}]")
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)

@@ -130,11 +130,10 @@ def _namespaces():
 
 
 def _normalised(schema: str) -> str:
-    # Inferred schemas (Triton's) spell Python ints SymInt and name alias sets after the
-    # argument's position (a0, a12, ...): renamed a, b, c... in order of appearance.
-    out = schema.replace("SymInt ", "int ").replace("SymInt?", "int?")
+    # Inferred schemas (Triton's) name alias sets after the argument's position (a0, a12, ...):
+    # renamed a, b, c... in order of appearance.
     names = iter("abcdefgh")
-    return re.sub(r"\(a\d+!\)", lambda m: f"({next(names)}!)", out)
+    return re.sub(r"\(a\d+!\)", lambda m: f"({next(names)}!)", schema)
 
 
 def test_every_op_has_its_contract_schema_in_every_namespace():

@@ -16,7 +16,7 @@ from .gmm import check_args as check_mixture_args
 
 SCHEMAS = {
     "gmm_chain_": ("(Tensor(a!) x, Tensor means, Tensor var, Tensor log_const, Tensor? factor, Tensor step_size, "
-                   "Tensor sigma2, bool mala, int seed, int step_offset, int particle_offset, int trajectory_every, "
+                   "Tensor sigma2, bool mala, SymInt seed, SymInt step_offset, SymInt particle_offset, SymInt trajectory_every, "
                    "Tensor(b!)? trajectory, Tensor(c!)? accepted) -> ()"),
 }
 

@@ -15,7 +15,7 @@ import torch
 
 from ._common import acc_dtype, check_counter, check_device, check_finite, check_particle_size, check_storage, fail, scalar_name
 
-_COUNTER = "int seed, int step, int particle_offset"
+_COUNTER = "SymInt seed, SymInt step, SymInt particle_offset"
 SCHEMAS = {
     "dsm_perturb": f"(Tensor x, Tensor sigma, {_COUNTER}) -> Tensor",
     "dsm_loss": f"(Tensor pred, Tensor sigma, float power, bool eps_form, {_COUNTER}) -> Tensor",

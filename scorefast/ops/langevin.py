@@ -22,9 +22,9 @@ _ARGS = ("Tensor score, Tensor? score_cond, float guidance, float step_size, Ten
          "float noise_scale, Tensor? noise_scale_per_particle, ")
 _CLAMP = "float? clamp_min, float? clamp_max, float? max_score_norm"
 SCHEMAS = {
-    "langevin_step": f"(Tensor x, {_ARGS}Tensor? noise, int seed, int step, int particle_offset, {_CLAMP}) -> Tensor",
-    "langevin_step_": f"(Tensor(a!) x, {_ARGS}Tensor? noise, int seed, int step, int particle_offset, {_CLAMP}) -> ()",
-    "langevin_step_counter_": f"(Tensor(a!) x, {_ARGS}int seed, Tensor step, int particle_offset, {_CLAMP}) -> ()",
+    "langevin_step": f"(Tensor x, {_ARGS}Tensor? noise, SymInt seed, SymInt step, SymInt particle_offset, {_CLAMP}) -> Tensor",
+    "langevin_step_": f"(Tensor(a!) x, {_ARGS}Tensor? noise, SymInt seed, SymInt step, SymInt particle_offset, {_CLAMP}) -> ()",
+    "langevin_step_counter_": f"(Tensor(a!) x, {_ARGS}SymInt seed, Tensor step, SymInt particle_offset, {_CLAMP}) -> ()",
 }
 
 

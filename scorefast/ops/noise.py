@@ -16,10 +16,10 @@ import torch
 from ._common import check_counter, check_particle_size, fail, scalar_name
 
 SCHEMAS = {
-    "philox_fill_": "(Tensor(a!) out, int seed, int step, int particle_offset) -> ()",
-    "normal_fill_": "(Tensor(a!) out, int seed, int step, int particle_offset) -> ()",
-    "philox_fill_counter_": "(Tensor(a!) out, int seed, Tensor step, int particle_offset) -> ()",
-    "normal_fill_counter_": "(Tensor(a!) out, int seed, Tensor step, int particle_offset) -> ()",
+    "philox_fill_": "(Tensor(a!) out, SymInt seed, SymInt step, SymInt particle_offset) -> ()",
+    "normal_fill_": "(Tensor(a!) out, SymInt seed, SymInt step, SymInt particle_offset) -> ()",
+    "philox_fill_counter_": "(Tensor(a!) out, SymInt seed, Tensor step, SymInt particle_offset) -> ()",
+    "normal_fill_counter_": "(Tensor(a!) out, SymInt seed, Tensor step, SymInt particle_offset) -> ()",
 }
 
 
