@@ -14,6 +14,8 @@ Environment knobs:
 """
 import glob
 import os
+import re
+import subprocess
 import warnings
 
 from setuptools import find_packages, setup
@@ -25,6 +27,42 @@ def _rel(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def _nvcc_version(cuda_home):
+    """(major, minor) of nvcc in ``cuda_home``/bin, or None when there is no nvcc there."""
+    nvcc = os.path.join(cuda_home, "bin", "nvcc")
+    if not os.access(nvcc, os.X_OK):
+        return None
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def cuda_build_plan(torch_cuda, cuda_home, nvcc_version=_nvcc_version):
+    """(build the CUDA kernels?, why not). ``torch_cuda`` is ``torch.version.cuda`` (None for a
+    CPU torch), ``cuda_home`` torch's CUDA_HOME (set whenever the default CUDA folder exists,
+    even without a compiler in it, e.g. runtime-only images)."""
+    if torch_cuda is None:
+        return False, "torch is a CPU build"
+    if cuda_home is None:
+        return False, "no CUDA toolkit found (CUDA_HOME)"
+    version = nvcc_version(cuda_home)
+    if version is None:
+        return False, f"no nvcc in {os.path.join(cuda_home, 'bin')}"
+    torch_major = int(str(torch_cuda).split(".")[0])
+    if version[0] != torch_major:
+        return False, f"nvcc is CUDA {version[0]}.{version[1]} but torch was built with CUDA {torch_cuda}"
+    return True, ""
+
+
+# No -std flag: torch's extension builder picks the C++ standard its headers need (C++17 up to
+# torch 2.13, C++20 from 2.14); forcing one breaks the build against other torch releases.
+CXX_FLAGS = ["-O3", "-fopenmp", "-fno-math-errno"]
+NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+
+
 def _extensions():
     if os.environ.get("SCOREFAST_SKIP_EXTENSION") == "1":
         return [], {}
@@ -33,25 +71,22 @@ def _extensions():
 
     sources = _rel("csrc/*.cpp") + _rel("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno"]
     link_flags = ["-fopenmp"]
     define_macros = []
 
     want_cuda = os.environ.get("SCOREFAST_SKIP_CUDA") != "1"
-    has_cuda = torch.version.cuda is not None and CUDA_HOME is not None
+    has_cuda, reason = cuda_build_plan(torch.version.cuda, CUDA_HOME)
     if want_cuda and not has_cuda:
-        reason = "torch is a CPU build" if torch.version.cuda is None else "nvcc (CUDA_HOME) not found"
-        warnings.warn(f"scorefast: building without CUDA kernels ({reason})")
+        warnings.warn(f"scorefast: building without CUDA kernels ({reason})", stacklevel=1)
     if want_cuda and has_cuda:
         sources += _rel("csrc/cuda/*.cpp") + _rel("csrc/cuda/*.cu")
         define_macros.append(("SCOREFAST_WITH_CUDA", "1"))
-        nvcc_flags = ["-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr"]
         ext = CUDAExtension(
             "scorefast._C",
             sources,
             include_dirs=include_dirs,
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
             extra_link_args=link_flags,
         )
     else:
@@ -60,21 +95,21 @@ def _extensions():
             sources,
             include_dirs=include_dirs,
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags},
+            extra_compile_args={"cxx": CXX_FLAGS},
             extra_link_args=link_flags,
         )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = _extensions()
-
 # kernels/ (Triton and numba) installs as scorefast.kernels, editable installs included.
 PACKAGES = find_packages(include=["scorefast", "scorefast.*"])
 PACKAGES += ["scorefast.kernels"] + [f"scorefast.kernels.{p}" for p in find_packages("kernels")]
 
-setup(
-    packages=PACKAGES,
-    package_dir={"scorefast.kernels": "kernels"},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-)
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import its helpers
+    ext_modules, cmdclass = _extensions()
+    setup(
+        packages=PACKAGES,
+        package_dir={"scorefast.kernels": "kernels"},
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+    )

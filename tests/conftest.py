@@ -31,6 +31,16 @@ def _required() -> set[str]:
     return {b.strip() for b in os.environ.get("SCOREFAST_REQUIRE_BACKENDS", "").split(",") if b.strip()}
 
 
+def require_or_skip(backend: str, reason: str, *, module: bool = False):
+    """Skip a test (or a whole module) that needs ``backend``, or fail when the run requires it
+    (SCOREFAST_REQUIRE_BACKENDS names it) or when a GPU is visible but the compiled extension
+    failed to load (a broken build must not look like a skipped one)."""
+    broken = torch.cuda.is_available() and scorefast._extension.extension_error() is not None
+    if backend in _required() or (broken and backend in ("cpp", "cuda")):
+        pytest.fail(f"required backend {backend} is unavailable: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
 def backend_device(name: str) -> torch.device:
     if name == "cuda":
         return torch.device("cpu" if cuda_emulator.requested() else "cuda")

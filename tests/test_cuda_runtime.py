@@ -13,14 +13,14 @@ import math
 import pytest
 import torch
 from conftest import (MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, backend_device, noise_tolerance,
-                      storage_ulp)
+                      require_or_skip, storage_ulp)
 
 import scorefast
 from scorefast import backend_registry, samplers
 from scorefast.reference import dsm_noise_ref
 
-pytestmark = pytest.mark.skipif(not backend_registry.status("cuda").available,
-                                reason=f"cuda backend: {backend_registry.status('cuda').reason}")
+if not backend_registry.status("cuda").available:
+    require_or_skip("cuda", f"cuda backend: {backend_registry.status('cuda').reason}", module=True)
 
 # The CUDA kernels' device: the GPU, or the CPU under the emulator.
 DEV = backend_device("cuda")

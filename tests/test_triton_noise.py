@@ -152,3 +152,18 @@ def test_op_level_checks_guard_direct_calls(device):
             op(*bad)
     with pytest.raises(RuntimeError, match=r"out must have shape \[P, Q, 4\]"):
         torch.ops.scorefast_triton.philox_fill_(torch.empty(2, 3, dtype=torch.int64, device=device), 0, 0, 0)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_second_device():
+    # Tensors on cuda:1 while cuda:0 is current: the kernels must run on cuda:1, as the C++ ops do.
+    g = torch.Generator().manual_seed(0)
+    x, s = torch.randn(33, 17, generator=g), torch.randn(33, 17, generator=g)
+    kw = dict(step_size=0.1, seed=5, step=2, max_score_norm=1.0, backend="triton")
+    on0 = scorefast.langevin_step(x.to("cuda:0"), s.to("cuda:0"), **kw)
+    with torch.cuda.device(0):
+        on1 = scorefast.langevin_step(x.to("cuda:1"), s.to("cuda:1"), **kw)
+        z1 = scorefast.normal((33, 17), seed=5, device="cuda:1", backend="triton")
+        torch.cuda.synchronize(1)
+    assert torch.equal(on1.cpu(), on0.cpu())
+    assert torch.equal(z1.cpu(), scorefast.normal((33, 17), seed=5, device="cuda:0", backend="triton").cpu())

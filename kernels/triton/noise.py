@@ -179,7 +179,10 @@ def launch(kernel, grid, probe: torch.Tensor, *args, **kwargs) -> None:
             return
         kernel[grid](*args, **kwargs)
         return
-    torch.library.wrap_triton(kernel)[grid](*args, **kwargs)
+    # Triton launches on the current device and its current stream: make that the tensors'
+    # device (a tensor on cuda:1 while cuda:0 is current would run on the wrong GPU).
+    with torch.cuda.device(probe.device):
+        torch.library.wrap_triton(kernel)[grid](*args, **kwargs)
 
 
 def custom_op(name: str, mutates_args):
