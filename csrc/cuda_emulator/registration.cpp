@@ -1,5 +1,5 @@
-// Declares the scorefast op schemas in the emulator's library (csrc/cuda/cuda_ops.cpp,
-// compiled for the emulator, registers the CUDA kernels there under the CPU key), and
+// Declares the scorefast op schemas in the emulator's library (csrc/cuda/*_cuda.cpp,
+// compiled for the emulator, register the CUDA kernels there under the CPU key), and
 // the emulator's self-test ops (self_test.cu).
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
