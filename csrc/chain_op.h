@@ -9,7 +9,7 @@
 #include <optional>
 
 #include "gmm_op.h"
-#include "langevin_op.h"
+#include "op_checks.h"
 #include "scorefast/chain.h"
 #include "scorefast/philox.h"
 

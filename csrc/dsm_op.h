@@ -8,7 +8,7 @@
 #include <cmath>
 #include <optional>
 
-#include "langevin_op.h"
+#include "op_checks.h"
 #include "scorefast/dsm.h"
 
 namespace scorefast {

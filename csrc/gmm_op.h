@@ -7,7 +7,7 @@
 
 #include <optional>
 
-#include "langevin_op.h"
+#include "op_checks.h"
 #include "scorefast/gmm.h"
 
 namespace scorefast {

@@ -1,5 +1,6 @@
 // Argument checks and LangevinArgs construction shared by the CPU and CUDA
-// implementations of scorefast::langevin_step (only c10/ATen core headers).
+// implementations of scorefast::langevin_step, and the entry points of langevin_step,
+// langevin_step_ and langevin_step_counter_ over a device's run function (op_wrappers.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -9,30 +10,12 @@
 #include <cstdint>
 #include <optional>
 
+#include "op_checks.h"
+#include "op_wrappers.h"
 #include "scorefast/langevin.h"
 #include "scorefast/philox.h"
 
 namespace scorefast {
-
-inline StorageType storage_type_of(const at::Tensor& t, const char* name) {
-  switch (t.scalar_type()) {
-    case at::kFloat:
-      return StorageType::kFloat32;
-    case at::kDouble:
-      return StorageType::kFloat64;
-    case at::kHalf:
-      return StorageType::kFloat16;
-    case at::kBFloat16:
-      return StorageType::kBFloat16;
-    default:
-      TORCH_CHECK(false, name, " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
-  }
-}
-
-// The dtype of per-particle coefficient tensors: the kernel's math type.
-inline at::ScalarType acc_dtype_of(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 inline void check_same_tensor_props(const at::Tensor& x, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.sizes() == x.sizes(), name, " must have the shape of x ", x.sizes(), ", got ",
@@ -50,25 +33,6 @@ inline void check_per_particle(const at::Tensor& x, const std::optional<at::Tens
               "), got ", t->device());
   TORCH_CHECK(t->scalar_type() == acc_dtype_of(x), name, " must be ", acc_dtype_of(x),
               " for x of dtype ", x.scalar_type(), ", got ", t->scalar_type());
-}
-
-inline void check_noise_counter(int64_t step, int64_t particle_offset) {
-  TORCH_CHECK(step >= 0 && static_cast<uint64_t>(step) <= kMaxStep,
-              "step must be in [0, 2^32) (one 32-bit counter word), got ", step);
-  TORCH_CHECK(particle_offset >= 0, "particle_offset must be >= 0, got ", particle_offset);
-}
-
-// The step tensor of the *_counter_ ops: int64 with one element, on the device of `like`.
-// Its value is read when the kernel runs (on the host for CPU tensors, where it is checked).
-inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, const char* like_name) {
-  TORCH_CHECK(step.scalar_type() == at::kLong && step.numel() == 1,
-              "step must be an int64 tensor with one element, got ", step.scalar_type(), " of shape ", step.sizes());
-  TORCH_CHECK(step.device() == like.device(), "step must be on the device of ", like_name, " (", like.device(),
-              "), got ", step.device());
-}
-
-inline void check_particle_size(int64_t D) {
-  TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ", D);
 }
 
 // The tensors of one call, made contiguous, and the kernel arguments pointing into them.
@@ -144,5 +108,73 @@ inline LangevinCall prepare_langevin_call(
   a.clamp_max = clamp_max.value_or(INFINITY);
   return c;
 }
+
+// The entry points of langevin_step, langevin_step_ and langevin_step_counter_ on one device.
+// Device: the device's policy (op_wrappers.h) and
+//   static void run(LangevinCall& call, const at::Tensor& out, const int64_t* step_counter);
+// which runs the kernels of a prepared call into `out` (contiguous, x's shape, on x's device;
+// may be x itself), drawing the noise of step_counter's value when it is set.
+template <typename Device>
+struct LangevinOps {
+  static at::Tensor langevin_step(const at::Tensor& x, const at::Tensor& score,
+                                  const std::optional<at::Tensor>& score_cond, double guidance,
+                                  double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                                  double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+                                  const std::optional<at::Tensor>& noise, int64_t seed, int64_t step,
+                                  int64_t particle_offset, std::optional<double> clamp_min,
+                                  std::optional<double> clamp_max, std::optional<double> max_score_norm) {
+    LangevinCall call = prepare(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
+                                noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min,
+                                clamp_max, max_score_norm);
+    at::Tensor out = Device::new_output(call.x);
+    Device::run(call, out, nullptr);
+    return out;
+  }
+
+  static void langevin_step_(at::Tensor& x, const at::Tensor& score, const std::optional<at::Tensor>& score_cond,
+                             double guidance, double step_size,
+                             const std::optional<at::Tensor>& step_size_per_particle, double noise_scale,
+                             const std::optional<at::Tensor>& noise_scale_per_particle,
+                             const std::optional<at::Tensor>& noise, int64_t seed, int64_t step,
+                             int64_t particle_offset, std::optional<double> clamp_min,
+                             std::optional<double> clamp_max, std::optional<double> max_score_norm) {
+    LangevinCall call = prepare(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
+                                noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min,
+                                clamp_max, max_score_norm);
+    run_in_place<Device>(x, [&](const at::Tensor& out) { Device::run(call, out, nullptr); });
+  }
+
+  // langevin_step_ with contract noise whose step comes from the tensor `step`.
+  static void langevin_step_counter_(at::Tensor& x, const at::Tensor& score,
+                                     const std::optional<at::Tensor>& score_cond, double guidance,
+                                     double step_size, const std::optional<at::Tensor>& step_size_per_particle,
+                                     double noise_scale, const std::optional<at::Tensor>& noise_scale_per_particle,
+                                     int64_t seed, const at::Tensor& step, int64_t particle_offset,
+                                     std::optional<double> clamp_min, std::optional<double> clamp_max,
+                                     std::optional<double> max_score_norm) {
+    Device::check(x, "x");
+    const NoiseStep noise_step = noise_step_of<Device>(step, x, "x");
+    LangevinCall call = prepare(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
+                                noise_scale_per_particle, std::nullopt, seed, noise_step.value, particle_offset,
+                                clamp_min, clamp_max, max_score_norm);
+    run_in_place<Device>(x, [&](const at::Tensor& out) { Device::run(call, out, noise_step.counter); });
+  }
+
+ private:
+  // prepare_langevin_call checks that every tensor is on x's device; x must be on this one.
+  static LangevinCall prepare(const at::Tensor& x, const at::Tensor& score,
+                              const std::optional<at::Tensor>& score_cond, double guidance, double step_size,
+                              const std::optional<at::Tensor>& step_size_per_particle, double noise_scale,
+                              const std::optional<at::Tensor>& noise_scale_per_particle,
+                              const std::optional<at::Tensor>& noise, int64_t seed, int64_t step,
+                              int64_t particle_offset, std::optional<double> clamp_min,
+                              std::optional<double> clamp_max, std::optional<double> max_score_norm) {
+    Device::check(x, "x");
+    const typename Device::Guard guard(x.device());  // the .contiguous() copies run on x's device
+    return prepare_langevin_call(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
+                                 noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min,
+                                 clamp_max, max_score_norm);
+  }
+};
 
 }  // namespace scorefast

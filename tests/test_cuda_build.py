@@ -1,5 +1,5 @@
 """The CUDA backend compiles: every csrc/cuda/*.cu with nvcc (one architecture), and the
-torch glue csrc/cuda/cuda_ops.cpp syntax-checked with the host compiler against torch's
+torch glue csrc/cuda/*.cpp syntax-checked with the host compiler against torch's
 headers. Runs without a GPU (and with a CPU torch); skipped when nvcc is missing unless
 SCOREFAST_REQUIRE_NVCC=1. Also checks that the device code stays torch-free and that
 nothing builds it with fast math (the noise contract needs precise logf/sinf/cosf).
@@ -18,12 +18,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 CUDA_DIR = os.path.join(CSRC, "cuda")
 CU_FILES = sorted(glob.glob(os.path.join(CUDA_DIR, "*.cu")))
+GLUE_FILES = sorted(glob.glob(os.path.join(CUDA_DIR, "*.cpp")))
 ARCH = os.environ.get("SCOREFAST_TEST_CUDA_ARCH", "sm_90")
 TIMEOUT_S = 300
 
 # Device-side sources: no torch, ATen, c10 or pybind11 headers (they must build with nvcc alone).
 TORCH_FREE = CU_FILES + sorted(glob.glob(os.path.join(CUDA_DIR, "*.cuh"))) + [
-    os.path.join(CUDA_DIR, "launchers.h"),
+    *sorted(glob.glob(os.path.join(CUDA_DIR, "*_launchers.h"))),
     *sorted(glob.glob(os.path.join(CSRC, "include", "scorefast", "*.h"))),
 ]
 TORCH_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"](torch|ATen|c10|caffe2|pybind11)/', re.MULTILINE)
@@ -105,8 +106,9 @@ def nvcc():
 
 def test_cuda_sources_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(CUDA_DIR, "*"))}
-    assert {"noise_kernels.cu", "langevin_kernels.cu", "gmm_kernels.cu", "chain_kernels.cu", "dsm_kernels.cu",
-            "gmm_device.cuh", "launchers.h", "cuda_ops.cpp"} <= names
+    ops = ("noise", "langevin", "gmm", "chain", "dsm")
+    expected = {f"{op}_{part}" for op in ops for part in ("kernels.cu", "launchers.h", "cuda.cpp")}
+    assert expected | {"gmm_device.cuh", "cuda_device.h"} <= names
 
 
 @pytest.mark.parametrize("path", TORCH_FREE, ids=_rel)
@@ -135,7 +137,8 @@ def test_cu_compiles_with_nvcc(nvcc, path, tmp_path):
     assert all(int(n) == 0 for n in spills), "register spills:\n" + _report(cmd, proc)
 
 
-def test_cuda_ops_syntax_checks(nvcc):
+@pytest.mark.parametrize("path", GLUE_FILES, ids=_rel)
+def test_cuda_glue_syntax_checks(nvcc, path):
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         _missing("no host C++ compiler (g++)")
@@ -147,6 +150,6 @@ def test_cuda_ops_syntax_checks(nvcc):
     cmd = [cxx, "-fsyntax-only", "-std=c++17", "-DSCOREFAST_WITH_CUDA"]
     for inc in [*include_paths(), cuda_inc, os.path.join(CSRC, "include"), CSRC]:
         cmd += ["-I", inc]
-    cmd.append(os.path.join(CUDA_DIR, "cuda_ops.cpp"))
+    cmd.append(path)
     proc = _run(cmd)
     assert proc.returncode == 0, _report(cmd, proc)

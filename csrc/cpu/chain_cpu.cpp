@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "../chain_op.h"
+#include "cpu_device.h"
 #include "cpu_kernels.h"
 
 namespace scorefast {
@@ -15,7 +16,7 @@ void gmm_chain_cpu_(at::Tensor& x, const at::Tensor& means, const at::Tensor& va
                     const std::optional<at::Tensor>& factor, const at::Tensor& step_size, const at::Tensor& sigma2,
                     bool mala, int64_t seed, int64_t step_offset, int64_t particle_offset, int64_t trajectory_every,
                     const std::optional<at::Tensor>& trajectory, const std::optional<at::Tensor>& accepted) {
-  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor for the CPU kernel, got ", x.device());
+  CpuDevice::check(x, "x");
   const ChainCall call = prepare_chain_call(x, means, var, log_const, factor, step_size, sigma2, mala, seed,
                                             step_offset, particle_offset, trajectory_every, trajectory, accepted);
   const ChainArgs& c = call.args;

@@ -31,14 +31,14 @@ bool cpu_has_avx512() {
 }
 
 const KernelTable* table_for(const std::string& name) {
-  if (name == "generic") return &kGenericKernels;
+  if (name == "generic") return &generic::kKernels;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (name == "avx2") return cpu_has_avx2_fma() ? &kAvx2Kernels : nullptr;
-  if (name == "avx512") return cpu_has_avx512() ? &kAvx512Kernels : nullptr;
+  if (name == "avx2") return cpu_has_avx2_fma() ? &avx2::kKernels : nullptr;
+  if (name == "avx512") return cpu_has_avx512() ? &avx512::kKernels : nullptr;
   if (name == "auto")
-    return cpu_has_avx512() ? &kAvx512Kernels : cpu_has_avx2_fma() ? &kAvx2Kernels : &kGenericKernels;
+    return cpu_has_avx512() ? &avx512::kKernels : cpu_has_avx2_fma() ? &avx2::kKernels : &generic::kKernels;
 #else
-  if (name == "auto") return &kGenericKernels;
+  if (name == "auto") return &generic::kKernels;
 #endif
   return nullptr;
 }

@@ -14,6 +14,7 @@
 namespace scorefast {
 namespace cpu {
 
+// A new op's CPU kernels take a slot here and an entry in isa_kernel_table.inc.
 struct KernelTable {
   const char* isa;
   // z for the flattened elements [begin, end) of a [P, D] tensor, as float32.
@@ -34,10 +35,18 @@ struct KernelTable {
   void (*gmm_chain)(const ChainArgs& args, int64_t begin, int64_t end);
 };
 
-extern const KernelTable kGenericKernels;
+// One table per ISA build (isa_generic.cpp, isa_avx2.cpp, isa_avx512.cpp), each defined by
+// isa_kernel_table.inc.
+namespace generic {
+extern const KernelTable kKernels;
+}
 #if defined(__x86_64__) || defined(_M_X64)
-extern const KernelTable kAvx2Kernels;
-extern const KernelTable kAvx512Kernels;
+namespace avx2 {
+extern const KernelTable kKernels;
+}
+namespace avx512 {
+extern const KernelTable kKernels;
+}
 #endif
 
 // The table in use ("auto" = the fastest this CPU supports).

@@ -1,4 +1,5 @@
-// CPU implementations of scorefast::dsm_perturb, dsm_loss, dsm_loss_backward.
+// CPU implementations of scorefast::dsm_perturb, dsm_loss, dsm_loss_backward (argument checks
+// in csrc/dsm_op.h).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -8,6 +9,7 @@
 #include <cmath>
 
 #include "../dsm_op.h"
+#include "cpu_device.h"
 #include "cpu_kernels.h"
 
 namespace scorefast {
@@ -22,10 +24,6 @@ void run_rows(const DsmArgs& args, RangeFn fn) {
   // costs more than its work)
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / D);
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
-}
-
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor for the CPU kernel, got ", t.device());
 }
 
 // sigma's values are checked here, while the kernel reads them anyway, rather than by a
@@ -47,7 +45,7 @@ void check_sigma_values(const DsmCall& call) {
 
 at::Tensor dsm_perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t seed, int64_t step,
                            int64_t particle_offset) {
-  check_cpu(x, "x");
+  CpuDevice::check(x, "x");
   DsmCall call = prepare_dsm_call(x, "x", sigma, 2.0, false, seed, step, particle_offset);
   check_sigma_values(call);
   at::Tensor out = at::empty_like(call.input, at::MemoryFormat::Contiguous);
@@ -59,7 +57,7 @@ at::Tensor dsm_perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t
 
 at::Tensor dsm_loss_cpu(const at::Tensor& pred, const at::Tensor& sigma, double power, bool eps_form,
                         int64_t seed, int64_t step, int64_t particle_offset) {
-  check_cpu(pred, "pred");
+  CpuDevice::check(pred, "pred");
   DsmCall call = prepare_dsm_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
   check_sigma_values(call);
   at::Tensor out = at::empty({call.args.batch}, pred.options().dtype(acc_dtype_of(pred)));
@@ -76,14 +74,14 @@ at::Tensor dsm_loss_cpu(const at::Tensor& pred, const at::Tensor& sigma, double 
 at::Tensor dsm_loss_backward_cpu(const at::Tensor& grad_per_sample, const at::Tensor& pred,
                                  const at::Tensor& sigma, double power, bool eps_form, int64_t seed,
                                  int64_t step, int64_t particle_offset) {
-  check_cpu(pred, "pred");
+  CpuDevice::check(pred, "pred");
   DsmCall call = prepare_dsm_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
   check_sigma_values(call);
   TORCH_CHECK(grad_per_sample.dim() == 1 && grad_per_sample.size(0) == call.args.batch,
               "grad_per_sample must have shape [B] = [", call.args.batch, "], got ", grad_per_sample.sizes());
   TORCH_CHECK(grad_per_sample.scalar_type() == acc_dtype_of(pred), "grad_per_sample must be ",
               acc_dtype_of(pred), ", got ", grad_per_sample.scalar_type());
-  check_cpu(grad_per_sample, "grad_per_sample");
+  CpuDevice::check(grad_per_sample, "grad_per_sample");
   at::Tensor g = grad_per_sample.contiguous();
   at::Tensor out = at::empty_like(call.input, at::MemoryFormat::Contiguous);
   DsmArgs args = call.args;

@@ -1,4 +1,4 @@
-// CPU implementation of scorefast::gmm_score.
+// CPU implementation of scorefast::gmm_score (argument checks in csrc/gmm_op.h).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "../gmm_op.h"
+#include "cpu_device.h"
 #include "cpu_kernels.h"
 #include "gmm_precision_gemm.h"
 
@@ -18,7 +19,7 @@ std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x, const at::
                                                  const std::optional<at::Tensor>& factor,
                                                  const at::Tensor& log_const,
                                                  const std::optional<at::Tensor>& sigma2) {
-  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor for the CPU kernel, got ", x.device());
+  CpuDevice::check(x, "x");
   GmmCall call = prepare_gmm_call(x, means, var, inv_var, factor, log_const, sigma2);
   const int64_t N = call.args.num_points, D = call.args.dim, K = call.args.num_components;
   at::Tensor score = at::empty({N, D}, x.options());

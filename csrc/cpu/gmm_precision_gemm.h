@@ -4,7 +4,7 @@
 // form needs two products (t = F^T d, then F (h . t)) of the same size. The differences are
 // formed explicitly (no expansion of |x - mu|^2), so far points lose nothing. Points go in
 // blocks whose (X - mu_k), U and running sums stay in cache; the online log-sum-exp over
-// components is the kernels' (gmm_point in chain_kernels.h).
+// components is the kernels' (gmm_point in isa_chain_kernels.inc).
 #pragma once
 
 #include <ATen/core/Tensor.h>

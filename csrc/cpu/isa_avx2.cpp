@@ -24,7 +24,6 @@
 
 #define SCOREFAST_ISA_NS avx2
 #define SCOREFAST_ISA_NAME "avx2"
-#define SCOREFAST_ISA_TABLE kAvx2Kernels
 #include "isa_x86_kernels.inc"
 
 #if defined(__clang__)

@@ -27,7 +27,6 @@
 #define SCOREFAST_ISA_AVX512 1
 #define SCOREFAST_ISA_NS avx512
 #define SCOREFAST_ISA_NAME "avx512"
-#define SCOREFAST_ISA_TABLE kAvx512Kernels
 #include "isa_x86_kernels.inc"
 
 #if defined(__clang__)

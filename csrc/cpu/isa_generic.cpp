@@ -12,11 +12,13 @@
 #include "scorefast/philox.h"
 #include "scorefast/storage.h"
 
+#define SCOREFAST_ISA_NAME "generic"
+
 namespace scorefast {
 namespace cpu {
 namespace generic {
 
-#include "noise_kernels.h"
+#include "isa_noise_kernels.inc"
 
 static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step,
                          uint64_t particle_offset, int64_t begin, int64_t n) {
@@ -46,24 +48,8 @@ static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t 
 static inline void stream_store(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
 static inline void stream_fence() {}
 
-#include "langevin_kernels.h"
-#include "gmm_kernels.h"
-#include "dsm_kernels.h"
-#include "chain_kernels.h"
+#include "isa_kernel_table.inc"
 
 }  // namespace generic
-
-const KernelTable kGenericKernels = {
-    "generic",
-    generic::normal_fill_range,
-    generic::langevin_range,
-    generic::score_clip_factors_range,
-    generic::gmm_score_range,
-    generic::dsm_perturb_range,
-    generic::dsm_loss_range,
-    generic::dsm_backward_range,
-    generic::gmm_chain_range,
-};
-
 }  // namespace cpu
 }  // namespace scorefast

@@ -24,9 +24,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "chain_launchers.h"
 #include "gmm_device.cuh"
 #include "kernel_common.cuh"
-#include "launchers.h"
 #include "quad_io.cuh"
 #include "scorefast/chain.h"
 #include "scorefast/philox.h"

@@ -22,8 +22,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dsm_launchers.h"
 #include "kernel_common.cuh"
-#include "launchers.h"
 #include "quad_io.cuh"
 #include "scorefast/dsm.h"
 #include "scorefast/philox.h"

@@ -23,8 +23,8 @@
 #include <cstdint>
 
 #include "gmm_device.cuh"
+#include "gmm_launchers.h"
 #include "kernel_common.cuh"
-#include "launchers.h"
 #include "scorefast/gmm.h"
 #include "scorefast/storage.h"
 

@@ -56,7 +56,7 @@ __device__ __forceinline__ int64_t grid_stride() {
 }
 
 // The step of the noise counter: `step`, or the low 32 bits of *step_counter read now (a
-// device value, so a replayed CUDA graph sees the current one; see launchers.h).
+// device value, so a replayed CUDA graph sees the current one; see noise_launchers.h).
 __device__ __forceinline__ uint32_t current_step(uint32_t step, const int64_t* step_counter) {
   return step_counter != nullptr ? static_cast<uint32_t>(*step_counter) : step;
 }

@@ -18,7 +18,7 @@
 #include <cstdint>
 
 #include "kernel_common.cuh"
-#include "launchers.h"
+#include "langevin_launchers.h"
 #include "quad_io.cuh"
 #include "scorefast/langevin.h"
 #include "scorefast/philox.h"
@@ -53,7 +53,7 @@ struct UpdateParams {
   uint64_t seed;
   uint64_t particle_offset;
   uint32_t step;
-  const int64_t* step_counter;  // null: step (see launchers.h)
+  const int64_t* step_counter;  // null: step (see noise_launchers.h)
 };
 
 template <typename T, int kNoise, bool kVec>

@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "kernel_common.cuh"
-#include "launchers.h"
+#include "noise_launchers.h"
 #include "scorefast/philox.h"
 
 namespace scorefast {

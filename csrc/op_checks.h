@@ -1,0 +1,55 @@
+// Argument checks every op shares (dtypes, the noise counter, the step tensor of the
+// *_counter_ ops), used by the per-op checks in csrc/<op>_op.h on every device (only
+// c10/ATen core headers).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+
+#include "scorefast/philox.h"
+#include "scorefast/storage.h"
+
+namespace scorefast {
+
+inline StorageType storage_type_of(const at::Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return StorageType::kFloat32;
+    case at::kDouble:
+      return StorageType::kFloat64;
+    case at::kHalf:
+      return StorageType::kFloat16;
+    case at::kBFloat16:
+      return StorageType::kBFloat16;
+    default:
+      TORCH_CHECK(false, name, " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
+  }
+}
+
+// The dtype of per-particle coefficient tensors: the kernel's math type.
+inline at::ScalarType acc_dtype_of(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_noise_counter(int64_t step, int64_t particle_offset) {
+  TORCH_CHECK(step >= 0 && static_cast<uint64_t>(step) <= kMaxStep,
+              "step must be in [0, 2^32) (one 32-bit counter word), got ", step);
+  TORCH_CHECK(particle_offset >= 0, "particle_offset must be >= 0, got ", particle_offset);
+}
+
+// The step tensor of the *_counter_ ops: int64 with one element, on the device of `like`.
+// Its value is read when the kernel runs (on the host for CPU tensors, where it is checked).
+inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, const char* like_name) {
+  TORCH_CHECK(step.scalar_type() == at::kLong && step.numel() == 1,
+              "step must be an int64 tensor with one element, got ", step.scalar_type(), " of shape ", step.sizes());
+  TORCH_CHECK(step.device() == like.device(), "step must be on the device of ", like_name, " (", like.device(),
+              "), got ", step.device());
+}
+
+inline void check_particle_size(int64_t D) {
+  TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ", D);
+}
+
+}  // namespace scorefast
