@@ -141,6 +141,7 @@ struct LangevinOps {
     LangevinCall call = prepare(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
                                 noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min,
                                 clamp_max, max_score_norm);
+    check_inputs_do_not_overlap(x, score, score_cond, step_size_per_particle, noise_scale_per_particle, noise);
     run_in_place<Device>(x, [&](const at::Tensor& out) { Device::run(call, out, nullptr); });
   }
 
@@ -157,10 +158,24 @@ struct LangevinOps {
     LangevinCall call = prepare(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
                                 noise_scale_per_particle, std::nullopt, seed, noise_step.value, particle_offset,
                                 clamp_min, clamp_max, max_score_norm);
+    check_inputs_do_not_overlap(x, score, score_cond, step_size_per_particle, noise_scale_per_particle,
+                                std::nullopt);
     run_in_place<Device>(x, [&](const at::Tensor& out) { Device::run(call, out, noise_step.counter); });
   }
 
  private:
+  static void check_inputs_do_not_overlap(const at::Tensor& x, const at::Tensor& score,
+                                          const std::optional<at::Tensor>& score_cond,
+                                          const std::optional<at::Tensor>& step_size_per_particle,
+                                          const std::optional<at::Tensor>& noise_scale_per_particle,
+                                          const std::optional<at::Tensor>& noise) {
+    check_no_partial_overlap(x, score, "score");
+    check_no_partial_overlap(x, score_cond, "score_cond");
+    check_no_partial_overlap(x, noise, "noise");
+    check_no_partial_overlap(x, step_size_per_particle, "step_size_per_particle");
+    check_no_partial_overlap(x, noise_scale_per_particle, "noise_scale_per_particle");
+  }
+
   // prepare_langevin_call checks that every tensor is on x's device; x must be on this one.
   static LangevinCall prepare(const at::Tensor& x, const at::Tensor& score,
                               const std::optional<at::Tensor>& score_cond, double guidance, double step_size,

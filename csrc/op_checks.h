@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdint>
+#include <optional>
 
 #include "scorefast/philox.h"
 #include "scorefast/storage.h"
@@ -50,6 +51,26 @@ inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, co
 
 inline void check_particle_size(int64_t D) {
   TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ", D);
+}
+
+// An input of an in-place update of x must not share part of x's memory (the kernels would
+// read elements they already wrote). As PyTorch's own check, only contiguous tensors are
+// decided (the kernels update others through a contiguous copy, after reading every input);
+// the same elements (score is x) are allowed: each is read before it is written.
+inline void check_no_partial_overlap(const at::Tensor& x, const std::optional<at::Tensor>& t, const char* name) {
+  if (!t.has_value() || t->device() != x.device() || !x.is_contiguous() || !t->is_contiguous() ||
+      x.numel() == 0 || t->numel() == 0 || x.storage().data() != t->storage().data()) {
+    return;
+  }
+  const auto* x0 = static_cast<const char*>(x.data_ptr());
+  const auto* t0 = static_cast<const char*>(t->data_ptr());
+  const auto* x1 = x0 + x.numel() * x.element_size();
+  const auto* t1 = t0 + t->numel() * t->element_size();
+  if (x0 == t0 && x1 == t1 && x.scalar_type() == t->scalar_type()) return;
+  TORCH_CHECK(!(x0 < t1 && t0 < x1), name,
+              " partially overlaps x in memory: the in-place update would read elements it has already written "
+              "(pass a copy, e.g. ",
+              name, ".clone())");
 }
 
 }  // namespace scorefast

@@ -206,8 +206,8 @@ def _add_train(sub) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--target", default="two_mode", choices=("two_mode", "ring8", "grid25", "anisotropic"),
-                   help="preset data distribution")
+    p.add_argument("--target", default=None, choices=("two_mode", "ring8", "grid25", "anisotropic"),
+                   help="preset data distribution (default: two_mode, or the checkpoint's with --load)")
     p.add_argument("--steps", type=int, default=3000, help="training iterations (0 with --load: sample only)")
     p.add_argument("--batch", type=int, default=512, help="training batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
@@ -234,8 +234,34 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+_TRAIN_CHECKPOINT = {"model": dict, "optimizer": dict, "sigmas": torch.Tensor, "config": dict, "step": int,
+                     "losses": list}
+
+
+def _load_train_checkpoint(args, parser_error) -> dict:
+    """The checkpoint of ``--load``, checked: read without running code, every entry present
+    and consistent with the command line (exit 2 with the reason otherwise)."""
+    from scorefast import checkpoint, targets
+
+    try:
+        state = checkpoint.load(args.load, kind="scorefast train", keys=_TRAIN_CHECKPOINT)
+    except checkpoint.CheckpointError as exc:
+        parser_error(f"--load: {exc}")
+    cfg, sigmas = state["config"], state["sigmas"]
+    if cfg.get("target") not in targets.PRESETS or cfg.get("parametrization") not in ("score", "eps") \
+            or not isinstance(cfg.get("hidden"), int) or cfg["hidden"] < 1:
+        parser_error(f"--load: {args.load!r} has an invalid config {cfg!r}")
+    if args.target is not None and args.target != cfg["target"]:
+        parser_error(f"--load: the checkpoint was trained on --target {cfg['target']}, not {args.target}")
+    if sigmas.dim() != 1 or sigmas.numel() < 1 or not bool(torch.isfinite(sigmas).all() and (sigmas > 0).all()):
+        parser_error(f"--load: {args.load!r} has invalid noise levels (sigmas must be a positive 1-D tensor)")
+    if state["step"] < 0:
+        parser_error(f"--load: {args.load!r} has a negative step count")
+    return state
+
+
 def cmd_train(args, parser_error) -> int:
-    from scorefast import targets
+    from scorefast import checkpoint, targets
     from scorefast.nn import DSMLoss, NoiseConditionalScoreNet, geometric_sigmas
     from scorefast.samplers import annealed_langevin
 
@@ -244,11 +270,12 @@ def cmd_train(args, parser_error) -> int:
     for name in ("batch", "lr", "levels", "sigma_min", "samples", "steps_per_level", "epsilon", "hidden"):
         _check_positive(getattr(args, name), name.replace("_", "-"), parser_error)
     torch.manual_seed(args.seed)
+    state = _load_train_checkpoint(args, parser_error) if args.load else None
+    if args.target is None:
+        args.target = state["config"]["target"] if state is not None else "two_mode"
     target = targets.PRESETS[args.target]()
     data = target.sample(20000, seed=args.seed).float()
-    state = None
-    if args.load:
-        state = torch.load(args.load, map_location="cpu", weights_only=False)
+    if state is not None:
         sigmas = state["sigmas"]
         cfg = state["config"]
     else:
@@ -259,8 +286,12 @@ def cmd_train(args, parser_error) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     start_step, losses = 0, []
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            parser_error(f"--load: {args.load!r} does not fit the score network "
+                         f"({str(exc).strip().splitlines()[0]})")
         start_step, losses = state["step"], list(state["losses"])
     eps_form = cfg["parametrization"] == "eps"
     loss_fn = DSMLoss(sigmas, parametrization=cfg["parametrization"], seed=args.seed, backend=args.backend)
@@ -274,9 +305,8 @@ def cmd_train(args, parser_error) -> int:
         losses.append(float(loss.detach()))
     step = start_step + args.steps
     if args.save:
-        os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "sigmas": sigmas,
-                    "config": cfg, "step": step, "losses": losses}, args.save)
+        checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "sigmas": sigmas,
+                         "config": cfg, "step": step, "losses": losses}, args.save)
 
     def score(x, sigma):  # eps-prediction networks give the score as -eps / sigma
         out = model(x, sigma)

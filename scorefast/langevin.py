@@ -19,6 +19,7 @@ import torch
 from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
+from .ops._common import partially_overlaps
 from .reference.langevin import langevin_step_ref
 
 def _coefficient(value, x: torch.Tensor, name: str):
@@ -141,6 +142,13 @@ def langevin_step(
             raise ValueError(f"clamp min ({clamp_min}) must be <= clamp max ({clamp_max})")
     if max_score_norm is not None:
         max_score_norm = _checks.check_real(max_score_norm, "max_score_norm", positive=True)
+
+    if inplace:  # as PyTorch's in-place ops: an input sharing part of x's memory is an error
+        for t, name in ((score, "score"), (score_cond, "score_cond"), (noise, "noise"), (a_t, "step_size"),
+                        (b_t, "noise_scale")):
+            if t is not None and partially_overlaps(x, t):
+                raise ValueError(f"{name} partially overlaps x in memory: the in-place update would read "
+                                 f"elements it has already written (pass a copy, e.g. {name}.clone())")
 
     if inplace and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, score, score_cond, noise, a_t, b_t)

@@ -26,7 +26,8 @@ LAYERS = [
     {"scorefast._extension", "scorefast.kernels"},
     {"scorefast.backend_registry"},
     {"scorefast.noise", "scorefast.langevin", "scorefast.gmm", "scorefast.dsm", "scorefast.chain"},
-    {"scorefast.step_graphs", "scorefast.samplers", "scorefast.targets", "scorefast.nn", "scorefast.losses"},
+    {"scorefast.step_graphs", "scorefast.samplers", "scorefast.targets", "scorefast.nn", "scorefast.losses",
+     "scorefast.checkpoint"},
     {"scorefast", "scorefast.cli", "scorefast.verify", "scorefast.benchmarks", "scorefast.testing",
      "scorefast.__main__"},
 ]

@@ -137,6 +137,17 @@ def test_gradcheck_float64():
         assert torch.autograd.gradcheck(f, (pred,))
 
 
+@pytest.mark.parametrize("form", ["score", "eps"])
+def test_second_derivatives(kernel_backend, form):
+    # Gradient penalties differentiate the loss twice: every backend's double backward must be
+    # right (its dsm_loss_backward op has its own exact backward), checked numerically.
+    x, sigma, pred = _data((3, 5), torch.float64, kernel_backend.device, seed=6)
+    pred.requires_grad_(True)
+    f = lambda p: scorefast.dsm_loss(p, x, sigma, seed=1, step=2, parametrization=form,  # noqa: E731
+                                     weighting_power=1.5, reduction="none", backend=kernel_backend.name)
+    assert torch.autograd.gradgradcheck(f, (pred,))
+
+
 def test_backward_saves_nothing_the_size_of_x_but_pred():
     x, sigma, pred = _data((8, 1000), torch.float32, "cpu", seed=5)
     pred.requires_grad_(True)

@@ -10,6 +10,7 @@ import torch
 from conftest import assert_within, langevin_tolerance
 
 import scorefast
+from scorefast import backend_registry
 from scorefast.reference import langevin_step_ref, normal_like_ref
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -409,3 +410,32 @@ def test_autograd_refuses_unsupported_gradients(kernel_backend):
         out.sum().backward()
     with pytest.raises(RuntimeError, match="does not track gradients"):
         scorefast.langevin_step_(x.clone().requires_grad_(), s, step_size=0.1, seed=1, backend=kernel_backend.name)
+
+
+def test_inplace_with_partially_overlapping_inputs_raises(kernel_backend):
+    # score = x shifted by one element: an in-place kernel would read elements it already wrote.
+    buf = torch.randn(2002, 1, device=kernel_backend.device)
+    kw = dict(step_size=0.1, seed=1, backend=kernel_backend.name)
+    for name in ("score", "noise", "score_cond"):
+        x, other = buf[:-1], buf[1:]
+        args = dict(kw, noise=other, score=x.clone()) if name == "noise" else dict(kw, score=other)
+        if name == "noise":
+            args.pop("seed")
+        if name == "score_cond":
+            args.update(score=x.clone(), score_cond=other)
+        score = args.pop("score")
+        with pytest.raises(ValueError, match=f"{name} partially overlaps x"):
+            scorefast.langevin_step_(x, score, **args)
+    # The op itself refuses it too (direct torch.ops calls).
+    op = backend_registry.op_namespace(kernel_backend.name).langevin_step_
+    with pytest.raises(RuntimeError, match="score partially overlaps x"):
+        op(buf[:-1], buf[1:], None, 1.0, 0.1, None, 0.1, None, None, 0, 0, 0, None, None, None)
+
+
+def test_inplace_with_the_score_aliasing_x(kernel_backend):
+    # Full aliasing is an elementwise read-then-write: allowed, and correct.
+    x = torch.randn(9, 5, device=kernel_backend.device)
+    want = scorefast.langevin_step(x.clone(), x.clone(), step_size=0.1, seed=3, max_score_norm=2.0, backend="reference")
+    got = scorefast.langevin_step_(x, x, step_size=0.1, seed=3, max_score_norm=2.0, backend=kernel_backend.name)
+    assert got is x
+    torch.testing.assert_close(x.cpu(), want.cpu(), rtol=1e-6, atol=1e-6)

@@ -100,13 +100,56 @@ def test_train_cli_with_checkpoint(tmp_path):
     assert cli.main(base + ["--steps", "40", "--save", str(ck), "--json", str(js)]) == 0
     first = json.loads(js.read_text())
     assert first["training_steps"] == 40 and len(first["sigmas"]) == 4
-    state = torch.load(ck, weights_only=False)
+    state = torch.load(ck, weights_only=True)  # tensors and containers only
     assert state["step"] == 40 and len(state["losses"]) == 40
     assert cli.main(base + ["--load", str(ck), "--steps", "10", "--json", str(js), "--save", str(ck)]) == 0
     assert json.loads(js.read_text())["training_steps"] == 50
     assert cli.main(base + ["--load", str(ck), "--steps", "0", "--json", str(js)]) == 0
     with pytest.raises(SystemExit):
         cli.main(base + ["--steps", "0"])
+
+
+class _RunsCode:
+    """Unpickling this object runs code (here: writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_train_load_refuses_hostile_and_broken_checkpoints(tmp_path, capsys):
+    base = ["train", "--levels", "4", "--samples", "50", "--steps-per-level", "2", "--batch", "16",
+            "--hidden", "8", "--no-plot", "--no-progress", "--steps", "0", "--load"]
+    good = tmp_path / "good.pt"
+    assert cli.main(base[:-3] + ["--steps", "2", "--save", str(good)]) == 0
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pt"
+    state = torch.load(good, weights_only=True)
+    torch.save({**state, "payload": _RunsCode(marker)}, hostile)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    wrong_target = tmp_path / "wrong_target.pt"
+    torch.save({**state, "config": {**state["config"], "target": "nowhere"}}, wrong_target)
+    bad_sigmas = tmp_path / "bad_sigmas.pt"
+    torch.save({**state, "sigmas": torch.tensor([1.0, -1.0])}, bad_sigmas)
+    cases = {hostile: "not a readable", truncated: "not a readable", empty: "is empty",
+             tmp_path / "missing.pt": "does not exist", foreign: "no 'model' entry",
+             wrong_target: "invalid config", bad_sigmas: "invalid noise levels"}
+    for path, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(base + [str(path)])
+        assert exit_info.value.code == 2, path
+        assert message in capsys.readouterr().err, path
+    assert not marker.exists(), "loading a checkpoint ran code from it"
+    with pytest.raises(SystemExit):
+        cli.main(base + [str(good), "--target", "ring8"])  # trained on two_mode
+    assert "trained on --target two_mode" in capsys.readouterr().err
 
 
 def test_ebm_example_learns_the_mixture_with_replay_buffer_sgld():

@@ -116,8 +116,8 @@ def _langevin_kernel(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, 
 # ---------------------------------------------------------------------------------------
 # Launcher: the contract's argument checks, dtype handling, then the kernels.
 
-def _check(*args) -> None:
-    contract.check_args(*args, device_type="cpu", kernels="the numba kernels")
+def _check(*args, inplace: bool = False) -> None:
+    contract.check_args(*args, inplace=inplace, device_type="cpu", kernels="the numba kernels")
 
 
 def _flat(t: torch.Tensor | None, dtype: torch.dtype, empty: np.ndarray) -> np.ndarray:
@@ -198,7 +198,7 @@ def langevin_step_(x, score, score_cond, guidance, step_size, step_size_per_part
                    max_score_norm):
     """In place into x (any strides)."""
     _check(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-           noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+           noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm, inplace=True)
     common = (x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
               noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
               max_score_norm)

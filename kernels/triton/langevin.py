@@ -131,8 +131,8 @@ def _langevin_kernel(x_ptr, s_ptr, sc_ptr, noise_ptr, out_ptr, a_pp_ptr, b_pp_pt
     tl.store(out_ptr + e, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _check_args(x, *args) -> None:
-    contract.check_args(x, *args)
+def _check_args(x, *args, inplace: bool = False) -> None:
+    contract.check_args(x, *args, inplace=inplace)
 
 
 def _run(out, x, score, score_cond, guidance, step_size, step_pp, noise_scale, noise_pp, noise,
@@ -207,7 +207,7 @@ def langevin_step_(x: torch.Tensor, score: torch.Tensor, score_cond: Optional[to
     """In-place Langevin update of x (any strides)."""
     args = (score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
             noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm)
-    _check_args(x, *args)
+    _check_args(x, *args, inplace=True)
     # A contiguous x is updated where it lies (each element is read, then written, by one
     # lane); otherwise the update goes to a contiguous copy that is written back.
     x_c = x if x.is_contiguous() else x.contiguous()

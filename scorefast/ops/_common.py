@@ -78,3 +78,25 @@ def check_particle_size(D: int) -> None:
 def check_finite(value: float, name: str) -> None:
     if not math.isfinite(value):
         fail(f"{name} must be finite, got {value}")
+
+
+def partially_overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two dense tensors share some, but not all, of their memory. Like PyTorch's own
+    overlap check, tensors that are not contiguous count as not overlapping (too costly to
+    decide; the kernels update them through a contiguous copy, which reads every input first)."""
+    if a.device != b.device or not (a.is_contiguous() and b.is_contiguous()) or a.numel() == 0 or b.numel() == 0:
+        return False
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    a1, b1 = a0 + a.numel() * a.element_size(), b0 + b.numel() * b.element_size()
+    if (a0, a1, a.dtype) == (b0, b1, b.dtype):
+        return False  # the same elements (``score is x``): each is read before it is written
+    return a0 < b1 and b0 < a1
+
+
+def check_no_partial_overlap(x: torch.Tensor, t: torch.Tensor | None, name: str) -> None:
+    """An input ``t`` of an in-place update of ``x`` must not partially overlap it."""
+    if t is not None and partially_overlaps(x, t):
+        fail(f"{name} partially overlaps x in memory: the in-place update would read elements it has "
+             f"already written (pass a copy, e.g. {name}.clone())")

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ._common import check_counter, check_device, check_finite, check_like, check_per_particle, check_storage, fail, scalar_name
+from ._common import check_counter, check_device, check_finite, check_no_partial_overlap, check_like, check_per_particle, check_storage, fail, scalar_name
 
 _ARGS = ("Tensor score, Tensor? score_cond, float guidance, float step_size, Tensor? step_size_per_particle, "
          "float noise_scale, Tensor? noise_scale_per_particle, ")
@@ -30,8 +30,9 @@ SCHEMAS = {
 
 def check_args(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
                noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm,
-               *, device_type: str | None = None, kernels: str = "") -> None:
-    """The checks of the C++ op (csrc/langevin_op.h), with its messages."""
+               *, inplace: bool = False, device_type: str | None = None, kernels: str = "") -> None:
+    """The checks of the C++ op (csrc/langevin_op.h), with its messages; ``inplace``: the op
+    writes into x, so no input may partially overlap it."""
     if x.dim() < 1:
         fail("x must have at least one dimension (dim 0 = particles), got a 0-d tensor")
     check_storage(x, "x")
@@ -59,6 +60,11 @@ def check_args(x, score, score_cond, guidance, step_size, step_size_per_particle
         fail(f"clamp_min ({clamp_min}) must be <= clamp_max ({clamp_max})")
     if max_score_norm is not None and not (math.isfinite(max_score_norm) and max_score_norm > 0):
         fail(f"max_score_norm must be finite and > 0, got {max_score_norm}")
+    if inplace:
+        for t, name in ((score, "score"), (score_cond, "score_cond"), (noise, "noise"),
+                        (step_size_per_particle, "step_size_per_particle"),
+                        (noise_scale_per_particle, "noise_scale_per_particle")):
+            check_no_partial_overlap(x, t, name)
 
 
 def _fake(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
