@@ -6,7 +6,7 @@ steps (csrc/include/scorefast/chain.h): ULA with a step-size schedule, annealed 
 sigma_L^2, the score of the sigma_i-noised mixture), or MALA with per-particle acceptance
 counts. The noise follows the contract: the chain equals T calls of langevin_step with
 gmm_score in between, whatever the chunking of particles. Kernels: C++ (CPU), numba
-(numba_kernels/chain.py) and Triton (triton_kernels/chain.py).
+(kernels/numba/chain.py) and Triton (kernels/triton/chain.py).
 """
 from __future__ import annotations
 

@@ -174,6 +174,24 @@ def test_far_points_tiny_variances_zero_weights(kernel_backend):
             assert_budget(log_p, ref_l, tol_l, f"log_prob {mix}")
 
 
+@pytest.mark.parametrize("preset", ["ring8", "grid25", "two_mode"])
+def test_reference_right_far_from_the_modes(preset):
+    # Far away every component's log-joint is ~-1e34 and log-sum-exp rounds away log(number of
+    # near ties): the responsibilities must still sum to one, so the score is that of the
+    # nearest components, -(x - mu) / var, not K times it.
+    from scorefast.reference.gmm import gmm_score_ref
+    from scorefast.targets import PRESETS
+
+    mix = PRESETS[preset]()
+    x = torch.tensor([[1e17, 1e17], [-3e16, 5e15]], dtype=torch.float64)
+    score, log_p = gmm_score_ref(x, mix.means, mix.log_weights, mix.kind, mix.cov)
+    assert torch.isfinite(score).all() and torch.isfinite(log_p).all()
+    # |x - mu| / var within a relative 1e-6 of |x| / var (the means are O(1), |x| >= 5e15)
+    lo, hi = x.abs() / mix.cov.max().item() * (1 - 1e-6), x.abs() / mix.cov.min().item() * (1 + 1e-6)
+    assert ((score.abs() >= lo) & (score.abs() <= hi)).all(), (score, x)
+    assert (torch.sign(score) == -torch.sign(x)).all()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_nan_stays_in_its_row(kernel_backend, kind):
     _require_gmm(kernel_backend)

@@ -1,5 +1,5 @@
 // CUDA kernels of gmm_chain (see scorefast/chain.h): one thread per particle runs all T
-// steps, the state kept local between steps, as the CPU kernel (csrc/cpu/chain_kernels.h):
+// steps, the state kept local between steps, as the CPU kernel (csrc/cpu/isa_chain_kernels.inc):
 //
 //   ULA / annealed:  x <- round(x + a_t s_t(x) + sqrt(2 a_t) z),  s_t: mixture noised by sigma2_t
 //   MALA:            y = round(x + a_t s(x) + sqrt(2 a_t) z), accepted when log u < log alpha

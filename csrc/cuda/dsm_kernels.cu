@@ -11,7 +11,7 @@
 //   the warps of a block). The squares are accumulated in double for every storage type.
 //   A NaN in a sample's prediction makes that sample's loss NaN and no other.
 //
-// Arithmetic matches the C++ CPU kernels (csrc/cpu/dsm_kernels.h) operation for operation:
+// Arithmetic matches the C++ CPU kernels (csrc/cpu/isa_dsm_kernels.inc) operation for operation:
 // the residual and the outputs use explicitly rounded adds/multiplies (no FMA contraction),
 // 1 / sigma_b is a correctly rounded division, sigma_b^p is the double pow rounded to the
 // acc type, and Box-Muller uses the precise logf / sqrtf / cosf / sinf. Do not build with

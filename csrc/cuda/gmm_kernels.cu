@@ -1,5 +1,5 @@
 // CUDA kernels of gmm_score (see scorefast/gmm.h): per point, stream over the components
-// with an online log-sum-exp, exactly as the CPU kernel (csrc/cpu/gmm_kernels.h) does (the
+// with an online log-sum-exp, exactly as the CPU kernel (csrc/cpu/isa_gmm_kernels.inc) does (the
 // update per component is spelled out in gmm_device.cuh).
 //
 // Two designs:

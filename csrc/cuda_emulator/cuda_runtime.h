@@ -1,6 +1,6 @@
 // Host emulation of the part of the CUDA runtime and device language the scorefast
 // kernels use, so csrc/cuda/*.cu can be compiled by a C++ compiler and run on CPU
-// tensors (scorefast/cuda_emulator.py builds it; tests run the `cuda` backend through it
+// tensors (scorefast/testing/cuda_emulator.py builds it; tests run the `cuda` backend through it
 // when no GPU is present). It stands in for <cuda_runtime.h> on the include path.
 //
 // Semantics kept: every thread of a block runs as a cooperative fiber, so __syncthreads,
@@ -111,7 +111,7 @@ T shuffle(unsigned int mask, T value, int source_lane) {
 }
 
 // kernel<<<grid, block, smem, stream>>>(args) is rewritten to launch(kernel, grid, block,
-// smem, stream)(args) by scorefast/cuda_emulator.py.
+// smem, stream)(args) by scorefast/testing/cuda_emulator.py.
 template <typename... Params>
 struct Launch {
   void (*kernel)(Params...);

@@ -1,6 +1,6 @@
 """exp and log for loops that vectorise: numba's math.exp / math.log on float32 are calls
 into libm, which keep a loop scalar (and expf's underflow path is slow). The float32 forms
-here are the C++ kernels' polynomials (Cephes expf / logf, ~1 ulp; csrc/cpu/gmm_kernels.h),
+here are the C++ kernels' polynomials (Cephes expf / logf, ~1 ulp; csrc/cpu/isa_gmm_kernels.inc),
 branch-free, with float <-> int bit casts as LLVM intrinsics. float64 keeps libm.
 
     vexp(x): exp(x) for x <= 88 (inf from 88.4 on); NaN stays NaN. 0 below -87, where the

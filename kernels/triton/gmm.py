@@ -2,7 +2,7 @@
 meaning as every backend: csrc/include/scorefast/gmm.h).
 
 Per point, the components are streamed with an online log-sum-exp, as in the C++ kernel
-(csrc/cpu/gmm_kernels.h):
+(csrc/cpu/isa_gmm_kernels.inc):
 
     l_k = log_const_k - (quad_k + log_det_k) / 2,   quad_k = sum_d h_kd t_d^2,
     t = F_k^T (x - mu_k) (x - mu_k without a factor),

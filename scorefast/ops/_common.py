@@ -80,10 +80,17 @@ def check_finite(value: float, name: str) -> None:
         fail(f"{name} must be finite, got {value}")
 
 
+def _holds_memory(t: torch.Tensor) -> bool:
+    # Tensor subclasses used for tracing (fake, functional) have no data pointer to compare.
+    return type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type != "meta"
+
+
 def partially_overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two dense tensors share some, but not all, of their memory. Like PyTorch's own
     overlap check, tensors that are not contiguous count as not overlapping (too costly to
     decide; the kernels update them through a contiguous copy, which reads every input first)."""
+    if not (_holds_memory(a) and _holds_memory(b)):
+        return False  # fake or meta tensors while tracing: nothing is written yet
     if a.device != b.device or not (a.is_contiguous() and b.is_contiguous()) or a.numel() == 0 or b.numel() == 0:
         return False
     if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():

@@ -64,6 +64,8 @@ def gmm_score_ref(x: torch.Tensor, means: torch.Tensor, log_weights: torch.Tenso
     """
     log_joint, scores = gmm_log_joint_ref(x, means, log_weights, kind, cov, sigma, dtype)
     log_p = torch.logsumexp(log_joint, dim=1)
-    r = torch.exp(log_joint - log_p[:, None])
+    # Normalised explicitly: far from the modes log p rounds away log(number of near-tied
+    # components), and exp(log_joint - log p) would then sum to up to K instead of 1.
+    r = torch.softmax(log_joint, dim=1)
     score = (r[:, :, None] * scores).sum(1)
     return score, log_p
