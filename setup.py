@@ -12,6 +12,7 @@ Environment knobs:
     TORCH_CUDA_ARCH_LIST         CUDA architectures (default: those of the visible GPUs)
     MAX_JOBS                     parallel compile jobs
 """
+
 import glob
 import os
 import re

@@ -7,6 +7,7 @@ bench_samplers.py (two-mode ULA, grid25 annealed Langevin, 64-D and 32-D full MA
 Prints one table (particle-steps/s and the speed-up over the eager loop) and writes JSON
 with the machine named to bench/results/ of the source checkout (``--out`` elsewhere).
 """
+
 import sys
 
 import torch
@@ -19,8 +20,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     path = harness.result_path("gmm_chain", device, args.out, parser.error)
-    result = chain.run_gmm_chain_bench(quick=args.quick, compile_reference=not args.no_compile, device=device,
-                                       backends=harness.parse_backends(args.backends))
+    result = chain.run_gmm_chain_bench(
+        quick=args.quick,
+        compile_reference=not args.no_compile,
+        device=device,
+        backends=harness.parse_backends(args.backends),
+    )
     harness.report(result, chain.format_table(result), path)
     return 0
 

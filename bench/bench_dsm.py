@@ -7,6 +7,7 @@ eager PyTorch, torch.compile of it, the reference and every scorefast backend, f
 Prints one table and writes JSON with the machine named to bench/results/ of the source
 checkout (``--out`` elsewhere), as ``scorefast bench --op dsm_loss`` does.
 """
+
 import sys
 
 import torch
@@ -19,9 +20,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     path = harness.result_path("dsm_loss", device, args.out, parser.error)
-    result = dsm.run_dsm_bench(shapes=dsm.shapes(args.quick), device=device,
-                               backends=harness.parse_backends(args.backends),
-                               compile_reference=not args.no_compile, quick=args.quick)
+    result = dsm.run_dsm_bench(
+        shapes=dsm.shapes(args.quick),
+        device=device,
+        backends=harness.parse_backends(args.backends),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+    )
     harness.report(result, dsm.format_table(result), path)
     return 0
 

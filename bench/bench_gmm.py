@@ -7,6 +7,7 @@ every scorefast backend, for (N, K, D) in {(1e5, 2, 2), (1e5, 25, 2), (1e4, 64, 
 Prints one table and writes JSON with the machine named to bench/results/ of the source
 checkout (``--out`` elsewhere).
 """
+
 import sys
 
 import torch
@@ -19,9 +20,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     path = harness.result_path("gmm_score", device, args.out, parser.error)
-    result = gmm.run_gmm_bench(sizes=gmm.sizes(args.quick), device=device,
-                               backends=harness.parse_backends(args.backends),
-                               compile_reference=not args.no_compile, quick=args.quick)
+    result = gmm.run_gmm_bench(
+        sizes=gmm.sizes(args.quick),
+        device=device,
+        backends=harness.parse_backends(args.backends),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+    )
     harness.report(result, gmm.format_table(result), path)
     return 0
 

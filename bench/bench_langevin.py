@@ -5,6 +5,7 @@
 Prints one table and writes JSON with the machine named to bench/results/ of the source
 checkout (``--out`` elsewhere), as ``scorefast bench`` does.
 """
+
 import sys
 
 import torch
@@ -16,8 +17,9 @@ def main(argv=None) -> int:
     parser = harness.argument_parser(__doc__, quick_help="sizes 2^10..2^20 and fewer repeats")
     parser.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
     parser.add_argument("--max-log2", type=int, default=26, help="largest size, log2 of elements")
-    parser.add_argument("--particle-size", type=int, default=1024,
-                        help="elements per particle (the tensor is (n / size, size))")
+    parser.add_argument(
+        "--particle-size", type=int, default=1024, help="elements per particle (the tensor is (n / size, size))"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = langevin.sizes(args.min_log2, args.max_log2, args.quick)
@@ -25,9 +27,14 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     device = torch.device(args.device)
     path = harness.result_path(langevin.result_name(args.particle_size), device, args.out, parser.error)
-    result = langevin.run_langevin_bench(sizes, device, backends=harness.parse_backends(args.backends),
-                                         compile_reference=not args.no_compile, quick=args.quick,
-                                         particle_size=args.particle_size)
+    result = langevin.run_langevin_bench(
+        sizes,
+        device,
+        backends=harness.parse_backends(args.backends),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+        particle_size=args.particle_size,
+    )
     harness.report(result, langevin.format_table(result), path)
     return 0
 

@@ -8,6 +8,7 @@ random 64-D and 32-D full-covariance mixtures with MALA.
 Prints one table and writes JSON with the machine named to bench/results/ of the source
 checkout (``--out`` elsewhere). bench_chain.py times gmm_chain on each backend instead.
 """
+
 import sys
 
 import torch

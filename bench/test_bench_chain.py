@@ -4,21 +4,23 @@
 The other tests run bench_chain.py and bench_samplers.py on tiny chains, one per method,
 and check their JSON (never the speed).
 """
-import json
 
-import pytest
-import torch
+import json
 
 import bench_chain
 import bench_samplers
+import pytest
+import torch
+
 import scorefast
 from scorefast.benchmarks import chain
 
 
 def _tiny(cases):
     """The first ULA, the annealed and the full-covariance MALA case, 16 particles, a few steps."""
-    return [dict(c, N=16, **({"steps": 4} if "steps" in c else {"per_level": 2}))
-            for c in (cases[0], cases[2], cases[4])]
+    return [
+        dict(c, N=16, **({"steps": 4} if "steps" in c else {"per_level": 2})) for c in (cases[0], cases[2], cases[4])
+    ]
 
 
 TINY_CASES = _tiny(chain.cases(quick=True))
@@ -31,8 +33,14 @@ def test_two_mode_chain(benchmark, provider):
     if provider == "eager loop":
         fn = chain.eager_loop(case, x0)
     else:
-        fn = lambda: scorefast.gmm_chain(x0, case["target"], steps=case["steps"], step_size=case["a"],  # noqa: E731
-                                         seed=1, backend=provider)
+        fn = lambda: scorefast.gmm_chain(
+            x0,
+            case["target"],
+            steps=case["steps"],
+            step_size=case["a"],  # noqa: E731
+            seed=1,
+            backend=provider,
+        )
     benchmark.group = "two-mode ULA, 1000 particles x 100 steps"
     benchmark(fn)
 
@@ -41,7 +49,8 @@ def _check_rows(r, cases, providers):
     assert r["machine"] and {"device", "torch", "threads", "date"} <= set(r)
     assert r["providers"] == providers
     assert [(row["case"], row["N"], row["steps"]) for row in r["rows"]] == [
-        (c["name"], 16, len(chain.schedule(c))) for c in cases]
+        (c["name"], 16, len(chain.schedule(c))) for c in cases
+    ]
     for row in r["rows"]:
         assert {"D", "K"} <= set(row) and list(row["times"]) == providers
         for t in row["times"].values():

@@ -3,12 +3,13 @@
 
 The last test runs bench_dsm.py on tiny shapes and checks its JSON (never the speed).
 """
+
 import json
 
+import bench_dsm
 import pytest
 import torch
 
-import bench_dsm
 import scorefast
 from scorefast.benchmarks import dsm
 from scorefast.benchmarks.baselines import eager_dsm

@@ -3,12 +3,13 @@
 The last test runs bench_gmm.py on one tiny case per covariance kind and checks its JSON
 (never the speed).
 """
+
 import json
 
+import bench_gmm
 import pytest
 import torch
 
-import bench_gmm
 import scorefast
 from scorefast.benchmarks import gmm
 from scorefast.benchmarks.baselines import gmm_matmul
@@ -41,7 +42,8 @@ def test_gmm_script_writes_json(tmp_path, monkeypatch, capsys):
     assert r["op"] == "gmm_score" and r["machine"] and r["dtype"] == "float32"
     assert r["providers"] == ["direct", "matmul", "cpp"]
     assert [(row["kind"], row["N"], row["K"], row["D"]) for row in r["rows"]] == [
-        (kind, 64, 3, 5) for kind in gmm.KINDS]
+        (kind, 64, 3, 5) for kind in gmm.KINDS
+    ]
     for row in r["rows"]:
         assert row["best_torch_s"] == min(row["times"][p]["median"] for p in ("direct", "matmul"))
         for t in row["times"].values():

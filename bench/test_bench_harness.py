@@ -1,15 +1,16 @@
 """The benchmark harness: result paths independent of the working directory, a clear error
 outside a source checkout, the providers it times and the table layout."""
-import os
 
-import pytest
-import torch
+import os
 
 import bench_chain
 import bench_dsm
 import bench_gmm
 import bench_langevin
 import bench_samplers
+import pytest
+import torch
+
 from scorefast import backend_registry
 from scorefast.benchmarks import harness
 
@@ -50,7 +51,9 @@ def test_emulated_backends_and_the_reference_are_never_timed(monkeypatch):
 
 
 def test_table_columns_are_aligned_and_space_separated():
-    columns = [harness.Column("name", 6, lambda r: r["name"], align="<"),
-               harness.Column("ms", 8, lambda r: f"{r['ms']:.3f}")]
+    columns = [
+        harness.Column("name", 6, lambda r: r["name"], align="<"),
+        harness.Column("ms", 8, lambda r: f"{r['ms']:.3f}"),
+    ]
     table = harness.format_table("title", columns, [{"name": "ab", "ms": 1.5}, {"name": "abcdefgh", "ms": 12.25}])
     assert table.splitlines() == ["title", "name         ms", "ab        1.500", "abcdefgh   12.250"]

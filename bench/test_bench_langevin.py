@@ -4,20 +4,19 @@ Each size is timed for eager PyTorch, torch.compile of it and the scorefast back
 available on the CPU; compare the rows of one run (``--benchmark-group-by=param:numel``).
 The last test runs bench_langevin.py at tiny sizes and checks its JSON (never the speed).
 """
+
 import json
 
+import bench_langevin
 import pytest
 import torch
 
-import bench_langevin
 import scorefast
 from scorefast import backend_registry
 from scorefast.benchmarks.baselines import eager_langevin
 
 SIZES = [2**14, 2**20, 2**24]
-PROVIDERS = ["eager", "torch.compile"] + [
-    n for n in ("cpp", "numba") if backend_registry.status(n).available
-]
+PROVIDERS = ["eager", "torch.compile"] + [n for n in ("cpp", "numba") if backend_registry.status(n).available]
 _compiled = torch.compile(eager_langevin, dynamic=False)
 
 
@@ -32,8 +31,15 @@ def test_langevin_step(benchmark, numel, provider):
     elif provider == "torch.compile":
         fn = lambda: _compiled(x, s, a, b)  # noqa: E731
     else:
-        fn = lambda: scorefast.langevin_step(x, s, step_size=a, noise_scale=b, seed=1, step=3,  # noqa: E731
-                                             backend=provider)
+        fn = lambda: scorefast.langevin_step(
+            x,
+            s,
+            step_size=a,
+            noise_scale=b,
+            seed=1,
+            step=3,  # noqa: E731
+            backend=provider,
+        )
     fn()
     benchmark.group = f"langevin_step numel={numel}"
     benchmark(fn)
@@ -41,8 +47,23 @@ def test_langevin_step(benchmark, numel, provider):
 
 def test_langevin_script_writes_json(tmp_path, capsys):
     path = tmp_path / "l.json"
-    assert bench_langevin.main(["--min-log2", "8", "--max-log2", "9", "--particle-size", "64", "--quick",
-                                "--no-compile", "--out", str(path)]) == 0
+    assert (
+        bench_langevin.main(
+            [
+                "--min-log2",
+                "8",
+                "--max-log2",
+                "9",
+                "--particle-size",
+                "64",
+                "--quick",
+                "--no-compile",
+                "--out",
+                str(path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("langevin_step on ") and f"results: {path}" in out
     r = json.loads(path.read_text())
@@ -54,5 +75,13 @@ def test_langevin_script_writes_json(tmp_path, capsys):
     for row in r["rows"]:
         assert row["bytes"] == 12 * row["numel"] and list(row["times"]) == r["providers"]
         for t in row["times"].values():
-            assert {"median", "p20", "p80", "reps", "gbps", "elements_per_s", "fraction_of_copy_bw",
-                    "speedup_vs_eager"} <= set(t)
+            assert {
+                "median",
+                "p20",
+                "p80",
+                "reps",
+                "gbps",
+                "elements_per_s",
+                "fraction_of_copy_bw",
+                "speedup_vs_eager",
+            } <= set(t)

@@ -23,15 +23,14 @@ struct ChainCall {
 };
 
 inline void check_on_device_of_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
-  TORCH_CHECK(t.device() == x.device(), name, " must be on the device of x (", x.device(), "), got ",
-              t.device());
+  TORCH_CHECK(t.device() == x.device(), name, " must be on the device of x (", x.device(), "), got ", t.device());
 }
 
 inline ChainCall prepare_chain_call(const at::Tensor& x, const at::Tensor& means, const at::Tensor& var,
                                     const at::Tensor& log_const, const std::optional<at::Tensor>& factor,
-                                    const at::Tensor& step_size, const at::Tensor& sigma2, bool mala,
-                                    int64_t seed, int64_t step_offset, int64_t particle_offset,
-                                    int64_t trajectory_every, const std::optional<at::Tensor>& trajectory,
+                                    const at::Tensor& step_size, const at::Tensor& sigma2, bool mala, int64_t seed,
+                                    int64_t step_offset, int64_t particle_offset, int64_t trajectory_every,
+                                    const std::optional<at::Tensor>& trajectory,
                                     const std::optional<at::Tensor>& accepted) {
   TORCH_CHECK(x.is_contiguous(), "x must be contiguous (the chain updates it in place)");
   ChainCall call;

@@ -18,18 +18,16 @@ struct DsmCall {
   DsmArgs args;
 };
 
-inline DsmCall prepare_dsm_call(const at::Tensor& input, const char* input_name, const at::Tensor& sigma,
-                                double power, bool eps_form, int64_t seed, int64_t step,
-                                int64_t particle_offset) {
+inline DsmCall prepare_dsm_call(const at::Tensor& input, const char* input_name, const at::Tensor& sigma, double power,
+                                bool eps_form, int64_t seed, int64_t step, int64_t particle_offset) {
   TORCH_CHECK(input.dim() >= 1, input_name, " must have at least one dimension (dim 0 = samples)");
   const StorageType dtype = storage_type_of(input, input_name);
   const int64_t B = input.size(0);
-  TORCH_CHECK(sigma.dim() == 1 && sigma.size(0) == B, "sigma must have shape [B] = [", B, "], got ",
-              sigma.sizes());
-  TORCH_CHECK(sigma.device() == input.device(), "sigma must be on the device of ", input_name, " (",
-              input.device(), "), got ", sigma.device());
-  TORCH_CHECK(sigma.scalar_type() == acc_dtype_of(input), "sigma must be ", acc_dtype_of(input), " for ",
-              input_name, " of dtype ", input.scalar_type(), ", got ", sigma.scalar_type());
+  TORCH_CHECK(sigma.dim() == 1 && sigma.size(0) == B, "sigma must have shape [B] = [", B, "], got ", sigma.sizes());
+  TORCH_CHECK(sigma.device() == input.device(), "sigma must be on the device of ", input_name, " (", input.device(),
+              "), got ", sigma.device());
+  TORCH_CHECK(sigma.scalar_type() == acc_dtype_of(input), "sigma must be ", acc_dtype_of(input), " for ", input_name,
+              " of dtype ", input.scalar_type(), ", got ", sigma.scalar_type());
   TORCH_CHECK(std::isfinite(power), "power must be finite, got ", power);
   check_noise_counter(step, particle_offset);
   DsmCall c;

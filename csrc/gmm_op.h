@@ -17,10 +17,8 @@ struct GmmCall {
   GmmArgs args;
 };
 
-inline void check_param(const at::Tensor& t, const at::Tensor& x, const char* name,
-                        at::IntArrayRef shape) {
-  TORCH_CHECK(t.device() == x.device(), name, " must be on the device of x (", x.device(), "), got ",
-              t.device());
+inline void check_param(const at::Tensor& t, const at::Tensor& x, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK(t.device() == x.device(), name, " must be on the device of x (", x.device(), "), got ", t.device());
   TORCH_CHECK(t.scalar_type() == acc_dtype_of(x), name, " must be ", acc_dtype_of(x), " for x of dtype ",
               x.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
@@ -36,8 +34,8 @@ inline GmmCall prepare_gmm_call(const at::Tensor& x, const at::Tensor& means, co
   TORCH_CHECK(K >= 1, "the mixture is empty: means must have at least one component (K >= 1)");
   TORCH_CHECK(D >= 1, "x must have at least one coordinate (D >= 1), got ", x.sizes());
   check_param(means, x, "means", {K, D});
-  TORCH_CHECK(var.dim() == 2 && (var.size(1) == 1 || var.size(1) == D),
-              "var must have shape [K, 1] or [K, D] = [", K, ", ", D, "], got ", var.sizes());
+  TORCH_CHECK(var.dim() == 2 && (var.size(1) == 1 || var.size(1) == D), "var must have shape [K, 1] or [K, D] = [", K,
+              ", ", D, "], got ", var.sizes());
   check_param(var, x, "var", {K, var.size(1)});
   check_param(inv_var, x, "inv_var", var.sizes());
   if (factor.has_value()) check_param(*factor, x, "factor", {K, D, D});

@@ -50,7 +50,8 @@ inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, co
 }
 
 inline void check_particle_size(int64_t D) {
-  TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ", D);
+  TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ",
+              D);
 }
 
 // An input of an in-place update of x must not share part of x's memory (the kernels would
@@ -58,8 +59,8 @@ inline void check_particle_size(int64_t D) {
 // decided (the kernels update others through a contiguous copy, after reading every input);
 // the same elements (score is x) are allowed: each is read before it is written.
 inline void check_no_partial_overlap(const at::Tensor& x, const std::optional<at::Tensor>& t, const char* name) {
-  if (!t.has_value() || t->device() != x.device() || !x.is_contiguous() || !t->is_contiguous() ||
-      x.numel() == 0 || t->numel() == 0 || x.storage().data() != t->storage().data()) {
+  if (!t.has_value() || t->device() != x.device() || !x.is_contiguous() || !t->is_contiguous() || x.numel() == 0 ||
+      t->numel() == 0 || x.storage().data() != t->storage().data()) {
     return;
   }
   const auto* x0 = static_cast<const char*>(x.data_ptr());

@@ -23,10 +23,10 @@ bool built_with_cuda() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "scorefast compiled kernels (ops are under torch.ops.scorefast)";
   m.def("built_with_cuda", &built_with_cuda, "Whether the CUDA kernels were compiled in.");
-  m.def("cpu_isa", [] { return std::string(scorefast::cpu::kernels().isa); },
-        "Instruction set of the CPU kernels in use ('avx2' or 'generic').");
-  m.def("supported_cpu_isas", &scorefast::cpu::supported_isas,
-        "CPU kernel builds this machine can run.");
+  m.def(
+      "cpu_isa", [] { return std::string(scorefast::cpu::kernels().isa); },
+      "Instruction set of the CPU kernels in use ('avx2' or 'generic').");
+  m.def("supported_cpu_isas", &scorefast::cpu::supported_isas, "CPU kernel builds this machine can run.");
   m.def("select_cpu_isa", &scorefast::cpu::select_isa, pybind11::arg("name"),
         "Use the 'auto', 'generic' or 'avx2' CPU kernels; returns False if unsupported here.");
 }

@@ -6,6 +6,7 @@ SGLD and a replay buffer (every SGLD update is scorefast's fused step).
 Loss: E(x_data) - E(x_negative) + alpha (E(x_data)^2 + E(x_negative)^2) (the small
 regulariser keeps energies near 0). Data are scaled into [-1, 1], where the buffer lives.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,20 +20,30 @@ from scorefast.samplers import SGLDReplayBuffer
 
 
 def energy_net(hidden: int = 64) -> nn.Module:
-    return nn.Sequential(nn.Linear(2, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                         nn.Linear(hidden, 1), nn.Flatten(0))
+    return nn.Sequential(
+        nn.Linear(2, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1), nn.Flatten(0)
+    )
 
 
-def train(steps: int = 2000, batch: int = 256, lr: float = 1e-3, alpha: float = 0.1, seed: int = 0,
-          sgld_steps: int = 30, step_size: float = 1.0, noise_scale: float = 0.01):
+def train(
+    steps: int = 2000,
+    batch: int = 256,
+    lr: float = 1e-3,
+    alpha: float = 0.1,
+    seed: int = 0,
+    sgld_steps: int = 30,
+    step_size: float = 1.0,
+    noise_scale: float = 0.01,
+):
     torch.manual_seed(seed)
     mix = targets.two_mode_2d()
     scale = 5.0  # modes at (+-2, 0) with unit variance fit in [-1, 1] after / 5
     data = (mix.sample(20000, seed=seed) / scale).float().clamp(-1, 1)
     model = energy_net()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.0, 0.999))
-    buffer = SGLDReplayBuffer((2,), size=5000, steps=sgld_steps, step_size=step_size,
-                              noise_scale=noise_scale, max_grad_norm=None, seed=seed)
+    buffer = SGLDReplayBuffer(
+        (2,), size=5000, steps=sgld_steps, step_size=step_size, noise_scale=noise_scale, max_grad_norm=None, seed=seed
+    )
     g = torch.Generator().manual_seed(seed + 1)
     losses = []
     for _ in range(steps):

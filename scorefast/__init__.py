@@ -4,10 +4,13 @@ Every op has a pure-PyTorch reference (``scorefast.reference``) that defines it,
 kernels on several backends (``scorefast.backends()``) that match it up to float
 rounding, because the noise is counter-based (``scorefast.noise``).
 """
-from . import _extension  # noqa: F401  (loads the compiled ops, warns once if missing)
-from . import reference
+
+from . import (
+    _extension,  # noqa: F401  (loads the compiled ops, warns once if missing)
+    reference,
+    targets,
+)
 from .backend_registry import backends
-from . import targets
 from .chain import gmm_chain
 from .dsm import dsm_loss, dsm_perturb
 from .gmm import gmm_score

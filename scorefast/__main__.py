@@ -1,4 +1,5 @@
 """``python -m scorefast ...``: the command line (``scorefast --help``)."""
+
 import sys
 
 from .cli import main

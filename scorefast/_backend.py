@@ -1,8 +1,9 @@
 """What a backend says about itself to the registry (``scorefast.backend_registry``)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Argument checks shared by the public functions: every error names the argument and
 what was expected."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,9 @@ def check_float_tensor(t, name: str, *, min_dim: int = 1) -> None:
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
     if t.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s) (dim 0 = particles), got shape {list(t.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s) (dim 0 = particles), got shape {list(t.shape)}"
+        )
 
 
 def check_like(x: torch.Tensor, t, name: str) -> None:
@@ -92,12 +95,15 @@ def check_step_tensor(step: torch.Tensor, device: torch.device) -> torch.Tensor:
     return step
 
 
-def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive: bool = False,
-                       check_values: bool = True) -> None:
+def check_per_particle(
+    t: torch.Tensor, x: torch.Tensor, name: str, *, positive: bool = False, check_values: bool = True
+) -> None:
     """``t`` is a float [P] tensor on x's device with finite values >= 0 (> 0 if ``positive``;
     ``check_values=False`` when the kernel that reads them checks the values itself)."""
     if t.dim() != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} tensor must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}")
+        raise ValueError(
+            f"{name} tensor must have shape [P] = [{x.shape[0]}] (one value per particle), got {list(t.shape)}"
+        )
     if t.device != x.device:
         raise ValueError(f"{name} tensor must be on the device of x ({x.device}), got {t.device}")
     if not (t.dtype.is_floating_point):
@@ -111,6 +117,7 @@ def check_per_particle(t: torch.Tensor, x: torch.Tensor, name: str, *, positive:
             i = int(bad.nonzero()[0, 0])
             bound = "> 0" if positive else ">= 0"
             raise ValueError(f"{name} must be finite and {bound} for every particle, got {t[i].item()} at particle {i}")
+
 
 def is_mixture(mixture) -> bool:
     """Whether ``mixture`` is a ``scorefast.targets.GaussianMixture`` (recognised by what the

@@ -1,4 +1,5 @@
 """Environment switches read by several layers (kept at the bottom so that any layer may ask)."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ The C++ code only registers kernels (``TORCH_LIBRARY_IMPL``); the schemas of its
 loaded. A missing or broken build never makes ``import scorefast`` fail: it warns once and the
 ``cpp`` and ``cuda`` backends report themselves unavailable with the reason.
 """
+
 from __future__ import annotations
 
 import warnings

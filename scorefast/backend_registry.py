@@ -12,6 +12,7 @@ Backends:
 tensors: cuda, then triton, then reference. A backend asked for by name that cannot run
 raises an error naming what is missing; it never silently falls back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,16 @@ _BACKENDS = {b.name: b for b in (_extension.CPP, _extension.CUDA, _triton_kernel
 # when SCOREFAST_CUDA_EMULATOR asks for it; it then stands in for the cuda backend.
 _CUDA_EMULATOR_MODULE = "scorefast.testing.cuda_emulator"
 
-__all__ = ["BackendStatus", "backends", "status", "resolve", "has_op", "op_namespace", "is_emulated",
-           "triton_interpreting"]
+__all__ = [
+    "BackendStatus",
+    "backends",
+    "status",
+    "resolve",
+    "has_op",
+    "op_namespace",
+    "is_emulated",
+    "triton_interpreting",
+]
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ def _backend(name: str) -> Backend:
     return _BACKENDS[name]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _status_cached(name: str, interpreting: bool, emulating: bool) -> BackendStatus:
     if name == "reference":
         return BackendStatus("reference", True, ("cpu", "cuda"), "pure PyTorch")

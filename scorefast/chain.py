@@ -8,6 +8,7 @@ counts. The noise follows the contract: the chain equals T calls of langevin_ste
 gmm_score in between, whatever the chunking of particles. Kernels: C++ (CPU), numba
 (kernels/numba/chain.py) and Triton (kernels/triton/chain.py).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -15,10 +16,11 @@ from typing import NamedTuple
 import torch
 
 from . import _checks
-from .gmm import gmm_score
 from . import backend_registry as backends
+from .gmm import gmm_score
 from .noise import random_seed
 from .reference.chain import gmm_chain_ref
+
 
 class ChainResult(NamedTuple):
     """x (N, D) after the chain; accepted (N,) int64 MALA acceptances (None otherwise);
@@ -39,7 +41,9 @@ def _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon):
         else:
             if steps is None:
                 raise TypeError("steps is required with a scalar step_size")
-            a = [_checks.check_real(step_size, "step_size", positive=True)] * _checks.check_int(steps, "steps", 0, 2**32 - 1)
+            a = [_checks.check_real(step_size, "step_size", positive=True)] * _checks.check_int(
+                steps, "steps", 0, 2**32 - 1
+            )
         if any(not (v > 0) for v in a):
             raise ValueError("step sizes must be > 0")
         return a, None
@@ -56,10 +60,23 @@ def _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon):
     return a, [s for s in sig for _ in range(T)]
 
 
-def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | None = None, step_size=None,
-              sigmas=None, steps_per_level: int = 100, epsilon: float = 2e-5, final_denoise: bool = False,
-              seed: int | None = None, step_offset: int = 0, particle_offset: int = 0, trajectory_every: int = 0,
-              backend: str = "auto") -> ChainResult:
+def gmm_chain(
+    x: torch.Tensor,
+    mixture,
+    *,
+    method: str = "ula",
+    steps: int | None = None,
+    step_size=None,
+    sigmas=None,
+    steps_per_level: int = 100,
+    epsilon: float = 2e-5,
+    final_denoise: bool = False,
+    seed: int | None = None,
+    step_offset: int = 0,
+    particle_offset: int = 0,
+    trajectory_every: int = 0,
+    backend: str = "auto",
+) -> ChainResult:
     """Run a whole Langevin chain on a Gaussian-mixture target.
 
     Args:
@@ -94,8 +111,17 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
     mala = method == "mala"
     name = backends.resolve(backend, x.device, "gmm_chain_")
     if name == "reference":
-        out, accepted, traj = gmm_chain_ref(x, mixture, a, sig, mala=mala, seed=seed, step_offset=step_offset,
-                                            particle_offset=particle_offset, trajectory_every=k)
+        out, accepted, traj = gmm_chain_ref(
+            x,
+            mixture,
+            a,
+            sig,
+            mala=mala,
+            seed=seed,
+            step_offset=step_offset,
+            particle_offset=particle_offset,
+            trajectory_every=k,
+        )
     else:
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         p = mixture.kernel_params(acc, x.device, None, per_point=True)
@@ -103,12 +129,27 @@ def gmm_chain(x: torch.Tensor, mixture, *, method: str = "ula", steps: int | Non
         traj = x.new_empty((T // k, *x.shape)) if k else None
         accepted = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if mala else None
         backends.op_namespace(name).gmm_chain_(
-            out, p["means"], p["var"], p["log_const"], p["factor"],
-            torch.tensor(a, dtype=acc, device=x.device), torch.tensor([0.0] * T if sig is None else [s * s for s in sig],
-                                                                    dtype=acc, device=x.device),
-            mala, seed64, step_offset, particle_offset, k, traj, accepted)
+            out,
+            p["means"],
+            p["var"],
+            p["log_const"],
+            p["factor"],
+            torch.tensor(a, dtype=acc, device=x.device),
+            torch.tensor([0.0] * T if sig is None else [s * s for s in sig], dtype=acc, device=x.device),
+            mala,
+            seed64,
+            step_offset,
+            particle_offset,
+            k,
+            traj,
+            accepted,
+        )
     if not mala:
         accepted = None
     if final_denoise and method == "annealed":
-        out = out + sig[-1] ** 2 * gmm_score(out, mixture, sigma=sig[-1], backend=backend if name != "reference" else "reference")[0]
+        out = (
+            out
+            + sig[-1] ** 2
+            * gmm_score(out, mixture, sigma=sig[-1], backend=backend if name != "reference" else "reference")[0]
+        )
     return ChainResult(out, accepted, traj)

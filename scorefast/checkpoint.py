@@ -5,6 +5,7 @@ A checkpoint holds only tensors, dicts, lists, strings and numbers, so it is rea
 to a temporary file in the same folder, then replace the target in one rename, so a crash never
 leaves a half-written checkpoint under the real name.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,9 @@ def load(path: str | os.PathLike, *, kind: str, keys: dict[str, type | tuple[typ
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, a refused global...
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path!r} is not a readable {kind} checkpoint ({type(exc).__name__}: "
-                              f"{first_line})") from None
+        raise CheckpointError(
+            f"{path!r} is not a readable {kind} checkpoint ({type(exc).__name__}: {first_line})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path!r} is not a {kind} checkpoint (holds a {type(state).__name__}, not a dict)")
     for key, types in keys.items():

@@ -9,6 +9,7 @@ Ops ``<ns>::dsm_perturb``, ``<ns>::dsm_loss`` (per-sample losses [B]) and
 nothing of the size of x is saved for backward beyond the prediction itself. Their contract
 (schemas, checks, fake kernels, autograd) is ``scorefast.ops.dsm``.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -19,6 +20,7 @@ from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
 from .reference.dsm import dsm_loss_ref, dsm_perturb_ref
+
 
 def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
     """sigma as a [B] tensor in the math dtype; values checked positive and finite (by the
@@ -49,8 +51,9 @@ def _counter(seed, step, particle_offset, B):
     return seed, seed64, step, particle_offset
 
 
-def dsm_perturb(x: torch.Tensor, sigma, *, seed: int, step: int = 0, particle_offset: int = 0,
-                backend: str = "auto") -> torch.Tensor:
+def dsm_perturb(
+    x: torch.Tensor, sigma, *, seed: int, step: int = 0, particle_offset: int = 0, backend: str = "auto"
+) -> torch.Tensor:
     """x + sigma_b z, z the contract's normals for (seed, step, sample).
 
     Args:
@@ -72,9 +75,19 @@ def dsm_perturb(x: torch.Tensor, sigma, *, seed: int, step: int = 0, particle_of
     return backends.op_namespace(name).dsm_perturb(x, s, seed64, step, particle_offset)
 
 
-def dsm_loss(pred: torch.Tensor, x: torch.Tensor | None, sigma, *, seed: int, step: int = 0,
-             particle_offset: int = 0, weighting_power: float = 2.0, parametrization: str = "score",
-             reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+def dsm_loss(
+    pred: torch.Tensor,
+    x: torch.Tensor | None,
+    sigma,
+    *,
+    seed: int,
+    step: int = 0,
+    particle_offset: int = 0,
+    weighting_power: float = 2.0,
+    parametrization: str = "score",
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> torch.Tensor:
     """Denoising score matching loss with the noise regenerated in the kernel.
 
     Args:
@@ -106,8 +119,7 @@ def dsm_loss(pred: torch.Tensor, x: torch.Tensor | None, sigma, *, seed: int, st
     seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, pred.shape[0])
     eps_form = parametrization == "eps"
     if name == "reference":
-        return dsm_loss_ref(pred, s, seed, step, particle_offset, power=power, eps_form=eps_form,
-                            reduction=reduction)
+        return dsm_loss_ref(pred, s, seed, step, particle_offset, power=power, eps_form=eps_form, reduction=reduction)
     per = backends.op_namespace(name).dsm_loss(pred, s, power, eps_form, seed64, step, particle_offset)
     if reduction == "mean":
         return per.mean()

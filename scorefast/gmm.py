@@ -6,6 +6,7 @@ kernel form (``GaussianMixture.kernel_params``; csrc/include/scorefast/gmm.h) an
 over components with an online log-sum-exp, so no N x K x D tensor is formed. Their contract
 (schema, checks, fake kernel, the no-gradient rule) is ``scorefast.ops.gmm``.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -15,6 +16,7 @@ import torch
 from . import _checks
 from . import backend_registry as backends
 from .reference.gmm import gmm_score_ref
+
 
 def _sigma_args(sigma, x: torch.Tensor):
     """(scalar sigma^2 or None, per-point sigma tensor or None)."""
@@ -26,7 +28,9 @@ def _sigma_args(sigma, x: torch.Tensor):
         _checks.check_per_particle(sigma, x, "sigma")
         return None, sigma
     if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
-        raise TypeError(f"sigma must be None, a real number or a tensor of shape ({x.shape[0]},), got {type(sigma).__name__}")
+        raise TypeError(
+            f"sigma must be None, a real number or a tensor of shape ({x.shape[0]},), got {type(sigma).__name__}"
+        )
     s = _checks.check_real(sigma, "sigma", minimum=0.0)
     return s * s, None
 
@@ -56,10 +60,11 @@ def gmm_score(x: torch.Tensor, mixture, *, sigma=None, backend: str = "auto"):
     s2, sigma_pp = _sigma_args(sigma, x)
     name = backends.resolve(backend, x.device, "gmm_score")
     if name == "reference":
-        sig = sigma_pp if sigma_pp is not None else (None if s2 is None else s2 ** 0.5)
+        sig = sigma_pp if sigma_pp is not None else (None if s2 is None else s2**0.5)
         means = mixture.means.to(x.device)
-        score, log_p = gmm_score_ref(x, means, mixture.log_weights.to(x.device), mixture.kind,
-                                     mixture.cov.to(x.device), sig)
+        score, log_p = gmm_score_ref(
+            x, means, mixture.log_weights.to(x.device), mixture.kind, mixture.cov.to(x.device), sig
+        )
         return score.to(x.dtype), log_p.to(x.dtype)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     p = mixture.kernel_params(acc, x.device, s2, per_point=sigma_pp is not None)

@@ -10,6 +10,7 @@ kernel runs, for CUDA graphs; used when ``step`` is a tensor) are defined, with 
 kernels and autograd, by their contract ``scorefast.ops.langevin``. This module is the public
 function that checks arguments and picks the backend.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ from . import backend_registry as backends
 from .noise import random_seed
 from .ops._common import partially_overlaps
 from .reference.langevin import langevin_step_ref
+
 
 def _coefficient(value, x: torch.Tensor, name: str):
     """(scalar, per-particle tensor or None) for a coefficient given as a number or a [P] tensor."""
@@ -144,19 +146,30 @@ def langevin_step(
         max_score_norm = _checks.check_real(max_score_norm, "max_score_norm", positive=True)
 
     if inplace:  # as PyTorch's in-place ops: an input sharing part of x's memory is an error
-        for t, name in ((score, "score"), (score_cond, "score_cond"), (noise, "noise"), (a_t, "step_size"),
-                        (b_t, "noise_scale")):
+        for t, name in (
+            (score, "score"),
+            (score_cond, "score_cond"),
+            (noise, "noise"),
+            (a_t, "step_size"),
+            (b_t, "noise_scale"),
+        ):
             if t is not None and partially_overlaps(x, t):
-                raise ValueError(f"{name} partially overlaps x in memory: the in-place update would read "
-                                 f"elements it has already written (pass a copy, e.g. {name}.clone())")
+                raise ValueError(
+                    f"{name} partially overlaps x in memory: the in-place update would read "
+                    f"elements it has already written (pass a copy, e.g. {name}.clone())"
+                )
 
-    if inplace and torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, score, score_cond, noise, a_t, b_t)
+    if (
+        inplace
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (x, score, score_cond, noise, a_t, b_t))
     ):
         raise RuntimeError("langevin_step(inplace=True) does not track gradients; use inplace=False or torch.no_grad()")
 
-    if step_tensor is not None and torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, score, score_cond, a_t, b_t)
+    if (
+        step_tensor is not None
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (x, score, score_cond, a_t, b_t))
     ):
         raise RuntimeError("langevin_step with a tensor step does not track gradients; use torch.no_grad()")
 
@@ -165,10 +178,19 @@ def langevin_step(
         step = _checks.check_int(int(step_tensor), "step", 0, _checks.MAX_STEP)  # a host read: not for CUDA graphs
     if name == "reference":
         out = langevin_step_ref(
-            x, score, step_size=a_t if a_t is not None else a_s,
-            noise_scale=b_t if b_t is not None else b_s, score_cond=score_cond, guidance=w,
-            noise=noise, seed=seed, step=step, particle_offset=particle_offset,
-            clamp_min=clamp_min, clamp_max=clamp_max, max_score_norm=max_score_norm,
+            x,
+            score,
+            step_size=a_t if a_t is not None else a_s,
+            noise_scale=b_t if b_t is not None else b_s,
+            score_cond=score_cond,
+            guidance=w,
+            noise=noise,
+            seed=seed,
+            step=step,
+            particle_offset=particle_offset,
+            clamp_min=clamp_min,
+            clamp_max=clamp_max,
+            max_score_norm=max_score_norm,
         )
         if inplace:
             x.copy_(out)
@@ -178,11 +200,39 @@ def langevin_step(
     ns = backends.op_namespace(name)
     if step_tensor is not None:
         out = x if inplace else x.clone(memory_format=torch.contiguous_format)
-        ns.langevin_step_counter_(out, score, score_cond, w, a_s, a_t, b_s, b_t, seed64, step_tensor,
-                                  particle_offset, clamp_min, clamp_max, max_score_norm)
+        ns.langevin_step_counter_(
+            out,
+            score,
+            score_cond,
+            w,
+            a_s,
+            a_t,
+            b_s,
+            b_t,
+            seed64,
+            step_tensor,
+            particle_offset,
+            clamp_min,
+            clamp_max,
+            max_score_norm,
+        )
         return out
-    args = (score, score_cond, w, a_s, a_t, b_s, b_t, noise, seed64, step, particle_offset,
-            clamp_min, clamp_max, max_score_norm)
+    args = (
+        score,
+        score_cond,
+        w,
+        a_s,
+        a_t,
+        b_s,
+        b_t,
+        noise,
+        seed64,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     if inplace:
         ns.langevin_step_(x, *args)
         return x

@@ -5,6 +5,7 @@
   the exact trace (D backward passes; small D) or the sliced / Hutchinson estimator
   E_v[v^T grad_x(v^T s(x))] with Rademacher or Gaussian projections v. References, not fused.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,9 +15,16 @@ from .dsm import dsm_loss, dsm_perturb
 __all__ = ["dsm_loss", "dsm_perturb", "implicit_score_matching"]
 
 
-def implicit_score_matching(score_fn, x: torch.Tensor, *, method: str = "exact",
-                            projections: str = "rademacher", num_projections: int = 1,
-                            generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
+def implicit_score_matching(
+    score_fn,
+    x: torch.Tensor,
+    *,
+    method: str = "exact",
+    projections: str = "rademacher",
+    num_projections: int = 1,
+    generator: torch.Generator | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Hyvarinen's implicit score matching objective of ``score_fn`` at data x (N, D).
 
     Args:

@@ -1,4 +1,5 @@
 """Drop-in training pieces: a small noise-conditional score network and a DSM loss module."""
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,9 @@ class DSMLoss(nn.Module):
         backend: scorefast backend of the fused ops.
     """
 
-    def __init__(self, sigmas, weighting_power: float = 2.0, parametrization: str = "score",
-                 seed: int = 0, backend: str = "auto"):
+    def __init__(
+        self, sigmas, weighting_power: float = 2.0, parametrization: str = "score", seed: int = 0, backend: str = "auto"
+    ):
         super().__init__()
         self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float64))
         self.weighting_power = weighting_power
@@ -89,5 +91,6 @@ class DSMLoss(nn.Module):
         kw = dict(seed=self.seed, step=step, backend=self.backend)
         x_tilde = dsm_perturb(x, sigma, **kw)
         pred = model(x_tilde, sigma.to(x.dtype))
-        return dsm_loss(pred, x, sigma, weighting_power=self.weighting_power,
-                        parametrization=self.parametrization, **kw)
+        return dsm_loss(
+            pred, x, sigma, weighting_power=self.weighting_power, parametrization=self.parametrization, **kw
+        )

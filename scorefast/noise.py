@@ -10,6 +10,7 @@ batch chunking, thread count or launch configuration. See ``scorefast.reference.
 when it runs (ops ``<ns>::philox_fill_counter_`` / ``normal_fill_counter_``): a CUDA graph
 that captured the call draws the noise of whatever step the tensor holds at replay.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,16 @@ def _step_and_op(step, device: torch.device, op: str):
     return step, None, op
 
 
-def philox_words(num_particles: int, num_groups: int, *, seed: int, step=0,
-                 particle_offset: int = 0, device="cpu", backend: str = "auto") -> torch.Tensor:
+def philox_words(
+    num_particles: int,
+    num_groups: int,
+    *,
+    seed: int,
+    step=0,
+    particle_offset: int = 0,
+    device="cpu",
+    backend: str = "auto",
+) -> torch.Tensor:
     """Raw Philox words of the contract.
 
     Returns int64 [num_particles, num_groups, 4] with values in [0, 2^32): entry [p, q, :] is
@@ -55,8 +64,9 @@ def philox_words(num_particles: int, num_groups: int, *, seed: int, step=0,
     return out
 
 
-def normal(shape, *, seed: int, step=0, particle_offset: int = 0, dtype=torch.float32,
-           device="cpu", backend: str = "auto") -> torch.Tensor:
+def normal(
+    shape, *, seed: int, step=0, particle_offset: int = 0, dtype=torch.float32, device="cpu", backend: str = "auto"
+) -> torch.Tensor:
     """Standard normals of the contract for a tensor of ``shape`` (dim 0 = particles).
 
     The values are float32 (Box-Muller in float32, as Triton's randn); ``dtype`` only sets
@@ -87,12 +97,12 @@ def normal(shape, *, seed: int, step=0, particle_offset: int = 0, dtype=torch.fl
     return out.to(dtype)
 
 
-def normal_like(x: torch.Tensor, *, seed: int, step=0, particle_offset: int = 0,
-                backend: str = "auto") -> torch.Tensor:
+def normal_like(x: torch.Tensor, *, seed: int, step=0, particle_offset: int = 0, backend: str = "auto") -> torch.Tensor:
     """Contract normals shaped like ``x`` (dim 0 = particles), in x's dtype and device."""
     _checks.check_float_tensor(x, "x")
-    return normal(x.shape, seed=seed, step=step, particle_offset=particle_offset, dtype=x.dtype,
-                  device=x.device, backend=backend)
+    return normal(
+        x.shape, seed=seed, step=step, particle_offset=particle_offset, dtype=x.dtype, device=x.device, backend=backend
+    )
 
 
 def random_seed() -> int:

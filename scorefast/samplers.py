@@ -11,6 +11,7 @@ each sampler captures its step, the score call plus the fused update, in a CUDA 
 per group of identical steps and replays it (scorefast/step_graphs.py): the same chain, bit
 for bit, with one launch per step instead of one per kernel.
 """
+
 from __future__ import annotations
 
 import sys
@@ -53,8 +54,9 @@ def _ticker(total: int, progress, desc: str):
 
 def _is_log_prob_of(log_prob_fn, mixture) -> bool:
     """Whether ``log_prob_fn`` is None or ``mixture.log_prob`` itself."""
-    return log_prob_fn is None or (getattr(log_prob_fn, "__self__", None) is mixture
-                                   and getattr(log_prob_fn, "__name__", "") == "log_prob")
+    return log_prob_fn is None or (
+        getattr(log_prob_fn, "__self__", None) is mixture and getattr(log_prob_fn, "__name__", "") == "log_prob"
+    )
 
 
 def _chain_runs_fused(mixture, x, backend: str, progress) -> bool:
@@ -70,8 +72,17 @@ def _chain_runs_fused(mixture, x, backend: str, progress) -> bool:
 
 
 @torch.no_grad()
-def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: int | None = None,
-             progress: bool | None = None, cuda_graph: bool = False, backend: str = "auto") -> torch.Tensor:
+def langevin(
+    score_fn,
+    x: torch.Tensor,
+    *,
+    steps: int,
+    step_size: float,
+    seed: int | None = None,
+    progress: bool | None = None,
+    cuda_graph: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Run ULA from x (N, ...) for ``steps`` steps; x is updated in place and returned.
 
     ``score_fn`` is any callable x -> s(x). A GaussianMixture (or its ``score`` method) runs
@@ -97,10 +108,19 @@ def langevin(score_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: i
 
 
 @torch.no_grad()
-def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int = 100,
-                      epsilon: float = 2e-5, seed: int | None = None, final_denoise: bool = True,
-                      progress: bool | None = None, cuda_graph: bool = False,
-                      backend: str = "auto") -> torch.Tensor:
+def annealed_langevin(
+    score_fn,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    steps_per_level: int = 100,
+    epsilon: float = 2e-5,
+    seed: int | None = None,
+    final_denoise: bool = True,
+    progress: bool | None = None,
+    cuda_graph: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Annealed Langevin from x (N, ...) with a noise-conditional score ``score_fn(x, sigma)``.
 
     A GaussianMixture (or its ``score`` method, whose score(x, sigma) is the noised
@@ -124,8 +144,19 @@ def annealed_langevin(score_fn, x: torch.Tensor, sigmas, *, steps_per_level: int
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
     if _chain_runs_fused(mixture, x, backend, progress):
-        x.copy_(gmm_chain(x, mixture, method="annealed", sigmas=sigmas, steps_per_level=steps_per_level,
-                          epsilon=epsilon, final_denoise=final_denoise, seed=seed, backend=backend).x)
+        x.copy_(
+            gmm_chain(
+                x,
+                mixture,
+                method="annealed",
+                sigmas=sigmas,
+                steps_per_level=steps_per_level,
+                epsilon=epsilon,
+                final_denoise=final_denoise,
+                seed=seed,
+                backend=backend,
+            ).x
+        )
         return x
     if mixture is not None:
         score_fn = mixture.score  # called as score(x, sigma)
@@ -165,9 +196,21 @@ class SGLDReplayBuffer:
         seed: seed of the buffer draws and the SGLD noise.
     """
 
-    def __init__(self, shape, *, size: int = 10000, reinit_prob: float = 0.05, steps: int = 60,
-                 step_size: float = 10.0, noise_scale: float = 0.005, max_grad_norm: float | None = 0.03,
-                 init_range=(-1.0, 1.0), device="cpu", dtype=torch.float32, seed: int = 0):
+    def __init__(
+        self,
+        shape,
+        *,
+        size: int = 10000,
+        reinit_prob: float = 0.05,
+        steps: int = 60,
+        step_size: float = 10.0,
+        noise_scale: float = 0.005,
+        max_grad_norm: float | None = 0.03,
+        init_range=(-1.0, 1.0),
+        device="cpu",
+        dtype=torch.float32,
+        seed: int = 0,
+    ):
         if not 0.0 <= reinit_prob <= 1.0:
             raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
         if size < 1 or steps < 0:
@@ -196,10 +239,17 @@ class SGLDReplayBuffer:
                 xg = x.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(energy_fn(xg).sum(), xg)
             # every call and step gets its own counter: step = call * steps + t
-            langevin_step_(x, -grad, step_size=self.step_size, noise_scale=self.noise_scale,
-                           max_score_norm=self.max_grad_norm, clamp=(self.lo, self.hi),
-                           seed=self.seed, step=(self.calls * max(1, self.steps) + t) % 2**32,
-                           backend=backend)
+            langevin_step_(
+                x,
+                -grad,
+                step_size=self.step_size,
+                noise_scale=self.noise_scale,
+                max_score_norm=self.max_grad_norm,
+                clamp=(self.lo, self.hi),
+                seed=self.seed,
+                step=(self.calls * max(1, self.steps) + t) % 2**32,
+                backend=backend,
+            )
         self.calls += 1
         self.buffer[idx.to(self.buffer.device)] = x.detach()
         return x.detach()
@@ -234,9 +284,20 @@ def _finish_diagnostics(x, score_norms, threshold, accepted=None, steps=0):
 
 
 @torch.no_grad()
-def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float, seed: int | None = None,
-         particle_offset: int = 0, progress: bool | None = None, divergence_threshold: float = 1e6,
-         cuda_graph: bool = False, backend: str = "auto"):
+def mala(
+    score_fn,
+    log_prob_fn,
+    x: torch.Tensor,
+    *,
+    steps: int,
+    step_size: float,
+    seed: int | None = None,
+    particle_offset: int = 0,
+    progress: bool | None = None,
+    divergence_threshold: float = 1e6,
+    cuda_graph: bool = False,
+    backend: str = "auto",
+):
     """Metropolis-adjusted Langevin from x (N, D): proposal y = x + a s(x) + sqrt(2a) z (the fused
     step with the contract's z), accepted with probability
     min(1, p(y) q(x | y) / (p(x) q(y | x))); a NaN or infinite ratio is a rejection.
@@ -258,8 +319,16 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
     mixture = _mixture_behind(score_fn)
     if mixture is not None and _is_log_prob_of(log_prob_fn, mixture):
         if _chain_runs_fused(mixture, x, backend, progress):
-            res = gmm_chain(x, mixture, method="mala", steps=steps, step_size=step_size, seed=seed,
-                            particle_offset=particle_offset, backend=backend)
+            res = gmm_chain(
+                x,
+                mixture,
+                method="mala",
+                steps=steps,
+                step_size=step_size,
+                seed=seed,
+                particle_offset=particle_offset,
+                backend=backend,
+            )
             x.copy_(res.x)
             return x, _finish_diagnostics(x, None, divergence_threshold, res.accepted, steps)
         score_fn, log_prob_fn = mixture.score, mixture.log_prob
@@ -293,9 +362,20 @@ def mala(score_fn, log_prob_fn, x: torch.Tensor, *, steps: int, step_size: float
 
 
 @torch.no_grad()
-def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: int = 1, snr: float = 0.16,
-                        batch_mean_rule: bool = False, seed: int | None = None, final_denoise: bool = True,
-                        progress: bool | None = None, cuda_graph: bool = False, backend: str = "auto"):
+def predictor_corrector(
+    score_fn,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    corrector_steps: int = 1,
+    snr: float = 0.16,
+    batch_mean_rule: bool = False,
+    seed: int | None = None,
+    final_denoise: bool = True,
+    progress: bool | None = None,
+    cuda_graph: bool = False,
+    backend: str = "auto",
+):
     """Predictor-corrector sampling of the variance-exploding SDE (Song et al., 2021).
 
     Predictor (reverse diffusion) from level sigma_i to sigma_{i+1}:
@@ -342,8 +422,9 @@ def predictor_corrector(score_fn, x: torch.Tensor, sigmas, *, corrector_steps: i
             var = s_i**2 - s_next**2
 
             def predictor(t, s_i=s_i, var=var):
-                langevin_step_(x, score_fn(x, s_i), step_size=var, noise_scale=var**0.5, seed=seed, step=t,
-                               backend=backend)
+                langevin_step_(
+                    x, score_fn(x, s_i), step_size=var, noise_scale=var**0.5, seed=seed, step=t, backend=backend
+                )
 
             runner.run(predictor, 1)
     if final_denoise:

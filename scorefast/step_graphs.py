@@ -14,6 +14,7 @@ eager loop's ``step=t`` does, and the chain is bit-identical to the eager sample
 the score function itself computes the same on replay as eagerly (no host syncs, no
 host-side randomness, deterministic kernels).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,10 @@ def check_cuda_graph(cuda_graph, x: torch.Tensor, backend: str) -> bool:
         raise ValueError(f"cuda_graph=True captures CUDA graphs and needs CUDA tensors, got x on {x.device}")
     backends.check_name(backend)
     if backend not in ("auto", "cuda"):
-        raise ValueError(f"cuda_graph=True runs the cuda backend's kernels (the step read from device memory), "
-                         f"got backend={backend!r}")
+        raise ValueError(
+            f"cuda_graph=True runs the cuda backend's kernels (the step read from device memory), "
+            f"got backend={backend!r}"
+        )
     status = backends.status("cuda")
     if not status.available or not backends.has_op("cuda", "langevin_step_counter_"):
         raise ValueError(f"cuda_graph=True needs the cuda backend, which is not available: {status.reason}")
@@ -107,9 +110,11 @@ class StepRunner:
             with torch.cuda.graph(graph):
                 self._step(step_fn)
         except RuntimeError as exc:
-            raise RuntimeError("cuda_graph=True: the sampler step could not be captured in a CUDA graph; the "
-                               "score function must not synchronise with the host (.item(), .cpu(), printing a "
-                               f"tensor, data-dependent shapes): {exc}") from exc
+            raise RuntimeError(
+                "cuda_graph=True: the sampler step could not be captured in a CUDA graph; the "
+                "score function must not synchronise with the host (.item(), .cpu(), printing a "
+                f"tensor, data-dependent shapes): {exc}"
+            ) from exc
         return graph
 
     def _release(self, graph) -> None:

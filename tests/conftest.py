@@ -6,6 +6,7 @@ on CPU tensors through the emulator (SCOREFAST_CUDA_EMULATOR=1, scorefast/testin
 CI sets SCOREFAST_REQUIRE_BACKENDS=cpp,numba,triton,cuda so a backend that fails to load
 fails the run instead of being skipped.
 """
+
 from __future__ import annotations
 
 import math
@@ -120,8 +121,9 @@ MAX_RADIUS = math.sqrt(-2.0 * math.log(1e-7))
 NOISE_REL_TOL = 1e-6
 
 
-def contract_radius(num_particles: int, particle_size: int, seed: int, step: int = 0,
-                    particle_offset: int = 0) -> torch.Tensor:
+def contract_radius(
+    num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0
+) -> torch.Tensor:
     """Box-Muller radius r = sqrt(-2 log u1) of every element's pair, float64 [P, D]."""
     from scorefast.reference.noise import philox_words_ref, uniform_ref
 
@@ -132,8 +134,9 @@ def contract_radius(num_particles: int, particle_size: int, seed: int, step: int
     return r[:, :particle_size]
 
 
-def noise_tolerance(num_particles: int, particle_size: int, seed: int, step: int = 0,
-                    particle_offset: int = 0) -> torch.Tensor:
+def noise_tolerance(
+    num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0
+) -> torch.Tensor:
     """Per-element tolerance between two implementations' normals: r * NOISE_REL_TOL."""
     return NOISE_REL_TOL * contract_radius(num_particles, particle_size, seed, step, particle_offset)
 
@@ -146,8 +149,9 @@ def storage_ulp(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.maximum(torch.exp2(torch.floor(torch.log2(v)) - mant), torch.tensor(tiny, dtype=torch.float64))
 
 
-def langevin_tolerance(x, score, score_cond, guidance, step_size, noise_scale, ref, dtype,
-                       noise_from_contract: bool) -> torch.Tensor:
+def langevin_tolerance(
+    x, score, score_cond, guidance, step_size, noise_scale, ref, dtype, noise_from_contract: bool
+) -> torch.Tensor:
     """Elementwise bound on |kernel - reference(float64)| for langevin_step.
 
     Compute-precision rounding: g = s + w (s_c - s) and x + a g + b z take a handful of

@@ -1,6 +1,7 @@
 """The package's architecture holds: every op has one schema, the one of its contract
 (scorefast/ops/), in every namespace; imports flow one way (no cycles, no layer importing
 one above it); ``import scorefast`` loads neither the test tools nor the benchmarks."""
+
 from __future__ import annotations
 
 import ast
@@ -26,10 +27,22 @@ LAYERS = [
     {"scorefast._extension", "scorefast.kernels"},
     {"scorefast.backend_registry"},
     {"scorefast.noise", "scorefast.langevin", "scorefast.gmm", "scorefast.dsm", "scorefast.chain"},
-    {"scorefast.step_graphs", "scorefast.samplers", "scorefast.targets", "scorefast.nn", "scorefast.losses",
-     "scorefast.checkpoint"},
-    {"scorefast", "scorefast.cli", "scorefast.verify", "scorefast.benchmarks", "scorefast.testing",
-     "scorefast.__main__"},
+    {
+        "scorefast.step_graphs",
+        "scorefast.samplers",
+        "scorefast.targets",
+        "scorefast.nn",
+        "scorefast.losses",
+        "scorefast.checkpoint",
+    },
+    {
+        "scorefast",
+        "scorefast.cli",
+        "scorefast.verify",
+        "scorefast.benchmarks",
+        "scorefast.testing",
+        "scorefast.__main__",
+    },
 ]
 
 
@@ -96,7 +109,7 @@ def test_no_import_cycles():
             if nxt.startswith(node + ".") or node.startswith(nxt + "."):
                 continue
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, stack + [nxt])
@@ -108,15 +121,20 @@ def test_no_import_cycles():
 
 
 def test_imports_flow_down_the_layers():
-    upward = [f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
-              for m, targets in _graph().items() for t in targets
-              if _layer(t) > _layer(m) and not m.startswith(t + ".")]
+    upward = [
+        f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
+        for m, targets in _graph().items()
+        for t in targets
+        if _layer(t) > _layer(m) and not m.startswith(t + ".")
+    ]
     assert not upward, "\n".join(upward)
 
 
 def test_import_scorefast_loads_no_test_tools_or_benchmarks():
-    code = ("import sys, scorefast; "
-            "print(sorted(m for m in sys.modules if m.startswith(('scorefast.testing', 'scorefast.benchmarks'))))")
+    code = (
+        "import sys, scorefast; "
+        "print(sorted(m for m in sys.modules if m.startswith(('scorefast.testing', 'scorefast.benchmarks'))))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("SCOREFAST_CUDA_EMULATOR",)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]", out.stdout
@@ -157,6 +175,19 @@ def test_every_family_declares_the_contract_interface():
 
 
 def test_public_api_unchanged():
-    for name in ("backends", "dsm_loss", "dsm_perturb", "gmm_chain", "gmm_score", "langevin_step",
-                 "langevin_step_", "normal", "normal_like", "philox_words", "random_seed", "reference", "targets"):
+    for name in (
+        "backends",
+        "dsm_loss",
+        "dsm_perturb",
+        "gmm_chain",
+        "gmm_score",
+        "langevin_step",
+        "langevin_step_",
+        "normal",
+        "normal_like",
+        "philox_words",
+        "random_seed",
+        "reference",
+        "targets",
+    ):
         assert hasattr(scorefast, name), name

@@ -2,6 +2,7 @@
 broke the build against torch 2.14's C++20 headers), and the CUDA kernels built only where a
 matching nvcc exists (a CUDA_HOME without a compiler, or another CUDA major than torch's,
 builds the CPU kernels instead of failing the install)."""
+
 from __future__ import annotations
 
 import importlib.util

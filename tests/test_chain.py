@@ -4,6 +4,7 @@ and T one-step chains bit for bit (the state is stored between steps); it matche
 reference within the noise budget, is independent of particle chunking, records
 trajectories, rounds 16-bit states to nearest even, and runs MALA with the contract's
 uniforms (the same acceptances as the C++ kernel). Then the C++ kernel's own paths."""
+
 from __future__ import annotations
 
 import math
@@ -73,13 +74,15 @@ def _chain_op(kb, x, mix, steps, mala, seed, step_offset, trajectory_every=0):
     traj = x.new_empty((len(steps) // k, *x.shape)) if k else None
     a = torch.tensor([a for a, _ in steps], dtype=acc, device=x.device)
     s2 = torch.tensor([s2 for _, s2 in steps], dtype=acc, device=x.device)
-    backend_registry.op_namespace(kb.name).gmm_chain_(out, p["means"], p["var"], p["log_const"], p["factor"],
-                                                      a, s2, mala, seed, step_offset, 0, k, traj, accepted)
+    backend_registry.op_namespace(kb.name).gmm_chain_(
+        out, p["means"], p["var"], p["log_const"], p["factor"], a, s2, mala, seed, step_offset, 0, k, traj, accepted
+    )
     return out, accepted, traj
 
 
 # ---------------------------------------------------------------------------------------
 # Every backend
+
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", KINDS)
@@ -151,14 +154,19 @@ def test_16bit_state_is_rounded_to_nearest_even(kernel_backend, dtype):
     x = mix.sample(_n(kb, 64), seed=6).to(dtype)
     a = 0.05
     b = math.sqrt(2 * a)
-    out = scorefast.gmm_chain(x.to(kb.device), mix, method="ula", steps=1, step_size=a, seed=9, step_offset=4,
-                              backend=kb.name).x.cpu()
+    out = scorefast.gmm_chain(
+        x.to(kb.device), mix, method="ula", steps=1, step_size=a, seed=9, step_offset=4, backend=kb.name
+    ).x.cpu()
     s, _, tol_s, _ = gmm_budget(x, mix, None, torch.float32)
     z = normal_ref(x.shape[0], 3, 9, 4).double()
     xd = x.double()
     v = xd + a * s + b * z
-    budget = (a * tol_s + 8 * U32 * (xd.abs() + a * s.abs() + b * z.abs()) + b * NOISE_REL_TOL * MAX_RADIUS
-              + 2 * U32 * b * z.abs())  # the score, the update's roundings, the normals, b's rounding
+    budget = (
+        a * tol_s
+        + 8 * U32 * (xd.abs() + a * s.abs() + b * z.abs())
+        + b * NOISE_REL_TOL * MAX_RADIUS
+        + 2 * U32 * b * z.abs()
+    )  # the score, the update's roundings, the normals, b's rounding
     nearest = v.to(dtype).double()
     ulp = storage_ulp(nearest, dtype)
     # the gap to the neighbour toward zero is half an ulp at a power of two
@@ -262,8 +270,9 @@ def test_trajectory_and_final_denoise(kernel_backend):
     N = _n(kb, 20)
     x = mix.sample(N, seed=1).to(kb.device)
     start = x.clone()
-    res = scorefast.gmm_chain(x, mix, method="ula", steps=6, step_size=0.01, trajectory_every=2, seed=2,
-                              backend=kb.name)
+    res = scorefast.gmm_chain(
+        x, mix, method="ula", steps=6, step_size=0.01, trajectory_every=2, seed=2, backend=kb.name
+    )
     assert res.trajectory.shape == (3, N, 2) and torch.equal(res.trajectory[-1], res.x)
     assert res.accepted is None
     assert torch.equal(x, start)  # the start is not modified
@@ -284,29 +293,57 @@ def test_opcheck(kernel_backend):
     assert res.x.dtype == torch.float32 and res.accepted.dtype == torch.int64
     p = mix.kernel_params(torch.float32, x.device, None, per_point=True)
     f32 = dict(dtype=torch.float32, device=x.device)
-    args = (x.clone(), p["means"], p["var"], p["log_const"], p["factor"], torch.full((4,), 0.1, **f32),
-            torch.zeros(4, **f32), True, 3, 0, 0, 2, torch.empty(2, 16, 3, **f32),
-            torch.zeros(16, dtype=torch.int64, device=x.device))
+    args = (
+        x.clone(),
+        p["means"],
+        p["var"],
+        p["log_const"],
+        p["factor"],
+        torch.full((4,), 0.1, **f32),
+        torch.zeros(4, **f32),
+        True,
+        3,
+        0,
+        0,
+        2,
+        torch.empty(2, 16, 3, **f32),
+        torch.zeros(16, dtype=torch.int64, device=x.device),
+    )
     torch.library.opcheck(backend_registry.op_namespace(kb.name).gmm_chain_.default, args)
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(step_size=torch.full((4,), 0.1, dtype=torch.float64)), "step_size"),
-    (dict(sigma2=torch.zeros(3)), "sigma2"),
-    (dict(trajectory=torch.empty(3, 8, 2)), "trajectory"),
-    (dict(accepted=None), "accepted"),
-    (dict(x=torch.zeros(2, 8).t()), "contiguous"),
-    (dict(step_offset=2**32 - 3), "2\\^32"),
-    (dict(log_const=torch.zeros(3)), "log_const"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(step_size=torch.full((4,), 0.1, dtype=torch.float64)), "step_size"),
+        (dict(sigma2=torch.zeros(3)), "sigma2"),
+        (dict(trajectory=torch.empty(3, 8, 2)), "trajectory"),
+        (dict(accepted=None), "accepted"),
+        (dict(x=torch.zeros(2, 8).t()), "contiguous"),
+        (dict(step_offset=2**32 - 3), "2\\^32"),
+        (dict(log_const=torch.zeros(3)), "log_const"),
+    ],
+)
 def test_op_errors_name_the_argument(kernel_backend, change, match):
     kb = kernel_backend
     _require(kb)
     p = ring().kernel_params(torch.float32, kb.device, None, per_point=True)
-    args = dict(x=torch.zeros(8, 2), means=p["means"], var=p["var"], log_const=p["log_const"], factor=p["factor"],
-                step_size=torch.full((4,), 0.1), sigma2=torch.zeros(4), mala=True, seed=0, step_offset=0,
-                particle_offset=0, trajectory_every=2, trajectory=torch.empty(2, 8, 2),
-                accepted=torch.zeros(8, dtype=torch.int64))
+    args = dict(
+        x=torch.zeros(8, 2),
+        means=p["means"],
+        var=p["var"],
+        log_const=p["log_const"],
+        factor=p["factor"],
+        step_size=torch.full((4,), 0.1),
+        sigma2=torch.zeros(4),
+        mala=True,
+        seed=0,
+        step_offset=0,
+        particle_offset=0,
+        trajectory_every=2,
+        trajectory=torch.empty(2, 8, 2),
+        accepted=torch.zeros(8, dtype=torch.int64),
+    )
     args.update(change)
     args = {k: v.to(kb.device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
     with pytest.raises(RuntimeError, match=match):
@@ -333,8 +370,9 @@ def test_auto_passes_over_backends_without_a_chain_kernel(monkeypatch):
     monkeypatch.delenv("SCOREFAST_CUDA_EMULATOR", raising=False)  # the extension's own cuda kernels
     if not backend_registry.status("triton").available:
         pytest.skip(f"triton: {backend_registry.status('triton').reason}")
-    monkeypatch.setattr(backend_registry, "status",
-                        lambda name: backend_registry.BackendStatus(name, True, ("cpu", "cuda")))
+    monkeypatch.setattr(
+        backend_registry, "status", lambda name: backend_registry.BackendStatus(name, True, ("cpu", "cuda"))
+    )
     backend_registry._resolve.cache_clear()  # choices made under the real status
     try:
         assert not backend_registry.has_op("cuda", "gmm_chain_")
@@ -391,27 +429,37 @@ def test_numba_storage_rounding_matches_torch():
 # ---------------------------------------------------------------------------------------
 # The public function, and the C++ kernel's own paths
 
+
 def test_mala_chain_equals_the_generic_mala_sampler():
     mix = random_mixture(4, 2, seed=3, kind="full", spread=2.0)
     x = mix.sample(200, seed=4)
     res = scorefast.gmm_chain(x, mix, method="mala", steps=30, step_size=0.2, seed=9, backend="cpp")
-    y, diag = samplers.mala(lambda z: mix.score(z, backend="cpp"), lambda z: mix.log_prob(z, backend="cpp"),
-                            x.clone(), steps=30, step_size=0.2, seed=9)
+    y, diag = samplers.mala(
+        lambda z: mix.score(z, backend="cpp"),
+        lambda z: mix.log_prob(z, backend="cpp"),
+        x.clone(),
+        steps=30,
+        step_size=0.2,
+        seed=9,
+    )
     torch.testing.assert_close(res.x, y, rtol=1e-10, atol=1e-10)
     assert torch.equal(res.accepted.double() / 30, diag["acceptance_rate"])
     assert 0.2 < float(res.accepted.double().mean() / 30) < 1.0
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(method="hmc", steps=3, step_size=0.1), ValueError, "method"),
-    (dict(method="annealed", sigmas=[1.0, 2.0]), ValueError, "decreasing"),
-    (dict(method="annealed"), TypeError, "sigmas"),
-    (dict(method="ula", step_size=0.1), TypeError, "steps"),
-    (dict(method="ula", steps=3, step_size=-0.1), ValueError, "step_size"),
-    (dict(method="ula", steps=2, step_size=torch.tensor([0.1, 0.1, 0.1])), ValueError, "schedule"),
-    (dict(method="ula", steps=3, step_size=0.1, backend="cuda"), RuntimeError, "cuda"),
-    (dict(method="ula", steps=3, step_size=0.1, step_offset=2**32 - 2), ValueError, "2\\^32"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(method="hmc", steps=3, step_size=0.1), ValueError, "method"),
+        (dict(method="annealed", sigmas=[1.0, 2.0]), ValueError, "decreasing"),
+        (dict(method="annealed"), TypeError, "sigmas"),
+        (dict(method="ula", step_size=0.1), TypeError, "steps"),
+        (dict(method="ula", steps=3, step_size=-0.1), ValueError, "step_size"),
+        (dict(method="ula", steps=2, step_size=torch.tensor([0.1, 0.1, 0.1])), ValueError, "schedule"),
+        (dict(method="ula", steps=3, step_size=0.1, backend="cuda"), RuntimeError, "cuda"),
+        (dict(method="ula", steps=3, step_size=0.1, step_offset=2**32 - 2), ValueError, "2\\^32"),
+    ],
+)
 def test_errors(kwargs, error, match, monkeypatch):
     mix = ring()
     if kwargs.get("backend") == "cuda":
@@ -488,8 +536,7 @@ def test_vector_chain_is_the_same_on_every_cpu_kernel_build():
     try:
         for isa in ext.supported_cpu_isas():
             assert ext.select_cpu_isa(isa)
-            results[isa] = scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.05, seed=6,
-                                               backend="cpp")
+            results[isa] = scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.05, seed=6, backend="cpp")
     finally:
         ext.select_cpu_isa(previous)
     base = results["generic"]

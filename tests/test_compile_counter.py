@@ -1,6 +1,7 @@
 """A compiled training or sampling step whose noise counter is the loop's Python int compiles at
 most twice (once specialised, once with the counter symbolic), for every op that takes a
 counter: the integer checks and the op schemas (SymInt) do not pin the graph to one value."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,8 +76,10 @@ def test_langevin_step(backend):
 def test_noise(backend):
     def draw(it):
         dev = _device(backend)
-        return (scorefast.normal((5, 3), seed=7, step=it, device=dev, backend=backend),
-                scorefast.philox_words(5, 2, seed=7, step=it, device=dev, backend=backend))
+        return (
+            scorefast.normal((5, 3), seed=7, step=it, device=dev, backend=backend),
+            scorefast.philox_words(5, 2, seed=7, step=it, device=dev, backend=backend),
+        )
 
     assert _compile_count(draw) <= 2
 

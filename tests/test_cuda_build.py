@@ -4,6 +4,7 @@ headers. Runs without a GPU (and with a CPU torch); skipped when nvcc is missing
 SCOREFAST_REQUIRE_NVCC=1. Also checks that the device code stays torch-free and that
 nothing builds it with fast math (the noise contract needs precise logf/sinf/cosf).
 """
+
 from __future__ import annotations
 
 import glob
@@ -23,10 +24,14 @@ ARCH = os.environ.get("SCOREFAST_TEST_CUDA_ARCH", "sm_90")
 TIMEOUT_S = 300
 
 # Device-side sources: no torch, ATen, c10 or pybind11 headers (they must build with nvcc alone).
-TORCH_FREE = CU_FILES + sorted(glob.glob(os.path.join(CUDA_DIR, "*.cuh"))) + [
-    *sorted(glob.glob(os.path.join(CUDA_DIR, "*_launchers.h"))),
-    *sorted(glob.glob(os.path.join(CSRC, "include", "scorefast", "*.h"))),
-]
+TORCH_FREE = (
+    CU_FILES
+    + sorted(glob.glob(os.path.join(CUDA_DIR, "*.cuh")))
+    + [
+        *sorted(glob.glob(os.path.join(CUDA_DIR, "*_launchers.h"))),
+        *sorted(glob.glob(os.path.join(CSRC, "include", "scorefast", "*.h"))),
+    ]
+)
 TORCH_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"](torch|ATen|c10|caffe2|pybind11)/', re.MULTILINE)
 FAST_MATH = re.compile(r"use_fast_math|--ftz=true|prec-div=false|prec-sqrt=false|-ffast-math")
 
@@ -74,8 +79,12 @@ def cuda_include_dir(nvcc: str) -> str | None:
     homes = list(_cuda_home_candidates())
     homes.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     try:  # nvcc may be a wrapper script: ask it where the toolkit is
-        dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
-                             capture_output=True, text=True, timeout=60)
+        dry = subprocess.run(
+            [nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         m = re.search(r"^#\$ TOP=(.+)$", dry.stdout + dry.stderr, re.MULTILINE)
         if m:
             homes.append(m.group(1).strip())
@@ -127,9 +136,24 @@ def test_no_fast_math_in_build():
 @pytest.mark.parametrize("path", CU_FILES, ids=_rel)
 def test_cu_compiles_with_nvcc(nvcc, path, tmp_path):
     obj = tmp_path / (os.path.basename(path) + ".o")
-    cmd = [nvcc, "-c", "-std=c++17", "-O3", f"-arch={ARCH}", "--expt-relaxed-constexpr",
-           "-DSCOREFAST_WITH_CUDA", "-Xptxas", "-v",
-           "-I", os.path.join(CSRC, "include"), "-I", CSRC, "-o", str(obj), path]
+    cmd = [
+        nvcc,
+        "-c",
+        "-std=c++17",
+        "-O3",
+        f"-arch={ARCH}",
+        "--expt-relaxed-constexpr",
+        "-DSCOREFAST_WITH_CUDA",
+        "-Xptxas",
+        "-v",
+        "-I",
+        os.path.join(CSRC, "include"),
+        "-I",
+        CSRC,
+        "-o",
+        str(obj),
+        path,
+    ]
     proc = _run(cmd)
     assert proc.returncode == 0 and obj.is_file(), _report(cmd, proc)
     # Register spills in a bandwidth-bound kernel are a performance bug.

@@ -2,6 +2,7 @@
 translation, and warp shuffles, barriers and shared memory against what CUDA specifies,
 through the self-test kernels of csrc/cuda_emulator/self_test.cu. The CUDA kernels' own
 tests run through it in the other files."""
+
 from __future__ import annotations
 
 import pytest
@@ -83,8 +84,10 @@ def test_block_barriers_and_shared_memory(emu, blocks, threads):
     out = torch.zeros(blocks, dtype=torch.float64)
     emu.emulator_block_sum_(x, out, threads)
     stride = blocks * threads
-    want = [float(sum(x[i].item() for i in range(b * threads, x.numel()) if (i % stride) // threads == b))
-            for b in range(blocks)]
+    want = [
+        float(sum(x[i].item() for i in range(b * threads, x.numel()) if (i % stride) // threads == b))
+        for b in range(blocks)
+    ]
     assert out.tolist() == want
 
 
@@ -126,14 +129,18 @@ def _kernel_outputs(seed=0):
         out.append(scorefast.langevin_step(x, s, step_size=0.1, max_score_norm=2.0, seed=1, backend="cuda"))
     for B, D in [(300, 33), (6, 516), (3, 4096)]:
         pred, sigma = torch.randn(B, D, generator=g), 0.5 + torch.rand(B, generator=g)
-        out.append(scorefast.dsm_loss(pred, torch.randn(B, D, generator=g), sigma, seed=2, backend="cuda",
-                                      reduction="none"))
+        out.append(
+            scorefast.dsm_loss(pred, torch.randn(B, D, generator=g), sigma, seed=2, backend="cuda", reduction="none")
+        )
     for K, D, kind in [(130, 2, "diagonal"), (8, 64, "full"), (3, 1030, "isotropic")]:
         mix = random_mixture(K, D, seed=K, kind=kind)
         out.extend(scorefast.gmm_score(mix.sample(40, seed=1).float(), mix, backend="cuda"))
     mix = random_mixture(130, 3, seed=5, kind="diagonal", spread=3.0)
-    out.append(scorefast.gmm_chain(mix.sample(300, seed=2).float(), mix, method="mala", steps=4, step_size=0.1,
-                                   seed=4, backend="cuda").x)
+    out.append(
+        scorefast.gmm_chain(
+            mix.sample(300, seed=2).float(), mix, method="mala", steps=4, step_size=0.1, seed=4, backend="cuda"
+        ).x
+    )
     return out
 
 

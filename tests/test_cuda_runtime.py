@@ -6,14 +6,24 @@ and CUDA graphs.
 Without a GPU the kernels run in the CUDA emulator (scorefast/testing/cuda_emulator.py) on CPU
 tensors: every comparison runs, and only what needs a real device (streams, graphs, a
 second device, tensors on two devices) is skipped."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from conftest import (MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, backend_device, noise_tolerance,
-                      require_or_skip, storage_ulp)
+from conftest import (
+    MAX_RADIUS,
+    NOISE_REL_TOL,
+    U32,
+    U64,
+    assert_within,
+    backend_device,
+    noise_tolerance,
+    require_or_skip,
+    storage_ulp,
+)
 
 import scorefast
 from scorefast import backend_registry, samplers
@@ -52,9 +62,13 @@ def test_explicit_noise_bitwise_equal_to_generic_cpp(generic_cpp, dtype, shape):
     x, s, sc = (_rand(shape, dtype, i) for i in range(3))
     z = _rand(shape, torch.float32, 3)
     P = shape[0]
-    a = torch.rand(P, generator=torch.Generator().manual_seed(4)).to(torch.float64 if dtype == torch.float64 else torch.float32)
-    for kw in (dict(step_size=0.1, noise_scale=0.4), dict(step_size=a, noise_scale=a * 2, score_cond=sc, guidance=-0.6,
-                                                         clamp=(-1.0, 0.5))):
+    a = torch.rand(P, generator=torch.Generator().manual_seed(4)).to(
+        torch.float64 if dtype == torch.float64 else torch.float32
+    )
+    for kw in (
+        dict(step_size=0.1, noise_scale=0.4),
+        dict(step_size=a, noise_scale=a * 2, score_cond=sc, guidance=-0.6, clamp=(-1.0, 0.5)),
+    ):
         cpu = scorefast.langevin_step(x, s, noise=z, backend="cpp", **kw)
         kw_gpu = {k: v.to(DEV) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
         gpu = scorefast.langevin_step(x.to(DEV), s.to(DEV), noise=z.to(DEV), backend="cuda", **kw_gpu)
@@ -69,7 +83,9 @@ def test_clip_factors_match_cpp(generic_cpp):
     for cols in (5000, 33):  # warp-per-particle path for small D
         kw = dict(step_size=0.1, noise_scale=0.2, max_score_norm=0.5 * cols**0.5)  # clips most particles
         cpu = scorefast.langevin_step(x[:, :cols], s[:, :cols], noise=z[:, :cols], backend="cpp", **kw)
-        gpu = scorefast.langevin_step(x[:, :cols].to(DEV), s[:, :cols].to(DEV), noise=z[:, :cols].to(DEV), backend="cuda", **kw)
+        gpu = scorefast.langevin_step(
+            x[:, :cols].to(DEV), s[:, :cols].to(DEV), noise=z[:, :cols].to(DEV), backend="cuda", **kw
+        )
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-6, atol=1e-6)
 
 
@@ -134,8 +150,7 @@ DSM_SEED, DSM_STEP, DSM_OFFSET = 2**63 + 77, 5, 2**32 - 2
 DSM_SEED64 = DSM_SEED - 2**64  # the ops take the seed's bits as an int64
 # (5, 13), (2, 4099), (4, 3, 7): scalar path; (3, 4096), (6, 516): one block per sample; the
 # rest: a team of lanes per sample, from 1 lane (D <= 4) to a full warp (D = 512).
-DSM_SHAPES = [(7, 8), (5, 13), (3, 2), (64, 1), (300, 33), (4, 3, 7), (200, 512), (6, 516), (3, 4096),
-              (2, 4099)]
+DSM_SHAPES = [(7, 8), (5, 13), (3, 2), (64, 1), (300, 33), (4, 3, 7), (200, 512), (6, 516), (3, 4096), (2, 4099)]
 DSM_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 
@@ -231,8 +246,9 @@ def test_dsm_unaligned_input_takes_the_scalar_path(dtype):
         args = (sigma.to(DEV), 1.5, eps_form, DSM_SEED64, DSM_STEP, DSM_OFFSET)
         # The same thread layout and sums, only scalar instead of vector loads: bitwise equal.
         assert torch.equal(OPS.dsm_loss(xg, *args), OPS.dsm_loss(x.to(DEV), *args))
-        assert torch.equal(OPS.dsm_loss_backward(grad.to(DEV), xg, *args),
-                           OPS.dsm_loss_backward(grad.to(DEV), x.to(DEV), *args))
+        assert torch.equal(
+            OPS.dsm_loss_backward(grad.to(DEV), xg, *args), OPS.dsm_loss_backward(grad.to(DEV), x.to(DEV), *args)
+        )
 
 
 @pytest.mark.parametrize("shape", [(6, 7), (40, 4099)], ids=str)  # team and block paths
@@ -240,8 +256,7 @@ def test_dsm_loss_nan_stays_in_its_sample(shape):
     pred, sigma, _ = _dsm_data(shape, torch.float32, seed=2)
     pred[3, 5] = float("nan")
     for eps_form in (False, True):
-        cpu, gpu = _dsm_cpu_and_cuda("dsm_loss", pred, sigma, 2.0, eps_form,
-                                     DSM_SEED64, DSM_STEP, DSM_OFFSET)
+        cpu, gpu = _dsm_cpu_and_cuda("dsm_loss", pred, sigma, 2.0, eps_form, DSM_SEED64, DSM_STEP, DSM_OFFSET)
         assert torch.isnan(gpu[3]) and int(torch.isnan(gpu).sum()) == 1
         torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=0.0, equal_nan=True)
 
@@ -291,8 +306,12 @@ def test_dsm_direct_op_calls_check_devices():
 
 from scorefast.targets.presets import random_mixture  # noqa: E402
 
-GMM_TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4),
-           torch.float16: dict(rtol=1e-2, atol=1e-2), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+GMM_TOL = {
+    torch.float64: dict(rtol=1e-9, atol=1e-9),
+    torch.float32: dict(rtol=2e-4, atol=2e-4),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+    torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
+}
 
 
 def _gmm_points(mixture, n, dtype, seed):
@@ -330,8 +349,20 @@ def _gmm_cpu_and_cuda(args):
 # (K, D): thread-per-point D <= 4 (K over one shared-memory tile of 64), warp-per-point with
 # 1, 2, 4, 16 and 32 registers per lane, and the shared-memory path (D > 1024; full: D > 512).
 GMM_SHAPES = {
-    "isotropic": [(1, 1), (5, 2), (64, 2), (130, 2), (7, 3), (9, 4), (6, 5), (16, 33), (8, 64), (4, 784),
-                  (3, 1030), (2, 2500)],
+    "isotropic": [
+        (1, 1),
+        (5, 2),
+        (64, 2),
+        (130, 2),
+        (7, 3),
+        (9, 4),
+        (6, 5),
+        (16, 33),
+        (8, 64),
+        (4, 784),
+        (3, 1030),
+        (2, 2500),
+    ],
     "diagonal": [(64, 2), (130, 2), (9, 4), (6, 5), (16, 33), (8, 64), (4, 784), (3, 1030)],
     "full": [(64, 2), (70, 3), (9, 4), (6, 5), (8, 33), (4, 64), (3, 130), (2, 300), (2, 520)],
 }
@@ -354,8 +385,9 @@ def test_gmm_score_matches_cpu(kind, K, D, sigma):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("kind,K,D", [("isotropic", 8, 2), ("full", 5, 3), ("diagonal", 6, 40), ("full", 4, 70)],
-                         ids=str)
+@pytest.mark.parametrize(
+    "kind,K,D", [("isotropic", 8, 2), ("full", 5, 3), ("diagonal", 6, 40), ("full", 4, 70)], ids=str
+)
 def test_gmm_score_16bit_matches_cpu(dtype, kind, K, D):
     mixture = random_mixture(K, D, kind=kind, seed=3)
     x = _gmm_points(mixture, 50, dtype, seed=4)
@@ -495,8 +527,9 @@ def _assert_chains_close(cpu, gpu, mix, case, dtype, steps):
 def test_gmm_chain_matches_cpp(D, case, kind, dtype, generic_cpp):
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
     x = mix.sample(37, seed=1).to(dtype)
-    cpu, gpu = _chain_cpu_and_cuda(x, mix, seed=13, step_offset=7, particle_offset=3, trajectory_every=5,
-                                   **CHAIN_CASES[case])
+    cpu, gpu = _chain_cpu_and_cuda(
+        x, mix, seed=13, step_offset=7, particle_offset=3, trajectory_every=5, **CHAIN_CASES[case]
+    )
     assert gpu.trajectory.shape == (cpu.trajectory.shape[0], 37, D)
     _assert_chains_close(cpu, gpu, mix, case, dtype, cpu.trajectory.shape[0] * 5)
 
@@ -558,7 +591,9 @@ def test_gmm_chain_cuda_trajectory_nan_and_empty():
     mix = ring()
     x = mix.sample(20, seed=1).to(DEV)
     start = x.clone()
-    res = scorefast.gmm_chain(x, mix, method="ula", steps=12, step_size=0.01, trajectory_every=4, seed=2, backend="cuda")
+    res = scorefast.gmm_chain(
+        x, mix, method="ula", steps=12, step_size=0.01, trajectory_every=4, seed=2, backend="cuda"
+    )
     assert res.trajectory.shape == (3, 20, 2) and torch.equal(res.trajectory[-1], res.x)
     assert torch.equal(x, start)  # the start is not modified
     x[4, 1] = float("nan")  # MALA rejects every proposal of a NaN particle; the others run on
@@ -576,8 +611,22 @@ def test_gmm_chain_cuda_checks_devices():
     x = torch.zeros(5, 3, device=DEV)
     p = mix.kernel_params(torch.float32, x.device, None, per_point=True)
     a, s2 = torch.full((4,), 0.1, device=DEV), torch.zeros(4, device=DEV)
-    args = [x, p["means"], p["var"], p["log_const"], p["factor"], a, s2, True, 3, 0, 0, 0, None,
-            torch.zeros(5, dtype=torch.int64, device=DEV)]
+    args = [
+        x,
+        p["means"],
+        p["var"],
+        p["log_const"],
+        p["factor"],
+        a,
+        s2,
+        True,
+        3,
+        0,
+        0,
+        0,
+        None,
+        torch.zeros(5, dtype=torch.int64, device=DEV),
+    ]
     for i, name in ((5, "step_size"), (6, "sigma2"), (13, "accepted"), (1, "means")):
         bad = list(args)
         bad[i] = bad[i].cpu()
@@ -609,10 +658,14 @@ def test_counter_ops_equal_int_step_ops_on_cuda(dtype):
         scorefast.langevin_step_(y, s, seed=5, step=step, particle_offset=9, backend="cuda", **kw)
         assert torch.equal(y, want)
     cuda = dict(device=DEV, backend="cuda")
-    assert torch.equal(scorefast.normal((6, 13), seed=3, step=torch.tensor(8, device=DEV), **cuda),
-                       scorefast.normal((6, 13), seed=3, step=8, **cuda))
-    assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8], device=DEV), **cuda),
-                       scorefast.philox_words(6, 3, seed=3, step=8, **cuda))
+    assert torch.equal(
+        scorefast.normal((6, 13), seed=3, step=torch.tensor(8, device=DEV), **cuda),
+        scorefast.normal((6, 13), seed=3, step=8, **cuda),
+    )
+    assert torch.equal(
+        scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8], device=DEV), **cuda),
+        scorefast.philox_words(6, 3, seed=3, step=8, **cuda),
+    )
 
 
 @needs_gpu
@@ -650,16 +703,28 @@ def test_captured_step_reads_the_counter_at_each_replay():
 
 
 GRAPH_SAMPLERS = {
-    "langevin": lambda mix, x, **kw: samplers.langevin(lambda y: mix.score(y), x, steps=9, step_size=0.05, seed=3, **kw),
+    "langevin": lambda mix, x, **kw: samplers.langevin(
+        lambda y: mix.score(y), x, steps=9, step_size=0.05, seed=3, **kw
+    ),
     "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
-        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], steps_per_level=6, epsilon=1e-3, seed=4, **kw),
-    "mala": lambda mix, x, **kw: samplers.mala(lambda y: mix.score(y), lambda y: mix.log_prob(y), x, steps=8, step_size=0.1, seed=5,
-                                               particle_offset=7, **kw),
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], steps_per_level=6, epsilon=1e-3, seed=4, **kw
+    ),
+    "mala": lambda mix, x, **kw: samplers.mala(
+        lambda y: mix.score(y), lambda y: mix.log_prob(y), x, steps=8, step_size=0.1, seed=5, particle_offset=7, **kw
+    ),
     "pc": lambda mix, x, **kw: samplers.predictor_corrector(
-        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, seed=6, **kw),
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, seed=6, **kw
+    ),
     "pc_batch_mean": lambda mix, x, **kw: samplers.predictor_corrector(
-        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], corrector_steps=4, batch_mean_rule=True, seed=6,
-        final_denoise=False, **kw),
+        lambda y, s: mix.score(y, sigma=s),
+        x,
+        [2.0, 0.8, 0.2],
+        corrector_steps=4,
+        batch_mean_rule=True,
+        seed=6,
+        final_denoise=False,
+        **kw,
+    ),
 }
 
 
@@ -675,7 +740,7 @@ def test_samplers_replayed_from_cuda_graphs_equal_the_eager_ones(name, dtype):
         (eager, d_eager), (graphed, d_graphed) = eager, graphed
         for k in d_eager:
             v, w = d_graphed[k], d_eager[k]
-            assert (torch.equal(v, w) if isinstance(w, torch.Tensor) else v == w), k
+            assert torch.equal(v, w) if isinstance(w, torch.Tensor) else v == w, k
     assert torch.equal(graphed, eager)
 
 
@@ -686,8 +751,9 @@ def test_cuda_graph_with_a_fused_mixture_chain_and_a_named_backend():
     eager = samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3)
     assert torch.equal(samplers.langevin(mix, x.clone(), steps=10, step_size=0.01, seed=3, cuda_graph=True), eager)
     with pytest.raises(ValueError, match="cuda_graph=True runs the cuda backend"):
-        samplers.langevin(lambda y: mix.score(y), x.clone(), steps=3, step_size=0.01, cuda_graph=True,
-                          backend="reference")
+        samplers.langevin(
+            lambda y: mix.score(y), x.clone(), steps=3, step_size=0.01, cuda_graph=True, backend="reference"
+        )
 
 
 @needs_gpu

@@ -1,12 +1,13 @@
 """dsm_perturb / dsm_loss: every backend against the float64 reference within an error budget,
 gradients (analytic and gradcheck), the regenerated noise, memory, errors, opcheck, compile."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, assert_within, noise_tolerance, storage_ulp
+from conftest import MAX_RADIUS, U32, U64, assert_within, noise_tolerance, storage_ulp
 
 import scorefast
 from scorefast.reference import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
@@ -53,13 +54,21 @@ def test_perturb_matches_reference(kernel_backend, dtype):
     _require(kernel_backend, "dsm_perturb")
     for shape in _shapes(kernel_backend):
         x, sigma, _ = _data(shape, dtype, kernel_backend.device)
-        got = scorefast.dsm_perturb(x, sigma.to(torch.float64 if dtype == torch.float64 else torch.float32),
-                                    seed=SEED, step=STEP, particle_offset=OFFSET, backend=kernel_backend.name)
+        got = scorefast.dsm_perturb(
+            x,
+            sigma.to(torch.float64 if dtype == torch.float64 else torch.float32),
+            seed=SEED,
+            step=STEP,
+            particle_offset=OFFSET,
+            backend=kernel_backend.name,
+        )
         ref = dsm_perturb_ref(x.cpu(), sigma.cpu(), SEED, STEP, OFFSET, compute_dtype=torch.float64)
         B = shape[0]
         u = U64 if dtype == torch.float64 else U32
         s = sigma.cpu().double().reshape(B, *([1] * (len(shape) - 1)))
-        tol = s * noise_tolerance(B, x[0].numel(), SEED, STEP, OFFSET).reshape(shape) + 4 * u * (x.cpu().double().abs() + s * MAX_RADIUS)
+        tol = s * noise_tolerance(B, x[0].numel(), SEED, STEP, OFFSET).reshape(shape) + 4 * u * (
+            x.cpu().double().abs() + s * MAX_RADIUS
+        )
         if dtype != torch.float64:
             tol = tol + storage_ulp(ref.double(), dtype)
         assert got.shape == x.shape and got.dtype == dtype
@@ -75,9 +84,18 @@ def test_loss_and_gradient_match_reference(kernel_backend, form, dtype):
         x, sigma, pred = _data(shape, dtype, kernel_backend.device, seed=1)
         pred = pred.requires_grad_(True)
         power = 1.5
-        per = scorefast.dsm_loss(pred, x, sigma, seed=SEED, step=STEP, particle_offset=OFFSET,
-                                 weighting_power=power, parametrization=form, reduction="none",
-                                 backend=kernel_backend.name)
+        per = scorefast.dsm_loss(
+            pred,
+            x,
+            sigma,
+            seed=SEED,
+            step=STEP,
+            particle_offset=OFFSET,
+            weighting_power=power,
+            parametrization=form,
+            reduction="none",
+            backend=kernel_backend.name,
+        )
         B = shape[0]
         r, dr = _budget_terms(pred.detach(), sigma, eps_form, dtype)
         w = torch.ones(B, dtype=torch.float64) if eps_form else 0.5 * sigma.cpu().double() ** power
@@ -123,8 +141,7 @@ def test_loss_regenerates_the_perturbation_noise(kernel_backend):
     assert float(scorefast.dsm_loss(target_score, x, sigma, reduction="sum", **kw)) < 1e-18
     assert float(scorefast.dsm_loss(target_eps, x, sigma, parametrization="eps", reduction="sum", **kw)) < 1e-18
     # and a different step draws different noise
-    other = scorefast.dsm_loss(target_eps, x, sigma, parametrization="eps", reduction="sum",
-                               **{**kw, "step": STEP + 1})
+    other = scorefast.dsm_loss(target_eps, x, sigma, parametrization="eps", reduction="sum", **{**kw, "step": STEP + 1})
     assert float(other) > 1.0
 
 
@@ -132,8 +149,16 @@ def test_gradcheck_float64():
     x, sigma, pred = _data((3, 4), torch.float64, "cpu", seed=4)
     pred.requires_grad_(True)
     for form in ("score", "eps"):
-        f = lambda p: scorefast.dsm_loss(p, x, sigma, seed=1, step=2, parametrization=form,  # noqa: E731
-                                         reduction="none", backend="cpp")
+        f = lambda p: scorefast.dsm_loss(
+            p,
+            x,
+            sigma,
+            seed=1,
+            step=2,
+            parametrization=form,  # noqa: E731
+            reduction="none",
+            backend="cpp",
+        )
         assert torch.autograd.gradcheck(f, (pred,))
 
 
@@ -143,8 +168,17 @@ def test_second_derivatives(kernel_backend, form):
     # right (its dsm_loss_backward op has its own exact backward), checked numerically.
     x, sigma, pred = _data((3, 5), torch.float64, kernel_backend.device, seed=6)
     pred.requires_grad_(True)
-    f = lambda p: scorefast.dsm_loss(p, x, sigma, seed=1, step=2, parametrization=form,  # noqa: E731
-                                     weighting_power=1.5, reduction="none", backend=kernel_backend.name)
+    f = lambda p: scorefast.dsm_loss(
+        p,
+        x,
+        sigma,
+        seed=1,
+        step=2,
+        parametrization=form,  # noqa: E731
+        weighting_power=1.5,
+        reduction="none",
+        backend=kernel_backend.name,
+    )
     assert torch.autograd.gradgradcheck(f, (pred,))
 
 
@@ -175,8 +209,10 @@ def test_noncontiguous_inputs(kernel_backend):
     strided.copy_(pred)
     kw = dict(seed=3, step=1, reduction="none", backend=kernel_backend.name)
     assert torch.equal(scorefast.dsm_loss(strided, None, sigma, **kw), scorefast.dsm_loss(pred, None, sigma, **kw))
-    assert torch.equal(scorefast.dsm_perturb(strided, sigma, seed=3, backend=kernel_backend.name),
-                       scorefast.dsm_perturb(pred, sigma, seed=3, backend=kernel_backend.name))
+    assert torch.equal(
+        scorefast.dsm_perturb(strided, sigma, seed=3, backend=kernel_backend.name),
+        scorefast.dsm_perturb(pred, sigma, seed=3, backend=kernel_backend.name),
+    )
 
 
 def test_opcheck(kernel_backend):
@@ -188,8 +224,9 @@ def test_opcheck(kernel_backend):
     s = sigma.float()
     torch.library.opcheck(ns.dsm_perturb.default, (x, s, 7, 2, 0))
     torch.library.opcheck(ns.dsm_loss.default, (pred.requires_grad_(True), s, 2.0, False, 7, 2, 0))
-    torch.library.opcheck(ns.dsm_loss_backward.default,
-                          (torch.ones(3, device=pred.device), pred.detach(), s, 2.0, True, 7, 2, 0))
+    torch.library.opcheck(
+        ns.dsm_loss_backward.default, (torch.ones(3, device=pred.device), pred.detach(), s, 2.0, True, 7, 2, 0)
+    )
 
 
 def test_compile_training_step():
@@ -211,17 +248,20 @@ def test_compile_training_step():
     torch.testing.assert_close(net.weight.grad, g_eager)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(sigma=0.0), ValueError, "sigma"),
-    (dict(sigma=float("nan")), ValueError, "sigma"),
-    (dict(sigma=torch.tensor([1.0, -1.0, 1.0])), ValueError, "sigma"),
-    (dict(sigma=torch.ones(4)), ValueError, "sigma"),
-    (dict(parametrization="v"), ValueError, "parametrization"),
-    (dict(reduction="max"), ValueError, "reduction"),
-    (dict(weighting_power=math.inf), ValueError, "weighting_power"),
-    (dict(x=torch.zeros(3, 5)), ValueError, "shape"),
-    (dict(step=2**32), ValueError, "step"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(sigma=0.0), ValueError, "sigma"),
+        (dict(sigma=float("nan")), ValueError, "sigma"),
+        (dict(sigma=torch.tensor([1.0, -1.0, 1.0])), ValueError, "sigma"),
+        (dict(sigma=torch.ones(4)), ValueError, "sigma"),
+        (dict(parametrization="v"), ValueError, "parametrization"),
+        (dict(reduction="max"), ValueError, "reduction"),
+        (dict(weighting_power=math.inf), ValueError, "weighting_power"),
+        (dict(x=torch.zeros(3, 5)), ValueError, "shape"),
+        (dict(step=2**32), ValueError, "step"),
+    ],
+)
 def test_errors_name_the_argument(kwargs, error, match):
     args = dict(x=torch.zeros(3, 4), sigma=0.5, seed=1)
     args.update(kwargs)

@@ -1,6 +1,7 @@
 """gmm_score: every backend against the float64 reference within an error budget, for every
 covariance kind and noise-level mode; stability (far points, tiny variances, zero weights,
 NaN rows); errors; opcheck; torch.compile; property tests over K, D, kind and scale."""
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,9 @@ def gmm_budget(x, mix: GaussianMixture, sigma, dtype, precision_gemm: bool = Fal
     # the component scores themselves: relative rounding, plus x - mu_k's rounding through the precision
     input_err = g * u * (r * lam * spread).sum(1, keepdim=True)
     if precision_gemm and mix.kind == "full" and not isinstance(sig, torch.Tensor) and D >= PRECISION_GEMM_MIN_DIM:
-        p64 = mix.kernel_params(torch.float64, torch.device("cpu"), None if sig is None else float(sig) ** 2,
-                                per_point=False)
+        p64 = mix.kernel_params(
+            torch.float64, torch.device("cpu"), None if sig is None else float(sig) ** 2, per_point=False
+        )
         F = p64["factor"].abs() * p64["inv_var"].abs().sqrt()[:, None, :]
         A = F @ F.transpose(1, 2)  # (K, D, D)
         Ad = torch.einsum("kij,nkj->nki", A, d.abs())  # (N, K, D)
@@ -107,7 +109,8 @@ def assert_budget(actual, expected, tol, what):
     bad = err > tol.expand_as(a)[ok]
     assert not bool(bad.any()), (
         f"{what}: {int(bad.sum())} of {err.numel()} exceed the budget; worst excess "
-        f"{(err / tol.expand_as(a)[ok].clamp(min=1e-300)).max().item():.3g}x")
+        f"{(err / tol.expand_as(a)[ok].clamp(min=1e-300)).max().item():.3g}x"
+    )
 
 
 def _require_gmm(kb):
@@ -146,8 +149,9 @@ def test_larger_shapes(kernel_backend, kind):
         mix = random_mixture(K, D, seed=3, kind=kind, device=kernel_backend.device)
         x = mix.sample(N, seed=2).float().to(kernel_backend.device)
         score, log_p = scorefast.gmm_score(x, mix, backend=kernel_backend.name)
-        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32,
-                                                precision_gemm=kernel_backend.name == "cpp")
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(
+            x, mix, None, torch.float32, precision_gemm=kernel_backend.name == "cpp"
+        )
         assert_budget(score, ref_s, tol_s, f"score {(N, K, D)}")
         assert_budget(log_p, ref_l, tol_l, f"log_prob {(N, K, D)}")
 
@@ -223,8 +227,9 @@ def test_per_point_sigma_equals_scalar_sigma(kernel_backend):
         mix = random_mixture(3, 3, seed=7, kind=kind, device=kernel_backend.device)
         x = mix.sample(6, seed=0).double().to(kernel_backend.device)
         a = scorefast.gmm_score(x, mix, sigma=0.5, backend=kernel_backend.name)
-        b = scorefast.gmm_score(x, mix, sigma=torch.full((6,), 0.5, dtype=torch.float64, device=x.device),
-                                backend=kernel_backend.name)
+        b = scorefast.gmm_score(
+            x, mix, sigma=torch.full((6,), 0.5, dtype=torch.float64, device=x.device), backend=kernel_backend.name
+        )
         torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(a[1], b[1], rtol=1e-12, atol=1e-12)
 
@@ -234,7 +239,7 @@ def test_opcheck_and_no_gradient(kernel_backend):
     mix = random_mixture(2, 3, seed=8, kind="full", device=kernel_backend.device)
     x = mix.sample(4, seed=0).float().to(kernel_backend.device)
     p = mix.kernel_params(torch.float32, x.device, None, per_point=False)
-    op = getattr(scorefast.backend_registry.op_namespace(kernel_backend.name), "gmm_score")
+    op = scorefast.backend_registry.op_namespace(kernel_backend.name).gmm_score
     args = (x, p["means"], p["var"], p["inv_var"], p["factor"], p["log_const"], None)
     if not kernel_backend.interpreted:
         torch.library.opcheck(op.default, args)
@@ -260,13 +265,22 @@ def test_compile_fullgraph():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(K=st.integers(1, 12), D=st.integers(1, 9), kind=st.sampled_from(KINDS),
-       scale=st.sampled_from([1e-3, 1.0, 30.0]), seed=st.integers(0, 2**16), sigma=st.sampled_from([None, 0.0, 0.8]))
+@given(
+    K=st.integers(1, 12),
+    D=st.integers(1, 9),
+    kind=st.sampled_from(KINDS),
+    scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    seed=st.integers(0, 2**16),
+    sigma=st.sampled_from([None, 0.0, 0.8]),
+)
 def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
     mix = random_mixture(K, D, seed=seed, kind=kind, spread=4.0 * scale)
     if kind != "full":
-        mix = GaussianMixture(mix.means, mix.weights, **({"variance": mix.cov * scale**2} if kind == "isotropic"
-                                                          else {"diagonal": mix.cov * scale**2}))
+        mix = GaussianMixture(
+            mix.means,
+            mix.weights,
+            **({"variance": mix.cov * scale**2} if kind == "isotropic" else {"diagonal": mix.cov * scale**2}),
+        )
     else:
         mix = GaussianMixture(mix.means, mix.weights, covariance=mix.cov * scale**2)
     x = (mix.sample(16, seed=seed + 1) + scale * torch.randn(16, D, dtype=torch.float64)).float()
@@ -293,8 +307,12 @@ def test_blocks_of_points_and_components(kernel_backend, kind, sigma_mode):
     x[1] = 300.0
     x[3, 5] = float("nan")
     sigma = _sigma(sigma_mode, N, torch.device("cpu"), torch.float32)
-    score, log_p = scorefast.gmm_score(x.to(kernel_backend.device), mix, backend=kernel_backend.name,
-                                       sigma=sigma.to(kernel_backend.device) if isinstance(sigma, torch.Tensor) else sigma)
+    score, log_p = scorefast.gmm_score(
+        x.to(kernel_backend.device),
+        mix,
+        backend=kernel_backend.name,
+        sigma=sigma.to(kernel_backend.device) if isinstance(sigma, torch.Tensor) else sigma,
+    )
     assert bool(torch.isnan(score[3]).all()) and bool(torch.isnan(log_p[3]))
     ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
     assert_budget(score, ref_s, tol_s, "score")
@@ -374,6 +392,7 @@ def test_numba_results_independent_of_chunks_and_threads(kind, monkeypatch):
 
 # -- errors ------------------------------------------------------------------------------
 
+
 def test_errors_name_the_argument():
     mix = random_mixture(2, 3, seed=0)
     x = torch.randn(4, 3)
@@ -412,19 +431,25 @@ def test_op_checks_guard_direct_calls():
         op(x, p["means"], p["var"], p["inv_var"], torch.ones(2, 3, 2), p["log_const"], None)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(means=torch.zeros(0, 2)), "empty"),
-    (dict(means=torch.zeros(2, 2), weights=torch.tensor([0.0, 0.0])), "not all zero"),
-    (dict(means=torch.zeros(2, 2), weights=torch.tensor([1.0, -1.0])), "non-negative"),
-    (dict(means=torch.zeros(2, 2), variance=0.0), "positive"),
-    (dict(means=torch.zeros(2, 2), variance=torch.ones(3)), r"\(2,\)"),
-    (dict(means=torch.zeros(2, 2), diagonal=torch.ones(2, 3)), r"\(2, 2\)"),
-    (dict(means=torch.zeros(2, 2), covariance=torch.tensor([[1.0, 2.0], [2.0, 1.0]]).expand(2, 2, 2)), "positive definite"),
-    (dict(means=torch.zeros(2, 2), covariance=torch.tensor([[1.0, 0.5], [0.0, 1.0]]).expand(2, 2, 2)), "symmetric"),
-    (dict(means=torch.zeros(2, 2), variance=1.0, diagonal=torch.ones(2, 2)), "at most one"),
-    (dict(means=torch.tensor([[float("nan"), 0.0]])), "finite"),
-    (dict(means=torch.zeros(2, 2), log_weights=torch.tensor([-math.inf, -math.inf])), "not all -inf"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(means=torch.zeros(0, 2)), "empty"),
+        (dict(means=torch.zeros(2, 2), weights=torch.tensor([0.0, 0.0])), "not all zero"),
+        (dict(means=torch.zeros(2, 2), weights=torch.tensor([1.0, -1.0])), "non-negative"),
+        (dict(means=torch.zeros(2, 2), variance=0.0), "positive"),
+        (dict(means=torch.zeros(2, 2), variance=torch.ones(3)), r"\(2,\)"),
+        (dict(means=torch.zeros(2, 2), diagonal=torch.ones(2, 3)), r"\(2, 2\)"),
+        (
+            dict(means=torch.zeros(2, 2), covariance=torch.tensor([[1.0, 2.0], [2.0, 1.0]]).expand(2, 2, 2)),
+            "positive definite",
+        ),
+        (dict(means=torch.zeros(2, 2), covariance=torch.tensor([[1.0, 0.5], [0.0, 1.0]]).expand(2, 2, 2)), "symmetric"),
+        (dict(means=torch.zeros(2, 2), variance=1.0, diagonal=torch.ones(2, 2)), "at most one"),
+        (dict(means=torch.tensor([[float("nan"), 0.0]])), "finite"),
+        (dict(means=torch.zeros(2, 2), log_weights=torch.tensor([-math.inf, -math.inf])), "not all -inf"),
+    ],
+)
 def test_mixture_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GaussianMixture(**kwargs)

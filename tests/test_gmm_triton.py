@@ -5,6 +5,7 @@ reference see the same mixture; the kernel's own parameters (factor, 1/var, log_
 rounded to its math type, which the budget covers. Shapes are tiny: without a GPU the
 kernels run through the Triton interpreter.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,11 @@ U64 = 2.0**-52  # as the budget is stated: 2^-52 for float64
 def device():
     status = backend_registry.status("triton")
     dev = backend_device("triton")
-    reason = status.reason if not status.available else (
-        None if dev.type in status.devices else f"triton does not run on {dev}")
+    reason = (
+        status.reason
+        if not status.available
+        else (None if dev.type in status.devices else f"triton does not run on {dev}")
+    )
     if reason is not None:
         if "triton" in _required():
             pytest.fail(f"required backend triton is unavailable: {reason}")
@@ -43,6 +47,7 @@ def gmm_module(device):
 
 # --------------------------------------------------------------------------------------
 # mixtures and the error budget
+
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
     """float64 tensor of float32-representable values."""
@@ -99,12 +104,12 @@ def gmm_budget(x: torch.Tensor, mix: GaussianMixture, sigma, dtype: torch.dtype)
     lj, s = gmm_log_joint_ref(xd, mix.means, mix.log_weights, mix.kind, mix.cov, sigma)
     log_p = torch.logsumexp(lj, dim=1)
     r = torch.exp(lj - log_p[:, None])  # (N, K); 0 for weight-0 components
-    eig = {"isotropic": lambda c: c[:, None].expand(-1, D), "diagonal": lambda c: c,
-           "full": torch.linalg.eigvalsh}[mix.kind](mix.cov)  # (K, D) covariance eigenvalues
+    eig = {"isotropic": lambda c: c[:, None].expand(-1, D), "diagonal": lambda c: c, "full": torch.linalg.eigvalsh}[
+        mix.kind
+    ](mix.cov)  # (K, D) covariance eigenvalues
     lam = eig[None, :, :] + _sigma2_per_point(sigma, N)[:, :, None]  # (N, K, D) of C_k + sigma^2 I
     lam_max = 1.0 / lam.min(dim=2).values  # (N, K) largest precision eigenvalue
-    log_const = (mix.log_weights.abs()[None, :] + 0.5 * D * math.log(2 * math.pi)
-                 + 0.5 * lam.log().abs().sum(2))
+    log_const = mix.log_weights.abs()[None, :] + 0.5 * D * math.log(2 * math.pi) + 0.5 * lam.log().abs().sum(2)
     quad = -(s * (xd[:, None, :] - mix.means[None])).sum(2)  # diff^T P diff
     spread2 = ((xd.abs()[:, None, :] + mix.means.abs()[None]) ** 2).sum(2)  # ||(|x| + |mu_k|)||^2
     dl = 4 * u * (log_const + (D + 2) * (quad + lam_max * spread2))
@@ -263,6 +268,7 @@ def test_noncontiguous_x(device):
 # --------------------------------------------------------------------------------------
 # launch configuration: blocks of points and the D-chunked path
 
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_independent_of_block_of_points(device, gmm_module, monkeypatch, kind):
     # Several programs with a partial last block give the same results as one program.
@@ -334,6 +340,7 @@ def test_chunked_full_16bit_storage(device, gmm_module, monkeypatch, dtype):
 # --------------------------------------------------------------------------------------
 # the op itself
 
+
 def _kernel_args(mix, x, sigma2=None):
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     p = mix.kernel_params(acc, x.device, None, per_point=sigma2 is not None)
@@ -348,7 +355,10 @@ def test_op_empty_and_fake(device):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode() as mode:
-        args = [None if a is None else mode.from_tensor(a) for a in _kernel_args(mix, _points(5, 3, torch.float32, 15).to(device))]
+        args = [
+            None if a is None else mode.from_tensor(a)
+            for a in _kernel_args(mix, _points(5, 3, torch.float32, 15).to(device))
+        ]
         score, log_p = torch.ops.scorefast_triton.gmm_score(*args)
     assert score.shape == (5, 3) and log_p.shape == (5,) and score.dtype == torch.float32
 

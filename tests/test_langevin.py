@@ -1,6 +1,7 @@
 """langevin_step: every backend against the float64 reference, within the error budget,
 for every feature, dtype and awkward shape; plus in-place, strides, NaN, errors, opcheck,
 torch.compile and autograd."""
+
 from __future__ import annotations
 
 import math
@@ -71,18 +72,32 @@ def _reference(x, s, sc, z, kw):
     if b is None:
         b = torch.sqrt(2 * a) if isinstance(a, torch.Tensor) else math.sqrt(2 * a)
     clamp = kw.get("clamp") or (None, None)
-    return langevin_step_ref(
-        x.double(), s.double(), step_size=a, noise_scale=b,
-        score_cond=None if sc is None else sc.double(), guidance=kw.get("guidance", 1.0),
-        noise=None if z is None else z.double(), seed=kw.get("seed", 0), step=kw.get("step", 0),
-        particle_offset=kw.get("particle_offset", 0), clamp_min=clamp[0], clamp_max=clamp[1],
-        max_score_norm=kw.get("max_score_norm"), compute_dtype=torch.float64,
-    ), a, b
+    return (
+        langevin_step_ref(
+            x.double(),
+            s.double(),
+            step_size=a,
+            noise_scale=b,
+            score_cond=None if sc is None else sc.double(),
+            guidance=kw.get("guidance", 1.0),
+            noise=None if z is None else z.double(),
+            seed=kw.get("seed", 0),
+            step=kw.get("step", 0),
+            particle_offset=kw.get("particle_offset", 0),
+            clamp_min=clamp[0],
+            clamp_max=clamp[1],
+            max_score_norm=kw.get("max_score_norm"),
+            compute_dtype=torch.float64,
+        ),
+        a,
+        b,
+    )
 
 
 def _check_case(kb, case, shape, dtype, seed=0):
-    x, s, sc, z = _inputs(shape, dtype, kb.device, seed, guided="guidance" in CASES[case],
-                          noise=CASES[case].get("noise") == "x")
+    x, s, sc, z = _inputs(
+        shape, dtype, kb.device, seed, guided="guidance" in CASES[case], noise=CASES[case].get("noise") == "x"
+    )
     kw = _resolve_case(case, x)
     if z is not None:
         kw["noise"] = z
@@ -90,12 +105,24 @@ def _check_case(kb, case, shape, dtype, seed=0):
         kw["score_cond"] = sc
     out = scorefast.langevin_step(x, s, backend=kb.name, **kw)
     assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
-    ref, a, b = _reference(x.cpu(), s.cpu(), None if sc is None else sc.cpu(), None if z is None else z.cpu(),
-                           {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
-    tol = langevin_tolerance(x.cpu(), s.cpu(), None if sc is None else sc.cpu(), kw.get("guidance", 1.0),
-                             a.cpu() if isinstance(a, torch.Tensor) else a,
-                             b.cpu() if isinstance(b, torch.Tensor) else b, ref, dtype,
-                             noise_from_contract=z is None)
+    ref, a, b = _reference(
+        x.cpu(),
+        s.cpu(),
+        None if sc is None else sc.cpu(),
+        None if z is None else z.cpu(),
+        {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()},
+    )
+    tol = langevin_tolerance(
+        x.cpu(),
+        s.cpu(),
+        None if sc is None else sc.cpu(),
+        kw.get("guidance", 1.0),
+        a.cpu() if isinstance(a, torch.Tensor) else a,
+        b.cpu() if isinstance(b, torch.Tensor) else b,
+        ref,
+        dtype,
+        noise_from_contract=z is None,
+    )
     assert_within(out.cpu(), ref, tol, f"{kb} {case} {shape} {dtype}")
 
 
@@ -155,8 +182,11 @@ def test_unaligned_storage_equals_aligned(kernel_backend, dtype):
     # Kernels may use vector loads when D % 4 == 0 and the buffers are aligned; views that
     # start one element into their storage take the scalar path, which must agree exactly.
     x, s, sc, z = _inputs((6, 8), dtype, kernel_backend.device, guided=True, noise=True)
-    features = [dict(seed=3, step=1), dict(seed=3, score_cond=sc, guidance=1.5, max_score_norm=0.7, clamp=(-1.0, 1.0)),
-                dict(noise=z)]
+    features = [
+        dict(seed=3, step=1),
+        dict(seed=3, score_cond=sc, guidance=1.5, max_score_norm=0.7, clamp=(-1.0, 1.0)),
+        dict(noise=z),
+    ]
     for extra in features:
         kw = dict(step_size=0.1, backend=kernel_backend.name, **extra)
         aligned = scorefast.langevin_step(x, s, **kw)
@@ -180,7 +210,7 @@ def test_chunked_particles_equal_whole_batch(kernel_backend):
     x, s, _, _ = _inputs((10, 6), torch.float32, kernel_backend.device)
     kw = dict(step_size=0.1, seed=5, step=8, backend=kernel_backend.name)
     whole = scorefast.langevin_step(x, s, **kw)
-    parts = [scorefast.langevin_step(x[i:i + 3], s[i:i + 3], particle_offset=i, **kw) for i in range(0, 10, 3)]
+    parts = [scorefast.langevin_step(x[i : i + 3], s[i : i + 3], particle_offset=i, **kw) for i in range(0, 10, 3)]
     assert torch.equal(whole, torch.cat(parts))
 
 
@@ -250,36 +280,41 @@ def test_reference_backend_matches_reference_function():
 # ---------------------------------------------------------------------------------------
 # Errors: each names the argument and what was expected.
 
+
 def _err_cases():
     x = torch.zeros(4, 3)
     s = torch.zeros(4, 3)
-    return [
-        (dict(x=torch.zeros(4, 3, dtype=torch.int64)), TypeError, "x must be float32"),
-        (dict(x=torch.tensor(1.0)), ValueError, "x must have at least 1 dimension"),
-        (dict(score=torch.zeros(4, 2)), ValueError, r"score must have the shape of x \[4, 3\]"),
-        (dict(score=torch.zeros(4, 3, device="meta")), ValueError, "score must be on the device of x"),
-        (dict(step_size=float("nan")), ValueError, "step_size must be finite"),
-        (dict(step_size=-0.1), ValueError, "step_size must be >= 0"),
-        (dict(step_size=None), TypeError, "exactly one of step_size"),
-        (dict(epsilon=0.1), TypeError, "exactly one of step_size"),
-        (dict(noise_scale=float("inf")), ValueError, "noise_scale must be finite"),
-        (dict(noise_scale=-1.0), ValueError, "noise_scale must be >= 0"),
-        (dict(step_size=torch.ones(3)), ValueError, r"step_size tensor must have shape \[P\] = \[4\]"),
-        (dict(step_size=torch.tensor([0.1, float("nan"), 0.1, 0.1])), ValueError, "at particle 1"),
-        (dict(noise_scale=torch.tensor([0.1, 0.1, -1.0, 0.1])), ValueError, "noise_scale must be finite and >= 0"),
-        (dict(clamp=(1.0, -1.0)), ValueError, r"clamp min \(1.0\) must be <= clamp max"),
-        (dict(clamp=(float("nan"), 1.0)), ValueError, "clamp min must be finite"),
-        (dict(clamp=1.0), TypeError, "clamp must be a"),
-        (dict(max_score_norm=0.0), ValueError, "max_score_norm must be > 0"),
-        (dict(guidance=2.0), ValueError, "guidance needs score_cond"),
-        (dict(score_cond=torch.zeros(4, 3), guidance=float("nan")), ValueError, "guidance must be finite"),
-        (dict(noise=torch.zeros(4, 3), seed=1), ValueError, "either noise= .* or seed="),
-        (dict(noise=torch.zeros(3, 3)), ValueError, "noise must have the shape of x"),
-        (dict(seed=-5), ValueError, "seed must be in"),
-        (dict(step=2**32), ValueError, "step must be in"),
-        (dict(backend="cuda"), (RuntimeError, ValueError), "backend 'cuda'"),
-        (dict(backend="fast"), ValueError, "backend must be"),
-    ], x, s
+    return (
+        [
+            (dict(x=torch.zeros(4, 3, dtype=torch.int64)), TypeError, "x must be float32"),
+            (dict(x=torch.tensor(1.0)), ValueError, "x must have at least 1 dimension"),
+            (dict(score=torch.zeros(4, 2)), ValueError, r"score must have the shape of x \[4, 3\]"),
+            (dict(score=torch.zeros(4, 3, device="meta")), ValueError, "score must be on the device of x"),
+            (dict(step_size=float("nan")), ValueError, "step_size must be finite"),
+            (dict(step_size=-0.1), ValueError, "step_size must be >= 0"),
+            (dict(step_size=None), TypeError, "exactly one of step_size"),
+            (dict(epsilon=0.1), TypeError, "exactly one of step_size"),
+            (dict(noise_scale=float("inf")), ValueError, "noise_scale must be finite"),
+            (dict(noise_scale=-1.0), ValueError, "noise_scale must be >= 0"),
+            (dict(step_size=torch.ones(3)), ValueError, r"step_size tensor must have shape \[P\] = \[4\]"),
+            (dict(step_size=torch.tensor([0.1, float("nan"), 0.1, 0.1])), ValueError, "at particle 1"),
+            (dict(noise_scale=torch.tensor([0.1, 0.1, -1.0, 0.1])), ValueError, "noise_scale must be finite and >= 0"),
+            (dict(clamp=(1.0, -1.0)), ValueError, r"clamp min \(1.0\) must be <= clamp max"),
+            (dict(clamp=(float("nan"), 1.0)), ValueError, "clamp min must be finite"),
+            (dict(clamp=1.0), TypeError, "clamp must be a"),
+            (dict(max_score_norm=0.0), ValueError, "max_score_norm must be > 0"),
+            (dict(guidance=2.0), ValueError, "guidance needs score_cond"),
+            (dict(score_cond=torch.zeros(4, 3), guidance=float("nan")), ValueError, "guidance must be finite"),
+            (dict(noise=torch.zeros(4, 3), seed=1), ValueError, "either noise= .* or seed="),
+            (dict(noise=torch.zeros(3, 3)), ValueError, "noise must have the shape of x"),
+            (dict(seed=-5), ValueError, "seed must be in"),
+            (dict(step=2**32), ValueError, "step must be in"),
+            (dict(backend="cuda"), (RuntimeError, ValueError), "backend 'cuda'"),
+            (dict(backend="fast"), ValueError, "backend must be"),
+        ],
+        x,
+        s,
+    )
 
 
 @pytest.mark.parametrize("i", range(25))
@@ -330,6 +365,7 @@ def test_op_level_checks_guard_direct_calls():
 # ---------------------------------------------------------------------------------------
 # Registration: opcheck, torch.compile, autograd.
 
+
 def _op_samples(device):
     g = torch.Generator().manual_seed(0)
     mk = lambda *sh: torch.randn(*sh, generator=g).to(device)  # noqa: E731
@@ -338,7 +374,23 @@ def _op_samples(device):
         [mk(5, 3), mk(5, 3), None, 1.0, 0.1, None, 0.2, None, None, 7, 3, 0, None, None, None],
         [mk(5, 2, 2), mk(5, 2, 2), mk(5, 2, 2), 2.0, 0.1, pp(), 0.0, pp(), None, -3, 1, 10, -1.0, 1.0, 2.0],
         [mk(5, 3), mk(5, 3), None, 1.0, 0.1, None, 0.3, None, mk(5, 3), 0, 0, 0, None, 0.5, None],
-        [mk(5, 3).requires_grad_(), mk(5, 3).requires_grad_(), None, 1.0, 0.1, None, 0.2, None, None, 1, 2, 0, None, None, None],
+        [
+            mk(5, 3).requires_grad_(),
+            mk(5, 3).requires_grad_(),
+            None,
+            1.0,
+            0.1,
+            None,
+            0.2,
+            None,
+            None,
+            1,
+            2,
+            0,
+            None,
+            None,
+            None,
+        ],
     ]
 
 
@@ -372,8 +424,13 @@ def test_compile_fullgraph(kernel_backend):
 
 @pytest.mark.parametrize("features", ["plain", "guided_clamp", "noise_pp"])
 def test_autograd_matches_reference(kernel_backend, features):
-    x, s, sc, z = _inputs((4, 5), torch.float64 if kernel_backend.name != "triton" else torch.float32,
-                          kernel_backend.device, guided=True, noise=True)
+    x, s, sc, z = _inputs(
+        (4, 5),
+        torch.float64 if kernel_backend.name != "triton" else torch.float32,
+        kernel_backend.device,
+        guided=True,
+        noise=True,
+    )
     kw = dict(step_size=0.3, noise=z)
     if features == "guided_clamp":
         kw.update(score_cond=sc, guidance=1.7, clamp=(-0.5, 0.5))
@@ -387,7 +444,9 @@ def test_autograd_matches_reference(kernel_backend, features):
         if "score_cond" in kw2:
             kw2["score_cond"] = ins["sc"]
         out = scorefast.langevin_step(ins["x"], ins["s"], backend=backend, **kw2)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)).sum().backward()
+        (
+            out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
+        ).sum().backward()
         return {k: v.grad for k, v in ins.items()}
 
     got, expected = run(kernel_backend.name), run("reference")

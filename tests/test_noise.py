@@ -1,5 +1,6 @@
 """The noise contract: Philox words bit-exact on every backend, normals equal to float
 rounding, good statistics, and independence from chunking, threads and offsets."""
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,9 @@ def test_uniform_map_edges():
 def test_words_bit_exact(kernel_backend, seed, step, offset):
     P, Q = (5, 3) if kernel_backend.interpreted else (37, 9)
     expected = philox_words_ref(P, Q, seed, step, offset)
-    got = scorefast.philox_words(P, Q, seed=seed, step=step, particle_offset=offset,
-                                 device=kernel_backend.device, backend=kernel_backend.name)
+    got = scorefast.philox_words(
+        P, Q, seed=seed, step=step, particle_offset=offset, device=kernel_backend.device, backend=kernel_backend.name
+    )
     assert got.dtype == torch.int64
     assert torch.equal(got.cpu(), expected)
 
@@ -73,8 +75,9 @@ def test_words_bit_exact(kernel_backend, seed, step, offset):
 def test_normals_match_reference(kernel_backend, D, seed, step, offset):
     P = 3 if kernel_backend.interpreted else 29
     expected = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend="reference")
-    got = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset,
-                           device=kernel_backend.device, backend=kernel_backend.name)
+    got = scorefast.normal(
+        (P, D), seed=seed, step=step, particle_offset=offset, device=kernel_backend.device, backend=kernel_backend.name
+    )
     assert got.shape == (P, D) and got.dtype == torch.float32
     assert_within(got.cpu(), expected, noise_tolerance(P, D, seed, step, offset), f"normals D={D}")
 
@@ -171,6 +174,7 @@ def test_noise_argument_errors(kwargs, error, match):
 # ---------------------------------------------------------------------------------------
 # Statistics of the contract's normals (fixed seeds: deterministic, thresholds at ~5 sigma).
 
+
 def _normals(P, D, seed=2024, step=0, offset=0):
     backend = "cpp" if scorefast.backend_registry.status("cpp").available else "reference"
     return scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend=backend).double()
@@ -238,11 +242,20 @@ def test_small_particles_across_the_32bit_carry(kernel_backend, D, offset):
     P = 5 if kernel_backend.interpreted else 67
     seed, step = 2**63 + 9, 3
     expected = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend="reference")
-    got = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset,
-                           device=kernel_backend.device, backend=kernel_backend.name)
+    got = scorefast.normal(
+        (P, D), seed=seed, step=step, particle_offset=offset, device=kernel_backend.device, backend=kernel_backend.name
+    )
     assert_within(got.cpu(), expected, noise_tolerance(P, D, seed, step, offset), f"normals D={D}")
     # the same ids reached through chunked calls
-    parts = [scorefast.normal((n, D), seed=seed, step=step, particle_offset=offset + s,
-                              device=kernel_backend.device, backend=kernel_backend.name)
-             for s, n in ((0, P // 2 + 3), (P // 2 + 3, P - P // 2 - 3))]
+    parts = [
+        scorefast.normal(
+            (n, D),
+            seed=seed,
+            step=step,
+            particle_offset=offset + s,
+            device=kernel_backend.device,
+            backend=kernel_backend.name,
+        )
+        for s, n in ((0, P // 2 + 3), (P // 2 + 3, P - P // 2 - 3))
+    ]
     assert torch.equal(torch.cat(parts).cpu(), got.cpu())

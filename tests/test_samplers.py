@@ -4,6 +4,7 @@ MALA matches exact samples (energy distance below a threshold derived from exact
 runs), ULA's bias shrinks with the step as its closed form says, annealed Langevin and
 predictor-corrector recover every mode where plain ULA from the same start does not.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,9 @@ def _mode_fractions(mix, x):
 
 def _stuck_start(mix, n, seed=0):
     # every particle starts at mode 0: plain ULA cannot leave it
-    return mix.means[0] + 0.1 * torch.randn(n, mix.dim, generator=torch.Generator().manual_seed(seed),
-                                            dtype=torch.float64)
+    return mix.means[0] + 0.1 * torch.randn(
+        n, mix.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 def test_annealed_recovers_every_mode_where_ula_does_not():
@@ -117,8 +119,9 @@ def test_annealed_recovers_every_mode_where_ula_does_not():
         n = 4000
         sigmas = geometric_sigmas(12.0, 0.05, 15)
         x = _stuck_start(mix, n)
-        samplers.annealed_langevin(lambda y, s: mix.score(y, sigma=s), x, sigmas, steps_per_level=100,
-                                   epsilon=5e-5, seed=4)
+        samplers.annealed_langevin(
+            lambda y, s: mix.score(y, sigma=s), x, sigmas, steps_per_level=100, epsilon=5e-5, seed=4
+        )
         f = _mode_fractions(mix, x)
         # binomial sd of a fraction is <= sqrt(w (1 - w) / n) ~ 0.005; the tolerances also
         # allow the sampler's own (finite-step, finite-level) bias
@@ -133,8 +136,9 @@ def test_predictor_corrector_recovers_every_mode_with_both_snr_rules():
     sigmas = geometric_sigmas(12.0, 0.05, 30)
     for batch_mean in (False, True):
         x = _stuck_start(mix, 3000)
-        x, diag = samplers.predictor_corrector(lambda y, s: mix.score(y, sigma=s), x, sigmas, corrector_steps=2,
-                                               batch_mean_rule=batch_mean, seed=6)
+        x, diag = samplers.predictor_corrector(
+            lambda y, s: mix.score(y, sigma=s), x, sigmas, corrector_steps=2, batch_mean_rule=batch_mean, seed=6
+        )
         assert diag["nan_particles"] == 0
         assert torch.all((_mode_fractions(mix, x) - mix.weights).abs() < 0.05)
 

@@ -8,6 +8,7 @@ through a stand-in with a CUDA graph's semantics (RecordedGraph: capture records
 and runs nothing, replay re-runs them on the captured tensors, host syncs are refused).
 The real capture is tested on a GPU in tests/test_cuda_runtime.py.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,10 @@ def test_counter_ops_equal_int_step_ops(dtype):
     x, s, sc = _rand((33, 7), 0, dtype), _rand((33, 7), 1, dtype), _rand((33, 7), 2, dtype)
     step = torch.tensor([2**32 - 1])
     a = torch.rand(33, generator=torch.Generator().manual_seed(3))
-    for kw in (dict(step_size=0.1), dict(step_size=a, score_cond=sc, guidance=2.0, clamp=(-1.0, 1.0), max_score_norm=0.5)):
+    for kw in (
+        dict(step_size=0.1),
+        dict(step_size=a, score_cond=sc, guidance=2.0, clamp=(-1.0, 1.0), max_score_norm=0.5),
+    ):
         for backend in ("cpp", "reference"):
             want = scorefast.langevin_step(x, s, seed=5, step=2**32 - 1, particle_offset=9, backend=backend, **kw)
             got = scorefast.langevin_step(x, s, seed=5, step=step, particle_offset=9, backend=backend, **kw)
@@ -44,20 +48,27 @@ def test_counter_ops_equal_int_step_ops(dtype):
             scorefast.langevin_step_(y, s, seed=5, step=step, particle_offset=9, backend=backend, **kw)
             assert torch.equal(y, want)
     for backend in ("cpp", "reference"):
-        assert torch.equal(scorefast.normal((6, 5), seed=3, step=torch.tensor(8), backend=backend),
-                           scorefast.normal((6, 5), seed=3, step=8, backend=backend))
-        assert torch.equal(scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8]), particle_offset=2**40, backend=backend),
-                           scorefast.philox_words(6, 3, seed=3, step=8, particle_offset=2**40, backend=backend))
+        assert torch.equal(
+            scorefast.normal((6, 5), seed=3, step=torch.tensor(8), backend=backend),
+            scorefast.normal((6, 5), seed=3, step=8, backend=backend),
+        )
+        assert torch.equal(
+            scorefast.philox_words(6, 3, seed=3, step=torch.tensor([8]), particle_offset=2**40, backend=backend),
+            scorefast.philox_words(6, 3, seed=3, step=8, particle_offset=2**40, backend=backend),
+        )
 
 
 def test_counter_ops_opcheck():
     x, s = _rand((8, 5), 0), _rand((8, 5), 1)
     step = torch.tensor([4])
-    torch.library.opcheck(torch.ops.scorefast.langevin_step_counter_.default,
-                          (x.clone(), s, None, 1.0, 0.1, None, 0.3, None, 7, step, 2, None, None, None))
+    torch.library.opcheck(
+        torch.ops.scorefast.langevin_step_counter_.default,
+        (x.clone(), s, None, 1.0, 0.1, None, 0.3, None, 7, step, 2, None, None, None),
+    )
     torch.library.opcheck(torch.ops.scorefast.normal_fill_counter_.default, (torch.empty(4, 6), 7, step, 2))
-    torch.library.opcheck(torch.ops.scorefast.philox_fill_counter_.default,
-                          (torch.empty(4, 2, 4, dtype=torch.int64), 7, step, 2))
+    torch.library.opcheck(
+        torch.ops.scorefast.philox_fill_counter_.default, (torch.empty(4, 2, 4, dtype=torch.int64), 7, step, 2)
+    )
 
 
 def test_step_tensor_errors():
@@ -84,17 +95,34 @@ def _mixture_case():
 SAMPLERS = {
     # (sampler call, whether it returns diagnostics); score functions that are not a bare
     # mixture, so every sampler runs the generic step loop
-    "langevin": lambda mix, x, **kw: samplers.langevin(lambda y: mix.score(y), x, steps=7, step_size=0.05, seed=3, **kw),
+    "langevin": lambda mix, x, **kw: samplers.langevin(
+        lambda y: mix.score(y), x, steps=7, step_size=0.05, seed=3, **kw
+    ),
     "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
-        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), steps_per_level=5, epsilon=1e-3,
-        seed=4, **kw),
-    "mala": lambda mix, x, **kw: samplers.mala(lambda y: mix.score(y), lambda y: mix.log_prob(y), x, steps=6, step_size=0.1, seed=5,
-                                               particle_offset=7, **kw),
+        lambda y, s: mix.score(y, sigma=s),
+        x,
+        geometric_sigmas(2.0, 0.2, 3),
+        steps_per_level=5,
+        epsilon=1e-3,
+        seed=4,
+        **kw,
+    ),
+    "mala": lambda mix, x, **kw: samplers.mala(
+        lambda y: mix.score(y), lambda y: mix.log_prob(y), x, steps=6, step_size=0.1, seed=5, particle_offset=7, **kw
+    ),
     "pc": lambda mix, x, **kw: samplers.predictor_corrector(
-        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), corrector_steps=4, seed=6, **kw),
+        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), corrector_steps=4, seed=6, **kw
+    ),
     "pc_batch_mean": lambda mix, x, **kw: samplers.predictor_corrector(
-        lambda y, s: mix.score(y, sigma=s), x, geometric_sigmas(2.0, 0.2, 3), corrector_steps=3,
-        batch_mean_rule=True, seed=6, final_denoise=False, **kw),
+        lambda y, s: mix.score(y, sigma=s),
+        x,
+        geometric_sigmas(2.0, 0.2, 3),
+        corrector_steps=3,
+        batch_mean_rule=True,
+        seed=6,
+        final_denoise=False,
+        **kw,
+    ),
 }
 
 
@@ -158,7 +186,7 @@ class RecordedGraph(TorchDispatchMode):
     @staticmethod
     def _flat_args(func, args, kwargs):
         names = [a.name for a in func._schema.arguments]
-        return list(args) + [kwargs.get(n) for n in names[len(args):]]
+        return list(args) + [kwargs.get(n) for n in names[len(args) :]]
 
     def capture(self, fn):
         with self:
@@ -233,7 +261,11 @@ def test_graph_protocol_gives_the_eager_chain(monkeypatch, name, backend, dtype)
         (eager, d_eager), (graphed, d_graphed) = eager, graphed
         assert d_graphed.keys() == d_eager.keys()
         for k in d_eager:
-            same = torch.equal(d_graphed[k], d_eager[k]) if isinstance(d_eager[k], torch.Tensor) else d_graphed[k] == d_eager[k]
+            same = (
+                torch.equal(d_graphed[k], d_eager[k])
+                if isinstance(d_eager[k], torch.Tensor)
+                else d_graphed[k] == d_eager[k]
+            )
             assert same, k
     assert torch.equal(graphed, eager)
     assert ReplayingRunner.captures > 0 and ReplayingRunner.replays > 0

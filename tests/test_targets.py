@@ -1,5 +1,6 @@
 """Targets: exact sampling, densities and scores of mixtures (against autograd and numerical
 integration), presets, and energy targets."""
+
 from __future__ import annotations
 
 import math

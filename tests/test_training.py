@@ -1,5 +1,6 @@
 """Score matching objectives and drop-in training: implicit score matching (exact and sliced),
 the score network and DSM module, fused-vs-reference training curves, and `scorefast train`."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ def test_sliced_ism_is_unbiased(projections):
     net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
     exact = implicit_score_matching(net, x).item()
     g = torch.Generator().manual_seed(3)
-    draws = torch.tensor([implicit_score_matching(net, x, method="sliced", projections=projections,
-                                                  generator=g).item() for _ in range(400)])
+    draws = torch.tensor(
+        [
+            implicit_score_matching(net, x, method="sliced", projections=projections, generator=g).item()
+            for _ in range(400)
+        ]
+    )
     se = draws.std() / len(draws) ** 0.5
     assert abs(draws.mean().item() - exact) < 5 * se.item() + 1e-12
 
@@ -95,8 +100,21 @@ def test_fused_and_reference_losses_train_the_same(parametrization):
 
 def test_train_cli_with_checkpoint(tmp_path):
     ck, js = tmp_path / "m.pt", tmp_path / "t.json"
-    base = ["train", "--levels", "4", "--samples", "200", "--steps-per-level", "5", "--batch", "64",
-            "--hidden", "32", "--no-plot", "--no-progress"]
+    base = [
+        "train",
+        "--levels",
+        "4",
+        "--samples",
+        "200",
+        "--steps-per-level",
+        "5",
+        "--batch",
+        "64",
+        "--hidden",
+        "32",
+        "--no-plot",
+        "--no-progress",
+    ]
     assert cli.main(base + ["--steps", "40", "--save", str(ck), "--json", str(js)]) == 0
     first = json.loads(js.read_text())
     assert first["training_steps"] == 40 and len(first["sigmas"]) == 4
@@ -120,8 +138,24 @@ class _RunsCode:
 
 
 def test_train_load_refuses_hostile_and_broken_checkpoints(tmp_path, capsys):
-    base = ["train", "--levels", "4", "--samples", "50", "--steps-per-level", "2", "--batch", "16",
-            "--hidden", "8", "--no-plot", "--no-progress", "--steps", "0", "--load"]
+    base = [
+        "train",
+        "--levels",
+        "4",
+        "--samples",
+        "50",
+        "--steps-per-level",
+        "2",
+        "--batch",
+        "16",
+        "--hidden",
+        "8",
+        "--no-plot",
+        "--no-progress",
+        "--steps",
+        "0",
+        "--load",
+    ]
     good = tmp_path / "good.pt"
     assert cli.main(base[:-3] + ["--steps", "2", "--save", str(good)]) == 0
     marker = tmp_path / "ran"
@@ -138,9 +172,15 @@ def test_train_load_refuses_hostile_and_broken_checkpoints(tmp_path, capsys):
     torch.save({**state, "config": {**state["config"], "target": "nowhere"}}, wrong_target)
     bad_sigmas = tmp_path / "bad_sigmas.pt"
     torch.save({**state, "sigmas": torch.tensor([1.0, -1.0])}, bad_sigmas)
-    cases = {hostile: "not a readable", truncated: "not a readable", empty: "is empty",
-             tmp_path / "missing.pt": "does not exist", foreign: "no 'model' entry",
-             wrong_target: "invalid config", bad_sigmas: "invalid noise levels"}
+    cases = {
+        hostile: "not a readable",
+        truncated: "not a readable",
+        empty: "is empty",
+        tmp_path / "missing.pt": "does not exist",
+        foreign: "no 'model' entry",
+        wrong_target: "invalid config",
+        bad_sigmas: "invalid noise levels",
+    }
     for path, message in cases.items():
         with pytest.raises(SystemExit) as exit_info:
             cli.main(base + [str(path)])

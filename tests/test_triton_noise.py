@@ -2,6 +2,7 @@
 ``tl.randint4x`` and its normals ``tl.randn4x`` / ``tl.randn`` where the counters coincide
 (step 0, group 0, offset = global particle id). Also: results independent of the launch
 configuration, and the ops' registration (schema, checks on direct calls)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,11 @@ from scorefast.reference.noise import normal_ref, philox_words_ref
 def _triton_device() -> torch.device:
     status = backend_registry.status("triton")
     device = backend_device("triton")
-    reason = status.reason if not status.available else (
-        None if device.type in status.devices else f"triton does not run on {device}")
+    reason = (
+        status.reason
+        if not status.available
+        else (None if device.type in status.devices else f"triton does not run on {device}")
+    )
     if reason is not None:
         if "triton" in _required():
             pytest.fail(f"required backend triton is unavailable: {reason}")
@@ -78,8 +82,9 @@ def test_words_equal_triton_randint4x(device, seed, first_id):
     P = 6
     triton_words = torch.empty(P, 4, dtype=torch.int64, device=device)
     _randint4x_kernel[(1,)](triton_words, seed, first_id, P, BLOCK=8)
-    ours = scorefast.philox_words(P, 1, seed=seed, step=0, particle_offset=first_id, device=device,
-                                  backend="triton")[:, 0, :]
+    ours = scorefast.philox_words(P, 1, seed=seed, step=0, particle_offset=first_id, device=device, backend="triton")[
+        :, 0, :
+    ]
     assert torch.equal(ours, triton_words)
     assert torch.equal(ours.cpu(), philox_words_ref(P, 1, seed, 0, first_id)[:, 0, :])
 
@@ -93,8 +98,12 @@ def test_normals_equal_triton_randn4x(device, seed, first_id):
     ours = scorefast.normal((P, 4), seed=seed, step=0, particle_offset=first_id, device=device, backend="triton")
     assert torch.equal(ours, out[:, :4])
     assert torch.equal(ours[:, 0], out[:, 4])
-    assert_within(ours.cpu(), normal_ref(P, 4, seed, 0, first_id), noise_tolerance(P, 4, seed, 0, first_id),
-                  "normals vs reference")
+    assert_within(
+        ours.cpu(),
+        normal_ref(P, 4, seed, 0, first_id),
+        noise_tolerance(P, 4, seed, 0, first_id),
+        "normals vs reference",
+    )
 
 
 @pytest.fixture
@@ -115,9 +124,20 @@ def _many_programs_results(device):
     g = torch.Generator().manual_seed(3)
     x, s, sc = (torch.randn(5, 11, generator=g).to(device) for _ in range(3))
     step_size = torch.rand(5, generator=g).to(device) * 0.2
-    step = scorefast.langevin_step(x, s, score_cond=sc, guidance=1.5, step_size=step_size, noise_scale=0.3,
-                                   max_score_norm=1.0, clamp=(-1.5, 1.5), seed=11, step=2,
-                                   particle_offset=2**32 - 2, backend="triton")
+    step = scorefast.langevin_step(
+        x,
+        s,
+        score_cond=sc,
+        guidance=1.5,
+        step_size=step_size,
+        noise_scale=0.3,
+        max_score_norm=1.0,
+        clamp=(-1.5, 1.5),
+        seed=11,
+        step=2,
+        particle_offset=2**32 - 2,
+        backend="triton",
+    )
     return words, normals, step
 
 
@@ -129,8 +149,12 @@ def test_results_independent_of_launch_configuration(device, request):
         assert torch.equal(a, b)
     words, normals, _ = tiled
     assert torch.equal(words.cpu(), philox_words_ref(5, 3, 2**63 + 5, 7, 2**32 - 2))
-    assert_within(normals.cpu(), normal_ref(5, 11, 2**63 + 5, 7, 2**32 - 2),
-                  noise_tolerance(5, 11, 2**63 + 5, 7, 2**32 - 2), "normals, several programs")
+    assert_within(
+        normals.cpu(),
+        normal_ref(5, 11, 2**63 + 5, 7, 2**32 - 2),
+        noise_tolerance(5, 11, 2**63 + 5, 7, 2**32 - 2),
+        "normals, several programs",
+    )
 
 
 def test_op_level_checks_guard_direct_calls(device):

@@ -18,13 +18,12 @@ namespace cpu {
 struct KernelTable {
   const char* isa;
   // z for the flattened elements [begin, end) of a [P, D] tensor, as float32.
-  void (*normal_fill)(float* out, int64_t particle_size, uint64_t seed, uint32_t step,
-                      uint64_t particle_offset, int64_t begin, int64_t end);
+  void (*normal_fill)(float* out, int64_t particle_size, uint64_t seed, uint32_t step, uint64_t particle_offset,
+                      int64_t begin, int64_t end);
   // langevin_step over the flattened elements [begin, end).
   void (*langevin)(const LangevinArgs& args, int64_t begin, int64_t end);
   // Per-particle score multiplier min(1, max_norm / ||g_p||) for particles [begin, end).
-  void (*score_clip_factors)(const LangevinArgs& args, double max_norm, void* factors,
-                             int64_t begin, int64_t end);
+  void (*score_clip_factors)(const LangevinArgs& args, double max_norm, void* factors, int64_t begin, int64_t end);
   // gmm_score for points [begin, end).
   void (*gmm_score)(const GmmArgs& args, int64_t begin, int64_t end);
   // Denoising score matching for samples [begin, end): perturb, per-sample loss, gradient.

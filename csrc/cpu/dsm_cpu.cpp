@@ -55,8 +55,8 @@ at::Tensor dsm_perturb_cpu(const at::Tensor& x, const at::Tensor& sigma, int64_t
   return out;
 }
 
-at::Tensor dsm_loss_cpu(const at::Tensor& pred, const at::Tensor& sigma, double power, bool eps_form,
-                        int64_t seed, int64_t step, int64_t particle_offset) {
+at::Tensor dsm_loss_cpu(const at::Tensor& pred, const at::Tensor& sigma, double power, bool eps_form, int64_t seed,
+                        int64_t step, int64_t particle_offset) {
   CpuDevice::check(pred, "pred");
   DsmCall call = prepare_dsm_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
   check_sigma_values(call);
@@ -71,16 +71,15 @@ at::Tensor dsm_loss_cpu(const at::Tensor& pred, const at::Tensor& sigma, double 
   return out;
 }
 
-at::Tensor dsm_loss_backward_cpu(const at::Tensor& grad_per_sample, const at::Tensor& pred,
-                                 const at::Tensor& sigma, double power, bool eps_form, int64_t seed,
-                                 int64_t step, int64_t particle_offset) {
+at::Tensor dsm_loss_backward_cpu(const at::Tensor& grad_per_sample, const at::Tensor& pred, const at::Tensor& sigma,
+                                 double power, bool eps_form, int64_t seed, int64_t step, int64_t particle_offset) {
   CpuDevice::check(pred, "pred");
   DsmCall call = prepare_dsm_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
   check_sigma_values(call);
   TORCH_CHECK(grad_per_sample.dim() == 1 && grad_per_sample.size(0) == call.args.batch,
               "grad_per_sample must have shape [B] = [", call.args.batch, "], got ", grad_per_sample.sizes());
-  TORCH_CHECK(grad_per_sample.scalar_type() == acc_dtype_of(pred), "grad_per_sample must be ",
-              acc_dtype_of(pred), ", got ", grad_per_sample.scalar_type());
+  TORCH_CHECK(grad_per_sample.scalar_type() == acc_dtype_of(pred), "grad_per_sample must be ", acc_dtype_of(pred),
+              ", got ", grad_per_sample.scalar_type());
   CpuDevice::check(grad_per_sample, "grad_per_sample");
   at::Tensor g = grad_per_sample.contiguous();
   at::Tensor out = at::empty_like(call.input, at::MemoryFormat::Contiguous);

@@ -14,11 +14,9 @@
 namespace scorefast {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x, const at::Tensor& means,
-                                                 const at::Tensor& var, const at::Tensor& inv_var,
-                                                 const std::optional<at::Tensor>& factor,
-                                                 const at::Tensor& log_const,
-                                                 const std::optional<at::Tensor>& sigma2) {
+std::tuple<at::Tensor, at::Tensor> gmm_score_cpu(const at::Tensor& x, const at::Tensor& means, const at::Tensor& var,
+                                                 const at::Tensor& inv_var, const std::optional<at::Tensor>& factor,
+                                                 const at::Tensor& log_const, const std::optional<at::Tensor>& sigma2) {
   CpuDevice::check(x, "x");
   GmmCall call = prepare_gmm_call(x, means, var, inv_var, factor, log_const, sigma2);
   const int64_t N = call.args.num_points, D = call.args.dim, K = call.args.num_components;

@@ -29,8 +29,8 @@ Acc exp_nonpos(Acc v) {
 }
 
 template <typename Acc>
-void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& precision,
-               const at::Tensor& log_const, at::Tensor& score, at::Tensor& log_prob) {
+void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& precision, const at::Tensor& log_const,
+               at::Tensor& score, at::Tensor& log_prob) {
   const int64_t nb = xb.size(0), D = xb.size(1), K = means.size(0);
   at::Tensor diff = at::empty({nb, D}, xb.options());
   at::Tensor U = at::empty({nb, D}, xb.options());
@@ -39,7 +39,7 @@ void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& 
   const Acc* c = log_const.data_ptr<Acc>();
   Acc* d = diff.data_ptr<Acc>();
   const Acc* u = U.data_ptr<Acc>();
-  Acc* acc = score.data_ptr<Acc>();  // sum_k e_k (-U_k), scaled to the running max
+  Acc* acc = score.data_ptr<Acc>();   // sum_k e_k (-U_k), scaled to the running max
   Acc* m = log_prob.data_ptr<Acc>();  // the running max, then log p
   std::vector<Acc> S(static_cast<size_t>(nb), Acc(0));
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
@@ -82,9 +82,7 @@ void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& 
 
 }  // namespace
 
-bool gmm_use_precision_gemm(const GmmArgs& a) {
-  return a.factor != nullptr && a.sigma2 == nullptr && a.dim >= kMinDim;
-}
+bool gmm_use_precision_gemm(const GmmArgs& a) { return a.factor != nullptr && a.sigma2 == nullptr && a.dim >= kMinDim; }
 
 void gmm_precision_gemm(const at::Tensor& x, const at::Tensor& means, const at::Tensor& inv_var,
                         const at::Tensor& factor, const at::Tensor& log_const, at::Tensor& score,

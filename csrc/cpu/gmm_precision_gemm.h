@@ -20,7 +20,6 @@ bool gmm_use_precision_gemm(const GmmArgs& a);
 // score [N, D] and log_prob [N] (x's dtype) for x [N, D]; parameters as the op's, in the
 // math dtype.
 void gmm_precision_gemm(const at::Tensor& x, const at::Tensor& means, const at::Tensor& inv_var,
-                        const at::Tensor& factor, const at::Tensor& log_const, at::Tensor& score,
-                        at::Tensor& log_prob);
+                        const at::Tensor& factor, const at::Tensor& log_const, at::Tensor& score, at::Tensor& log_prob);
 
 }  // namespace scorefast

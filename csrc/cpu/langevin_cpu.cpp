@@ -35,8 +35,7 @@ struct LangevinCpu : CpuDevice {
       });
       args.score_factor = factors.data_ptr();
     }
-    at::parallel_for(0, P * D, kGrainElements,
-                     [&](int64_t begin, int64_t end) { k.langevin(args, begin, end); });
+    at::parallel_for(0, P * D, kGrainElements, [&](int64_t begin, int64_t end) { k.langevin(args, begin, end); });
   }
 };
 

@@ -26,8 +26,8 @@ struct NoiseCpu : CpuDevice {
     at::parallel_for(0, P * Q, kGrainElements / 4, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t p = i / Q, q = i - p * Q;
-        const PhiloxWords w = noise_words(key, static_cast<uint64_t>(particle_offset) + p,
-                                          static_cast<uint32_t>(step), static_cast<uint32_t>(q));
+        const PhiloxWords w = noise_words(key, static_cast<uint64_t>(particle_offset) + p, static_cast<uint32_t>(step),
+                                          static_cast<uint32_t>(q));
         data[4 * i + 0] = w.w0;
         data[4 * i + 1] = w.w1;
         data[4 * i + 2] = w.w2;

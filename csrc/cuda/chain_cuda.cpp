@@ -32,9 +32,9 @@ void gmm_chain_cuda_(at::Tensor& x, const at::Tensor& means, const at::Tensor& v
   check_cuda_result(cuda::gmm_chain_workspace_size(c, bytes), "gmm_chain_ (workspace size)");
   at::Tensor workspace;  // freed after the launch: the caching allocator orders reuse on this stream
   if (bytes > 0) workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
-  check_cuda_result(cuda::launch_gmm_chain(c, bytes > 0 ? workspace.data_ptr() : nullptr, bytes,
-                                           current_stream(x.device())),
-                    "gmm_chain_");
+  check_cuda_result(
+      cuda::launch_gmm_chain(c, bytes > 0 ? workspace.data_ptr() : nullptr, bytes, current_stream(x.device())),
+      "gmm_chain_");
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1) chain_small_kernel(const ChainArg
     for (int d = 0; d < kD; ++d) sc[d] = 0;
     for (int64_t k0 = 0; k0 < K; k0 += kTileComponents) {
       const int tk = static_cast<int>(K - k0 < kTileComponents ? K - k0 : kTileComponents);
-      if (!one_tile) {  // block-uniform
+      if (!one_tile) {    // block-uniform
         __syncthreads();  // the previous tile is no longer read
         Tile::stage(tile, k0, tk, means, var, VC, factor, log_const);
         __syncthreads();
@@ -390,11 +390,15 @@ cudaError_t launch_small(const ChainArgs& c, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   const bool full = c.mixture.factor != nullptr;
   if (c.mala) {
-    if (full) chain_small_kernel<T, kD, true, true><<<blocks, kThreads, 0, stream>>>(c);
-    else chain_small_kernel<T, kD, false, true><<<blocks, kThreads, 0, stream>>>(c);
+    if (full)
+      chain_small_kernel<T, kD, true, true><<<blocks, kThreads, 0, stream>>>(c);
+    else
+      chain_small_kernel<T, kD, false, true><<<blocks, kThreads, 0, stream>>>(c);
   } else {
-    if (full) chain_small_kernel<T, kD, true, false><<<blocks, kThreads, 0, stream>>>(c);
-    else chain_small_kernel<T, kD, false, false><<<blocks, kThreads, 0, stream>>>(c);
+    if (full)
+      chain_small_kernel<T, kD, true, false><<<blocks, kThreads, 0, stream>>>(c);
+    else
+      chain_small_kernel<T, kD, false, false><<<blocks, kThreads, 0, stream>>>(c);
   }
   return cudaGetLastError();
 }

@@ -16,8 +16,7 @@ namespace cuda {
 // D <= 4, or nothing to do), valid until the launch completes; launch_gmm_chain returns
 // cudaErrorInvalidValue when it is missing or smaller.
 cudaError_t gmm_chain_workspace_size(const ChainArgs& args, size_t& bytes);
-cudaError_t launch_gmm_chain(const ChainArgs& args, void* workspace, size_t workspace_bytes,
-                             cudaStream_t stream);
+cudaError_t launch_gmm_chain(const ChainArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scorefast

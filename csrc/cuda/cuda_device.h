@@ -46,8 +46,8 @@ inline cudaStream_t current_stream(const c10::Device& device) {
 }
 
 inline void check_cuda_result(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, "scorefast CUDA kernel ", what, " failed: ",
-              cudaGetErrorName(err), ": ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, "scorefast CUDA kernel ", what, " failed: ", cudaGetErrorName(err), ": ",
+              cudaGetErrorString(err));
 }
 
 }  // namespace scorefast

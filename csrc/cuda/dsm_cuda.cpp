@@ -18,9 +18,8 @@ namespace {
 
 // prepare_dsm_call checks that sigma is on the input's device; the input must be a CUDA one.
 // The guard also covers the .contiguous() copies (on the input's device and current stream).
-DsmCall prepare_dsm_cuda_call(const at::Tensor& input, const char* input_name, const at::Tensor& sigma,
-                              double power, bool eps_form, int64_t seed, int64_t step,
-                              int64_t particle_offset) {
+DsmCall prepare_dsm_cuda_call(const at::Tensor& input, const char* input_name, const at::Tensor& sigma, double power,
+                              bool eps_form, int64_t seed, int64_t step, int64_t particle_offset) {
   CudaDevice::check(input, input_name);
   const c10::DeviceGuard guard(input.device());
   return prepare_dsm_call(input, input_name, sigma, power, eps_form, seed, step, particle_offset);
@@ -37,8 +36,8 @@ at::Tensor dsm_perturb_cuda(const at::Tensor& x, const at::Tensor& sigma, int64_
   return out;
 }
 
-at::Tensor dsm_loss_cuda(const at::Tensor& pred, const at::Tensor& sigma, double power, bool eps_form,
-                         int64_t seed, int64_t step, int64_t particle_offset) {
+at::Tensor dsm_loss_cuda(const at::Tensor& pred, const at::Tensor& sigma, double power, bool eps_form, int64_t seed,
+                         int64_t step, int64_t particle_offset) {
   DsmCall call = prepare_dsm_cuda_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
   const c10::DeviceGuard guard(call.input.device());
   at::Tensor out = at::empty({call.args.batch}, call.input.options().dtype(acc_dtype_of(call.input)));
@@ -53,14 +52,13 @@ at::Tensor dsm_loss_cuda(const at::Tensor& pred, const at::Tensor& sigma, double
   return out;
 }
 
-at::Tensor dsm_loss_backward_cuda(const at::Tensor& grad_per_sample, const at::Tensor& pred,
-                                  const at::Tensor& sigma, double power, bool eps_form, int64_t seed,
-                                  int64_t step, int64_t particle_offset) {
+at::Tensor dsm_loss_backward_cuda(const at::Tensor& grad_per_sample, const at::Tensor& pred, const at::Tensor& sigma,
+                                  double power, bool eps_form, int64_t seed, int64_t step, int64_t particle_offset) {
   DsmCall call = prepare_dsm_cuda_call(pred, "pred", sigma, power, eps_form, seed, step, particle_offset);
   TORCH_CHECK(grad_per_sample.dim() == 1 && grad_per_sample.size(0) == call.args.batch,
               "grad_per_sample must have shape [B] = [", call.args.batch, "], got ", grad_per_sample.sizes());
-  TORCH_CHECK(grad_per_sample.scalar_type() == acc_dtype_of(pred), "grad_per_sample must be ",
-              acc_dtype_of(pred), ", got ", grad_per_sample.scalar_type());
+  TORCH_CHECK(grad_per_sample.scalar_type() == acc_dtype_of(pred), "grad_per_sample must be ", acc_dtype_of(pred),
+              ", got ", grad_per_sample.scalar_type());
   TORCH_CHECK(grad_per_sample.device() == pred.device(), "grad_per_sample must be on the device of pred (",
               pred.device(), "), got ", grad_per_sample.device());
   const c10::DeviceGuard guard(call.input.device());
@@ -69,8 +67,7 @@ at::Tensor dsm_loss_backward_cuda(const at::Tensor& grad_per_sample, const at::T
   DsmArgs args = call.args;
   args.grad_per_sample = g.data_ptr();
   args.out = out.data_ptr();
-  check_cuda_result(cuda::launch_dsm_loss_backward(args, current_stream(call.input.device())),
-                    "dsm_loss_backward");
+  check_cuda_result(cuda::launch_dsm_loss_backward(args, current_stream(call.input.device())), "dsm_loss_backward");
   return out;
 }
 

@@ -72,10 +72,9 @@ DsmParams make_params(const DsmArgs& a) {
 // The normals of group q of sample b (n of the 4 used; the second Box-Muller pair only
 // when the group uses it, as in the other kernels).
 template <typename Acc>
-__device__ __forceinline__ void group_normals(const DsmParams& prm, int64_t b, int64_t q, int n,
-                                              Acc (&z)[4]) {
-  const PhiloxWords w = noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(b), prm.step,
-                                    static_cast<uint32_t>(q));
+__device__ __forceinline__ void group_normals(const DsmParams& prm, int64_t b, int64_t q, int n, Acc (&z)[4]) {
+  const PhiloxWords w =
+      noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(b), prm.step, static_cast<uint32_t>(q));
   float z0, z1, z2 = 0.f, z3 = 0.f;
   box_muller(w.w0, w.w1, z0, z1);
   if (n > 2) box_muller(w.w2, w.w3, z2, z3);
@@ -94,8 +93,7 @@ __device__ __forceinline__ int group_count(int64_t D, int64_t q) {
 // r = pred - z (eps form) or pred + z * (1 / sigma_b) (score form) for group q of sample b;
 // returns the number of elements n (r[j] for j >= n is meaningless).
 template <typename T, bool kVec, typename Acc = typename Storage<T>::acc>
-__device__ __forceinline__ int group_residual(const DsmParams& prm, int64_t b, int64_t q, Acc inv_sigma,
-                                              Acc (&r)[4]) {
+__device__ __forceinline__ int group_residual(const DsmParams& prm, int64_t b, int64_t q, Acc inv_sigma, Acc (&r)[4]) {
   const int64_t D = prm.sample_size;
   const int n = group_count<kVec>(D, q);
   load4<T, kVec>(static_cast<const T*>(prm.input) + b * D + 4 * q, n, r);
@@ -155,8 +153,8 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
       const Acc sig = sigma[b];
       const Acc g = grad[b];
       inv_sigma = div_rn(Acc(1), sig);
-      scale = prm.eps_form ? mul_rn(Acc(2), g)
-                           : mul_rn(g, static_cast<Acc>(::pow(static_cast<double>(sig), prm.power)));
+      scale =
+          prm.eps_form ? mul_rn(Acc(2), g) : mul_rn(g, static_cast<Acc>(::pow(static_cast<double>(sig), prm.power)));
     }
     Acc r[4];
     const int n = group_residual<T, kVec>(prm, b, q, inv_sigma, r);
@@ -171,8 +169,7 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
 
 // Sum of squared residuals over groups first, first + stride, ... of sample b, in double.
 template <typename T, bool kVec>
-__device__ __forceinline__ double sample_partial(const DsmParams& prm, int64_t b, int64_t first,
-                                                 int64_t stride) {
+__device__ __forceinline__ double sample_partial(const DsmParams& prm, int64_t b, int64_t first, int64_t stride) {
   using Acc = typename Storage<T>::acc;
   const Acc inv_sigma = div_rn(Acc(1), static_cast<const Acc*>(prm.sigma)[b]);
   double s = 0.0;
@@ -192,9 +189,7 @@ __device__ __forceinline__ double sample_partial(const DsmParams& prm, int64_t b
 
 // 1/2 sigma^p in double. Not inlined: called where few registers are live, so the pow
 // does not spill.
-__device__ __noinline__ double half_sigma_pow(double sigma, double power) {
-  return 0.5 * ::pow(sigma, power);
-}
+__device__ __noinline__ double half_sigma_pow(double sigma, double power) { return 0.5 * ::pow(sigma, power); }
 
 // l_b from the sum of squares, as the CPU kernel forms it.
 template <typename Acc>
@@ -272,13 +267,17 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
       while (team_log2 < 5 && (int64_t{1} << team_log2) < prm.num_groups) ++team_log2;
       err = grid_size(prm.batch << team_log2, kThreads, blocks);
       if (err != cudaSuccess) return err;
-      if (vec) dsm_loss_team_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
-      else dsm_loss_team_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+      if (vec)
+        dsm_loss_team_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+      else
+        dsm_loss_team_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
     } else {
       err = grid_size(prm.batch * kThreads, kThreads, blocks);
       if (err != cudaSuccess) return err;
-      if (vec) dsm_loss_block_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
-      else dsm_loss_block_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
+      if (vec)
+        dsm_loss_block_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
+      else
+        dsm_loss_block_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
     }
     return cudaGetLastError();
   }
@@ -286,11 +285,15 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
   err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
   if (op == Op::kPerturb) {
-    if (vec) dsm_perturb_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
-    else dsm_perturb_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
+    if (vec)
+      dsm_perturb_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
+    else
+      dsm_perturb_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
   } else {
-    if (vec) dsm_backward_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
-    else dsm_backward_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
+    if (vec)
+      dsm_backward_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
+    else
+      dsm_backward_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
   }
   return cudaGetLastError();
 }
@@ -315,9 +318,7 @@ cudaError_t launch_dsm_perturb(const DsmArgs& args, cudaStream_t stream) {
   return dsm_dispatch(args, Op::kPerturb, stream);
 }
 
-cudaError_t launch_dsm_loss(const DsmArgs& args, cudaStream_t stream) {
-  return dsm_dispatch(args, Op::kLoss, stream);
-}
+cudaError_t launch_dsm_loss(const DsmArgs& args, cudaStream_t stream) { return dsm_dispatch(args, Op::kLoss, stream); }
 
 cudaError_t launch_dsm_loss_backward(const DsmArgs& args, cudaStream_t stream) {
   return dsm_dispatch(args, Op::kBackward, stream);

@@ -18,9 +18,8 @@ namespace scorefast {
 namespace {
 
 // prepare_gmm_call checks that every tensor is on x's device; x must be a CUDA one.
-std::tuple<at::Tensor, at::Tensor> gmm_score_cuda(const at::Tensor& x, const at::Tensor& means,
-                                                  const at::Tensor& var, const at::Tensor& inv_var,
-                                                  const std::optional<at::Tensor>& factor,
+std::tuple<at::Tensor, at::Tensor> gmm_score_cuda(const at::Tensor& x, const at::Tensor& means, const at::Tensor& var,
+                                                  const at::Tensor& inv_var, const std::optional<at::Tensor>& factor,
                                                   const at::Tensor& log_const,
                                                   const std::optional<at::Tensor>& sigma2) {
   CudaDevice::check(x, "x");

@@ -44,9 +44,8 @@ struct SmallTile {
 
   // Components [k0, k0 + tk) into tile, by every thread of the block; the caller
   // synchronises before (the previous tile is no longer read) and after.
-  static __device__ __forceinline__ void stage(Acc* tile, int64_t k0, int tk, const Acc* means,
-                                               const Acc* vv, int64_t VC, const Acc* factor,
-                                               const Acc* log_const) {
+  static __device__ __forceinline__ void stage(Acc* tile, int64_t k0, int tk, const Acc* means, const Acc* vv,
+                                               int64_t VC, const Acc* factor, const Acc* log_const) {
     for (int e = threadIdx.x; e < tk * kStride; e += blockDim.x) {
       const int kk = e / kStride, f = e - kk * kStride;
       const int64_t k = k0 + kk;
@@ -68,9 +67,8 @@ struct SmallTile {
   // Adds the tile's first tk components to the running (m, S, acc) of the point xr.
   // per_point: the tile holds variances and h = 1 / (var + s2) is formed here; otherwise
   // it holds h itself (and log_const includes the log-determinant).
-  static __device__ __forceinline__ void accumulate(const Acc* tile, int tk, bool per_point, bool iso,
-                                                    Acc s2, const Acc (&xr)[kD], Acc& m, Acc& S,
-                                                    Acc (&acc)[kD]) {
+  static __device__ __forceinline__ void accumulate(const Acc* tile, int tk, bool per_point, bool iso, Acc s2,
+                                                    const Acc (&xr)[kD], Acc& m, Acc& S, Acc (&acc)[kD]) {
     const Acc ninf = neg_inf<Acc>();
     for (int kk = 0; kk < tk; ++kk) {
       const Acc* c = tile + kk * kStride;

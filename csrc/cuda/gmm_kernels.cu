@@ -257,8 +257,8 @@ __global__ void __launch_bounds__(kThreads, 1) gmm_warp_kernel(const GmmArgs a) 
         if (per_point) log_det = warp_allsum(lp);
       }
       const Acc l = log_const[k] - Acc(0.5) * (quad + log_det);  // the same in every lane
-      if (l == ninf) continue;  // weight 0, or infinitely far: contributes nothing
-      if (l > m) {              // new running max: rescale what is accumulated
+      if (l == ninf) continue;                                   // weight 0, or infinitely far: contributes nothing
+      if (l > m) {                                               // new running max: rescale what is accumulated
         const Acc r = sf_exp(m - l);
         S *= r;
 #pragma unroll

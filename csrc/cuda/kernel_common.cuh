@@ -28,14 +28,11 @@ inline cudaError_t grid_size(int64_t work, int threads, unsigned int& blocks) {
   return cudaSuccess;
 }
 
-inline bool is_aligned(const void* p, uintptr_t bytes) {
-  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
-}
+inline bool is_aligned(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
 
 // i -> (row, column) of a row-major [rows, cols] index space; 32-bit division when the
 // whole space fits (the common case), 64-bit otherwise.
-__device__ __forceinline__ void split_index(int64_t i, int64_t cols, bool index32, int64_t& row,
-                                            int64_t& col) {
+__device__ __forceinline__ void split_index(int64_t i, int64_t cols, bool index32, int64_t& row, int64_t& col) {
   if (index32) {
     const uint32_t ii = static_cast<uint32_t>(i), c = static_cast<uint32_t>(cols);
     const uint32_t r = ii / c;
@@ -51,9 +48,7 @@ __device__ __forceinline__ int64_t global_thread_id() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 
-__device__ __forceinline__ int64_t grid_stride() {
-  return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
+__device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 // The step of the noise counter: `step`, or the low 32 bits of *step_counter read now (a
 // device value, so a replayed CUDA graph sees the current one; see noise_launchers.h).

@@ -91,8 +91,8 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
     Acc b = Acc(0);
     if (kNoise != kNoNoise) b = prm.noise_pp != nullptr ? prm.noise_pp[p] : prm.b;
     if (kNoise == kContractNoise) {
-      const PhiloxWords words = noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(p),
-                                            step, static_cast<uint32_t>(q));
+      const PhiloxWords words =
+          noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), step, static_cast<uint32_t>(q));
       float z0, z1, z2 = 0.f, z3 = 0.f;
       box_muller(words.w0, words.w1, z0, z1);
       if (n > 2) box_muller(words.w2, words.w3, z2, z3);  // D % 4 == 1, 2 tails use one pair
@@ -149,8 +149,8 @@ __device__ __forceinline__ Acc clip_factor(double sum_sq, double max_norm) {
 // One warp per particle (small D).
 template <typename T, typename Acc = typename Storage<T>::acc>
 __global__ void __launch_bounds__(kThreads)
-    clip_factor_warp_kernel(const T* score, const T* score_cond, Acc w, int64_t P, int64_t D,
-                            double max_norm, Acc* factors) {
+    clip_factor_warp_kernel(const T* score, const T* score_cond, Acc w, int64_t P, int64_t D, double max_norm,
+                            Acc* factors) {
   const int lane = threadIdx.x & 31;
   const int64_t warps_per_block = blockDim.x / 32;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
@@ -166,8 +166,8 @@ __global__ void __launch_bounds__(kThreads)
 // One block per particle (large D).
 template <typename T, typename Acc = typename Storage<T>::acc>
 __global__ void __launch_bounds__(kThreads)
-    clip_factor_block_kernel(const T* score, const T* score_cond, Acc w, int64_t P, int64_t D,
-                             double max_norm, Acc* factors) {
+    clip_factor_block_kernel(const T* score, const T* score_cond, Acc w, int64_t P, int64_t D, double max_norm,
+                             Acc* factors) {
   __shared__ double partial[kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
   for (int64_t p = blockIdx.x; p < P; p += gridDim.x) {
@@ -191,8 +191,7 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int64_t kWarpPerParticleMaxD = 2048;
 
 template <typename T>
-cudaError_t clip_factors_typed(const LangevinArgs& args, double max_norm, void* factors,
-                               cudaStream_t stream) {
+cudaError_t clip_factors_typed(const LangevinArgs& args, double max_norm, void* factors, cudaStream_t stream) {
   using Acc = typename Storage<T>::acc;
   const int64_t P = args.num_particles, D = args.particle_size;
   if (P == 0) return cudaSuccess;
@@ -249,23 +248,28 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
   const int mode = !needs_noise(args) ? kNoNoise : (args.noise != nullptr ? kExplicitNoise : kContractNoise);
   const uintptr_t align = quad_alignment<T>();
   const bool vec = D % 4 == 0 && is_aligned(args.x, align) && is_aligned(args.score, align) &&
-                   is_aligned(args.out, align) &&
-                   (args.score_cond == nullptr || is_aligned(args.score_cond, align));
-  prm.noise_vec = mode == kExplicitNoise && args.noise_dtype == StorageType::kFloat32 &&
-                  D % 4 == 0 && is_aligned(args.noise, 16);
+                   is_aligned(args.out, align) && (args.score_cond == nullptr || is_aligned(args.score_cond, align));
+  prm.noise_vec =
+      mode == kExplicitNoise && args.noise_dtype == StorageType::kFloat32 && D % 4 == 0 && is_aligned(args.noise, 16);
 
   unsigned int blocks = 0;
   cudaError_t err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
 #define SF_LAUNCH(MODE, VEC) langevin_kernel<T, MODE, VEC><<<blocks, kThreads, 0, stream>>>(prm)
   if (vec) {
-    if (mode == kContractNoise) SF_LAUNCH(kContractNoise, true);
-    else if (mode == kExplicitNoise) SF_LAUNCH(kExplicitNoise, true);
-    else SF_LAUNCH(kNoNoise, true);
+    if (mode == kContractNoise)
+      SF_LAUNCH(kContractNoise, true);
+    else if (mode == kExplicitNoise)
+      SF_LAUNCH(kExplicitNoise, true);
+    else
+      SF_LAUNCH(kNoNoise, true);
   } else {
-    if (mode == kContractNoise) SF_LAUNCH(kContractNoise, false);
-    else if (mode == kExplicitNoise) SF_LAUNCH(kExplicitNoise, false);
-    else SF_LAUNCH(kNoNoise, false);
+    if (mode == kContractNoise)
+      SF_LAUNCH(kContractNoise, false);
+    else if (mode == kExplicitNoise)
+      SF_LAUNCH(kExplicitNoise, false);
+    else
+      SF_LAUNCH(kNoNoise, false);
   }
 #undef SF_LAUNCH
   return cudaGetLastError();
@@ -273,8 +277,7 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
 
 }  // namespace
 
-cudaError_t launch_score_clip_factors(const LangevinArgs& args, double max_norm, void* factors,
-                                      cudaStream_t stream) {
+cudaError_t launch_score_clip_factors(const LangevinArgs& args, double max_norm, void* factors, cudaStream_t stream) {
   switch (args.dtype) {
     case StorageType::kFloat32:
       return clip_factors_typed<float>(args, max_norm, factors, stream);

@@ -24,10 +24,9 @@ struct NoiseCuda : CudaDevice {
     if (out.numel() == 0) return;
     const c10::DeviceGuard guard(out.device());
     check_cuda_result(
-        cuda::launch_philox_fill(out.data_ptr<int64_t>(), out.size(0), out.size(1),
-                                 static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
-                                 static_cast<uint64_t>(particle_offset), current_stream(out.device()),
-                                 step_counter),
+        cuda::launch_philox_fill(out.data_ptr<int64_t>(), out.size(0), out.size(1), static_cast<uint64_t>(seed),
+                                 static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
+                                 current_stream(out.device()), step_counter),
         "philox_fill_");
   }
 
@@ -39,11 +38,10 @@ struct NoiseCuda : CudaDevice {
     const int64_t D = out.numel() / out.size(0);
     check_particle_size(D);
     const c10::DeviceGuard guard(out.device());
-    check_cuda_result(
-        cuda::launch_normal_fill(out.data_ptr<float>(), out.size(0), D, static_cast<uint64_t>(seed),
-                                 static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
-                                 current_stream(out.device()), step_counter),
-        "normal_fill_");
+    check_cuda_result(cuda::launch_normal_fill(out.data_ptr<float>(), out.size(0), D, static_cast<uint64_t>(seed),
+                                               static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
+                                               current_stream(out.device()), step_counter),
+                      "normal_fill_");
   }
 };
 

@@ -20,15 +20,13 @@ namespace {
 
 // out[p, q, :] = the four words of (p + offset, step, q); `vec`: 16-byte stores.
 __global__ void __launch_bounds__(kThreads)
-    philox_fill_kernel(int64_t* out, int64_t total, int64_t num_groups, bool index32, bool vec,
-                       uint64_t seed, uint32_t step_arg, uint64_t particle_offset,
-                       const int64_t* step_counter) {
+    philox_fill_kernel(int64_t* out, int64_t total, int64_t num_groups, bool index32, bool vec, uint64_t seed,
+                       uint32_t step_arg, uint64_t particle_offset, const int64_t* step_counter) {
   const uint32_t step = current_step(step_arg, step_counter);
   for (int64_t i = global_thread_id(); i < total; i += grid_stride()) {
     int64_t p, q;
     split_index(i, num_groups, index32, p, q);
-    const PhiloxWords w = noise_words(seed, particle_offset + static_cast<uint64_t>(p), step,
-                                      static_cast<uint32_t>(q));
+    const PhiloxWords w = noise_words(seed, particle_offset + static_cast<uint64_t>(p), step, static_cast<uint32_t>(q));
     int64_t* dst = out + 4 * i;
     if (vec) {
       reinterpret_cast<longlong2*>(dst)[0] = make_longlong2(w.w0, w.w1);
@@ -45,15 +43,13 @@ __global__ void __launch_bounds__(kThreads)
 // out[p, 4q : 4q + 4] (clipped to D) = normals of (p + offset, step, q); `vec` (D % 4 == 0
 // and a 16-byte aligned base): one float4 store per group.
 __global__ void __launch_bounds__(kThreads)
-    normal_fill_kernel(float* out, int64_t total, int64_t particle_size, int64_t num_groups,
-                       bool index32, bool vec, uint64_t seed, uint32_t step_arg,
-                       uint64_t particle_offset, const int64_t* step_counter) {
+    normal_fill_kernel(float* out, int64_t total, int64_t particle_size, int64_t num_groups, bool index32, bool vec,
+                       uint64_t seed, uint32_t step_arg, uint64_t particle_offset, const int64_t* step_counter) {
   const uint32_t step = current_step(step_arg, step_counter);
   for (int64_t i = global_thread_id(); i < total; i += grid_stride()) {
     int64_t p, q;
     split_index(i, num_groups, index32, p, q);
-    const PhiloxWords w = noise_words(seed, particle_offset + static_cast<uint64_t>(p), step,
-                                      static_cast<uint32_t>(q));
+    const PhiloxWords w = noise_words(seed, particle_offset + static_cast<uint64_t>(p), step, static_cast<uint32_t>(q));
     const int64_t d0 = 4 * q;
     float* dst = out + p * particle_size + d0;
     if (vec) {
@@ -78,9 +74,8 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups,
-                               uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               cudaStream_t stream, const int64_t* step_counter) {
+cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups, uint64_t seed, uint32_t step,
+                               uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter) {
   const int64_t total = num_particles * num_groups;
   if (total == 0) return cudaSuccess;
   unsigned int blocks = 0;
@@ -88,14 +83,13 @@ cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_
   if (err != cudaSuccess) return err;
   const bool index32 = total <= static_cast<int64_t>(UINT32_MAX);
   const bool vec = is_aligned(out, 16);
-  philox_fill_kernel<<<blocks, kThreads, 0, stream>>>(out, total, num_groups, index32, vec, seed,
-                                                      step, particle_offset, step_counter);
+  philox_fill_kernel<<<blocks, kThreads, 0, stream>>>(out, total, num_groups, index32, vec, seed, step, particle_offset,
+                                                      step_counter);
   return cudaGetLastError();
 }
 
-cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size,
-                               uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               cudaStream_t stream, const int64_t* step_counter) {
+cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size, uint64_t seed, uint32_t step,
+                               uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter) {
   if (num_particles == 0 || particle_size == 0) return cudaSuccess;
   const int64_t num_groups = (particle_size + 3) / 4;
   const int64_t total = num_particles * num_groups;
@@ -104,9 +98,8 @@ cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t partic
   if (err != cudaSuccess) return err;
   const bool index32 = total <= static_cast<int64_t>(UINT32_MAX);
   const bool vec = particle_size % 4 == 0 && is_aligned(out, 16);
-  normal_fill_kernel<<<blocks, kThreads, 0, stream>>>(out, total, particle_size, num_groups,
-                                                      index32, vec, seed, step, particle_offset,
-                                                      step_counter);
+  normal_fill_kernel<<<blocks, kThreads, 0, stream>>>(out, total, particle_size, num_groups, index32, vec, seed, step,
+                                                      particle_offset, step_counter);
   return cudaGetLastError();
 }
 

@@ -19,14 +19,12 @@ namespace cuda {
 
 // Philox words of the noise contract for P particles x Q groups: out is int64 [P, Q, 4]
 // (contiguous, device memory), entry [p, q, :] = Philox(lo32(p'), hi32(p'), step, q).
-cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups,
-                               uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               cudaStream_t stream, const int64_t* step_counter = nullptr);
+cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups, uint64_t seed, uint32_t step,
+                               uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter = nullptr);
 
 // Standard normals of the noise contract: out is float32 [P, D] (contiguous).
-cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size,
-                               uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               cudaStream_t stream, const int64_t* step_counter = nullptr);
+cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size, uint64_t seed, uint32_t step,
+                               uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter = nullptr);
 
 }  // namespace cuda
 }  // namespace scorefast

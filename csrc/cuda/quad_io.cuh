@@ -61,8 +61,10 @@ template <typename T>
 struct Quad16 {
   static __device__ __forceinline__ void load(const T* p, float (&v)[4]) {
     const uint2 r = *reinterpret_cast<const uint2*>(p);
-    const T h[4] = {{static_cast<uint16_t>(r.x & 0xffffu)}, {static_cast<uint16_t>(r.x >> 16)},
-                    {static_cast<uint16_t>(r.y & 0xffffu)}, {static_cast<uint16_t>(r.y >> 16)}};
+    const T h[4] = {{static_cast<uint16_t>(r.x & 0xffffu)},
+                    {static_cast<uint16_t>(r.x >> 16)},
+                    {static_cast<uint16_t>(r.y & 0xffffu)},
+                    {static_cast<uint16_t>(r.y >> 16)}};
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = Storage<T>::load(&h[j]);
   }
@@ -70,8 +72,9 @@ struct Quad16 {
     T h[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) Storage<T>::store(&h[j], v[j]);
-    *reinterpret_cast<uint2*>(p) = make_uint2(static_cast<uint32_t>(h[0].bits) | (static_cast<uint32_t>(h[1].bits) << 16),
-                                              static_cast<uint32_t>(h[2].bits) | (static_cast<uint32_t>(h[3].bits) << 16));
+    *reinterpret_cast<uint2*>(p) =
+        make_uint2(static_cast<uint32_t>(h[0].bits) | (static_cast<uint32_t>(h[1].bits) << 16),
+                   static_cast<uint32_t>(h[2].bits) | (static_cast<uint32_t>(h[3].bits) << 16));
   }
 };
 template <>

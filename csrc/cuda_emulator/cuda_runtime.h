@@ -37,10 +37,18 @@ struct dim3 {
   constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
 };
 
-struct alignas(8) uint2 { unsigned int x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(16) double2 { double x, y; };
-struct alignas(16) longlong2 { long long x, y; };
+struct alignas(8) uint2 {
+  unsigned int x, y;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(16) double2 {
+  double x, y;
+};
+struct alignas(16) longlong2 {
+  long long x, y;
+};
 inline uint2 make_uint2(unsigned int x, unsigned int y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline double2 make_double2(double x, double y) { return {x, y}; }
@@ -85,8 +93,7 @@ const dim3& thread_idx();
 
 // Runs `body` once per thread of every block (blocks in order, the threads of a block as
 // fibers). Throws std::runtime_error with what went wrong inside a thread.
-cudaError_t run_grid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem,
-                     const std::function<void()>& body);
+cudaError_t run_grid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem, const std::function<void()>& body);
 
 void sync_block();
 void sync_warp(unsigned int mask);
@@ -131,8 +138,7 @@ struct Launch {
 };
 
 template <typename... Params>
-Launch<Params...> launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem = 0,
-                         cudaStream_t = nullptr) {
+Launch<Params...> launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
   return Launch<Params...>{kernel, grid, block, smem};
 }
 
@@ -200,7 +206,9 @@ inline float __logf(float x) { return std::log(x); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 template <typename T>
-T __ldg(const T* p) { return *p; }
+T __ldg(const T* p) {
+  return *p;
+}
 
 // Runtime API.
 inline cudaError_t cudaGetDevice(int* device) {

@@ -26,13 +26,12 @@ void shuffle(at::Tensor& out, int64_t mode, int64_t arg, int64_t width) {
 }
 
 void block_sum(const at::Tensor& in, at::Tensor& out, int64_t threads) {
-  check(launch_block_sum(in.const_data_ptr<double>(), in.numel(), out.data_ptr<double>(),
-                         static_cast<int>(out.numel()), static_cast<int>(threads)));
+  check(launch_block_sum(in.const_data_ptr<double>(), in.numel(), out.data_ptr<double>(), static_cast<int>(out.numel()),
+                         static_cast<int>(threads)));
 }
 
 void mirror(at::Tensor& out, int64_t smem_bytes, bool opt_in) {
-  check(launch_mirror(out.data_ptr<float>(), static_cast<int>(out.numel()), static_cast<size_t>(smem_bytes),
-                      opt_in));
+  check(launch_mirror(out.data_ptr<float>(), static_cast<int>(out.numel()), static_cast<size_t>(smem_bytes), opt_in));
 }
 
 void exited_lane(at::Tensor& out) { check(launch_exited_lane(out.data_ptr<float>())); }

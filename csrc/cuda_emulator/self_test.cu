@@ -17,10 +17,18 @@ __global__ void shuffle_kernel(float* out, int mode, int arg, int width) {
   const float v = static_cast<float>(threadIdx.x);
   float r = 0.0f;
   switch (mode) {
-    case 0: r = __shfl_down_sync(kFull, v, static_cast<unsigned int>(arg), width); break;
-    case 1: r = __shfl_up_sync(kFull, v, static_cast<unsigned int>(arg), width); break;
-    case 2: r = __shfl_xor_sync(kFull, v, arg, width); break;
-    default: r = __shfl_sync(kFull, v, arg, width); break;
+    case 0:
+      r = __shfl_down_sync(kFull, v, static_cast<unsigned int>(arg), width);
+      break;
+    case 1:
+      r = __shfl_up_sync(kFull, v, static_cast<unsigned int>(arg), width);
+      break;
+    case 2:
+      r = __shfl_xor_sync(kFull, v, arg, width);
+      break;
+    default:
+      r = __shfl_sync(kFull, v, arg, width);
+      break;
   }
   out[threadIdx.x] = r;
 }
@@ -72,8 +80,8 @@ cudaError_t launch_block_sum(const double* in, int64_t n, double* out, int block
 // opt_in: raise the kernel's dynamic shared memory limit to what the launch needs first.
 cudaError_t launch_mirror(float* out, int threads, size_t smem_bytes, bool opt_in) {
   if (opt_in) {
-    const cudaError_t err = cudaFuncSetAttribute(mirror_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem_bytes));
+    const cudaError_t err =
+        cudaFuncSetAttribute(mirror_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
     if (err != cudaSuccess) return err;
   }
   mirror_kernel<<<1, threads, smem_bytes>>>(out);

@@ -15,6 +15,7 @@ numba's per-user cache when that is read-only; SCOREFAST_NUMBA_CACHE=0 turns the
 off). Work is split into fixed chunks of elements, so results do not depend on the
 thread count; numba uses torch's thread count (torch.set_num_threads).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -20,6 +20,7 @@ store it.
 Particles are split into fixed chunks for the threads; each particle is computed on its
 own, so no result depends on the chunking or thread count.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,7 @@ from .noise import fill_normals, jit, key_words, particle_words, sync_threads, u
 
 # How the state is stored between steps: in the math type itself, or rounded to 16 bits.
 _NATIVE, _FLOAT16, _BFLOAT16 = 0, 1, 2
-_STORAGE_KIND = {torch.float32: _NATIVE, torch.float64: _NATIVE, torch.float16: _FLOAT16,
-                 torch.bfloat16: _BFLOAT16}
+_STORAGE_KIND = {torch.float32: _NATIVE, torch.float64: _NATIVE, torch.float16: _FLOAT16, torch.bfloat16: _BFLOAT16}
 _FLOAT16_MAX = 65504.0
 _BFLOAT16_MAX = 3.3895313892515355e38  # (2^8 - 1) 2^120
 
@@ -72,9 +72,34 @@ def round_to_storage(v, storage):
 
 
 @jit(helper=True, ieee_division=True)
-def _chain_range(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, step0, offset, every,
-                 traj, accepted, storage, begin, end, has_factor, iso, zero, half, one, two, neg_inf,
-                 dim_f):
+def _chain_range(
+    x,
+    means,
+    var,
+    factor,
+    log_const,
+    a_t,
+    s2_t,
+    mala,
+    k0,
+    k1,
+    step0,
+    offset,
+    every,
+    traj,
+    accepted,
+    storage,
+    begin,
+    end,
+    has_factor,
+    iso,
+    zero,
+    half,
+    one,
+    two,
+    neg_inf,
+    dim_f,
+):
     """Particles [begin, end): all T steps each, state in (1, D) buffers (gmm_point's layout)."""
     K, D = means.shape
     T = a_t.shape[0]
@@ -95,8 +120,30 @@ def _chain_range(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, step
         for d in range(D):
             xs[0, d] = x[p, d]
         if mala:
-            gmm_point(xs, means, var, var, factor, log_const, zero, sx, lpx, 0, lbuf, hbuf, ubuf, acc,
-                      has_factor, True, iso, zero, half, one, neg_inf, dim_f)
+            gmm_point(
+                xs,
+                means,
+                var,
+                var,
+                factor,
+                log_const,
+                zero,
+                sx,
+                lpx,
+                0,
+                lbuf,
+                hbuf,
+                ubuf,
+                acc,
+                has_factor,
+                True,
+                iso,
+                zero,
+                half,
+                one,
+                neg_inf,
+                dim_f,
+            )
         count = 0
         pid = offset + np.uint64(p)
         for t in range(T):
@@ -105,15 +152,59 @@ def _chain_range(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, step
             b = math.sqrt(two * a)
             fill_normals(z, 0, D, k0, k1, step, offset, p * D, D)
             if not mala:
-                gmm_point(xs, means, var, var, factor, log_const, s2_t[t], sx, lpx, 0, lbuf, hbuf, ubuf,
-                          acc, has_factor, True, iso, zero, half, one, neg_inf, dim_f)
+                gmm_point(
+                    xs,
+                    means,
+                    var,
+                    var,
+                    factor,
+                    log_const,
+                    s2_t[t],
+                    sx,
+                    lpx,
+                    0,
+                    lbuf,
+                    hbuf,
+                    ubuf,
+                    acc,
+                    has_factor,
+                    True,
+                    iso,
+                    zero,
+                    half,
+                    one,
+                    neg_inf,
+                    dim_f,
+                )
                 for d in range(D):
                     xs[0, d] = round_to_storage(xs[0, d] + a * sx[0, d] + b * z[d], storage)
             else:
                 for d in range(D):
                     y[0, d] = round_to_storage(xs[0, d] + a * sx[0, d] + b * z[d], storage)
-                gmm_point(y, means, var, var, factor, log_const, zero, sy, lpy, 0, lbuf, hbuf, ubuf, acc,
-                          has_factor, True, iso, zero, half, one, neg_inf, dim_f)
+                gmm_point(
+                    y,
+                    means,
+                    var,
+                    var,
+                    factor,
+                    log_const,
+                    zero,
+                    sy,
+                    lpy,
+                    0,
+                    lbuf,
+                    hbuf,
+                    ubuf,
+                    acc,
+                    has_factor,
+                    True,
+                    iso,
+                    zero,
+                    half,
+                    one,
+                    neg_inf,
+                    dim_f,
+                )
                 a64 = np.float64(a)
                 back = 0.0
                 fwd = 0.0
@@ -141,19 +232,70 @@ def _chain_range(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, step
 
 
 @jit(parallel=True, ieee_division=True)
-def _chain_kernel(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, step0, offset, every,
-                  traj, accepted, storage, chunk, has_factor, iso, zero, half, one, two, neg_inf, dim_f):
+def _chain_kernel(
+    x,
+    means,
+    var,
+    factor,
+    log_const,
+    a_t,
+    s2_t,
+    mala,
+    k0,
+    k1,
+    step0,
+    offset,
+    every,
+    traj,
+    accepted,
+    storage,
+    chunk,
+    has_factor,
+    iso,
+    zero,
+    half,
+    one,
+    two,
+    neg_inf,
+    dim_f,
+):
     # Fixed chunks of particles; the loop body is one call, which keeps the compile short.
     N = x.shape[0]
     for c in prange((N + chunk - 1) // chunk):
         begin = c * chunk
-        _chain_range(x, means, var, factor, log_const, a_t, s2_t, mala, k0, k1, step0, offset, every,
-                     traj, accepted, storage, begin, min(begin + chunk, N), has_factor, iso, zero, half,
-                     one, two, neg_inf, dim_f)
+        _chain_range(
+            x,
+            means,
+            var,
+            factor,
+            log_const,
+            a_t,
+            s2_t,
+            mala,
+            k0,
+            k1,
+            step0,
+            offset,
+            every,
+            traj,
+            accepted,
+            storage,
+            begin,
+            min(begin + chunk, N),
+            has_factor,
+            iso,
+            zero,
+            half,
+            one,
+            two,
+            neg_inf,
+            dim_f,
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # Launcher: the contract's checks, dtype handling, then the kernel.
+
 
 def _check(*args) -> None:
     contract.check_args(*args, device_type="cpu", kernels="the numba kernels")
@@ -163,13 +305,44 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-@torch.library.custom_op("scorefast_numba::gmm_chain_", mutates_args=("x", "trajectory", "accepted"),
-                         device_types="cpu", schema=contract.SCHEMAS["gmm_chain_"])
-def gmm_chain_(x, means, var, log_const, factor, step_size, sigma2, mala, seed, step_offset, particle_offset,
-               trajectory_every, trajectory, accepted):
+@torch.library.custom_op(
+    "scorefast_numba::gmm_chain_",
+    mutates_args=("x", "trajectory", "accepted"),
+    device_types="cpu",
+    schema=contract.SCHEMAS["gmm_chain_"],
+)
+def gmm_chain_(
+    x,
+    means,
+    var,
+    log_const,
+    factor,
+    step_size,
+    sigma2,
+    mala,
+    seed,
+    step_offset,
+    particle_offset,
+    trajectory_every,
+    trajectory,
+    accepted,
+):
     """T steps of every particle of x [N, D] in place; parameters in per-point kernel form."""
-    _check(x, means, var, log_const, factor, step_size, sigma2, mala, step_offset, particle_offset,
-           trajectory_every, trajectory, accepted)
+    _check(
+        x,
+        means,
+        var,
+        log_const,
+        factor,
+        step_size,
+        sigma2,
+        mala,
+        step_offset,
+        particle_offset,
+        trajectory_every,
+        trajectory,
+        accepted,
+    )
     N, D = x.shape
     T = step_size.numel()
     if N == 0 or T == 0:
@@ -187,15 +360,34 @@ def gmm_chain_(x, means, var, log_const, factor, step_size, sigma2, mala, seed, 
     K = means.shape[0]
     chunk = max(1, _CHUNK_WORK // max(1, T * K))
     empty_traj = np.empty((0, 0, 0), np_acc)
-    _chain_kernel(xw.detach().numpy(), _np(means), _np(var),
-                  _np(factor) if factor is not None else np.empty((0, 0, 0), np_acc), _np(log_const),
-                  _np(step_size), _np(sigma2), bool(mala), k0, k1, np.uint64(step_offset),
-                  np.uint64(particle_offset), k, traj.detach().numpy() if k > 0 else empty_traj,
-                  accepted.detach().numpy() if mala else np.empty(0, np.int64), _STORAGE_KIND[x.dtype], chunk,
-                  factor is not None, var.shape[1] == 1, np_acc(0.0), np_acc(0.5), np_acc(1.0), np_acc(2.0),
-                  np_acc(-np.inf), np_acc(D))
+    _chain_kernel(
+        xw.detach().numpy(),
+        _np(means),
+        _np(var),
+        _np(factor) if factor is not None else np.empty((0, 0, 0), np_acc),
+        _np(log_const),
+        _np(step_size),
+        _np(sigma2),
+        bool(mala),
+        k0,
+        k1,
+        np.uint64(step_offset),
+        np.uint64(particle_offset),
+        k,
+        traj.detach().numpy() if k > 0 else empty_traj,
+        accepted.detach().numpy() if mala else np.empty(0, np.int64),
+        _STORAGE_KIND[x.dtype],
+        chunk,
+        factor is not None,
+        var.shape[1] == 1,
+        np_acc(0.0),
+        np_acc(0.5),
+        np_acc(1.0),
+        np_acc(2.0),
+        np_acc(-np.inf),
+        np_acc(D),
+    )
     if not native:
         x.copy_(xw)
         if k > 0:
             trajectory.copy_(traj)
-

@@ -17,8 +17,8 @@ Work items are fixed, contiguous ranges of the flattened [B, D] elements: whole 
 whose float64 partial sums are added in a fixed order afterwards. The numbers therefore
 never depend on the thread count.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ from numba import prange
 
 from ...ops import dsm as contract
 from .noise import CHUNK, fill_normals, jit, key_words, sync_threads
-
 
 # Kernel kinds (one compiled kernel per math dtype serves all three ops).
 _PERTURB, _LOSS, _BACKWARD = 0, 1, 2
@@ -36,8 +35,8 @@ _PERTURB, _LOSS, _BACKWARD = 0, 1, 2
 def _sum_squares(inp, z, e0, z0, n, inv_s, eps_form):
     """sum over k < n of r_k^2 in float64, r_k = p - z (eps) or p + z * (1 / sigma)
     (score) formed in the math dtype; four partial sums as the C++ kernel."""
-    pv = inp[e0:e0 + n]
-    zv = z[z0:z0 + n]
+    pv = inp[e0 : e0 + n]
+    zv = z[z0 : z0 + n]
     a0 = 0.0
     a1 = 0.0
     a2 = 0.0
@@ -76,9 +75,9 @@ def _sum_squares(inp, z, e0, z0, n, inv_s, eps_form):
 def _elementwise_run(inp, z, out, e0, z0, n, coef, inv_s, kind, eps_form):
     """out[e0 : e0 + n] for one sample's run: x + sigma z (perturb, coef = sigma) or
     coef * r (backward, coef = the per-sample scale)."""
-    pv = inp[e0:e0 + n]
-    zv = z[z0:z0 + n]
-    ov = out[e0:e0 + n]
+    pv = inp[e0 : e0 + n]
+    zv = z[z0 : z0 + n]
+    ov = out[e0 : e0 + n]
     if kind == _PERTURB:
         for k in range(n):
             ov[k] = pv[k] + coef * zv[k]
@@ -91,8 +90,7 @@ def _elementwise_run(inp, z, out, e0, z0, n, coef, inv_s, kind, eps_form):
 
 
 @jit(helper=True)
-def _dsm_item(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nblk,
-              k0, k1, step, offset, item):
+def _dsm_item(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nblk, k0, k1, step, offset, item):
     """One work item: rows [b0, b0 + rows) whole (nblk == 1), or one CHUNK piece of a row."""
     group = item // nblk
     blk = item - group * nblk
@@ -122,26 +120,23 @@ def _dsm_item(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nb
 
 
 @jit(parallel=True)
-def _dsm_kernel(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nblk,
-                k0, k1, step, offset):
+def _dsm_kernel(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nblk, k0, k1, step, offset):
     # A single call in the prange body keeps numba's parallel compile short.
     items = ((B + rows - 1) // rows) * nblk
     for item in prange(items):
-        _dsm_item(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nblk,
-                  k0, k1, step, offset, item)
+        _dsm_item(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, nblk, k0, k1, step, offset, item)
 
 
 # ---------------------------------------------------------------------------------------
 # Launcher: the checks of the C++ ops (csrc/dsm_op.h), dtype handling, then the kernel.
 
+
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check(inp: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int,
-           particle_offset: int) -> None:
-    contract.check_args(inp, name, sigma, power, step, particle_offset, device_type="cpu",
-                        kernels="the numba kernels")
+def _check(inp: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int, particle_offset: int) -> None:
+    contract.check_args(inp, name, sigma, power, step, particle_offset, device_type="cpu", kernels="the numba kernels")
 
 
 def _flat(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
@@ -149,9 +144,18 @@ def _flat(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     return t.detach().to(dtype).contiguous().view(-1).numpy()
 
 
-def _launch(kind: int, inp: torch.Tensor, sigma: torch.Tensor, coef: np.ndarray | None, eps_form: bool,
-            seed: int, step: int, particle_offset: int, out: np.ndarray | None,
-            partial: np.ndarray | None) -> None:
+def _launch(
+    kind: int,
+    inp: torch.Tensor,
+    sigma: torch.Tensor,
+    coef: np.ndarray | None,
+    eps_form: bool,
+    seed: int,
+    step: int,
+    particle_offset: int,
+    out: np.ndarray | None,
+    partial: np.ndarray | None,
+) -> None:
     acc = _acc(inp.dtype)
     np_acc = np.float64 if acc == torch.float64 else np.float32
     B = inp.shape[0]
@@ -163,9 +167,23 @@ def _launch(kind: int, inp: torch.Tensor, sigma: torch.Tensor, coef: np.ndarray 
     empty = np.empty(0, np_acc)
     sync_threads()
     k0, k1 = key_words(seed)
-    _dsm_kernel(_flat(inp, acc), s if coef is None else coef, inv_sigma,
-                empty if out is None else out, np.empty(0, np.float64) if partial is None else partial,
-                kind, bool(eps_form), B, D, rows, nblk, k0, k1, np.uint64(step), np.uint64(particle_offset))
+    _dsm_kernel(
+        _flat(inp, acc),
+        s if coef is None else coef,
+        inv_sigma,
+        empty if out is None else out,
+        np.empty(0, np.float64) if partial is None else partial,
+        kind,
+        bool(eps_form),
+        B,
+        D,
+        rows,
+        nblk,
+        k0,
+        k1,
+        np.uint64(step),
+        np.uint64(particle_offset),
+    )
 
 
 def _elementwise_out(kind, inp, sigma, coef, eps_form, seed, step, particle_offset) -> torch.Tensor:
@@ -183,16 +201,18 @@ def _elementwise_out(kind, inp, sigma, coef, eps_form, seed, step, particle_offs
     return out.to(inp.dtype)
 
 
-@torch.library.custom_op("scorefast_numba::dsm_perturb", mutates_args=(), device_types="cpu",
-                         schema=contract.SCHEMAS["dsm_perturb"])
+@torch.library.custom_op(
+    "scorefast_numba::dsm_perturb", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["dsm_perturb"]
+)
 def dsm_perturb(x, sigma, seed, step, particle_offset):
     """x + sigma_b z: a new contiguous tensor of x's shape and dtype."""
     _check(x, "x", sigma, 2.0, step, particle_offset)
     return _elementwise_out(_PERTURB, x, sigma, None, False, seed, step, particle_offset)
 
 
-@torch.library.custom_op("scorefast_numba::dsm_loss", mutates_args=(), device_types="cpu",
-                         schema=contract.SCHEMAS["dsm_loss"])
+@torch.library.custom_op(
+    "scorefast_numba::dsm_loss", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["dsm_loss"]
+)
 def dsm_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
     """Per-sample losses [B] in the math dtype (float64 for float64 pred, else float32)."""
     _check(pred, "pred", sigma, power, step, particle_offset)
@@ -210,8 +230,12 @@ def dsm_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
     return torch.from_numpy(np.ascontiguousarray(per)).to(acc)
 
 
-@torch.library.custom_op("scorefast_numba::dsm_loss_backward", mutates_args=(), device_types="cpu",
-                         schema=contract.SCHEMAS["dsm_loss_backward"])
+@torch.library.custom_op(
+    "scorefast_numba::dsm_loss_backward",
+    mutates_args=(),
+    device_types="cpu",
+    schema=contract.SCHEMAS["dsm_loss_backward"],
+)
 def dsm_loss_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step, particle_offset):
     """dL/dpred = g_b sigma_b^p (pred + z / sigma_b) (score) or 2 g_b (pred - z) (eps)."""
     _check(pred, "pred", sigma, power, step, particle_offset)
@@ -222,6 +246,4 @@ def dsm_loss_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step,
         scale = g * g.dtype.type(2)
     else:  # g * (math dtype)(sigma^p evaluated in float64), as the C++ kernel
         scale = g * np.power(_flat(sigma, torch.float64), power).astype(g.dtype)
-    return _elementwise_out(_BACKWARD, pred, sigma, np.ascontiguousarray(scale), eps_form, seed, step,
-                            particle_offset)
-
+    return _elementwise_out(_BACKWARD, pred, sigma, np.ascontiguousarray(scale), eps_form, seed, step, particle_offset)

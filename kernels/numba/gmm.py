@@ -21,6 +21,7 @@ largest, as the C++ kernels' vexp_nonpos). Points are split into fixed chunks fo
 threads; each point is computed alone, so no result depends on the chunking or thread count.
 gmm_point is the same math for one point at a time (the chain kernel's).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,30 @@ _CHUNK_WORK = 1 << 16
 
 
 @jit(helper=True, ieee_division=True)
-def gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n, lbuf, hbuf, ubuf,
-              acc, has_factor, per_point, iso, zero, half, one, neg_inf, dim_f):
+def gmm_point(
+    x,
+    means,
+    var,
+    inv_var,
+    factor,
+    log_const,
+    s2,
+    score,
+    log_prob,
+    n,
+    lbuf,
+    hbuf,
+    ubuf,
+    acc,
+    has_factor,
+    per_point,
+    iso,
+    zero,
+    half,
+    one,
+    neg_inf,
+    dim_f,
+):
     """score[n], log_prob[n] of point n (shared with the chain kernel).
 
     Scratch: lbuf [K] log-joints; hbuf [K] isotropic precisions; ubuf [K, D] h . t (only
@@ -168,8 +191,24 @@ def gmm_point(x, means, var, inv_var, factor, log_const, s2, score, log_prob, n,
 
 
 @jit(parallel=True, ieee_division=True)
-def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, chunk, has_factor, iso,
-               per_point, rows, upper, lanes):
+def gmm_kernel(
+    x,
+    means,
+    var,
+    inv_var,
+    factor,
+    log_const,
+    sigma2,
+    score,
+    log_prob,
+    chunk,
+    has_factor,
+    iso,
+    per_point,
+    rows,
+    upper,
+    lanes,
+):
     """score [N, D], log_prob [N] in the math dtype; chunk: points per work item, a multiple of
     the points per block (P, or lanes with a factor)."""
     N = x.shape[0]
@@ -177,20 +216,36 @@ def gmm_kernel(x, means, var, inv_var, factor, log_const, sigma2, score, log_pro
         begin = c * chunk
         end = min(begin + chunk, N)
         if has_factor:
-            _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
-                          per_point, upper, lanes)
+            _chunk_factor(
+                x,
+                means,
+                var,
+                inv_var,
+                factor,
+                log_const,
+                sigma2,
+                score,
+                log_prob,
+                begin,
+                end,
+                iso,
+                per_point,
+                upper,
+                lanes,
+            )
         else:
-            _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, begin, end, iso, per_point,
-                         rows)
+            _chunk_plain(x, means, var, inv_var, log_const, sigma2, score, log_prob, begin, end, iso, per_point, rows)
 
 
 # ---------------------------------------------------------------------------------------
 # Launcher: the contract's argument checks, dtype handling, then the kernel.
 
+
 def check_args(x, means, var, inv_var, factor, log_const, sigma2) -> None:
     """The contract's checks of x and the mixture parameters (also used by the chain op)."""
-    contract.check_args(x, means, var, inv_var, factor, log_const, sigma2, device_type="cpu",
-                        kernels="the numba kernels")
+    contract.check_args(
+        x, means, var, inv_var, factor, log_const, sigma2, device_type="cpu", kernels="the numba kernels"
+    )
 
 
 def _along_rows(K: int, D: int) -> bool:
@@ -220,7 +275,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-@torch.library.custom_op("scorefast_numba::gmm_score", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["gmm_score"])
+@torch.library.custom_op(
+    "scorefast_numba::gmm_score", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["gmm_score"]
+)
 def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
     """(score [N, D], log_prob [N]) in x's dtype; parameters in the math dtype (gmm.h)."""
     check_args(x, means, var, inv_var, factor, log_const, sigma2)
@@ -237,10 +294,24 @@ def gmm_score(x, means, var, inv_var, factor, log_const, sigma2):
         s2 = _np(sigma2) if sigma2 is not None else np.empty(0, np_acc)
         lanes = _factor_lanes(K, D) if factor is not None else P
         chunk = _chunk_size(N, K * D * (D if factor is not None else 1), lanes)
-        gmm_kernel(xs, _np(means), _np(var), _np(inv_var), fs, _np(log_const), s2, score.numpy(),
-                   log_prob.numpy(), chunk, factor is not None, var.shape[1] == 1, sigma2 is not None,
-                   _along_rows(K, D), factor is not None and upper_triangular(fs), lanes)
+        gmm_kernel(
+            xs,
+            _np(means),
+            _np(var),
+            _np(inv_var),
+            fs,
+            _np(log_const),
+            s2,
+            score.numpy(),
+            log_prob.numpy(),
+            chunk,
+            factor is not None,
+            var.shape[1] == 1,
+            sigma2 is not None,
+            _along_rows(K, D),
+            factor is not None and upper_triangular(fs),
+            lanes,
+        )
     if x.dtype != acc:  # 16-bit storage: float32 math, rounded back by torch (RNE)
         return score.to(x.dtype), log_prob.to(x.dtype)
     return score, log_prob
-

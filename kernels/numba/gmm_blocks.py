@@ -15,6 +15,7 @@ With a factor, gmm_factor.py. Each lane is one point computed alone (the last bl
 is padded with copies of a real point, whose results are dropped), so no result depends on
 how points are chunked.
 """
+
 from __future__ import annotations
 
 import numpy as np

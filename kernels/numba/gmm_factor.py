@@ -8,6 +8,7 @@ points (gmm._factor_lanes), component by component:
 The products leave out the exact-zero terms of upper triangular factors (the Cholesky form of
 a folded sigma), which changes no sum. Each lane is one point computed alone.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,9 @@ def _lanes_matmul(M, src, out, trans, upper):
                 else:
                     c0, c1, c2, c3 = M[i, r], M[i + 1, r], M[i + 2, r], M[i + 3, r]
                 for p in range(L):
-                    out[r, p] = (((out[r, p] + src[i, p] * c0) + src[i + 1, p] * c1) + src[i + 2, p] * c2) \
-                        + src[i + 3, p] * c3
+                    out[r, p] = (((out[r, p] + src[i, p] * c0) + src[i + 1, p] * c1) + src[i + 2, p] * c2) + src[
+                        i + 3, p
+                    ] * c3
         for i in range(i4, ib):
             for r in range(r0, r1):
                 c = M[r, i] if trans else M[i, r]
@@ -59,8 +61,9 @@ def _lanes_matmul(M, src, out, trans, upper):
 
 
 @jit(helper=True, ieee_division=True)
-def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso,
-                  per_point, upper, L):
+def _chunk_factor(
+    x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, begin, end, iso, per_point, upper, L
+):
     """Points [begin, end) with a factor F_k (any precision form), L points per block; upper:
     every F_k is upper triangular."""
     K, D = means.shape
@@ -82,8 +85,16 @@ def _chunk_factor(x, means, var, inv_var, factor, log_const, sigma2, score, log_
         nb = min(L, end - n0)
         for p0 in range(0, L, P):  # P lanes per load; lanes past nb repeat point n0
             real = p0 < nb
-            _load_block(x, sigma2, n0 + p0 if real else n0, min(P, nb - p0) if real else 0, per_point, False,
-                        xs[:, p0:p0 + P], s2[p0:p0 + P])
+            _load_block(
+                x,
+                sigma2,
+                n0 + p0 if real else n0,
+                min(P, nb - p0) if real else 0,
+                per_point,
+                False,
+                xs[:, p0 : p0 + P],
+                s2[p0 : p0 + P],
+            )
         # Pass 1, component by component.
         for k in range(K):
             for i in range(D):

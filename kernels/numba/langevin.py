@@ -8,6 +8,7 @@ clipping factor c_p comes from the norm of g per particle accumulated in float64
 (a NaN norm gives a NaN factor); clamp keeps NaN; b == 0 with no per-particle b draws
 no noise; an explicit ``noise`` replaces the contract's normals.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +17,7 @@ from numba import prange
 
 from ...ops import langevin as contract
 from .noise import CHUNK, check_particle_size, fill_normals, jit, key_words, sync_threads
+
 
 @jit(helper=True)
 def _clamp(v, lo, hi):
@@ -30,11 +32,11 @@ def _update_run(x, s, sc, z, out, e0, z0, n, a, b, w, lo, hi, guided, use_noise)
     (NaN included) unchanged, and one loop version less halves the JIT compile. Slices
     and a branch-free body per case let LLVM vectorize the loops.
     """
-    xv, sv, ov = x[e0:e0 + n], s[e0:e0 + n], out[e0:e0 + n]
+    xv, sv, ov = x[e0 : e0 + n], s[e0 : e0 + n], out[e0 : e0 + n]
     if guided:
-        cv = sc[e0:e0 + n]
+        cv = sc[e0 : e0 + n]
         if use_noise:
-            zv = z[z0:z0 + n]
+            zv = z[z0 : z0 + n]
             for k in range(n):
                 g = sv[k] + w * (cv[k] - sv[k])
                 ov[k] = _clamp(xv[k] + a * g + b * zv[k], lo, hi)
@@ -43,7 +45,7 @@ def _update_run(x, s, sc, z, out, e0, z0, n, a, b, w, lo, hi, guided, use_noise)
                 g = sv[k] + w * (cv[k] - sv[k])
                 ov[k] = _clamp(xv[k] + a * g, lo, hi)
     elif use_noise:
-        zv = z[z0:z0 + n]
+        zv = z[z0 : z0 + n]
         for k in range(n):
             ov[k] = _clamp(xv[k] + a * sv[k] + b * zv[k], lo, hi)
     else:
@@ -68,9 +70,34 @@ def _clip_factors(s, sc, guided, w, P, D, max_norm, factors):
 
 
 @jit(helper=True)
-def _langevin_chunk(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
-                    guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
-                    k0, k1, step, offset, begin, n):
+def _langevin_chunk(
+    x,
+    s,
+    sc,
+    noise,
+    a_pp,
+    b_pp,
+    factors,
+    out,
+    D,
+    a,
+    b,
+    w,
+    lo,
+    hi,
+    guided,
+    use_noise,
+    explicit_noise,
+    has_a_pp,
+    has_b_pp,
+    has_factors,
+    k0,
+    k1,
+    step,
+    offset,
+    begin,
+    n,
+):
     """The update of the flattened elements [begin, begin + n)."""
     # The chunk's noise first (contract normals are float32 on every backend; widened
     # here for float64 math), then one fused pass. A single z buffer and a single update
@@ -100,21 +127,71 @@ def _langevin_chunk(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, h
 
 
 @jit(parallel=True)
-def _langevin_kernel(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
-                     guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
-                     k0, k1, step, offset, chunk):
+def _langevin_kernel(
+    x,
+    s,
+    sc,
+    noise,
+    a_pp,
+    b_pp,
+    factors,
+    out,
+    D,
+    a,
+    b,
+    w,
+    lo,
+    hi,
+    guided,
+    use_noise,
+    explicit_noise,
+    has_a_pp,
+    has_b_pp,
+    has_factors,
+    k0,
+    k1,
+    step,
+    offset,
+    chunk,
+):
     # Fixed chunks: the numbers never depend on the thread count. The loop body is one
     # call, which keeps numba's parallel compile short.
     total = out.shape[0]
     for c in prange((total + chunk - 1) // chunk):
         begin = c * chunk
-        _langevin_chunk(x, s, sc, noise, a_pp, b_pp, factors, out, D, a, b, w, lo, hi,
-                        guided, use_noise, explicit_noise, has_a_pp, has_b_pp, has_factors,
-                        k0, k1, step, offset, begin, min(chunk, total - begin))
+        _langevin_chunk(
+            x,
+            s,
+            sc,
+            noise,
+            a_pp,
+            b_pp,
+            factors,
+            out,
+            D,
+            a,
+            b,
+            w,
+            lo,
+            hi,
+            guided,
+            use_noise,
+            explicit_noise,
+            has_a_pp,
+            has_b_pp,
+            has_factors,
+            k0,
+            k1,
+            step,
+            offset,
+            begin,
+            min(chunk, total - begin),
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # Launcher: the contract's argument checks, dtype handling, then the kernels.
+
 
 def _check(*args, inplace: bool = False) -> None:
     contract.check_args(*args, inplace=inplace, device_type="cpu", kernels="the numba kernels")
@@ -131,8 +208,24 @@ def _flat(t: torch.Tensor | None, dtype: torch.dtype, empty: np.ndarray) -> np.n
     return t.detach().to(dtype).contiguous().view(-1).numpy()
 
 
-def _run(x, score, score_cond, guidance, step_size, a_pp, noise_scale, b_pp, noise, seed, step,
-         particle_offset, clamp_min, clamp_max, max_score_norm, out_np: np.ndarray | None) -> np.ndarray:
+def _run(
+    x,
+    score,
+    score_cond,
+    guidance,
+    step_size,
+    a_pp,
+    noise_scale,
+    b_pp,
+    noise,
+    seed,
+    step,
+    particle_offset,
+    clamp_min,
+    clamp_max,
+    max_score_norm,
+    out_np: np.ndarray | None,
+) -> np.ndarray:
     """Computes the update of x as a flat numpy array of the math dtype.
 
     Writes into ``out_np`` when given (it may be x's own buffer: each element is read
@@ -165,24 +258,91 @@ def _run(x, score, score_cond, guidance, step_size, a_pp, noise_scale, b_pp, noi
     lo = np_acc(-np.inf if clamp_min is None else clamp_min)
     hi = np_acc(np.inf if clamp_max is None else clamp_max)
     k0, k1 = key_words(seed)
-    _langevin_kernel(xs, ss, scs, zs, aps, bps, factors, out, D, np_acc(step_size), np_acc(noise_scale),
-                     w, lo, hi, guided, use_noise, explicit, a_pp is not None, b_pp is not None,
-                     max_score_norm is not None,
-                     k0, k1, np.uint64(step), np.uint64(particle_offset), CHUNK)
+    _langevin_kernel(
+        xs,
+        ss,
+        scs,
+        zs,
+        aps,
+        bps,
+        factors,
+        out,
+        D,
+        np_acc(step_size),
+        np_acc(noise_scale),
+        w,
+        lo,
+        hi,
+        guided,
+        use_noise,
+        explicit,
+        a_pp is not None,
+        b_pp is not None,
+        max_score_norm is not None,
+        k0,
+        k1,
+        np.uint64(step),
+        np.uint64(particle_offset),
+        CHUNK,
+    )
     return out
 
 
-@torch.library.custom_op("scorefast_numba::langevin_step", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["langevin_step"])
-def langevin_step(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-                  noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
-                  max_score_norm):
+@torch.library.custom_op(
+    "scorefast_numba::langevin_step", mutates_args=(), device_types="cpu", schema=contract.SCHEMAS["langevin_step"]
+)
+def langevin_step(
+    x,
+    score,
+    score_cond,
+    guidance,
+    step_size,
+    step_size_per_particle,
+    noise_scale,
+    noise_scale_per_particle,
+    noise,
+    seed,
+    step,
+    particle_offset,
+    clamp_min,
+    clamp_max,
+    max_score_norm,
+):
     """Out of place: a new contiguous tensor of x's shape and dtype."""
-    args = (x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-            noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+    args = (
+        x,
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_per_particle,
+        noise_scale,
+        noise_scale_per_particle,
+        noise,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     _check(*args)
-    common = (x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-              noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
-              max_score_norm)
+    common = (
+        x,
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_per_particle,
+        noise_scale,
+        noise_scale_per_particle,
+        noise,
+        seed,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     if x.dtype in (torch.float32, torch.float64):
         out = torch.empty(x.shape, dtype=x.dtype)
         _run(*common, out_np=out.view(-1).numpy())
@@ -191,20 +351,66 @@ def langevin_step(x, score, score_cond, guidance, step_size, step_size_per_parti
     return torch.from_numpy(_run(*common, out_np=None)).view(x.shape).to(x.dtype)
 
 
-@torch.library.custom_op("scorefast_numba::langevin_step_", mutates_args=("x",), device_types="cpu",
-                         schema=contract.SCHEMAS["langevin_step_"])
-def langevin_step_(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-                   noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
-                   max_score_norm):
+@torch.library.custom_op(
+    "scorefast_numba::langevin_step_",
+    mutates_args=("x",),
+    device_types="cpu",
+    schema=contract.SCHEMAS["langevin_step_"],
+)
+def langevin_step_(
+    x,
+    score,
+    score_cond,
+    guidance,
+    step_size,
+    step_size_per_particle,
+    noise_scale,
+    noise_scale_per_particle,
+    noise,
+    seed,
+    step,
+    particle_offset,
+    clamp_min,
+    clamp_max,
+    max_score_norm,
+):
     """In place into x (any strides)."""
-    _check(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-           noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm, inplace=True)
-    common = (x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-              noise_scale_per_particle, noise, seed, step, particle_offset, clamp_min, clamp_max,
-              max_score_norm)
+    _check(
+        x,
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_per_particle,
+        noise_scale,
+        noise_scale_per_particle,
+        noise,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+        inplace=True,
+    )
+    common = (
+        x,
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_per_particle,
+        noise_scale,
+        noise_scale_per_particle,
+        noise,
+        seed,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     if x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
         _run(*common, out_np=x.detach().view(-1).numpy())  # elementwise: safe to alias
         return
     result = _run(*common, out_np=None)
     x.copy_(torch.from_numpy(result).view(x.shape))  # copy_ rounds 16-bit RNE and follows strides
-

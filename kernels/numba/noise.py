@@ -7,6 +7,7 @@ product, and nothing mixes signed with unsigned integers (numba would type that 
 float64). Floats are float32 throughout, with fastmath off, so the results equal the
 C++ kernels' up to libm rounding. The helpers here are shared with the other kernels.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,6 +66,7 @@ def jit(parallel: bool = False, helper: bool = False, ieee_division: bool = Fals
             return njit(cache=_CACHE, **opts)(fn)
         except RuntimeError:  # no writable cache location at all: compile in each process
             return njit(cache=False, **opts)(fn)
+
     return wrap
 
 
@@ -97,6 +99,7 @@ def key_words(seed64: int) -> tuple[np.uint64, np.uint64]:
 
 # ---------------------------------------------------------------------------------------
 # Device functions (inlined into the parallel kernels by LLVM).
+
 
 @jit(helper=True)
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
@@ -181,6 +184,7 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
 # ---------------------------------------------------------------------------------------
 # Parallel kernels: prange over fixed chunks, so the numbers never depend on threads.
 
+
 @jit(parallel=True)
 def _normal_fill_kernel(out, D, k0, k1, step, offset, chunk):
     total = out.shape[0]
@@ -206,8 +210,11 @@ def _philox_fill_kernel(out, P, Q, k0, k1, step, offset):
 # ---------------------------------------------------------------------------------------
 # Ops.
 
+
 @torch.library.custom_op(
-    "scorefast_numba::philox_fill_", mutates_args=("out",), device_types="cpu",
+    "scorefast_numba::philox_fill_",
+    mutates_args=("out",),
+    device_types="cpu",
     schema=contract.SCHEMAS["philox_fill_"],
 )
 def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
@@ -225,7 +232,9 @@ def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
 
 
 @torch.library.custom_op(
-    "scorefast_numba::normal_fill_", mutates_args=("out",), device_types="cpu",
+    "scorefast_numba::normal_fill_",
+    mutates_args=("out",),
+    device_types="cpu",
     schema=contract.SCHEMAS["normal_fill_"],
 )
 def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
@@ -236,5 +245,4 @@ def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
     D = out.numel() // out.shape[0]
     sync_threads()
     k0, k1 = key_words(seed)
-    _normal_fill_kernel(out.detach().view(-1).numpy(), D, k0, k1, np.uint64(step),
-                        np.uint64(particle_offset), CHUNK)
+    _normal_fill_kernel(out.detach().view(-1).numpy(), D, k0, k1, np.uint64(step), np.uint64(particle_offset), CHUNK)

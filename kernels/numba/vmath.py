@@ -8,6 +8,7 @@ branch-free, with float <-> int bit casts as LLVM intrinsics. float64 keeps libm
              slower per element), and such a weight cannot move a log-sum-exp sum holding 1.
     vlog(x): log(x); log 0 = -inf, log inf = inf, NaN for x < 0 or NaN.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,6 +27,7 @@ def _bits(typingctx, x):
 
     def codegen(context, builder, sig, args):
         return builder.bitcast(args[0], ir.IntType(32))
+
     return types.int32(types.float32), codegen
 
 
@@ -40,6 +42,7 @@ def _float(typingctx, i):
         if v.type.width != 32:
             v = builder.trunc(v, ir.IntType(32))
         return builder.bitcast(v, ir.FloatType())
+
     return types.float32(i), codegen
 
 
@@ -49,11 +52,24 @@ _MAGIC = _F(12582912.0)  # 1.5 * 2^23: t = v + magic holds round(v) in its low m
 _LOG2E = _F(1.44269504088896341)
 _LN2_HI = _F(0.693359375)
 _LN2_LO = _F(-2.12194440e-4)
-_EXP_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                               1.6666665459e-1, 5.0000001201e-1))
-_LOG_P = tuple(_F(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                               1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                               3.3333331174e-1))
+_EXP_P = tuple(
+    _F(c)
+    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+)
+_LOG_P = tuple(
+    _F(c)
+    for c in (
+        7.0376836292e-2,
+        -1.1514610310e-1,
+        1.1676998740e-1,
+        -1.2420140846e-1,
+        1.4249322787e-1,
+        -1.6668057665e-1,
+        2.0000714765e-1,
+        -2.4999993993e-1,
+        3.3333331174e-1,
+    )
+)
 _EXP_LO, _EXP_HI = _F(-87.0), _F(89.0)
 _SQRT_HALF = _F(0.707106781186547524)
 _ONE, _HALF, _ZERO = _F(1.0), _F(0.5), _F(0.0)

@@ -4,6 +4,7 @@ Shared by the case modules (gmm_matmul is both the gmm_score baseline and the sc
 eager sampler loops). The mixture forms take it in the kernel form of the op
 (``GaussianMixture.kernel_params``).
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ of its step:
   fused ops (gmm_score + langevin_step per step);
 * gmm_chain: the fused chain on each backend that runs it natively here.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,12 +32,31 @@ def cases(quick: bool = False) -> list[dict]:
     return [
         dict(name="two_mode ULA", target=targets.two_mode_2d(), method="ula", N=1000, steps=2000 // f, a=0.01),
         dict(name="two_mode ULA", target=targets.two_mode_2d(), method="ula", N=100_000 // f, steps=2000 // f, a=0.01),
-        dict(name="grid25 annealed 10x100", target=targets.grid(), method="annealed", N=10_000 // f,
-             sigmas=geometric_sigmas(12.0, 0.05, 10), per_level=100 // f, eps=5e-5),
-        dict(name="random 64-D MALA", target=targets.random_mixture(8, 64, seed=0, spread=1.0), method="mala",
-             N=10_000 // f, steps=200 // f, a=0.01),
-        dict(name="random 32-D full MALA", target=targets.random_mixture(8, 32, seed=0, spread=1.0, kind="full"),
-             method="mala", N=10_000 // f, steps=100 // f, a=0.01),
+        dict(
+            name="grid25 annealed 10x100",
+            target=targets.grid(),
+            method="annealed",
+            N=10_000 // f,
+            sigmas=geometric_sigmas(12.0, 0.05, 10),
+            per_level=100 // f,
+            eps=5e-5,
+        ),
+        dict(
+            name="random 64-D MALA",
+            target=targets.random_mixture(8, 64, seed=0, spread=1.0),
+            method="mala",
+            N=10_000 // f,
+            steps=200 // f,
+            a=0.01,
+        ),
+        dict(
+            name="random 32-D full MALA",
+            target=targets.random_mixture(8, 32, seed=0, spread=1.0, kind="full"),
+            method="mala",
+            N=10_000 // f,
+            steps=100 // f,
+            a=0.01,
+        ),
     ]
 
 
@@ -44,8 +64,9 @@ def schedule(case: dict) -> list[tuple[float | None, float]]:
     """(noise level or None, step size) of every step of a case's chain."""
     if case["method"] == "annealed":
         last = float(case["sigmas"][-1])
-        return [(float(s), case["eps"] * float(s) ** 2 / last**2)
-                for s in case["sigmas"] for _ in range(case["per_level"])]
+        return [
+            (float(s), case["eps"] * float(s) ** 2 / last**2) for s in case["sigmas"] for _ in range(case["per_level"])
+        ]
     return [(None, case["a"])] * case["steps"]
 
 
@@ -98,8 +119,9 @@ def eager_loop(case: dict, x0: torch.Tensor, compile_step: bool = False):
 def _chain_kwargs(case: dict) -> dict:
     """gmm_chain's arguments for a case (its schedule), seed 1."""
     if case["method"] == "annealed":
-        return dict(method="annealed", sigmas=case["sigmas"], steps_per_level=case["per_level"], epsilon=case["eps"],
-                    seed=1)
+        return dict(
+            method="annealed", sigmas=case["sigmas"], steps_per_level=case["per_level"], epsilon=case["eps"], seed=1
+        )
     return dict(method=case["method"], steps=case["steps"], step_size=case["a"], seed=1)
 
 
@@ -111,10 +133,17 @@ def _sampler_fn(case: dict, x0: torch.Tensor):
         return lambda: samplers.langevin(lambda y: mix.score(y), x0.clone(), steps=T, step_size=case["a"], seed=1)
     if case["method"] == "annealed":
         return lambda: samplers.annealed_langevin(
-            lambda y, s: mix.score(y, sigma=s), x0.clone(), case["sigmas"], steps_per_level=case["per_level"],
-            epsilon=case["eps"], seed=1, final_denoise=False)
-    return lambda: samplers.mala(lambda y: mix.score(y), lambda y: mix.log_prob(y), x0.clone(), steps=T,
-                                 step_size=case["a"], seed=1)
+            lambda y, s: mix.score(y, sigma=s),
+            x0.clone(),
+            case["sigmas"],
+            steps_per_level=case["per_level"],
+            epsilon=case["eps"],
+            seed=1,
+            final_denoise=False,
+        )
+    return lambda: samplers.mala(
+        lambda y: mix.score(y), lambda y: mix.log_prob(y), x0.clone(), steps=T, step_size=case["a"], seed=1
+    )
 
 
 def _run(op: str, chain_cases: list[dict], device, compile_reference: bool, fused_providers) -> dict:
@@ -151,15 +180,19 @@ def run_samplers_bench(quick: bool = False, compile_reference: bool = True, devi
     bench/results/samplers-*.json): per row case, N, D, K, steps and per provider the times
     with particle_steps_per_s and speedup_vs_eager.
     """
+
     def fused(case, x0):
-        return {"scorefast sampler": _sampler_fn(case, x0),
-                "scorefast chain": lambda: gmm_chain(x0, case["target"], **_chain_kwargs(case))}
+        return {
+            "scorefast sampler": _sampler_fn(case, x0),
+            "scorefast chain": lambda: gmm_chain(x0, case["target"], **_chain_kwargs(case)),
+        }
 
     return _run("samplers (whole chains)", cases(quick), device, compile_reference, fused)
 
 
-def run_gmm_chain_bench(quick: bool = False, compile_reference: bool = True, device=torch.device("cpu"),
-                        backends=None) -> dict:
+def run_gmm_chain_bench(
+    quick: bool = False, compile_reference: bool = True, device=torch.device("cpu"), backends=None
+) -> dict:
     """gmm_chain on each backend (providers named by backend) against the eager loop and
     torch.compile of its step, on the same cases and with the same fields as
     run_samplers_bench (op "gmm_chain").
@@ -169,8 +202,10 @@ def run_gmm_chain_bench(quick: bool = False, compile_reference: bool = True, dev
     names = harness.timed_backends(device, "gmm_chain_", backends)
 
     def fused(case, x0):
-        return {name: (lambda name=name: gmm_chain(x0, case["target"], backend=name, **_chain_kwargs(case)))
-                for name in names}
+        return {
+            name: (lambda name=name: gmm_chain(x0, case["target"], backend=name, **_chain_kwargs(case)))
+            for name in names
+        }
 
     return _run("gmm_chain", cases(quick), device, compile_reference, fused)
 
@@ -178,12 +213,20 @@ def run_gmm_chain_bench(quick: bool = False, compile_reference: bool = True, dev
 def format_table(result: dict) -> str:
     """Particle-steps per second per provider, with the speed-up over the eager loop."""
     label = "Samplers" if result["op"].startswith("samplers") else result["op"]
-    columns = [harness.Column("case", 24, lambda r: r["case"], align="<"),
-               harness.Column("N", 7, lambda r: str(r["N"])),
-               harness.Column("steps", 6, lambda r: str(r["steps"]))]
-    columns += [harness.Column(p, 24, lambda r, p=p: f"{r['times'][p]['particle_steps_per_s']:12.3g} "
-                                                     f"{r['times'][p]['speedup_vs_eager']:9.1f}x")
-                for p in result["providers"]]
-    title = (f"{label} on {result['machine']}, torch {result['torch']} "
-             "(particle-steps/s; x = speed-up over the eager loop)")
+    columns = [
+        harness.Column("case", 24, lambda r: r["case"], align="<"),
+        harness.Column("N", 7, lambda r: str(r["N"])),
+        harness.Column("steps", 6, lambda r: str(r["steps"])),
+    ]
+    columns += [
+        harness.Column(
+            p,
+            24,
+            lambda r, p=p: f"{r['times'][p]['particle_steps_per_s']:12.3g} {r['times'][p]['speedup_vs_eager']:9.1f}x",
+        )
+        for p in result["providers"]
+    ]
+    title = (
+        f"{label} on {result['machine']}, torch {result['torch']} (particle-steps/s; x = speed-up over the eager loop)"
+    )
     return harness.format_table(title, columns, result["rows"])

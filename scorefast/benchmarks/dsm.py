@@ -7,6 +7,7 @@ of a prediction ``pred`` (a leaf standing for the model's output) and its backwa
 extra memory is the highest running total of bytes allocated by the step's ops (PyTorch
 profiler, CPU; the CUDA allocator's peak on GPUs), beyond the inputs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,6 +34,7 @@ def _step_fns(x, pred, sigma, backends, compile_reference):
             pred.grad = None
             _, loss = fn()
             loss.backward()
+
         return step
 
     fns = {"eager": run(lambda: eager_dsm(x, pred, sigma))}
@@ -41,8 +43,12 @@ def _step_fns(x, pred, sigma, backends, compile_reference):
         fns["torch.compile"] = run(lambda: compiled(x, pred, sigma))
     fns["reference"] = run(lambda: (dsm_perturb_ref(x, sigma, 1, 2), dsm_loss_ref(pred, sigma, 1, 2)))
     for name in backends:
-        fns[name] = run(lambda name=name: (dsm_perturb(x, sigma, seed=1, step=2, backend=name),
-                                           dsm_loss(pred, x, sigma, seed=1, step=2, backend=name)))
+        fns[name] = run(
+            lambda name=name: (
+                dsm_perturb(x, sigma, seed=1, step=2, backend=name),
+                dsm_loss(pred, x, sigma, seed=1, step=2, backend=name),
+            )
+        )
     return fns
 
 
@@ -70,8 +76,9 @@ def _peak_extra_bytes_cuda(fn, device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - base
 
 
-def run_dsm_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, compile_reference=True,
-                  quick: bool = False) -> dict:
+def run_dsm_bench(
+    shapes=SHAPES, device=torch.device("cpu"), backends=None, compile_reference=True, quick: bool = False
+) -> dict:
     """Time one DSM step (perturb + loss + backward) and measure its peak extra memory.
 
     shapes: (B, D) cases of float32 x and pred, sigma (B,) in [0.1, 1.1); backends: names,
@@ -98,8 +105,9 @@ def run_dsm_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, comp
             t["speedup_vs_eager"] = times["eager"]["median"] / t["median"]
             if "torch.compile" in times:
                 t["speedup_vs_compile"] = times["torch.compile"]["median"] / t["median"]
-        rows.append({"B": B, "D": D, "times": times, "peak_extra_bytes": memory,
-                     "input_bytes": x.numel() * x.element_size()})
+        rows.append(
+            {"B": B, "D": D, "times": times, "peak_extra_bytes": memory, "input_bytes": x.numel() * x.element_size()}
+        )
     return {
         "op": "dsm_loss (perturb + loss + backward)",
         **harness.run_info(device),

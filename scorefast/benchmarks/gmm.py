@@ -2,6 +2,7 @@
 the (N, K, D) difference tensor most code writes, and baselines.gmm_matmul, the best form) and
 ``torch.compile`` of each, for each covariance kind, in float32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,14 @@ def sizes(quick: bool = False) -> list[tuple[int, int, int]]:
     return [(max(64, n // 10), k, min(d, 128)) for n, k, d in SIZES]
 
 
-def run_gmm_bench(sizes=SIZES, kinds=KINDS, device=torch.device("cpu"), backends=None,
-                  compile_reference: bool = True, quick: bool = False) -> dict:
+def run_gmm_bench(
+    sizes=SIZES,
+    kinds=KINDS,
+    device=torch.device("cpu"),
+    backends=None,
+    compile_reference: bool = True,
+    quick: bool = False,
+) -> dict:
     """Time gmm_score (score and log p) of a random float32 mixture on N points drawn from it.
 
     sizes: (N, K, D) cases; kinds: covariance kinds ("isotropic", "diagonal", "full");
@@ -62,8 +69,9 @@ def run_gmm_bench(sizes=SIZES, kinds=KINDS, device=torch.device("cpu"), backends
                     times[prov] = harness.time_fn(fn, device, min_time=min_time)
                 except (RuntimeError, MemoryError) as exc:  # e.g. an N x K x D x D tensor too big
                     times[prov] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
-            torch_best = min((t["median"] for p_, t in times.items() if p_ not in backends and "median" in t),
-                             default=float("nan"))
+            torch_best = min(
+                (t["median"] for p_, t in times.items() if p_ not in backends and "median" in t), default=float("nan")
+            )
             for t in times.values():
                 if "median" in t:
                     t["points_per_s"] = N / t["median"]

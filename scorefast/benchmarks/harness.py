@@ -5,6 +5,7 @@ Every table row is measured in one run on one machine: the PyTorch baselines,
 ``torch.compile`` of them and each scorefast backend that runs natively there. The case
 modules (langevin, gmm, dsm, chain) say what is timed; this module says how.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -28,6 +29,7 @@ class NoResultsDir(RuntimeError):
 
 
 # --- machine -------------------------------------------------------------------------------
+
 
 def machine_name(device: torch.device) -> str:
     """A human-readable name of the device: GPU name, or CPU model and core count."""
@@ -58,13 +60,13 @@ def run_info(device: torch.device) -> dict:
 
 # --- timing --------------------------------------------------------------------------------
 
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn, device: torch.device, *, min_time: float = 0.2, min_reps: int = 3,
-            max_reps: int = 1000) -> dict:
+def time_fn(fn, device: torch.device, *, min_time: float = 0.2, min_reps: int = 3, max_reps: int = 1000) -> dict:
     """Median, 20% and 80% quantiles of the wall time of ``fn()`` in seconds, after a warm-up
     of at least 3 calls and min_time / 2 seconds: the first touches of fresh memory (first-use
     page faults, caches, compilation) are not the steady state a sampling loop runs in.
@@ -126,6 +128,7 @@ def allow_recompiles(limit: int) -> None:
 
 # --- providers -----------------------------------------------------------------------------
 
+
 def timed_backends(device: torch.device, op: str, requested: Sequence[str] | None = None) -> list[str]:
     """The scorefast backends timed for ``op`` (a ``torch.ops`` name, e.g. "gmm_chain_") on
     ``device``: ``requested`` as given, else every available backend but the reference that
@@ -151,6 +154,7 @@ def parse_backends(text: str) -> list[str] | None:
 
 # --- tables --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Column:
     """One table column: ``header``, the ``cell`` text of a result row, both aligned
@@ -171,6 +175,7 @@ def format_table(title: str, columns: Sequence[Column], rows: Iterable[dict]) ->
 
 # --- results -------------------------------------------------------------------------------
 
+
 def source_root() -> str | None:
     """The source checkout scorefast is imported from (the directory holding the scorefast
     package, bench/ and pyproject.toml), or None for an installed package."""
@@ -186,8 +191,10 @@ def results_dir() -> str:
     root = source_root()
     if root is None:
         package = os.path.dirname(os.path.abspath(scorefast.__file__))
-        raise NoResultsDir(f"no default results directory: scorefast ({package}) is not in a source checkout "
-                           "(bench/ and pyproject.toml beside the package); pass --out PATH for the JSON results")
+        raise NoResultsDir(
+            f"no default results directory: scorefast ({package}) is not in a source checkout "
+            "(bench/ and pyproject.toml beside the package); pass --out PATH for the JSON results"
+        )
     return os.path.join(root, "bench", "results")
 
 
@@ -229,17 +236,20 @@ def report(result: dict, table: str, path: str) -> None:
     print(f"results: {path}")
 
 
-def argument_parser(description: str, *, backends: bool = True,
-                    quick_help: str = "smaller cases and fewer repeats") -> argparse.ArgumentParser:
+def argument_parser(
+    description: str, *, backends: bool = True, quick_help: str = "smaller cases and fewer repeats"
+) -> argparse.ArgumentParser:
     """The options of the bench/ scripts, as ``scorefast bench`` spells them: --quick,
     --device, --backends (unless ``backends`` is False), --no-compile and --out."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--device", default="cpu", help="device to benchmark")
     if backends:
-        p.add_argument("--backends", default="auto-all",
-                       help="comma-separated backends, or auto-all for every available one")
+        p.add_argument(
+            "--backends", default="auto-all", help="comma-separated backends, or auto-all for every available one"
+        )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default: bench/results/<op>-<machine>.json in the source checkout)")
+    p.add_argument(
+        "--out", default=None, help="JSON path (default: bench/results/<op>-<machine>.json in the source checkout)"
+    )
     return p

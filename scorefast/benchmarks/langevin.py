@@ -2,6 +2,7 @@
 eager PyTorch x + a*s + b*randn_like(x) and torch.compile of it, over sizes 2^k, with the
 machine's copy bandwidth as the limit of this memory-bound op.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,14 @@ def _time_size(n: int, particle_size: int, device: torch.device, compiled, names
     return times
 
 
-def run_langevin_bench(sizes, device: torch.device, backends=None, compile_reference: bool = True,
-                       quick: bool = False, particle_size: int = 1024) -> dict:
+def run_langevin_bench(
+    sizes,
+    device: torch.device,
+    backends=None,
+    compile_reference: bool = True,
+    quick: bool = False,
+    particle_size: int = 1024,
+) -> dict:
     """Time langevin_step (out of place, noise in-kernel) against eager and compiled PyTorch.
 
     sizes: element counts n; float32 x and score of n elements are laid out as
@@ -100,17 +107,20 @@ def format_table(result: dict) -> str:
     bandwidth and the speed-ups over eager and torch.compile."""
     provs = result["providers"]
     backends = [p for p in provs if p not in ("eager", "torch.compile")]
-    columns = [harness.Column("elements", 10, lambda r: "2^%d" % (r["numel"].bit_length() - 1))]
+    columns = [harness.Column("elements", 10, lambda r: f"2^{r['numel'].bit_length() - 1}")]
     columns += [harness.Column(p + " ms", 16, lambda r, p=p: f"{r['times'][p]['median'] * 1e3:.4f}") for p in provs]
     for p in backends:
         columns += [
             harness.Column(p + " GB/s", 11, lambda r, p=p: f"{r['times'][p]['gbps']:.2f}"),
             harness.Column(p + " %bw", 9, lambda r, p=p: f"{100 * r['times'][p]['fraction_of_copy_bw']:.1f}%"),
             harness.Column("x eager", 8, lambda r, p=p: f"{r['times'][p]['speedup_vs_eager']:.2f}"),
-            harness.Column("x compile", 9,
-                           lambda r, p=p: f"{r['times'][p].get('speedup_vs_compile', float('nan')):.2f}"),
+            harness.Column(
+                "x compile", 9, lambda r, p=p: f"{r['times'][p].get('speedup_vs_compile', float('nan')):.2f}"
+            ),
         ]
-    title = (f"langevin_step on {result['machine']}, torch {result['torch']}, "
-             f"copy bandwidth {result['copy_bandwidth_gbps']:.1f} GB/s, "
-             f"particles of {result.get('particle_size', '?')} elements")
+    title = (
+        f"langevin_step on {result['machine']}, torch {result['torch']}, "
+        f"copy bandwidth {result['copy_bandwidth_gbps']:.1f} GB/s, "
+        f"particles of {result.get('particle_size', '?')} elements"
+    )
     return harness.format_table(title, columns, result["rows"])

@@ -9,6 +9,7 @@ that gives every namespace its schemas, fake kernels and autograd.
 
 This package is at the bottom of the import graph: it imports torch and nothing above it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,8 +18,11 @@ import pkgutil
 import torch
 
 # The op families, found by module name so that a new family needs no edit here.
-FAMILIES = tuple(importlib.import_module(f"{__name__}.{m.name}")
-                 for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name) if not m.name.startswith("_"))
+FAMILIES = tuple(
+    importlib.import_module(f"{__name__}.{m.name}")
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+    if not m.name.startswith("_")
+)
 
 # Ops that take the step as a tensor read on the device (for CUDA graphs): compiled backends only.
 STEP_TENSOR_OPS = frozenset(op for family in FAMILIES for op in family.SCHEMAS if op.endswith("counter_"))

@@ -2,6 +2,7 @@
 direct ``torch.ops.<namespace>.<op>`` call fails the same way on every backend. They raise
 RuntimeError, as TORCH_CHECK does; the public functions check their arguments first with
 friendlier types (scorefast/_checks.py)."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,15 @@ MAX_PARTICLE_SIZE = 2**34  # d >> 2 is one 32-bit counter word
 
 
 # torch dtypes as the C++ checks print them (c10::ScalarType names).
-_SCALAR_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-                 torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int", torch.bool: "Bool"}
+_SCALAR_NAMES = {
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.int64: "Long",
+    torch.int32: "Int",
+    torch.bool: "Bool",
+}
 
 
 def scalar_name(dtype: torch.dtype) -> str:
@@ -105,5 +113,7 @@ def partially_overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
 def check_no_partial_overlap(x: torch.Tensor, t: torch.Tensor | None, name: str) -> None:
     """An input ``t`` of an in-place update of ``x`` must not partially overlap it."""
     if t is not None and partially_overlaps(x, t):
-        fail(f"{name} partially overlaps x in memory: the in-place update would read elements it has "
-             f"already written (pass a copy, e.g. {name}.clone())")
+        fail(
+            f"{name} partially overlaps x in memory: the in-place update would read elements it has "
+            f"already written (pass a copy, e.g. {name}.clone())"
+        )

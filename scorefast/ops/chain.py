@@ -7,6 +7,7 @@ contract's step ``step_offset + t``); with ``trajectory_every`` = k > 0 the stat
 k-th step goes to trajectory [T // k, N, D]; MALA counts acceptances into accepted [N] (int64).
 Definition: ``scorefast.reference.chain``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,14 +16,32 @@ from ._common import MAX_STEP, acc_dtype, check_counter, fail
 from .gmm import check_args as check_mixture_args
 
 SCHEMAS = {
-    "gmm_chain_": ("(Tensor(a!) x, Tensor means, Tensor var, Tensor log_const, Tensor? factor, Tensor step_size, "
-                   "Tensor sigma2, bool mala, SymInt seed, SymInt step_offset, SymInt particle_offset, SymInt trajectory_every, "
-                   "Tensor(b!)? trajectory, Tensor(c!)? accepted) -> ()"),
+    "gmm_chain_": (
+        "(Tensor(a!) x, Tensor means, Tensor var, Tensor log_const, Tensor? factor, Tensor step_size, "
+        "Tensor sigma2, bool mala, SymInt seed, SymInt step_offset, SymInt particle_offset, SymInt trajectory_every, "
+        "Tensor(b!)? trajectory, Tensor(c!)? accepted) -> ()"
+    ),
 }
 
 
-def check_args(x, means, var, log_const, factor, step_size, sigma2, mala, step_offset, particle_offset,
-               trajectory_every, trajectory, accepted, *, device_type: str | None = None, kernels: str = "") -> None:
+def check_args(
+    x,
+    means,
+    var,
+    log_const,
+    factor,
+    step_size,
+    sigma2,
+    mala,
+    step_offset,
+    particle_offset,
+    trajectory_every,
+    trajectory,
+    accepted,
+    *,
+    device_type: str | None = None,
+    kernels: str = "",
+) -> None:
     """The checks of the C++ op (csrc/chain_op.h), with its messages."""
     check_mixture_args(x, means, var, var, factor, log_const, None, device_type=device_type, kernels=kernels)
     check_counter(step_offset, particle_offset, x.shape[0])
@@ -40,11 +59,21 @@ def check_args(x, means, var, log_const, factor, step_size, sigma2, mala, step_o
     N, D = x.shape
     if trajectory_every > 0:
         shape = [T // trajectory_every, N, D]
-        if not (trajectory is not None and trajectory.is_contiguous() and trajectory.dtype == x.dtype
-                and list(trajectory.shape) == shape and trajectory.device == x.device):
+        if not (
+            trajectory is not None
+            and trajectory.is_contiguous()
+            and trajectory.dtype == x.dtype
+            and list(trajectory.shape) == shape
+            and trajectory.device == x.device
+        ):
             fail(f"trajectory must be a contiguous [T / k, N, D] = {shape} tensor of x's dtype on x's device")
-    if mala and not (accepted is not None and accepted.is_contiguous() and accepted.dtype == torch.int64
-                     and accepted.numel() == N and accepted.device == x.device):
+    if mala and not (
+        accepted is not None
+        and accepted.is_contiguous()
+        and accepted.dtype == torch.int64
+        and accepted.numel() == N
+        and accepted.device == x.device
+    ):
         fail(f"accepted must be a contiguous int64 [N] = [{N}] tensor on x's device for MALA")
 
 

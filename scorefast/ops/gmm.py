@@ -5,6 +5,7 @@ means [K, D], var and inv_var [K, 1] (isotropic) or [K, D], factor [K, D, D] or 
 covariances), log_const [K], sigma2 [N] or None (per-point noise levels), all in the math dtype
 of x (float64 for float64 x, float32 otherwise). Definition: ``scorefast.reference.gmm``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,10 @@ import torch
 from ._common import acc_dtype, check_device, check_storage, fail, scalar_name
 
 SCHEMAS = {
-    "gmm_score": ("(Tensor x, Tensor means, Tensor var, Tensor inv_var, Tensor? factor, Tensor log_const, "
-                  "Tensor? sigma2) -> (Tensor, Tensor)"),
+    "gmm_score": (
+        "(Tensor x, Tensor means, Tensor var, Tensor inv_var, Tensor? factor, Tensor log_const, "
+        "Tensor? sigma2) -> (Tensor, Tensor)"
+    ),
 }
 
 
@@ -27,8 +30,9 @@ def _check_param(t, x, name, shape):
         fail(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
 
 
-def check_args(x, means, var, inv_var, factor, log_const, sigma2, *, device_type: str | None = None,
-               kernels: str = "") -> None:
+def check_args(
+    x, means, var, inv_var, factor, log_const, sigma2, *, device_type: str | None = None, kernels: str = ""
+) -> None:
     """The checks of the C++ op (csrc/gmm_op.h), with its messages (also the chain's mixture checks)."""
     check_device(x, "x", device_type, kernels)
     if x.dim() != 2:
@@ -66,7 +70,8 @@ def _backward(ctx, grad_score, grad_log_prob):
     raise RuntimeError(
         "gmm_score has no gradient: the score is already grad log p. For derivatives of the "
         "score (e.g. its Jacobian), use scorefast.reference.gmm.gmm_score_ref, which is "
-        "differentiable by autograd.")
+        "differentiable by autograd."
+    )
 
 
 def register(namespace: str, ops, *, fakes: bool = True) -> None:

@@ -10,27 +10,61 @@ tensor of one element read when the kernel runs). a and b are the scalars ``step
 is explicit standard-normal noise of x's shape (else the contract's normals for (seed, step,
 particle_offset + p)). Definition: ``scorefast.reference.langevin.langevin_step_ref``.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-from ._common import check_counter, check_device, check_finite, check_no_partial_overlap, check_like, check_per_particle, check_storage, fail, scalar_name
+from ._common import (
+    check_counter,
+    check_device,
+    check_finite,
+    check_like,
+    check_no_partial_overlap,
+    check_per_particle,
+    check_storage,
+    fail,
+    scalar_name,
+)
 
-_ARGS = ("Tensor score, Tensor? score_cond, float guidance, float step_size, Tensor? step_size_per_particle, "
-         "float noise_scale, Tensor? noise_scale_per_particle, ")
+_ARGS = (
+    "Tensor score, Tensor? score_cond, float guidance, float step_size, Tensor? step_size_per_particle, "
+    "float noise_scale, Tensor? noise_scale_per_particle, "
+)
+_COUNTER = "SymInt seed, SymInt step, SymInt particle_offset"
 _CLAMP = "float? clamp_min, float? clamp_max, float? max_score_norm"
 SCHEMAS = {
-    "langevin_step": f"(Tensor x, {_ARGS}Tensor? noise, SymInt seed, SymInt step, SymInt particle_offset, {_CLAMP}) -> Tensor",
-    "langevin_step_": f"(Tensor(a!) x, {_ARGS}Tensor? noise, SymInt seed, SymInt step, SymInt particle_offset, {_CLAMP}) -> ()",
-    "langevin_step_counter_": f"(Tensor(a!) x, {_ARGS}SymInt seed, Tensor step, SymInt particle_offset, {_CLAMP}) -> ()",
+    "langevin_step": f"(Tensor x, {_ARGS}Tensor? noise, {_COUNTER}, {_CLAMP}) -> Tensor",
+    "langevin_step_": f"(Tensor(a!) x, {_ARGS}Tensor? noise, {_COUNTER}, {_CLAMP}) -> ()",
+    # the step read from a one-element int64 tensor when the kernel runs (CUDA graphs)
+    "langevin_step_counter_": (
+        f"(Tensor(a!) x, {_ARGS}SymInt seed, Tensor step, SymInt particle_offset, {_CLAMP}) -> ()"
+    ),
 }
 
 
-def check_args(x, score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-               noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm,
-               *, inplace: bool = False, device_type: str | None = None, kernels: str = "") -> None:
+def check_args(
+    x,
+    score,
+    score_cond,
+    guidance,
+    step_size,
+    step_size_per_particle,
+    noise_scale,
+    noise_scale_per_particle,
+    noise,
+    step,
+    particle_offset,
+    clamp_min,
+    clamp_max,
+    max_score_norm,
+    *,
+    inplace: bool = False,
+    device_type: str | None = None,
+    kernels: str = "",
+) -> None:
     """The checks of the C++ op (csrc/langevin_op.h), with its messages; ``inplace``: the op
     writes into x, so no input may partially overlap it."""
     if x.dim() < 1:
@@ -61,14 +95,33 @@ def check_args(x, score, score_cond, guidance, step_size, step_size_per_particle
     if max_score_norm is not None and not (math.isfinite(max_score_norm) and max_score_norm > 0):
         fail(f"max_score_norm must be finite and > 0, got {max_score_norm}")
     if inplace:
-        for t, name in ((score, "score"), (score_cond, "score_cond"), (noise, "noise"),
-                        (step_size_per_particle, "step_size_per_particle"),
-                        (noise_scale_per_particle, "noise_scale_per_particle")):
+        for t, name in (
+            (score, "score"),
+            (score_cond, "score_cond"),
+            (noise, "noise"),
+            (step_size_per_particle, "step_size_per_particle"),
+            (noise_scale_per_particle, "noise_scale_per_particle"),
+        ):
             check_no_partial_overlap(x, t, name)
 
 
-def _fake(x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp,
-          noise, seed, step, particle_offset, clamp_min, clamp_max, max_score_norm):
+def _fake(
+    x,
+    score,
+    score_cond,
+    guidance,
+    step_size,
+    step_size_pp,
+    noise_scale,
+    noise_scale_pp,
+    noise,
+    seed,
+    step,
+    particle_offset,
+    clamp_min,
+    clamp_max,
+    max_score_norm,
+):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -77,8 +130,23 @@ def _fake_inplace(*args):
 
 
 def _setup_context(ctx, inputs, output):
-    (x, score, score_cond, guidance, step_size, step_size_pp, noise_scale, noise_scale_pp, noise,
-     _seed, _step, _offset, clamp_min, clamp_max, max_score_norm) = inputs
+    (
+        x,
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_pp,
+        noise_scale,
+        noise_scale_pp,
+        noise,
+        _seed,
+        _step,
+        _offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    ) = inputs
     ctx.guidance = guidance
     ctx.step_size = step_size
     ctx.noise_scale = noise_scale
@@ -93,9 +161,13 @@ def _backward(ctx, grad):
     step_size_pp, noise_scale_pp, output = ctx.saved_tensors
     needs = ctx.needs_input_grad
     if needs[5] or needs[7]:
-        raise RuntimeError("langevin_step: gradients with respect to per-particle step_size or noise_scale are not supported")
+        raise RuntimeError(
+            "langevin_step: gradients with respect to per-particle step_size or noise_scale are not supported"
+        )
     if ctx.clipped and (needs[1] or needs[2]):
-        raise RuntimeError("langevin_step: gradients with respect to the score are not supported with max_score_norm clipping")
+        raise RuntimeError(
+            "langevin_step: gradients with respect to the score are not supported with max_score_norm clipping"
+        )
     if ctx.clamp is not None:
         lo = -math.inf if ctx.clamp[0] is None else ctx.clamp[0]
         hi = math.inf if ctx.clamp[1] is None else ctx.clamp[1]
@@ -112,8 +184,7 @@ def _backward(ctx, grad):
     if ctx.has_noise:
         b = noise_scale_pp.reshape(per_particle_shape) if noise_scale_pp is not None else ctx.noise_scale
         grad_noise = grad * b
-    return (grad, grad_score, grad_cond, None, None, None, None, None, grad_noise,
-            None, None, None, None, None, None)
+    return (grad, grad_score, grad_cond, None, None, None, None, None, grad_noise, None, None, None, None, None, None)
 
 
 def register(namespace: str, ops, *, fakes: bool = True) -> None:

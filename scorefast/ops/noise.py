@@ -9,6 +9,7 @@ contract (``scorefast.reference.noise`` defines them).
 
 Seeds travel as int64 (the schema type); kernels read their bits as uint64.
 """
+
 from __future__ import annotations
 
 import torch

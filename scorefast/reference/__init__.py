@@ -2,6 +2,7 @@
 
 Tests compare each kernel with these; benchmarks time them as the eager baseline.
 """
+
 from .dsm import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
 from .gmm import gmm_log_joint_ref, gmm_score_ref
 from .langevin import langevin_step_ref

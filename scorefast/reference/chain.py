@@ -1,4 +1,5 @@
 """Reference of gmm_chain: T single steps with the reference score and Langevin update."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,18 @@ from .langevin import langevin_step_ref
 from .noise import normal_ref, philox_words_ref, uniform_ref
 
 
-def gmm_chain_ref(x: torch.Tensor, mixture, step_sizes, sigmas, *, mala: bool = False, seed: int = 0,
-                  step_offset: int = 0, particle_offset: int = 0, trajectory_every: int = 0):
+def gmm_chain_ref(
+    x: torch.Tensor,
+    mixture,
+    step_sizes,
+    sigmas,
+    *,
+    mala: bool = False,
+    seed: int = 0,
+    step_offset: int = 0,
+    particle_offset: int = 0,
+    trajectory_every: int = 0,
+):
     """(x after T steps, accepted (N,) int64, trajectory or None); x (N, D) is not modified.
 
     Step t uses a = step_sizes[t], the score of the mixture noised by sigmas[t] (None or 0:
@@ -30,8 +41,15 @@ def gmm_chain_ref(x: torch.Tensor, mixture, step_sizes, sigmas, *, mala: bool = 
         sig = None if sigmas is None or float(sigmas[t]) == 0 else float(sigmas[t])
         if not mala:
             s = score_of(x, sig)[0]
-            x = langevin_step_ref(x, s.to(x.dtype), step_size=a, noise_scale=math.sqrt(2 * a), seed=seed,
-                                  step=step, particle_offset=particle_offset)
+            x = langevin_step_ref(
+                x,
+                s.to(x.dtype),
+                step_size=a,
+                noise_scale=math.sqrt(2 * a),
+                seed=seed,
+                step=step,
+                particle_offset=particle_offset,
+            )
         else:
             z = normal_ref(N, D, seed, step, particle_offset, x.device).double()
             y = (x.double() + a * s_x + math.sqrt(2 * a) * z).to(x.dtype)

@@ -8,6 +8,7 @@ normals z = normal_like(x, seed, step) (scorefast.reference.noise):
                   l_b = ||eps_b - z_b||^2                            (eps form, DDPM)
                   reduced by mean (over the batch), sum, or none ([B]).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,9 @@ def dsm_noise_ref(x: torch.Tensor, seed: int, step: int = 0, particle_offset: in
     return normal_ref(B, D, seed, step, particle_offset, x.device)
 
 
-def dsm_perturb_ref(x: torch.Tensor, sigma, seed: int, step: int = 0, particle_offset: int = 0,
-                    compute_dtype=None) -> torch.Tensor:
+def dsm_perturb_ref(
+    x: torch.Tensor, sigma, seed: int, step: int = 0, particle_offset: int = 0, compute_dtype=None
+) -> torch.Tensor:
     """x + sigma_b z, in x's dtype and shape (math in float32, float64 for float64 x)."""
     cd = compute_dtype or (torch.float64 if x.dtype == torch.float64 else torch.float32)
     B = x.shape[0]
@@ -37,9 +39,18 @@ def dsm_perturb_ref(x: torch.Tensor, sigma, seed: int, step: int = 0, particle_o
     return (x.reshape(B, -1).to(cd) + s * z).to(x.dtype).reshape(x.shape)
 
 
-def dsm_loss_ref(pred: torch.Tensor, sigma, seed: int, step: int = 0, particle_offset: int = 0, *,
-                 power: float = 2.0, eps_form: bool = False, reduction: str = "mean",
-                 compute_dtype=None) -> torch.Tensor:
+def dsm_loss_ref(
+    pred: torch.Tensor,
+    sigma,
+    seed: int,
+    step: int = 0,
+    particle_offset: int = 0,
+    *,
+    power: float = 2.0,
+    eps_form: bool = False,
+    reduction: str = "mean",
+    compute_dtype=None,
+) -> torch.Tensor:
     """The DSM loss of predictions ``pred`` (score s or noise eps, shaped like x).
 
     Differentiable in ``pred`` by autograd (the reference gradient). Per-sample losses are

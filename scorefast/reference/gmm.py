@@ -6,6 +6,7 @@ with C_k = v_k I (isotropic), diag(v_k) (diagonal) or a full covariance. Written
 obvious way, in float64 by default, with an N x K x D intermediate: the definition the
 kernels are tested against, not a fast path.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,15 @@ import torch
 KINDS = ("isotropic", "diagonal", "full")
 
 
-def gmm_log_joint_ref(x: torch.Tensor, means: torch.Tensor, log_weights: torch.Tensor, kind: str,
-                      cov: torch.Tensor, sigma=None, dtype=torch.float64):
+def gmm_log_joint_ref(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    log_weights: torch.Tensor,
+    kind: str,
+    cov: torch.Tensor,
+    sigma=None,
+    dtype=torch.float64,
+):
     """log w_k N(x; mu_k, C_k + sigma^2 I) (N, K) and the per-component scores (N, K, D).
 
     x (N, D); means (K, D); log_weights (K,) (-inf for weight 0); cov: (K,) variances
@@ -55,8 +63,15 @@ def gmm_log_joint_ref(x: torch.Tensor, means: torch.Tensor, log_weights: torch.T
     return log_joint, scores
 
 
-def gmm_score_ref(x: torch.Tensor, means: torch.Tensor, log_weights: torch.Tensor, kind: str,
-                  cov: torch.Tensor, sigma=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def gmm_score_ref(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    log_weights: torch.Tensor,
+    kind: str,
+    cov: torch.Tensor,
+    sigma=None,
+    dtype=torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(score (N, D), log p (N,)) of the mixture at x (N, D), computed in ``dtype``.
 
     score = sum_k r_k(x) s_k(x) with responsibilities r = softmax_k(log_joint) and

@@ -1,4 +1,5 @@
 """Reference of langevin_step: the definition every backend is tested against."""
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ Philox, the uint32 -> uniform map and Box-Muller are exactly Triton's ``tl.philo
 tensors with values in [0, 2^32); products are split in 16-bit halves so nothing
 overflows.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,9 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     return c0, c1, c2, c3
 
 
-def philox_words_ref(num_particles: int, num_groups: int, seed: int, step: int = 0,
-                     particle_offset: int = 0, device=None) -> torch.Tensor:
+def philox_words_ref(
+    num_particles: int, num_groups: int, seed: int, step: int = 0, particle_offset: int = 0, device=None
+) -> torch.Tensor:
     """Words of counters (particle_offset + p, step, q): int64 [P, Q, 4] in [0, 2^32)."""
     p = torch.arange(num_particles, dtype=torch.int64, device=device) + particle_offset
     q = torch.arange(num_groups, dtype=torch.int64, device=device)
@@ -76,8 +78,9 @@ def box_muller_ref(u1: torch.Tensor, u2: torch.Tensor) -> tuple[torch.Tensor, to
     return radius * torch.cos(theta), radius * torch.sin(theta)
 
 
-def normal_ref(num_particles: int, particle_size: int, seed: int, step: int = 0,
-               particle_offset: int = 0, device=None) -> torch.Tensor:
+def normal_ref(
+    num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0, device=None
+) -> torch.Tensor:
     """The contract's standard normals z: float32 [P, D]."""
     num_groups = (particle_size + 3) // 4
     w = philox_words_ref(num_particles, num_groups, seed, step, particle_offset, device)

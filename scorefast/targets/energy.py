@@ -1,4 +1,5 @@
 """Energy-based targets: p(x) ∝ exp(-E(x)) for any differentiable E, score by autograd."""
+
 from __future__ import annotations
 
 import torch

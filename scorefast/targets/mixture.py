@@ -5,6 +5,7 @@
 C_k is isotropic (v_k I), diagonal (diag(v_k)) or full. ``score`` and ``log_prob`` go
 through the fused ``gmm_score`` op (``scorefast.gmm``); ``sample`` draws exact samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ class GaussianMixture:
     float64 on the device of ``means``; methods accept and return any float dtype.
     """
 
-    def __init__(self, means, weights=None, *, log_weights=None, variance=None, diagonal=None,
-                 covariance=None):
+    def __init__(self, means, weights=None, *, log_weights=None, variance=None, diagonal=None, covariance=None):
         means = torch.as_tensor(means)
         device = means.device
         if means.dim() != 2:
@@ -51,7 +51,9 @@ class GaussianMixture:
             raise ValueError("means must be finite")
         self.log_weights = self._log_weights(weights, log_weights, K, device)
 
-        given = [n for n, v in (("variance", variance), ("diagonal", diagonal), ("covariance", covariance)) if v is not None]
+        given = [
+            n for n, v in (("variance", variance), ("diagonal", diagonal), ("covariance", covariance)) if v is not None
+        ]
         if len(given) > 1:
             raise ValueError(f"give at most one of variance, diagonal, covariance; got {', '.join(given)}")
         if covariance is not None:
@@ -143,8 +145,7 @@ class GaussianMixture:
         return second - torch.outer(m, m)
 
     # -- sampling ------------------------------------------------------------------------
-    def sample(self, n: int, *, seed: int = 0, sigma: float | None = None,
-               return_components: bool = False):
+    def sample(self, n: int, *, seed: int = 0, sigma: float | None = None, return_components: bool = False):
         """Exact samples (n, D) float64 from a private generator (of the sigma-noised mixture if given)."""
         g = torch.Generator(device=self.means.device).manual_seed(seed)
         k = torch.multinomial(self.weights, n, replacement=True, generator=g)
@@ -178,8 +179,7 @@ class GaussianMixture:
         return torch.softmax(lj, dim=1)
 
     # -- kernel parameters ---------------------------------------------------------------
-    def kernel_params(self, dtype: torch.dtype, device: torch.device, sigma2: float | None,
-                      per_point: bool) -> dict:
+    def kernel_params(self, dtype: torch.dtype, device: torch.device, sigma2: float | None, per_point: bool) -> dict:
         """Arguments of the gmm_score op (see csrc/include/scorefast/gmm.h), cached.
 
         ``per_point``: sigma varies per point (sigma^2 is added in the kernel); otherwise
@@ -211,8 +211,13 @@ class GaussianMixture:
             factor, var = U, lam
             inv_var = 1.0 / lam
         cast = lambda t: None if t is None else t.to(dtype=dtype, device=device).contiguous()  # noqa: E731
-        params = {"means": cast(self.means), "var": cast(var), "inv_var": cast(inv_var),
-                  "factor": cast(factor), "log_const": cast(log_const)}
+        params = {
+            "means": cast(self.means),
+            "var": cast(var),
+            "inv_var": cast(inv_var),
+            "factor": cast(factor),
+            "log_const": cast(log_const),
+        }
         if len(self._params_cache) > 16:
             self._params_cache.clear()
         self._params_cache[key] = params
@@ -220,4 +225,3 @@ class GaussianMixture:
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.num_components}, D={self.dim}, kind={self.kind!r})"
-

@@ -1,4 +1,5 @@
 """Common test targets: the mixtures and energies samplers are checked and benchmarked on."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def grid(side: int = 5, spacing: float = 2.0, std: float = 0.2, device="cpu") ->
     return GaussianMixture(means.to(device), variance=std * std)
 
 
-def random_mixture(num_components: int, dim: int, *, seed: int = 0, kind: str = "isotropic",
-                   spread: float = 4.0, device="cpu") -> GaussianMixture:
+def random_mixture(
+    num_components: int, dim: int, *, seed: int = 0, kind: str = "isotropic", spread: float = 4.0, device="cpu"
+) -> GaussianMixture:
     """A mixture drawn at random from ``seed``: means ~ N(0, spread^2 I), Dirichlet(1) weights,
     variances in [0.25, 1] (isotropic or diagonal) or random SPD covariances (full)."""
     g = torch.Generator().manual_seed(seed)

@@ -13,6 +13,7 @@ a C++ compiler and ninja; the first use builds it (about a minute) under build/.
 What it cannot show: speed, stream and CUDA-graph behaviour, and the reduced precision
 of fast-math device intrinsics (the kernels use correctly rounded ones).
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,7 +45,9 @@ def translate(source: str) -> str:
     """A .cu file's text as C++ for the emulator (launch syntax and dynamic shared memory)."""
     out = _LAUNCH.sub(lambda m: f"::sf_emu::launch({m.group(1)}, {m.group(2)})", source)
     out = _DYNAMIC_SHARED.sub(
-        lambda m: f"{m.group(1)}* {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::sf_emu::launch_state().dynamic_smem);",
+        lambda m: (
+            f"{m.group(1)}* {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::sf_emu::launch_state().dynamic_smem);"
+        ),
         out,
     )
     if "<<<" in out or "extern __shared__" in out:
@@ -61,7 +64,7 @@ def build_directory() -> Path:
     return Path(os.environ.get("SCOREFAST_CUDA_EMULATOR_BUILD", _ROOT / "build" / "cuda_emulator"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load() -> str:
     """Builds (once; ninja rebuilds what changed) and loads the emulated kernels into
     ``torch.ops.scorefast_cuda_emulator``; returns the library's path. Raises with the
@@ -91,8 +94,13 @@ def load() -> str:
     ]
     includes = [str(_CSRC / "cuda_emulator"), str(_CSRC / "include"), str(_CSRC / "cuda"), str(_CSRC)]
     path = cpp_extension.load(
-        name=LIBRARY, sources=sources, extra_cflags=flags, extra_include_paths=includes,
-        build_directory=str(build), is_python_module=False, verbose=False,
+        name=LIBRARY,
+        sources=sources,
+        extra_cflags=flags,
+        extra_include_paths=includes,
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
     )
     register_namespace(LIBRARY, define=True)
     return path if isinstance(path, str) else str(path)

@@ -16,8 +16,8 @@
 namespace scorefast {
 
 struct ChainArgs {
-  GmmArgs mixture;           // x / score / log_prob fields unused; var/factor in per-point form
-  int64_t num_steps = 0;     // T
+  GmmArgs mixture;                  // x / score / log_prob fields unused; var/factor in per-point form
+  int64_t num_steps = 0;            // T
   const void* step_size = nullptr;  // [T] math type: a_t
   const void* sigma2 = nullptr;     // [T] math type: the noise level of step t's score
   bool mala = false;

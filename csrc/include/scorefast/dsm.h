@@ -14,8 +14,8 @@
 namespace scorefast {
 
 struct DsmArgs {
-  int64_t batch = 0;        // B: size of dim 0 (samples)
-  int64_t sample_size = 0;  // D: elements per sample
+  int64_t batch = 0;                          // B: size of dim 0 (samples)
+  int64_t sample_size = 0;                    // D: elements per sample
   StorageType dtype = StorageType::kFloat32;  // of the data/prediction and of tensor outputs
 
   const void* input = nullptr;  // [B, D]: x (perturb) or the prediction (loss, backward)
@@ -27,7 +27,7 @@ struct DsmArgs {
   uint64_t particle_offset = 0;
 
   const void* grad_per_sample = nullptr;  // [B] math type: dL/dl_b (backward)
-  void* out = nullptr;  // perturb: [B, D] dtype; loss: [B] math type; backward: [B, D] dtype
+  void* out = nullptr;                    // perturb: [B, D] dtype; loss: [B] math type; backward: [B, D] dtype
 };
 
 }  // namespace scorefast

@@ -16,9 +16,9 @@
 namespace scorefast {
 
 struct GmmArgs {
-  int64_t num_points = 0;      // N
-  int64_t dim = 0;             // D
-  int64_t num_components = 0;  // K
+  int64_t num_points = 0;                     // N
+  int64_t dim = 0;                            // D
+  int64_t num_components = 0;                 // K
   StorageType dtype = StorageType::kFloat32;  // of x, score and log_prob
 
   const void* x = nullptr;  // [N, D] contiguous, dtype

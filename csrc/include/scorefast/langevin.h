@@ -10,8 +10,8 @@
 namespace scorefast {
 
 struct LangevinArgs {
-  int64_t num_particles = 0;  // P: size of dim 0
-  int64_t particle_size = 0;  // D: elements per particle (product of the other dims)
+  int64_t num_particles = 0;                  // P: size of dim 0
+  int64_t particle_size = 0;                  // D: elements per particle (product of the other dims)
   StorageType dtype = StorageType::kFloat32;  // of x, score, score_cond and out
 
   const void* x = nullptr;           // [P, D], contiguous
@@ -45,14 +45,11 @@ struct LangevinArgs {
 
 // True when every particle shares a, b and has no clipping factor.
 inline bool uniform_coefficients(const LangevinArgs& a) {
-  return a.step_size_per_particle == nullptr && a.noise_scale_per_particle == nullptr &&
-         a.score_factor == nullptr;
+  return a.step_size_per_particle == nullptr && a.noise_scale_per_particle == nullptr && a.score_factor == nullptr;
 }
 
 // Whether any noise term is present (b == 0 for everyone skips the noise entirely).
-inline bool needs_noise(const LangevinArgs& a) {
-  return a.noise_scale_per_particle != nullptr || a.noise_scale != 0.0;
-}
+inline bool needs_noise(const LangevinArgs& a) { return a.noise_scale_per_particle != nullptr || a.noise_scale != 0.0; }
 
 template <typename Acc>
 SF_HOST_DEVICE Acc clamp_keep_nan(Acc v, Acc lo, Acc hi) {

@@ -49,8 +49,7 @@ SF_HOST_DEVICE uint32_t mulhi32(uint32_t a, uint32_t b) {
 }
 
 // Philox4x32 with 10 rounds; key = (lo32(seed), hi32(seed)).
-SF_HOST_DEVICE PhiloxWords philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                         uint64_t seed) {
+SF_HOST_DEVICE PhiloxWords philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint64_t seed) {
   uint32_t k0 = static_cast<uint32_t>(seed);
   uint32_t k1 = static_cast<uint32_t>(seed >> 32);
 #if defined(__CUDA_ARCH__)
@@ -70,10 +69,8 @@ SF_HOST_DEVICE PhiloxWords philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, 
 }
 
 // The words for particle p' (already offset), step t and group q = d >> 2.
-SF_HOST_DEVICE PhiloxWords noise_words(uint64_t seed, uint64_t particle, uint32_t step,
-                                       uint32_t group) {
-  return philox4x32_10(static_cast<uint32_t>(particle), static_cast<uint32_t>(particle >> 32),
-                       step, group, seed);
+SF_HOST_DEVICE PhiloxWords noise_words(uint64_t seed, uint64_t particle, uint32_t step, uint32_t group) {
+  return philox4x32_10(static_cast<uint32_t>(particle), static_cast<uint32_t>(particle >> 32), step, group, seed);
 }
 
 // uint32 -> float in [0, 1): reinterpret as int32, fold negatives with ~x, scale.

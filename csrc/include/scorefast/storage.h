@@ -77,9 +77,7 @@ SF_HOST_DEVICE uint16_t float_to_half_bits(float value) {
   return static_cast<uint16_t>(o | (sign >> 16));
 }
 
-SF_HOST_DEVICE float bf16_bits_to_float(uint16_t h) {
-  return bits_float(static_cast<uint32_t>(h) << 16);
-}
+SF_HOST_DEVICE float bf16_bits_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
 
 SF_HOST_DEVICE uint16_t float_to_bf16_bits(float value) {
   const uint32_t u = float_bits(value);
