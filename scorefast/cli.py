@@ -3,7 +3,7 @@
     scorefast sample            # Langevin on the two-mode 2D mixture, stats + PNG
     scorefast train             # fused DSM training on a 2D mixture, then annealed Langevin
     scorefast bench --quick     # langevin_step timings, table + JSON in bench/results/
-    scorefast verify            # every available backend against the reference
+    scorefast verify            # every op on every backend here against its reference (the CI gate)
     scorefast backends          # which backends run here, and why not
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -352,27 +353,98 @@ def cmd_backends(args, parser_error) -> int:
 def _add_verify(sub) -> None:
     p = sub.add_parser(
         "verify",
-        help="check every available backend against the reference",
-        description="Run each op on every available backend and compare with the reference "
-                    "(Philox words bit for bit, normals and langevin_step within the error budget).",
+        help="check every op on every backend here against its reference (the CI gate)",
+        description=(
+            "Run every op (noise, langevin_step, gmm_score, gmm_chain, dsm_perturb, dsm_loss) in each of "
+            "its variants and dtypes on every backend that runs here, and compare it with the float64 "
+            "reference within its error budget (Philox words bit for bit). Prints one line per check and "
+            "a summary; exits 1 if any check fails. A backend that cannot run here is skipped with its "
+            "reason unless --require names it. Without a CUDA GPU the Triton interpreter and the CUDA "
+            "emulator are switched on (tiny sizes) unless --no-emulate."
+        ),
     )
-    p.add_argument("--particles", type=int, default=257, help="particles in the check")
-    p.add_argument("--dim", type=int, default=67, help="elements per particle")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backends to check (default: all of reference, cpp, cuda, triton, numba)")
+    p.add_argument("--ops", default=None,
+                   help="comma-separated ops to check (default: all of noise, langevin_step, gmm_score, gmm_chain, "
+                        "dsm_perturb, dsm_loss; samplers with --statistical)")
+    p.add_argument("--dtypes", default=None,
+                   help="comma-separated dtypes to check (default: each op's of float32, float64, bfloat16, float16)")
+    p.add_argument("--require", default="",
+                   help="comma-separated backends that must run here: their checks fail if they cannot")
+    p.add_argument("--statistical", action="store_true",
+                   help="also check that gmm_chain and the samplers reach their targets (about a minute)")
+    p.add_argument("--json", default=None, help="write the results (header and one record per check) to this JSON file")
+    p.add_argument("--junit", default=None, help="write the results as JUnit XML (one testcase per check) to this file")
+    p.add_argument("--no-emulate", action="store_true",
+                   help="without a CUDA GPU, do not switch on the Triton interpreter and the CUDA emulator")
+    p.add_argument("--particles", type=int, default=257,
+                   help="particles (rows) in each check (default 257; 9 where emulated)")
+    p.add_argument("--dim", type=int, default=67,
+                   help="elements per particle (default 67; 13 where emulated; mixtures use at most 5)")
     p.set_defaults(func=cmd_verify)
 
 
+_EMULATION_SWITCHES = ("TRITON_INTERPRET", "SCOREFAST_CUDA_EMULATOR")
+
+
+def _verify_argv(args) -> list[str]:
+    """The command line of ``scorefast verify`` that gives ``args``."""
+    argv = ["verify", "--particles", str(args.particles), "--dim", str(args.dim)]
+    for option in ("backends", "ops", "dtypes", "require", "json", "junit"):
+        value = getattr(args, option)
+        if value:
+            argv += [f"--{option}", value]
+    return argv + (["--statistical"] if args.statistical else [])
+
+
+def _names(text: str | None, option: str, choices, parser_error) -> list[str] | None:
+    """A comma list checked against ``choices`` (None for an absent option)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        parser_error(f"--{option} takes a comma-separated list of {', '.join(choices)}; got {text!r}")
+    return names
+
+
 def cmd_verify(args, parser_error) -> int:
-    from scorefast.verify import verify_all
+    from scorefast import backend_registry
+    from scorefast.testing.checks import Size
+    from scorefast.verify import OP_NAMES, verify
+    from scorefast.verify.outputs import write_json, write_junit
+    from scorefast.verify.plan import DTYPE_NAMES
+    from scorefast.verify.report import ConsoleReporter, summary
 
     _check_positive(args.particles, "particles", parser_error)
     _check_positive(args.dim, "dim", parser_error)
-    results = verify_all(args.particles, args.dim)
-    failed = 0
-    for r in results:
-        print(r)
-        failed += not r.ok
-    print(f"{len(results) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    backends = _names(args.backends, "backends", backend_registry.NAMES, parser_error)
+    ops = _names(args.ops, "ops", OP_NAMES, parser_error)
+    dtypes = _names(args.dtypes, "dtypes", [d for d in DTYPE_NAMES if d != "int64"], parser_error)
+    require = _names(args.require, "require", backend_registry.NAMES, parser_error) if args.require else []
+    if ops == ["samplers"] and not args.statistical:
+        parser_error("--ops samplers has statistical checks only: add --statistical")
+    if not args.no_emulate and not torch.cuda.is_available():
+        missing = {k: "1" for k in _EMULATION_SWITCHES if k not in os.environ}
+        if "TRITON_INTERPRET" in missing and "triton" in sys.modules:
+            # Triton reads TRITON_INTERPRET when its own library functions are defined, at import
+            # (which torch already did): only a fresh process can interpret the Triton kernels.
+            return subprocess.call([sys.executable, "-m", "scorefast.cli", *_verify_argv(args)],
+                                   env={**os.environ, **missing})
+        os.environ.update(missing)  # the cuda backend becomes the emulator (built on first use)
+    report = verify(backends=backends, ops=ops, dtypes=None if dtypes is None else [DTYPE_NAMES[d] for d in dtypes],
+                    require=require, size=Size(args.particles, args.dim), statistical=args.statistical,
+                    reporter=ConsoleReporter())
+    report.header["command"] = "scorefast " + " ".join(_verify_argv(args))
+    print(summary(report.records, report.seconds))
+    if args.json:
+        write_json(args.json, report.header, report.records)
+        print(f"json: {args.json}")
+    if args.junit:
+        write_junit(args.junit, report.header, report.records)
+        print(f"junit: {args.junit}")
+    return report.exit_status
 
 
 def _add_bench(sub) -> None:
