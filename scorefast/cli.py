@@ -1,11 +1,12 @@
 """The ``scorefast`` command line: sample (the main job), train, bench, verify, backends.
 
-    scorefast sample            # Langevin on the two-mode 2D mixture, stats + PNG
-    scorefast train             # fused DSM training on a 2D mixture, then annealed Langevin
-    scorefast bench --quick     # langevin_step timings, table + JSON in bench/results/
-    scorefast verify            # every op on every backend here against its reference (the CI gate)
-    scorefast backends          # which backends run here, and why not
+scorefast sample            # Langevin on the two-mode 2D mixture, stats + PNG
+scorefast train             # fused DSM training on a 2D mixture, then annealed Langevin
+scorefast bench --quick     # langevin_step timings, table + JSON in bench/results/
+scorefast verify            # every op on every backend here against its reference (the CI gate)
+scorefast backends          # which backends run here, and why not
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,29 +32,40 @@ def _add_sample(sub) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--target", default="two_mode", choices=("two_mode", "ring8", "grid25", "anisotropic"),
-                   help="preset mixture to sample")
-    p.add_argument("--sampler", default="ula", choices=("ula", "annealed", "mala"),
-                   help="unadjusted Langevin, annealed Langevin over noise levels, or Metropolis-adjusted")
+    p.add_argument(
+        "--target",
+        default="two_mode",
+        choices=("two_mode", "ring8", "grid25", "anisotropic"),
+        help="preset mixture to sample",
+    )
+    p.add_argument(
+        "--sampler",
+        default="ula",
+        choices=("ula", "annealed", "mala"),
+        help="unadjusted Langevin, annealed Langevin over noise levels, or Metropolis-adjusted",
+    )
     p.add_argument("--levels", type=int, default=10, help="annealed: number of noise levels")
-    p.add_argument("--epsilon", type=float, default=5e-5,
-                   help="annealed: base step (level i uses epsilon * sigma_i^2 / sigma_L^2)")
+    p.add_argument(
+        "--epsilon", type=float, default=5e-5, help="annealed: base step (level i uses epsilon * sigma_i^2 / sigma_L^2)"
+    )
     p.add_argument("--particles", type=int, default=10000, help="number of particles (chains)")
     p.add_argument("--steps", type=int, default=1000, help="Langevin steps")
-    p.add_argument("--step-size", type=float, default=0.02,
-                   help="a in x + a*score + sqrt(2a)*z")
-    p.add_argument("--init-scale", type=float, default=4.0,
-                   help="particles start from N(0, init_scale^2 I)")
+    p.add_argument("--step-size", type=float, default=0.02, help="a in x + a*score + sqrt(2a)*z")
+    p.add_argument("--init-scale", type=float, default=4.0, help="particles start from N(0, init_scale^2 I)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial state and the Langevin noise")
     p.add_argument("--backend", default="auto", help="auto, reference, cpp, cuda, triton or numba")
     p.add_argument("--device", default="cpu", help="torch device of the particles")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="particle dtype")
-    p.add_argument("--out", default=os.path.join("scorefast_out", "sample.png"),
-                   help="PNG path for the scatter plot")
+    p.add_argument("--out", default=os.path.join("scorefast_out", "sample.png"), help="PNG path for the scatter plot")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--json", default=None, help="also write the summary statistics to this JSON file")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
     p.set_defaults(func=cmd_sample)
 
@@ -86,27 +98,52 @@ def cmd_sample(args, parser_error) -> int:
     extra = {}
     if args.sampler == "ula":
         for t in _progress(range(args.steps), args.progress, args.steps, "langevin"):
-            scorefast.langevin_step_(x, target.score(x), step_size=args.step_size, seed=args.seed,
-                                     step=t, backend=args.backend)
+            scorefast.langevin_step_(
+                x, target.score(x), step_size=args.step_size, seed=args.seed, step=t, backend=args.backend
+            )
     elif args.sampler == "annealed":
         spread = float((target.means[:, None] - target.means[None]).norm(dim=-1).max())
         sigmas = geometric_sigmas(max(spread, 1.0), 0.01, args.levels)
-        samplers.annealed_langevin(target.score, x, sigmas,  # a mixture: the fused chain
-                                   steps_per_level=max(1, args.steps // args.levels), epsilon=args.epsilon,
-                                   seed=args.seed, progress=args.progress, backend=args.backend)
+        samplers.annealed_langevin(
+            target.score,
+            x,
+            sigmas,  # a mixture: the fused chain
+            steps_per_level=max(1, args.steps // args.levels),
+            epsilon=args.epsilon,
+            seed=args.seed,
+            progress=args.progress,
+            backend=args.backend,
+        )
         extra["sigmas"] = [float(v) for v in sigmas]
     else:
-        _, diag = samplers.mala(target.score, target.log_prob, x, steps=args.steps, step_size=args.step_size,
-                                seed=args.seed, progress=args.progress, backend=args.backend)
+        _, diag = samplers.mala(
+            target.score,
+            target.log_prob,
+            x,
+            steps=args.steps,
+            step_size=args.step_size,
+            seed=args.seed,
+            progress=args.progress,
+            backend=args.backend,
+        )
         extra["acceptance_rate"] = float(diag["acceptance_rate"].mean())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
 
     stats = summary_statistics(x, target)
-    stats.update(target=args.target, sampler=args.sampler, particles=args.particles, steps=args.steps,
-                 step_size=args.step_size, seed=args.seed, backend=args.backend, seconds=elapsed,
-                 particle_steps_per_second=args.particles * args.steps / elapsed, **extra)
+    stats.update(
+        target=args.target,
+        sampler=args.sampler,
+        particles=args.particles,
+        steps=args.steps,
+        step_size=args.step_size,
+        seed=args.seed,
+        backend=args.backend,
+        seconds=elapsed,
+        particle_steps_per_second=args.particles * args.steps / elapsed,
+        **extra,
+    )
     print(format_summary(stats))
     if "acceptance_rate" in extra:
         print(f"MALA acceptance rate {extra['acceptance_rate']:.3f}")
@@ -115,8 +152,9 @@ def cmd_sample(args, parser_error) -> int:
 
         write_json(stats, args.json)
     if not args.no_plot:
-        write_scatter(x, target, args.out,
-                      title=f"{args.sampler}, {args.target}, {args.particles} particles, {args.steps} steps")
+        write_scatter(
+            x, target, args.out, title=f"{args.sampler}, {args.target}, {args.particles} particles, {args.steps} steps"
+        )
         print(f"plot: {args.out}")
     return 0
 
@@ -185,8 +223,9 @@ def write_scatter(x: torch.Tensor, target, path: str, title: str = "") -> None:
         k = target.responsibilities(pts.to(target.means.device)).argmax(1).cpu()
         found = torch.bincount(k, minlength=target.num_components).double() / len(pts)
         for m, f, w in zip(means, found, target.weights.cpu()):
-            ax.annotate(f"{f:.2f} / {w:.2f}", (float(m[0]), float(m[1])), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+            ax.annotate(
+                f"{f:.2f} / {w:.2f}", (float(m[0]), float(m[1])), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
     ax.set_aspect("equal")
     ax.set_title(title + "\n(per mode: fraction found / true weight)", fontsize=9)
     ax.legend(loc="upper right")
@@ -207,18 +246,30 @@ def _add_train(sub) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--target", default=None, choices=("two_mode", "ring8", "grid25", "anisotropic"),
-                   help="preset data distribution (default: two_mode, or the checkpoint's with --load)")
+    p.add_argument(
+        "--target",
+        default=None,
+        choices=("two_mode", "ring8", "grid25", "anisotropic"),
+        help="preset data distribution (default: two_mode, or the checkpoint's with --load)",
+    )
     p.add_argument("--steps", type=int, default=3000, help="training iterations (0 with --load: sample only)")
     p.add_argument("--batch", type=int, default=512, help="training batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     p.add_argument("--levels", type=int, default=10, help="number of noise levels L")
-    p.add_argument("--sigma-max", type=float, default=None,
-                   help="largest noise level (default: the largest distance between data points)")
+    p.add_argument(
+        "--sigma-max",
+        type=float,
+        default=None,
+        help="largest noise level (default: the largest distance between data points)",
+    )
     p.add_argument("--sigma-min", type=float, default=0.02, help="smallest noise level")
     p.add_argument("--hidden", type=int, default=128, help="hidden width of the score network")
-    p.add_argument("--parametrization", default="score", choices=("score", "eps"),
-                   help="the network predicts the score, or the noise (eps) with score = -eps/sigma")
+    p.add_argument(
+        "--parametrization",
+        default="score",
+        choices=("score", "eps"),
+        help="the network predicts the score, or the noise (eps) with score = -eps/sigma",
+    )
     p.add_argument("--samples", type=int, default=2000, help="particles sampled after training")
     p.add_argument("--steps-per-level", type=int, default=100, help="annealed Langevin steps per level")
     p.add_argument("--epsilon", type=float, default=5e-5, help="annealed Langevin base step")
@@ -229,14 +280,25 @@ def _add_train(sub) -> None:
     p.add_argument("--out", default=os.path.join("scorefast_out", "train.png"), help="PNG of the samples")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--json", default=None, help="also write the summary to this JSON file")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show progress bars (default: when stderr is a terminal)")
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress bars (default: when stderr is a terminal)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
     p.set_defaults(func=cmd_train)
 
 
-_TRAIN_CHECKPOINT = {"model": dict, "optimizer": dict, "sigmas": torch.Tensor, "config": dict, "step": int,
-                     "losses": list}
+_TRAIN_CHECKPOINT = {
+    "model": dict,
+    "optimizer": dict,
+    "sigmas": torch.Tensor,
+    "config": dict,
+    "step": int,
+    "losses": list,
+}
 
 
 def _load_train_checkpoint(args, parser_error) -> dict:
@@ -249,8 +311,12 @@ def _load_train_checkpoint(args, parser_error) -> dict:
     except checkpoint.CheckpointError as exc:
         parser_error(f"--load: {exc}")
     cfg, sigmas = state["config"], state["sigmas"]
-    if cfg.get("target") not in targets.PRESETS or cfg.get("parametrization") not in ("score", "eps") \
-            or not isinstance(cfg.get("hidden"), int) or cfg["hidden"] < 1:
+    if (
+        cfg.get("target") not in targets.PRESETS
+        or cfg.get("parametrization") not in ("score", "eps")
+        or not isinstance(cfg.get("hidden"), int)
+        or cfg["hidden"] < 1
+    ):
         parser_error(f"--load: {args.load!r} has an invalid config {cfg!r}")
     if args.target is not None and args.target != cfg["target"]:
         parser_error(f"--load: the checkpoint was trained on --target {cfg['target']}, not {args.target}")
@@ -291,8 +357,7 @@ def cmd_train(args, parser_error) -> int:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            parser_error(f"--load: {args.load!r} does not fit the score network "
-                         f"({str(exc).strip().splitlines()[0]})")
+            parser_error(f"--load: {args.load!r} does not fit the score network ({str(exc).strip().splitlines()[0]})")
         start_step, losses = state["step"], list(state["losses"])
     eps_form = cfg["parametrization"] == "eps"
     loss_fn = DSMLoss(sigmas, parametrization=cfg["parametrization"], seed=args.seed, backend=args.backend)
@@ -306,8 +371,17 @@ def cmd_train(args, parser_error) -> int:
         losses.append(float(loss.detach()))
     step = start_step + args.steps
     if args.save:
-        checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "sigmas": sigmas,
-                         "config": cfg, "step": step, "losses": losses}, args.save)
+        checkpoint.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "sigmas": sigmas,
+                "config": cfg,
+                "step": step,
+                "losses": losses,
+            },
+            args.save,
+        )
 
     def score(x, sigma):  # eps-prediction networks give the score as -eps / sigma
         out = model(x, sigma)
@@ -315,14 +389,25 @@ def cmd_train(args, parser_error) -> int:
 
     x = float(sigmas[0]) * torch.randn(args.samples, 2, generator=g)
     with torch.no_grad():
-        annealed_langevin(score, x, sigmas, steps_per_level=args.steps_per_level, epsilon=args.epsilon,
-                          seed=args.seed, progress=args.progress, backend=args.backend)
+        annealed_langevin(
+            score,
+            x,
+            sigmas,
+            steps_per_level=args.steps_per_level,
+            epsilon=args.epsilon,
+            seed=args.seed,
+            progress=args.progress,
+            backend=args.backend,
+        )
     stats = summary_statistics(x, target)
     window = max(1, min(100, len(losses) // 10))
-    stats.update(target=cfg["target"], training_steps=step,
-                 loss_first=float(sum(losses[:window]) / window) if losses else None,
-                 loss_last=float(sum(losses[-window:]) / window) if losses else None,
-                 sigmas=[float(s) for s in sigmas])
+    stats.update(
+        target=cfg["target"],
+        training_steps=step,
+        loss_first=float(sum(losses[:window]) / window) if losses else None,
+        loss_last=float(sum(losses[-window:]) / window) if losses else None,
+        sigmas=[float(s) for s in sigmas],
+    )
     print(format_summary(stats))
     if losses:
         print(f"DSM loss: first {stats['loss_first']:.4f}, last {stats['loss_last']:.4f} (means over {window} steps)")
@@ -363,25 +448,46 @@ def _add_verify(sub) -> None:
             "emulator are switched on (tiny sizes) unless --no-emulate."
         ),
     )
-    p.add_argument("--backends", default=None,
-                   help="comma-separated backends to check (default: all of reference, cpp, cuda, triton, numba)")
-    p.add_argument("--ops", default=None,
-                   help="comma-separated ops to check (default: all of noise, langevin_step, gmm_score, gmm_chain, "
-                        "dsm_perturb, dsm_loss; samplers with --statistical)")
-    p.add_argument("--dtypes", default=None,
-                   help="comma-separated dtypes to check (default: each op's of float32, float64, bfloat16, float16)")
-    p.add_argument("--require", default="",
-                   help="comma-separated backends that must run here: their checks fail if they cannot")
-    p.add_argument("--statistical", action="store_true",
-                   help="also check that gmm_chain and the samplers reach their targets (about a minute)")
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated backends to check (default: all of reference, cpp, cuda, triton, numba)",
+    )
+    p.add_argument(
+        "--ops",
+        default=None,
+        help="comma-separated ops to check (default: all of noise, langevin_step, gmm_score, gmm_chain, "
+        "dsm_perturb, dsm_loss; samplers with --statistical)",
+    )
+    p.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma-separated dtypes to check (default: each op's of float32, float64, bfloat16, float16)",
+    )
+    p.add_argument(
+        "--require", default="", help="comma-separated backends that must run here: their checks fail if they cannot"
+    )
+    p.add_argument(
+        "--statistical",
+        action="store_true",
+        help="also check that gmm_chain and the samplers reach their targets (about a minute)",
+    )
     p.add_argument("--json", default=None, help="write the results (header and one record per check) to this JSON file")
     p.add_argument("--junit", default=None, help="write the results as JUnit XML (one testcase per check) to this file")
-    p.add_argument("--no-emulate", action="store_true",
-                   help="without a CUDA GPU, do not switch on the Triton interpreter and the CUDA emulator")
-    p.add_argument("--particles", type=int, default=257,
-                   help="particles (rows) in each check (default 257; 9 where emulated)")
-    p.add_argument("--dim", type=int, default=67,
-                   help="elements per particle (default 67; 13 where emulated; mixtures use at most 5)")
+    p.add_argument(
+        "--no-emulate",
+        action="store_true",
+        help="without a CUDA GPU, do not switch on the Triton interpreter and the CUDA emulator",
+    )
+    p.add_argument(
+        "--particles", type=int, default=257, help="particles (rows) in each check (default 257; 9 where emulated)"
+    )
+    p.add_argument(
+        "--dim",
+        type=int,
+        default=67,
+        help="elements per particle (default 67; 13 where emulated; mixtures use at most 5)",
+    )
     p.set_defaults(func=cmd_verify)
 
 
@@ -430,12 +536,19 @@ def cmd_verify(args, parser_error) -> int:
         if "TRITON_INTERPRET" in missing and "triton" in sys.modules:
             # Triton reads TRITON_INTERPRET when its own library functions are defined, at import
             # (which torch already did): only a fresh process can interpret the Triton kernels.
-            return subprocess.call([sys.executable, "-m", "scorefast.cli", *_verify_argv(args)],
-                                   env={**os.environ, **missing})
+            return subprocess.call(
+                [sys.executable, "-m", "scorefast.cli", *_verify_argv(args)], env={**os.environ, **missing}
+            )
         os.environ.update(missing)  # the cuda backend becomes the emulator (built on first use)
-    report = verify(backends=backends, ops=ops, dtypes=None if dtypes is None else [DTYPE_NAMES[d] for d in dtypes],
-                    require=require, size=Size(args.particles, args.dim), statistical=args.statistical,
-                    reporter=ConsoleReporter())
+    report = verify(
+        backends=backends,
+        ops=ops,
+        dtypes=None if dtypes is None else [DTYPE_NAMES[d] for d in dtypes],
+        require=require,
+        size=Size(args.particles, args.dim),
+        statistical=args.statistical,
+        reporter=ConsoleReporter(),
+    )
     report.header["command"] = "scorefast " + " ".join(_verify_argv(args))
     print(summary(report.records, report.seconds))
     if args.json:
@@ -452,30 +565,42 @@ def _add_bench(sub) -> None:
         "bench",
         help="time langevin_step against eager PyTorch and torch.compile",
         description="Time langevin_step (noise in-kernel) on each backend against eager PyTorch "
-                    "x + a*s + b*randn_like(x) and torch.compile of it; print a table and "
-                    "write JSON with the machine named.",
+        "x + a*s + b*randn_like(x) and torch.compile of it; print a table and "
+        "write JSON with the machine named.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--op", default="langevin_step", choices=("langevin_step", "gmm_score", "dsm_loss", "samplers"),
-                   help="which op: langevin_step over sizes 2^min..2^max, or gmm_score over the "
-                        "(N, K, D) cases and covariance kinds")
+    p.add_argument(
+        "--op",
+        default="langevin_step",
+        choices=("langevin_step", "gmm_score", "dsm_loss", "samplers"),
+        help="which op: langevin_step over sizes 2^min..2^max, or gmm_score over the "
+        "(N, K, D) cases and covariance kinds",
+    )
     p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
     p.add_argument("--max-log2", type=int, default=26, help="largest size, log2 of elements")
     p.add_argument("--quick", action="store_true", help="sizes 2^10..2^20 and fewer repeats")
-    p.add_argument("--particle-size", type=int, default=1024,
-                   help="langevin_step: elements per particle (the tensor is (n / size, size))")
+    p.add_argument(
+        "--particle-size",
+        type=int,
+        default=1024,
+        help="langevin_step: elements per particle (the tensor is (n / size, size))",
+    )
     p.add_argument("--device", default="cpu", help="device to benchmark")
-    p.add_argument("--backends", default="auto-all",
-                   help="comma-separated backends, or auto-all for every available one")
+    p.add_argument(
+        "--backends", default="auto-all", help="comma-separated backends, or auto-all for every available one"
+    )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default bench/results/langevin_step-<machine>.json)")
+    p.add_argument("--out", default=None, help="JSON path (default bench/results/langevin_step-<machine>.json)")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args, parser_error) -> int:
-    run = {"langevin_step": _bench_langevin, "gmm_score": _bench_gmm, "dsm_loss": _bench_dsm,
-           "samplers": _bench_samplers}[args.op]
+    run = {
+        "langevin_step": _bench_langevin,
+        "gmm_score": _bench_gmm,
+        "dsm_loss": _bench_dsm,
+        "samplers": _bench_samplers,
+    }[args.op]
     return run(args, torch.device(args.device), parser_error)
 
 
@@ -487,9 +612,14 @@ def _bench_langevin(args, device, parser_error) -> int:
     except ValueError as exc:
         parser_error(str(exc))
     path = harness.result_path(langevin.result_name(args.particle_size), device, args.out, parser_error)
-    result = langevin.run_langevin_bench(sizes, device, backends=harness.parse_backends(args.backends),
-                                         compile_reference=not args.no_compile, quick=args.quick,
-                                         particle_size=args.particle_size)
+    result = langevin.run_langevin_bench(
+        sizes,
+        device,
+        backends=harness.parse_backends(args.backends),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+        particle_size=args.particle_size,
+    )
     harness.report(result, langevin.format_table(result), path)
     return 0
 
@@ -498,9 +628,13 @@ def _bench_gmm(args, device, parser_error) -> int:
     from scorefast.benchmarks import gmm, harness
 
     path = harness.result_path("gmm_score", device, args.out, parser_error)
-    result = gmm.run_gmm_bench(sizes=gmm.sizes(args.quick), device=device,
-                               backends=harness.parse_backends(args.backends),
-                               compile_reference=not args.no_compile, quick=args.quick)
+    result = gmm.run_gmm_bench(
+        sizes=gmm.sizes(args.quick),
+        device=device,
+        backends=harness.parse_backends(args.backends),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+    )
     harness.report(result, gmm.format_table(result), path)
     return 0
 
@@ -509,9 +643,13 @@ def _bench_dsm(args, device, parser_error) -> int:
     from scorefast.benchmarks import dsm, harness
 
     path = harness.result_path("dsm_loss", device, args.out, parser_error)
-    result = dsm.run_dsm_bench(shapes=dsm.shapes(args.quick), device=device,
-                               backends=harness.parse_backends(args.backends),
-                               compile_reference=not args.no_compile, quick=args.quick)
+    result = dsm.run_dsm_bench(
+        shapes=dsm.shapes(args.quick),
+        device=device,
+        backends=harness.parse_backends(args.backends),
+        compile_reference=not args.no_compile,
+        quick=args.quick,
+    )
     harness.report(result, dsm.format_table(result), path)
     return 0
 

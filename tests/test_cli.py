@@ -1,4 +1,5 @@
 """The command line: sample (the main job), verify, bench, backends; and the README/CI contract."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 import scorefast
-
 from scorefast import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,8 +25,24 @@ def test_sample_recovers_the_two_mode_mixture(tmp_path, capsys):
     # the bounds below are 5-7 sd plus the bias.
     out_png = tmp_path / "s.png"
     out_json = tmp_path / "s.json"
-    rc = cli.main(["sample", "--particles", "4000", "--steps", "400", "--step-size", "0.05",
-                   "--seed", "3", "--out", str(out_png), "--json", str(out_json), "--no-progress"])
+    rc = cli.main(
+        [
+            "sample",
+            "--particles",
+            "4000",
+            "--steps",
+            "400",
+            "--step-size",
+            "0.05",
+            "--seed",
+            "3",
+            "--out",
+            str(out_png),
+            "--json",
+            str(out_json),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "covariance" in text and "exact" in text
@@ -46,8 +62,23 @@ def test_sample_is_reproducible_and_backend_independent(tmp_path):
     runs = {}
     for backend in ("reference", "auto"):
         path = tmp_path / f"{backend}.json"
-        cli.main(["sample", "--particles", "64", "--steps", "20", "--seed", "5", "--backend", backend,
-                  "--no-plot", "--no-progress", "--json", str(path)])
+        cli.main(
+            [
+                "sample",
+                "--particles",
+                "64",
+                "--steps",
+                "20",
+                "--seed",
+                "5",
+                "--backend",
+                backend,
+                "--no-plot",
+                "--no-progress",
+                "--json",
+                str(path),
+            ]
+        )
         runs[backend] = json.loads(path.read_text())
     flat = lambda v: [u for row in v for u in (row if isinstance(row, list) else [row])]  # noqa: E731
     for key in ("mean", "covariance"):
@@ -67,13 +98,16 @@ def test_help_documents_every_option():
     assert exc.value.code == 0
 
 
-@pytest.mark.parametrize("argv", [
-    ["sample", "--steps", "0"],
-    ["sample", "--step-size", "nan"],
-    ["sample", "--particles", "-3"],
-    ["bench", "--min-log2", "12", "--max-log2", "4"],
-    ["nosuchcommand"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "--steps", "0"],
+        ["sample", "--step-size", "nan"],
+        ["sample", "--particles", "-3"],
+        ["bench", "--min-log2", "12", "--max-log2", "4"],
+        ["nosuchcommand"],
+    ],
+)
 def test_bad_arguments_exit_with_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -97,8 +131,7 @@ def test_backends_lists_every_backend(capsys):
 
 def test_bench_writes_json_with_the_machine(tmp_path, capsys):
     path = tmp_path / "b.json"
-    rc = cli.main(["bench", "--min-log2", "8", "--max-log2", "9", "--no-compile", "--quick",
-                   "--out", str(path)])
+    rc = cli.main(["bench", "--min-log2", "8", "--max-log2", "9", "--no-compile", "--quick", "--out", str(path)])
     assert rc == 0
     r = json.loads(path.read_text())
     assert r["machine"] and r["copy_bandwidth_gbps"] > 0
@@ -151,9 +184,28 @@ def test_gmm_bench_forms_agree_and_write_json(tmp_path):
 @pytest.mark.parametrize("sampler", ["annealed", "mala"])
 def test_sample_targets_and_samplers(tmp_path, sampler):
     out_json, out_png = tmp_path / "s.json", tmp_path / "s.png"
-    rc = cli.main(["sample", "--target", "ring8", "--sampler", sampler, "--particles", "800", "--steps", "300",
-                   "--step-size", "0.02", "--seed", "2", "--json", str(out_json), "--out", str(out_png),
-                   "--no-progress"])
+    rc = cli.main(
+        [
+            "sample",
+            "--target",
+            "ring8",
+            "--sampler",
+            sampler,
+            "--particles",
+            "800",
+            "--steps",
+            "300",
+            "--step-size",
+            "0.02",
+            "--seed",
+            "2",
+            "--json",
+            str(out_json),
+            "--out",
+            str(out_png),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     s = json.loads(out_json.read_text())
     assert s["target"] == "ring8" and s["sampler"] == sampler and len(s["mode_fraction"]) == 8
@@ -167,8 +219,7 @@ def test_sample_targets_and_samplers(tmp_path, sampler):
 def test_sampler_bench_runs_every_provider(monkeypatch, tmp_path):
     from scorefast.benchmarks import chain
 
-    small = [dict(c, N=16, **({"steps": 4} if "steps" in c else {"per_level": 2}))
-             for c in chain.cases(quick=True)]
+    small = [dict(c, N=16, **({"steps": 4} if "steps" in c else {"per_level": 2})) for c in chain.cases(quick=True)]
     monkeypatch.setattr(chain, "cases", lambda quick: small)
     path = tmp_path / "s.json"
     assert cli.main(["bench", "--op", "samplers", "--no-compile", "--out", str(path)]) == 0
