@@ -5,6 +5,7 @@ slow: for tests). One module per op family; the backend's first status check imp
 (declaring the ops) and gives them the contracts' autograd (scorefast/ops/). The ops are their
 own fake kernels (see ``noise.custom_op``).
 """
+
 from __future__ import annotations
 
 import importlib

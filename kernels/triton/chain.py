@@ -18,6 +18,7 @@ state (and the MALA proposal) is rounded to storage, nearest even, after every s
 
 D is limited to gmm.MAX_BLOCK_D (one register block per particle): NotImplementedError above.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -60,10 +61,34 @@ def _round_to_storage(v, x_ptr, F64: tl.constexpr, BF16: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step0", "offset"])
-def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s2_ptr, traj_ptr, accepted_ptr,
-                  N, D, K, T, every, seed_lo: tl.int64, seed_hi: tl.int64, step0: tl.int64, offset: tl.int64,
-                  FULL: tl.constexpr, ISO: tl.constexpr, MALA: tl.constexpr, TRAJ: tl.constexpr,
-                  F64: tl.constexpr, BF16: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _chain_kernel(
+    x_ptr,
+    means_ptr,
+    var_ptr,
+    factor_ptr,
+    log_const_ptr,
+    a_ptr,
+    s2_ptr,
+    traj_ptr,
+    accepted_ptr,
+    N,
+    D,
+    K,
+    T,
+    every,
+    seed_lo: tl.int64,
+    seed_hi: tl.int64,
+    step0: tl.int64,
+    offset: tl.int64,
+    FULL: tl.constexpr,
+    ISO: tl.constexpr,
+    MALA: tl.constexpr,
+    TRAJ: tl.constexpr,
+    F64: tl.constexpr,
+    BF16: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # x_ptr: [N, D] state, storage type, updated in place; means/var/factor/log_const: the
     # mixture in per-point form (gmm.h); a_ptr, s2_ptr: [T] step sizes and noise levels;
     # traj_ptr: [T / every, N, D] (TRAJ); accepted_ptr: [N] int64 (MALA).
@@ -79,8 +104,9 @@ def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s
     sx = tl.zeros_like(x)
     lpx = zero
     if MALA:
-        sx, lpx = gmm_tile(x, zero, d, dmask, means_ptr, var_ptr, var_ptr, factor_ptr, log_const_ptr,
-                           D, K, FULL, ISO, True)
+        sx, lpx = gmm_tile(
+            x, zero, d, dmask, means_ptr, var_ptr, var_ptr, factor_ptr, log_const_ptr, D, K, FULL, ISO, True
+        )
     count = tl.zeros([BLOCK_N], dtype=tl.int64)
     for t in range(T):
         step = step0 + t  # int64: also gives the trajectory row without an int32 product
@@ -90,13 +116,18 @@ def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s
         z = tl.where(dmask[None, :], to_acc(particle_normals(seed_lo, seed_hi, step, ids, BLOCK_D), F64), 0.0)
         if MALA:
             y = _round_to_storage(x + a * sx + b * z, x_ptr, F64, BF16)
-            sy, lpy = gmm_tile(y, zero, d, dmask, means_ptr, var_ptr, var_ptr, factor_ptr, log_const_ptr,
-                               D, K, FULL, ISO, True)
+            sy, lpy = gmm_tile(
+                y, zero, d, dmask, means_ptr, var_ptr, var_ptr, factor_ptr, log_const_ptr, D, K, FULL, ISO, True
+            )
             a64 = a.to(tl.float64)
             r = x.to(tl.float64) - y.to(tl.float64) - a64 * sy.to(tl.float64)
             z64 = z.to(tl.float64)
-            log_alpha = (lpy.to(tl.float64) - lpx.to(tl.float64) - tl.sum(r * r, axis=1) / (4.0 * a64)
-                         + 0.5 * tl.sum(z64 * z64, axis=1))
+            log_alpha = (
+                lpy.to(tl.float64)
+                - lpx.to(tl.float64)
+                - tl.sum(r * r, axis=1) / (4.0 * a64)
+                + 0.5 * tl.sum(z64 * z64, axis=1)
+            )
             # the uniform: word 0 of the group after the particle's normals
             w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, ids, 0 * ids + (D + 3) // 4)
             take = tl.log(tl.random.uint_to_uniform_float(w0).to(tl.float64)) < log_alpha  # NaN: rejected
@@ -105,8 +136,22 @@ def _chain_kernel(x_ptr, means_ptr, var_ptr, factor_ptr, log_const_ptr, a_ptr, s
             lpx = tl.where(take, lpy, lpx)
             count += take.to(tl.int64)
         else:
-            sx, lp = gmm_tile(x, zero + tl.load(s2_ptr + t), d, dmask, means_ptr, var_ptr, var_ptr, factor_ptr,
-                              log_const_ptr, D, K, FULL, ISO, True)
+            sx, lp = gmm_tile(
+                x,
+                zero + tl.load(s2_ptr + t),
+                d,
+                dmask,
+                means_ptr,
+                var_ptr,
+                var_ptr,
+                factor_ptr,
+                log_const_ptr,
+                D,
+                K,
+                FULL,
+                ISO,
+                True,
+            )
             x = _round_to_storage(x + a * sx + b * z, x_ptr, F64, BF16)
         if TRAJ:
             done = step - step0 + 1
@@ -126,18 +171,44 @@ def _block_n(n: int, block_d: int) -> int:
 
 
 @custom_op("scorefast_triton::gmm_chain_", mutates_args={"x", "trajectory", "accepted"})
-def gmm_chain_(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, log_const: torch.Tensor,
-               factor: Optional[torch.Tensor], step_size: torch.Tensor, sigma2: torch.Tensor, mala: bool,
-               seed: int, step_offset: int, particle_offset: int, trajectory_every: int,
-               trajectory: Optional[torch.Tensor], accepted: Optional[torch.Tensor]) -> None:
+def gmm_chain_(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    var: torch.Tensor,
+    log_const: torch.Tensor,
+    factor: Optional[torch.Tensor],
+    step_size: torch.Tensor,
+    sigma2: torch.Tensor,
+    mala: bool,
+    seed: int,
+    step_offset: int,
+    particle_offset: int,
+    trajectory_every: int,
+    trajectory: Optional[torch.Tensor],
+    accepted: Optional[torch.Tensor],
+) -> None:
     """T steps of every particle of x [N, D] in place; parameters in per-point kernel form."""
-    contract.check_args(x, means, var, log_const, factor, step_size, sigma2, mala, step_offset, particle_offset,
-                        trajectory_every, trajectory, accepted)
+    contract.check_args(
+        x,
+        means,
+        var,
+        log_const,
+        factor,
+        step_size,
+        sigma2,
+        mala,
+        step_offset,
+        particle_offset,
+        trajectory_every,
+        trajectory,
+        accepted,
+    )
     N, D = x.shape
     if D > MAX_BLOCK_D:
         raise NotImplementedError(
             f"gmm_chain on the triton backend supports D <= {MAX_BLOCK_D} (one register block per "
-            f"particle), got D = {D}; use the cpp or numba backend")
+            f"particle), got D = {D}; use the cpp or numba backend"
+        )
     T = step_size.numel()
     if N == 0 or T == 0:
         return
@@ -147,9 +218,34 @@ def gmm_chain_(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, log_cons
     lo, hi = seed_halves(seed)
     k = trajectory_every
     means_c, var_c, log_const_c = means.contiguous(), var.contiguous(), log_const.contiguous()
-    launch(_chain_kernel, (triton.cdiv(N, block_n),), x,
-           x, means_c, var_c, factor.contiguous() if full else means_c, log_const_c, step_size, sigma2,
-           trajectory if k > 0 else x, accepted if mala else x,  # stand-ins are never touched
-           N, D, means.shape[0], T, k, lo, hi, step_offset, particle_offset,
-           FULL=full, ISO=var.shape[1] == 1, MALA=bool(mala), TRAJ=k > 0, F64=x.dtype == torch.float64,
-           BF16=x.dtype == torch.bfloat16, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _chain_kernel,
+        (triton.cdiv(N, block_n),),
+        x,
+        x,
+        means_c,
+        var_c,
+        factor.contiguous() if full else means_c,
+        log_const_c,
+        step_size,
+        sigma2,
+        trajectory if k > 0 else x,
+        accepted if mala else x,  # stand-ins are never touched
+        N,
+        D,
+        means.shape[0],
+        T,
+        k,
+        lo,
+        hi,
+        step_offset,
+        particle_offset,
+        FULL=full,
+        ISO=var.shape[1] == 1,
+        MALA=bool(mala),
+        TRAJ=k > 0,
+        F64=x.dtype == torch.float64,
+        BF16=x.dtype == torch.bfloat16,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )

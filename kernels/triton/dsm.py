@@ -17,8 +17,8 @@ accumulates in float32 (a tree reduction, tl.sum), float64 in float64. sigma_b^p
 evaluated on the host side in float64 (torch.pow, one [B] op), as the C++ kernels do with
 std::pow.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import triton
@@ -26,8 +26,7 @@ import triton.language as tl
 
 from ..._env import triton_interpreting
 from ...ops import dsm as contract
-from .noise import (block_for, contract_normals, custom_op, group_tile, launch,
-                    seed_halves, select4, to_acc)
+from .noise import block_for, contract_normals, custom_op, group_tile, launch, seed_halves, select4, to_acc
 
 # Philox groups per chunk of the loss kernel (4 elements each).
 LOSS_GROUPS = 256
@@ -37,7 +36,6 @@ LOSS_TARGET_PROGRAMS = 1024
 LOSS_MAX_SPLITS = 1024
 # Samples per program of the finish kernel: BLOCK_B * BLOCK_S partial sums at most.
 FINISH_TILE = 4096
-
 
 
 @triton.jit
@@ -52,10 +50,22 @@ def _residual(pred, z, inv_sigma, EPS: tl.constexpr):
 # --------------------------------------------------------------------------------------
 # kernels
 
+
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"])
-def _dsm_perturb_kernel(x_ptr, sigma_ptr, out_ptr, n_groups, Q, D,
-                        seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64,
-                        F64: tl.constexpr, BLOCK: tl.constexpr):
+def _dsm_perturb_kernel(
+    x_ptr,
+    sigma_ptr,
+    out_ptr,
+    n_groups,
+    Q,
+    D,
+    seed_lo: tl.int64,
+    seed_hi: tl.int64,
+    step: tl.int64,
+    offset: tl.int64,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     # One lane per Philox group: its four elements share one Philox call.
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     sig = to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
@@ -67,9 +77,23 @@ def _dsm_perturb_kernel(x_ptr, sigma_ptr, out_ptr, n_groups, Q, D,
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset", "chunks_per_split"])
-def _dsm_loss_kernel(pred_ptr, sigma_ptr, weight_ptr, out_ptr, D, Q, chunks_per_split,
-                     seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64,
-                     EPS: tl.constexpr, F64: tl.constexpr, FINAL: tl.constexpr, BLOCK: tl.constexpr):
+def _dsm_loss_kernel(
+    pred_ptr,
+    sigma_ptr,
+    weight_ptr,
+    out_ptr,
+    D,
+    Q,
+    chunks_per_split,
+    seed_lo: tl.int64,
+    seed_hi: tl.int64,
+    step: tl.int64,
+    offset: tl.int64,
+    EPS: tl.constexpr,
+    F64: tl.constexpr,
+    FINAL: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     # Program (b, s): groups [s * chunks_per_split * BLOCK, (s + 1) * chunks_per_split * BLOCK)
     # of sample b. FINAL (one program per sample): the weighted loss into out[b]; otherwise
     # the partial sum of squares into out[b, s] (out is [B, num_programs(1)]).
@@ -105,9 +129,17 @@ def _dsm_loss_kernel(pred_ptr, sigma_ptr, weight_ptr, out_ptr, D, Q, chunks_per_
 
 
 @triton.jit
-def _dsm_loss_finish_kernel(partial_ptr, weight_ptr, out_ptr, B, S,
-                            EPS: tl.constexpr, F64: tl.constexpr,
-                            BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
+def _dsm_loss_finish_kernel(
+    partial_ptr,
+    weight_ptr,
+    out_ptr,
+    B,
+    S,
+    EPS: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
     # out[b] = (sum_s partial[b, s]) (times sigma_b^p / 2 in the score form).
     b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     j = tl.arange(0, BLOCK_S)
@@ -121,9 +153,23 @@ def _dsm_loss_finish_kernel(partial_ptr, weight_ptr, out_ptr, B, S,
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"])
-def _dsm_backward_kernel(pred_ptr, sigma_ptr, weight_ptr, g_ptr, out_ptr, n_groups, Q, D,
-                         seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64,
-                         EPS: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
+def _dsm_backward_kernel(
+    pred_ptr,
+    sigma_ptr,
+    weight_ptr,
+    g_ptr,
+    out_ptr,
+    n_groups,
+    Q,
+    D,
+    seed_lo: tl.int64,
+    seed_hi: tl.int64,
+    step: tl.int64,
+    offset: tl.int64,
+    EPS: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     g = to_acc(tl.load(g_ptr + p, mask=row_ok, other=0.0), F64)
     if EPS:
@@ -144,12 +190,14 @@ def _dsm_backward_kernel(pred_ptr, sigma_ptr, weight_ptr, g_ptr, out_ptr, n_grou
 # --------------------------------------------------------------------------------------
 # checks (the messages of the C++ ops) and launching
 
+
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _prepare(input: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int,
-             particle_offset: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+def _prepare(
+    input: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int, particle_offset: int
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """The contract's checks; returns (input contiguous, sigma contiguous, B, D)."""
     contract.check_args(input, name, sigma, power, step, particle_offset)
     B = input.shape[0]
@@ -174,6 +222,7 @@ def _loss_split(B: int, n_chunks: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 # ops
 
+
 @custom_op("scorefast_triton::dsm_perturb", mutates_args=())
 def dsm_perturb(x: torch.Tensor, sigma: torch.Tensor, seed: int, step: int, particle_offset: int) -> torch.Tensor:
     """x + sigma_b z as a new contiguous tensor of x's dtype (see scorefast.dsm_perturb)."""
@@ -185,15 +234,30 @@ def dsm_perturb(x: torch.Tensor, sigma: torch.Tensor, seed: int, step: int, part
     n_groups = B * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
-    launch(_dsm_perturb_kernel, (triton.cdiv(n_groups, block),), x_c,
-           x_c, sigma_c, out, n_groups, Q, D, lo, hi, step, particle_offset,
-           F64=x_c.dtype == torch.float64, BLOCK=block)
+    launch(
+        _dsm_perturb_kernel,
+        (triton.cdiv(n_groups, block),),
+        x_c,
+        x_c,
+        sigma_c,
+        out,
+        n_groups,
+        Q,
+        D,
+        lo,
+        hi,
+        step,
+        particle_offset,
+        F64=x_c.dtype == torch.float64,
+        BLOCK=block,
+    )
     return out
 
 
 @custom_op("scorefast_triton::dsm_loss", mutates_args=())
-def dsm_loss(pred: torch.Tensor, sigma: torch.Tensor, power: float, eps_form: bool, seed: int, step: int,
-             particle_offset: int) -> torch.Tensor:
+def dsm_loss(
+    pred: torch.Tensor, sigma: torch.Tensor, power: float, eps_form: bool, seed: int, step: int, particle_offset: int
+) -> torch.Tensor:
     """Per-sample losses [B], float32 (float64 for float64 pred) (see scorefast.dsm_loss)."""
     pred_c, sigma_c, B, D = _prepare(pred, "pred", sigma, power, step, particle_offset)
     acc = _acc(pred.dtype)
@@ -207,24 +271,78 @@ def dsm_loss(pred: torch.Tensor, sigma: torch.Tensor, power: float, eps_form: bo
     splits, per = _loss_split(B, triton.cdiv(Q, block))
     lo, hi = seed_halves(seed)
     if splits == 1:
-        launch(_dsm_loss_kernel, (B, 1), pred_c,
-               pred_c, sigma_c, weight, out, D, Q, per, lo, hi, step, particle_offset,
-               EPS=eps_form, F64=f64, FINAL=True, BLOCK=block)
+        launch(
+            _dsm_loss_kernel,
+            (B, 1),
+            pred_c,
+            pred_c,
+            sigma_c,
+            weight,
+            out,
+            D,
+            Q,
+            per,
+            lo,
+            hi,
+            step,
+            particle_offset,
+            EPS=eps_form,
+            F64=f64,
+            FINAL=True,
+            BLOCK=block,
+        )
         return out
     partial = torch.empty(B, splits, dtype=acc, device=pred.device)
-    launch(_dsm_loss_kernel, (B, splits), pred_c,
-           pred_c, sigma_c, weight, partial, D, Q, per, lo, hi, step, particle_offset,
-           EPS=eps_form, F64=f64, FINAL=False, BLOCK=block)
+    launch(
+        _dsm_loss_kernel,
+        (B, splits),
+        pred_c,
+        pred_c,
+        sigma_c,
+        weight,
+        partial,
+        D,
+        Q,
+        per,
+        lo,
+        hi,
+        step,
+        particle_offset,
+        EPS=eps_form,
+        F64=f64,
+        FINAL=False,
+        BLOCK=block,
+    )
     block_s = triton.next_power_of_2(splits)
     block_b = max(1, min(FINISH_TILE // block_s, triton.next_power_of_2(B)))
-    launch(_dsm_loss_finish_kernel, (triton.cdiv(B, block_b),), pred_c,
-           partial, weight, out, B, splits, EPS=eps_form, F64=f64, BLOCK_B=block_b, BLOCK_S=block_s)
+    launch(
+        _dsm_loss_finish_kernel,
+        (triton.cdiv(B, block_b),),
+        pred_c,
+        partial,
+        weight,
+        out,
+        B,
+        splits,
+        EPS=eps_form,
+        F64=f64,
+        BLOCK_B=block_b,
+        BLOCK_S=block_s,
+    )
     return out
 
 
 @custom_op("scorefast_triton::dsm_loss_backward", mutates_args=())
-def dsm_loss_backward(grad_per_sample: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor, power: float,
-                      eps_form: bool, seed: int, step: int, particle_offset: int) -> torch.Tensor:
+def dsm_loss_backward(
+    grad_per_sample: torch.Tensor,
+    pred: torch.Tensor,
+    sigma: torch.Tensor,
+    power: float,
+    eps_form: bool,
+    seed: int,
+    step: int,
+    particle_offset: int,
+) -> torch.Tensor:
     """dL/dpred = g_b sigma_b^p (s + z / sigma_b) or 2 g_b (eps - z), pred's dtype, contiguous."""
     pred_c, sigma_c, B, D = _prepare(pred, "pred", sigma, power, step, particle_offset)
     contract.check_grad_per_sample(grad_per_sample, pred)
@@ -237,7 +355,24 @@ def dsm_loss_backward(grad_per_sample: torch.Tensor, pred: torch.Tensor, sigma: 
     n_groups = B * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
-    launch(_dsm_backward_kernel, (triton.cdiv(n_groups, block),), pred_c,
-           pred_c, sigma_c, weight, g, out, n_groups, Q, D, lo, hi, step, particle_offset,
-           EPS=eps_form, F64=pred.dtype == torch.float64, BLOCK=block)
+    launch(
+        _dsm_backward_kernel,
+        (triton.cdiv(n_groups, block),),
+        pred_c,
+        pred_c,
+        sigma_c,
+        weight,
+        g,
+        out,
+        n_groups,
+        Q,
+        D,
+        lo,
+        hi,
+        step,
+        particle_offset,
+        EPS=eps_form,
+        F64=pred.dtype == torch.float64,
+        BLOCK=block,
+    )
     return out

@@ -34,6 +34,7 @@ Kernels:
 Math in float32 (float64 for float64 x; float16/bfloat16 x are computed in float32), int64
 element indices.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -84,8 +85,7 @@ def _diag_precision(var_k, inv_var_k, s2, d, dmask, PER_POINT: tl.constexpr):
 
 
 @triton.jit
-def _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j,
-                   ISO: tl.constexpr, PER_POINT: tl.constexpr):
+def _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j, ISO: tl.constexpr, PER_POINT: tl.constexpr):
     """Column j of t = F_k^T (x - mu_k) into the sums: (quad, log_det, u_j = h_j t_j). Isotropic:
     quad gets t_j^2 (times h once the sum is done) and h is the component's precision;
     otherwise h_j comes from the column's variance (per-point sigma adds log(var_kj + s2))."""
@@ -120,8 +120,22 @@ def _lse_update(l, m, S):
 
 
 @triton.jit
-def gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, D, K,
-             FULL: tl.constexpr, ISO: tl.constexpr, PER_POINT: tl.constexpr):
+def gmm_tile(
+    x,
+    s2,
+    d,
+    dmask,
+    means_ptr,
+    var_ptr,
+    inv_var_ptr,
+    factor_ptr,
+    log_const_ptr,
+    D,
+    K,
+    FULL: tl.constexpr,
+    ISO: tl.constexpr,
+    PER_POINT: tl.constexpr,
+):
     """(score [BLOCK_N, BLOCK_D], log p [BLOCK_N]) of the points x held in registers.
 
     x: [BLOCK_N, BLOCK_D] in the compute type, 0 in padded coordinates (d >= D); s2:
@@ -148,8 +162,7 @@ def gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_c
             for j in range(D):
                 f_col = tl.load(f_k + d * D + j, mask=dmask, other=0.0)  # F_k[:, j]
                 t_j = tl.sum(diff * f_col[None, :], axis=1)
-                quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j,
-                                                    ISO, PER_POINT)
+                quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_k, inv_var_k, s2, h, j, ISO, PER_POINT)
                 fu += u_j[:, None] * f_col[None, :]
             if ISO:
                 quad = quad * h
@@ -183,10 +196,26 @@ def gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_c
 
 
 @triton.jit
-def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, sigma2_ptr,
-                score_ptr, log_prob_ptr, N, D, K,
-                FULL: tl.constexpr, ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gmm_kernel(
+    x_ptr,
+    means_ptr,
+    var_ptr,
+    inv_var_ptr,
+    factor_ptr,
+    log_const_ptr,
+    sigma2_ptr,
+    score_ptr,
+    log_prob_ptr,
+    N,
+    D,
+    K,
+    FULL: tl.constexpr,
+    ISO: tl.constexpr,
+    PER_POINT: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = n < N
     d = tl.arange(0, BLOCK_D)
@@ -197,17 +226,34 @@ def _gmm_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_pt
     s2 = tl.zeros([BLOCK_N], dtype=x.dtype)
     if PER_POINT:
         s2 = tl.load(sigma2_ptr + n, mask=row_ok, other=0.0)
-    score, log_prob = gmm_tile(x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr,
-                               D, K, FULL, ISO, PER_POINT)
+    score, log_prob = gmm_tile(
+        x, s2, d, dmask, means_ptr, var_ptr, inv_var_ptr, factor_ptr, log_const_ptr, D, K, FULL, ISO, PER_POINT
+    )
     tl.store(score_ptr + offs, score.to(score_ptr.dtype.element_ty), mask=mask)
     tl.store(log_prob_ptr + n, log_prob.to(log_prob_ptr.dtype.element_ty), mask=row_ok)
 
 
 @triton.jit
-def _gmm_lse_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, log_const_ptr, sigma2_ptr,
-                    l_ptr, m_ptr, s_ptr, log_prob_ptr, N, D, K,
-                    ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gmm_lse_kernel(
+    x_ptr,
+    means_ptr,
+    var_ptr,
+    inv_var_ptr,
+    log_const_ptr,
+    sigma2_ptr,
+    l_ptr,
+    m_ptr,
+    s_ptr,
+    log_prob_ptr,
+    N,
+    D,
+    K,
+    ISO: tl.constexpr,
+    PER_POINT: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Pass 1 of the chunked path: l [N, K], the final (m, S) [N] and log p."""
     n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = n < N
@@ -254,10 +300,25 @@ def _gmm_lse_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, log_const_ptr, sigma
 
 
 @triton.jit
-def _gmm_score_chunk_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, sigma2_ptr, l_ptr, m_ptr, s_ptr,
-                            score_ptr, N, D, K,
-                            ISO: tl.constexpr, PER_POINT: tl.constexpr, F64: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gmm_score_chunk_kernel(
+    x_ptr,
+    means_ptr,
+    var_ptr,
+    inv_var_ptr,
+    sigma2_ptr,
+    l_ptr,
+    m_ptr,
+    s_ptr,
+    score_ptr,
+    N,
+    D,
+    K,
+    ISO: tl.constexpr,
+    PER_POINT: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Pass 2 of the chunked path: score[n, chunk] = sum_k exp(l_k - m) (-h_k . t) / S."""
     n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = n < N
@@ -302,8 +363,9 @@ def _gmm_score_chunk_kernel(x_ptr, means_ptr, var_ptr, inv_var_ptr, sigma2_ptr, 
 
 
 @triton.jit
-def _gmm_full_t_kernel(x_ptr, means_ptr, factor_ptr, t_ptr, N, D,
-                       F64: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gmm_full_t_kernel(
+    x_ptr, means_ptr, factor_ptr, t_ptr, N, D, F64: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr
+):
     """Full, D > MAX_BLOCK_D, step 1 for one component k (means_ptr, factor_ptr at its row and
     matrix): t[n, chunk] = sum_i (x_ni - mu_ki) F_k[i, chunk] into the scratch t [N, D], one D
     chunk of columns per program, rows of F_k read in order (the C++ kernel's summation order)."""
@@ -323,10 +385,26 @@ def _gmm_full_t_kernel(x_ptr, means_ptr, factor_ptr, t_ptr, N, D,
 
 
 @triton.jit
-def _gmm_full_score_kernel(t_ptr, factor_ptr, var_ptr, inv_var_ptr, log_const_ptr, sigma2_ptr,
-                           state_in_ptr, state_out_ptr, acc_ptr, score_ptr, log_prob_ptr, N, D,
-                           ISO: tl.constexpr, PER_POINT: tl.constexpr, LAST: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gmm_full_score_kernel(
+    t_ptr,
+    factor_ptr,
+    var_ptr,
+    inv_var_ptr,
+    log_const_ptr,
+    sigma2_ptr,
+    state_in_ptr,
+    state_out_ptr,
+    acc_ptr,
+    score_ptr,
+    log_prob_ptr,
+    N,
+    D,
+    ISO: tl.constexpr,
+    PER_POINT: tl.constexpr,
+    LAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Full, D > MAX_BLOCK_D, step 2 for one component k (parameter pointers at component k):
     l_k from the whole row of t, the online log-sum-exp step from state_in (m, S) [2, N] to
     state_out, and acc[n, chunk] = acc * r - e F_k[chunk, :] (h . t), one D chunk per program.
@@ -352,8 +430,7 @@ def _gmm_full_score_kernel(t_ptr, factor_ptr, var_ptr, inv_var_ptr, log_const_pt
     f_col = factor_ptr + d.to(tl.int64) * D  # F_k[chunk, j]
     for j in range(D):
         t_j = tl.load(t_col, mask=row_ok, other=0.0)
-        quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_ptr, inv_var_ptr, s2, h, j,
-                                            ISO, PER_POINT)
+        quad, log_det, u_j = _factor_column(t_j, quad, log_det, var_ptr, inv_var_ptr, s2, h, j, ISO, PER_POINT)
         fu += u_j[:, None] * tl.load(f_col, mask=dmask, other=0.0)[None, :]
         t_col += 1
         f_col += 1
@@ -396,8 +473,7 @@ def _block_n(n: int, block_d: int) -> int:
     return block
 
 
-def _full_chunked(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, flags,
-                  block_n, block_d):
+def _full_chunked(x, means, var, inv_var, factor, log_const, sigma2, score, log_prob, flags, block_n, block_d):
     """Full covariance with D > MAX_BLOCK_D: two launches per component (t, then the state and
     score step), so only one component's t [N, D] exists at a time, never N x K x D."""
     N, D = x.shape
@@ -411,18 +487,55 @@ def _full_chunked(x, means, var, inv_var, factor, log_const, sigma2, score, log_
     grid = (triton.cdiv(N, block_n), triton.cdiv(D, block_d))
     for k in range(K):
         # Views at component k: 64-bit offsets from the host, none formed in the kernels.
-        launch(_gmm_full_t_kernel, grid, x,
-               x, means[k], factor[k], t, N, D, F64=flags["F64"], BLOCK_N=block_n, BLOCK_D=block_d)
-        launch(_gmm_full_score_kernel, grid, x,
-               t, factor[k], var[k], inv_var[k], log_const[k:], sigma2, state[k % 2], state[(k + 1) % 2],
-               acc, score, log_prob, N, D, ISO=flags["ISO"], PER_POINT=flags["PER_POINT"],
-               LAST=k == K - 1, BLOCK_N=block_n, BLOCK_D=block_d)
+        launch(
+            _gmm_full_t_kernel,
+            grid,
+            x,
+            x,
+            means[k],
+            factor[k],
+            t,
+            N,
+            D,
+            F64=flags["F64"],
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+        )
+        launch(
+            _gmm_full_score_kernel,
+            grid,
+            x,
+            t,
+            factor[k],
+            var[k],
+            inv_var[k],
+            log_const[k:],
+            sigma2,
+            state[k % 2],
+            state[(k + 1) % 2],
+            acc,
+            score,
+            log_prob,
+            N,
+            D,
+            ISO=flags["ISO"],
+            PER_POINT=flags["PER_POINT"],
+            LAST=k == K - 1,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+        )
 
 
 @custom_op("scorefast_triton::gmm_score", mutates_args=())
-def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: torch.Tensor,
-              factor: Optional[torch.Tensor], log_const: torch.Tensor,
-              sigma2: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def gmm_score(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    var: torch.Tensor,
+    inv_var: torch.Tensor,
+    factor: Optional[torch.Tensor],
+    log_const: torch.Tensor,
+    sigma2: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(score [N, D], log_prob [N]) of the mixture in kernel form (see scorefast.gmm_score)."""
     check_args(x, means, var, inv_var, factor, log_const, sigma2)
     N, D = x.shape
@@ -440,25 +553,79 @@ def gmm_score(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor, inv_var: 
     if D <= MAX_BLOCK_D:
         block_d = triton.next_power_of_2(D)
         block_n = _block_n(N, block_d)
-        launch(_gmm_kernel, (triton.cdiv(N, block_n),), x_c,
-               x_c, means_c, var_c, inv_var_c, factor_c, log_const_c, sigma2_c, score, log_prob,
-               N, D, K, FULL=full, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+        launch(
+            _gmm_kernel,
+            (triton.cdiv(N, block_n),),
+            x_c,
+            x_c,
+            means_c,
+            var_c,
+            inv_var_c,
+            factor_c,
+            log_const_c,
+            sigma2_c,
+            score,
+            log_prob,
+            N,
+            D,
+            K,
+            FULL=full,
+            **flags,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+        )
         return score, log_prob
     block_d = MAX_BLOCK_D
     block_n = _block_n(N, block_d)
     if full:
-        _full_chunked(x_c, means_c, var_c, inv_var_c, factor_c, log_const_c, sigma2_c, score, log_prob,
-                      flags, block_n, block_d)
+        _full_chunked(
+            x_c, means_c, var_c, inv_var_c, factor_c, log_const_c, sigma2_c, score, log_prob, flags, block_n, block_d
+        )
         return score, log_prob
     # Chunked over D (isotropic/diagonal): l [N, K] and (m, S) between the two passes.
     acc = means.dtype
     l = torch.empty((N, K), dtype=acc, device=x.device)
     m = torch.empty((N,), dtype=acc, device=x.device)
     s = torch.empty((N,), dtype=acc, device=x.device)
-    launch(_gmm_lse_kernel, (triton.cdiv(N, block_n),), x_c,
-           x_c, means_c, var_c, inv_var_c, log_const_c, sigma2_c, l, m, s, log_prob,
-           N, D, K, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
-    launch(_gmm_score_chunk_kernel, (triton.cdiv(N, block_n), triton.cdiv(D, block_d)), x_c,
-           x_c, means_c, var_c, inv_var_c, sigma2_c, l, m, s, score,
-           N, D, K, **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _gmm_lse_kernel,
+        (triton.cdiv(N, block_n),),
+        x_c,
+        x_c,
+        means_c,
+        var_c,
+        inv_var_c,
+        log_const_c,
+        sigma2_c,
+        l,
+        m,
+        s,
+        log_prob,
+        N,
+        D,
+        K,
+        **flags,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
+    launch(
+        _gmm_score_chunk_kernel,
+        (triton.cdiv(N, block_n), triton.cdiv(D, block_d)),
+        x_c,
+        x_c,
+        means_c,
+        var_c,
+        inv_var_c,
+        sigma2_c,
+        l,
+        m,
+        s,
+        score,
+        N,
+        D,
+        K,
+        **flags,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     return score, log_prob

@@ -10,6 +10,7 @@ noise in registers (``noise.contract_normals``) or reads an explicit noise tenso
 stores the result. Storage float16/bfloat16/float32 computes in float32, float64 in
 float64 (the contract noise is float32 normals either way).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ import triton.language as tl
 
 from ...ops import langevin as contract
 from ...ops._common import check_particle_size
-from .noise import (block_for, contract_normals, custom_op, group_tile, launch,
-                    seed_halves, select4, to_acc)
+from .noise import block_for, contract_normals, custom_op, group_tile, launch, seed_halves, select4, to_acc
 
 # Tile of the norm kernel: up to NORM_TILE elements, BLOCK_D of one particle by BLOCK_P particles.
 NORM_TILE = 2048
@@ -62,9 +62,19 @@ _F64_ARGS = ["w", "a", "b", "lo", "hi", "max_norm"]
 
 
 @triton.jit(do_not_specialize=["w", "max_norm"])
-def _clip_factor_kernel(s_ptr, sc_ptr, factor_ptr, P, D, w: tl.int64, max_norm: tl.int64,
-                        GUIDED: tl.constexpr, F64: tl.constexpr,
-                        BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+def _clip_factor_kernel(
+    s_ptr,
+    sc_ptr,
+    factor_ptr,
+    P,
+    D,
+    w: tl.int64,
+    max_norm: tl.int64,
+    GUIDED: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     row_ok = p < P
     w = _f64(w)
@@ -85,13 +95,36 @@ def _clip_factor_kernel(s_ptr, sc_ptr, factor_ptr, P, D, w: tl.int64, max_norm: 
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"] + _F64_ARGS)
-def _langevin_kernel(x_ptr, s_ptr, sc_ptr, noise_ptr, out_ptr, a_pp_ptr, b_pp_ptr, factor_ptr,
-                     n_groups, Q, D,
-                     w: tl.int64, a: tl.int64, b: tl.int64, lo: tl.int64, hi: tl.int64,
-                     seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64,
-                     GUIDED: tl.constexpr, A_PP: tl.constexpr, B_PP: tl.constexpr,
-                     CLIP: tl.constexpr, NOISE: tl.constexpr, CLAMP: tl.constexpr,
-                     F64: tl.constexpr, BLOCK: tl.constexpr):
+def _langevin_kernel(
+    x_ptr,
+    s_ptr,
+    sc_ptr,
+    noise_ptr,
+    out_ptr,
+    a_pp_ptr,
+    b_pp_ptr,
+    factor_ptr,
+    n_groups,
+    Q,
+    D,
+    w: tl.int64,
+    a: tl.int64,
+    b: tl.int64,
+    lo: tl.int64,
+    hi: tl.int64,
+    seed_lo: tl.int64,
+    seed_hi: tl.int64,
+    step: tl.int64,
+    offset: tl.int64,
+    GUIDED: tl.constexpr,
+    A_PP: tl.constexpr,
+    B_PP: tl.constexpr,
+    CLIP: tl.constexpr,
+    NOISE: tl.constexpr,
+    CLAMP: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     # One lane per Philox group: its four elements share one Philox call.
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     w = _f64(w)
@@ -135,8 +168,24 @@ def _check_args(x, *args, inplace: bool = False) -> None:
     contract.check_args(x, *args, inplace=inplace)
 
 
-def _run(out, x, score, score_cond, guidance, step_size, step_pp, noise_scale, noise_pp, noise,
-         seed, step, particle_offset, clamp_min, clamp_max, max_score_norm) -> None:
+def _run(
+    out,
+    x,
+    score,
+    score_cond,
+    guidance,
+    step_size,
+    step_pp,
+    noise_scale,
+    noise_pp,
+    noise,
+    seed,
+    step,
+    particle_offset,
+    clamp_min,
+    clamp_max,
+    max_score_norm,
+) -> None:
     """Write the update of contiguous x, score, ... into contiguous ``out`` (may be x)."""
     P = x.shape[0]
     if x.numel() == 0:
@@ -155,25 +204,60 @@ def _run(out, x, score, score_cond, guidance, step_size, step_pp, noise_scale, n
         factor = torch.empty(P, dtype=torch.float64 if f64 else torch.float32, device=x.device)
         block_d = min(triton.next_power_of_2(D), MAX_BLOCK_D)
         block_p = max(1, min(NORM_TILE // block_d, triton.next_power_of_2(P)))
-        launch(_clip_factor_kernel, (triton.cdiv(P, block_p),), x,
-               score, score_cond if guided else dummy, factor, P, D, f64_bits(guidance),
-               f64_bits(max_score_norm),
-               GUIDED=guided, F64=f64, BLOCK_P=block_p, BLOCK_D=block_d)
+        launch(
+            _clip_factor_kernel,
+            (triton.cdiv(P, block_p),),
+            x,
+            score,
+            score_cond if guided else dummy,
+            factor,
+            P,
+            D,
+            f64_bits(guidance),
+            f64_bits(max_score_norm),
+            GUIDED=guided,
+            F64=f64,
+            BLOCK_P=block_p,
+            BLOCK_D=block_d,
+        )
 
     Q = (D + 3) // 4
     n_groups = P * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
-    launch(_langevin_kernel, (triton.cdiv(n_groups, block),), x,
-           x, score, score_cond if guided else dummy, noise if mode == _NOISE_EXPLICIT else dummy, out,
-           step_pp if step_pp is not None else dummy, noise_pp if noise_pp is not None else dummy,
-           factor if factor is not None else dummy,
-           n_groups, Q, D, f64_bits(guidance), f64_bits(step_size), f64_bits(noise_scale),
-           f64_bits(-math.inf if clamp_min is None else clamp_min),
-           f64_bits(math.inf if clamp_max is None else clamp_max),
-           lo, hi, step, particle_offset,
-           GUIDED=guided, A_PP=step_pp is not None, B_PP=noise_pp is not None, CLIP=factor is not None,
-           NOISE=mode, CLAMP=clamp_min is not None or clamp_max is not None, F64=f64, BLOCK=block)
+    launch(
+        _langevin_kernel,
+        (triton.cdiv(n_groups, block),),
+        x,
+        x,
+        score,
+        score_cond if guided else dummy,
+        noise if mode == _NOISE_EXPLICIT else dummy,
+        out,
+        step_pp if step_pp is not None else dummy,
+        noise_pp if noise_pp is not None else dummy,
+        factor if factor is not None else dummy,
+        n_groups,
+        Q,
+        D,
+        f64_bits(guidance),
+        f64_bits(step_size),
+        f64_bits(noise_scale),
+        f64_bits(-math.inf if clamp_min is None else clamp_min),
+        f64_bits(math.inf if clamp_max is None else clamp_max),
+        lo,
+        hi,
+        step,
+        particle_offset,
+        GUIDED=guided,
+        A_PP=step_pp is not None,
+        B_PP=noise_pp is not None,
+        CLIP=factor is not None,
+        NOISE=mode,
+        CLAMP=clamp_min is not None or clamp_max is not None,
+        F64=f64,
+        BLOCK=block,
+    )
 
 
 def _contiguous(t):
@@ -181,38 +265,118 @@ def _contiguous(t):
 
 
 @custom_op("scorefast_triton::langevin_step", mutates_args=())
-def langevin_step(x: torch.Tensor, score: torch.Tensor, score_cond: Optional[torch.Tensor], guidance: float,
-                  step_size: float, step_size_per_particle: Optional[torch.Tensor], noise_scale: float,
-                  noise_scale_per_particle: Optional[torch.Tensor], noise: Optional[torch.Tensor], seed: int,
-                  step: int, particle_offset: int, clamp_min: Optional[float], clamp_max: Optional[float],
-                  max_score_norm: Optional[float]) -> torch.Tensor:
+def langevin_step(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    score_cond: Optional[torch.Tensor],
+    guidance: float,
+    step_size: float,
+    step_size_per_particle: Optional[torch.Tensor],
+    noise_scale: float,
+    noise_scale_per_particle: Optional[torch.Tensor],
+    noise: Optional[torch.Tensor],
+    seed: int,
+    step: int,
+    particle_offset: int,
+    clamp_min: Optional[float],
+    clamp_max: Optional[float],
+    max_score_norm: Optional[float],
+) -> torch.Tensor:
     """One Langevin update; returns a new contiguous tensor (see scorefast.langevin_step)."""
-    args = (score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-            noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+    args = (
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_per_particle,
+        noise_scale,
+        noise_scale_per_particle,
+        noise,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     _check_args(x, *args)
     x_c = x.contiguous()
     out = torch.empty_like(x_c)
-    _run(out, x_c, score.contiguous(), _contiguous(score_cond), guidance, step_size,
-         _contiguous(step_size_per_particle), noise_scale, _contiguous(noise_scale_per_particle),
-         _contiguous(noise), seed, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+    _run(
+        out,
+        x_c,
+        score.contiguous(),
+        _contiguous(score_cond),
+        guidance,
+        step_size,
+        _contiguous(step_size_per_particle),
+        noise_scale,
+        _contiguous(noise_scale_per_particle),
+        _contiguous(noise),
+        seed,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     return out
 
 
 @custom_op("scorefast_triton::langevin_step_", mutates_args={"x"})
-def langevin_step_(x: torch.Tensor, score: torch.Tensor, score_cond: Optional[torch.Tensor], guidance: float,
-                   step_size: float, step_size_per_particle: Optional[torch.Tensor], noise_scale: float,
-                   noise_scale_per_particle: Optional[torch.Tensor], noise: Optional[torch.Tensor], seed: int,
-                   step: int, particle_offset: int, clamp_min: Optional[float], clamp_max: Optional[float],
-                   max_score_norm: Optional[float]) -> None:
+def langevin_step_(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    score_cond: Optional[torch.Tensor],
+    guidance: float,
+    step_size: float,
+    step_size_per_particle: Optional[torch.Tensor],
+    noise_scale: float,
+    noise_scale_per_particle: Optional[torch.Tensor],
+    noise: Optional[torch.Tensor],
+    seed: int,
+    step: int,
+    particle_offset: int,
+    clamp_min: Optional[float],
+    clamp_max: Optional[float],
+    max_score_norm: Optional[float],
+) -> None:
     """In-place Langevin update of x (any strides)."""
-    args = (score, score_cond, guidance, step_size, step_size_per_particle, noise_scale,
-            noise_scale_per_particle, noise, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+    args = (
+        score,
+        score_cond,
+        guidance,
+        step_size,
+        step_size_per_particle,
+        noise_scale,
+        noise_scale_per_particle,
+        noise,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     _check_args(x, *args, inplace=True)
     # A contiguous x is updated where it lies (each element is read, then written, by one
     # lane); otherwise the update goes to a contiguous copy that is written back.
     x_c = x if x.is_contiguous() else x.contiguous()
-    _run(x_c, x_c, score.contiguous(), _contiguous(score_cond), guidance, step_size,
-         _contiguous(step_size_per_particle), noise_scale, _contiguous(noise_scale_per_particle),
-         _contiguous(noise), seed, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+    _run(
+        x_c,
+        x_c,
+        score.contiguous(),
+        _contiguous(score_cond),
+        guidance,
+        step_size,
+        _contiguous(step_size_per_particle),
+        noise_scale,
+        _contiguous(noise_scale_per_particle),
+        _contiguous(noise),
+        seed,
+        step,
+        particle_offset,
+        clamp_min,
+        clamp_max,
+        max_score_norm,
+    )
     if x_c is not x:
         x.copy_(x_c)

@@ -9,6 +9,7 @@ words, four normals) per lane, and ``particle_normals`` a [particles, D] tile, s
 kernels of other ops draw the same noise by calling them. Philox, the uniform map and
 Box-Muller are Triton's own (``tl.random``), so the contract holds by construction here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,6 +28,7 @@ GROUPS_PER_PROGRAM = 256
 
 # --------------------------------------------------------------------------------------
 # jit helpers (shared with the kernels of other ops)
+
 
 @triton.jit
 def contract_words(seed_lo, seed_hi, step, particle_id, group):
@@ -79,8 +81,9 @@ def particle_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D: tl.constexpr)
         return tl.interleave(tl.interleave(z0, z2), tl.interleave(z1, z3))
     else:
         w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, particle_id, 0 * particle_id)
-        z0, z1 = tl.random.pair_uniform_to_normal(tl.random.uint_to_uniform_float(w0),
-                                                  tl.random.uint_to_uniform_float(w1))
+        z0, z1 = tl.random.pair_uniform_to_normal(
+            tl.random.uint_to_uniform_float(w0), tl.random.uint_to_uniform_float(w1)
+        )
         d = tl.arange(0, BLOCK_D)
         return tl.where(d[None, :] == 0, z0[:, None], z1[:, None])
 
@@ -98,8 +101,7 @@ def to_acc(v, F64: tl.constexpr):
 def select4(k, z0, z1, z2, z3):
     """[BLOCK, 4] tile whose column k holds z_k ([BLOCK] blocks; k = tl.arange(0, 4))."""
     kk = k[None, :]
-    return tl.where(kk == 0, z0[:, None],
-                    tl.where(kk == 1, z1[:, None], tl.where(kk == 2, z2[:, None], z3[:, None])))
+    return tl.where(kk == 0, z0[:, None], tl.where(kk == 1, z1[:, None], tl.where(kk == 2, z2[:, None], z3[:, None])))
 
 
 @triton.jit
@@ -125,9 +127,11 @@ def group_tile(n_groups, Q, D, BLOCK: tl.constexpr):
 # --------------------------------------------------------------------------------------
 # kernels
 
+
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"])
-def _philox_fill_kernel(out_ptr, n_groups, seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64,
-                        offset: tl.int64, Q, BLOCK: tl.constexpr):
+def _philox_fill_kernel(
+    out_ptr, n_groups, seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64, Q, BLOCK: tl.constexpr
+):
     # out is int64 [P, Q, 4] contiguous: group g = p * Q + q holds words 4g .. 4g + 3.
     g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = g < n_groups
@@ -141,8 +145,9 @@ def _philox_fill_kernel(out_ptr, n_groups, seed_lo: tl.int64, seed_hi: tl.int64,
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"])
-def _normal_fill_kernel(out_ptr, n_groups, Q, D, seed_lo: tl.int64, seed_hi: tl.int64,
-                        step: tl.int64, offset: tl.int64, BLOCK: tl.constexpr):
+def _normal_fill_kernel(
+    out_ptr, n_groups, Q, D, seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64, BLOCK: tl.constexpr
+):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
     tl.store(out_ptr + e, select4(k, z0, z1, z2, z3), mask=mask)
@@ -150,6 +155,7 @@ def _normal_fill_kernel(out_ptr, n_groups, Q, D, seed_lo: tl.int64, seed_hi: tl.
 
 # --------------------------------------------------------------------------------------
 # launching
+
 
 def seed_halves(seed: int) -> tuple[int, int]:
     """(lo32, hi32) of a seed given as int64 bits (the schema type) or as uint64."""
@@ -203,6 +209,7 @@ def custom_op(name: str, mutates_args):
 # --------------------------------------------------------------------------------------
 # ops
 
+
 @custom_op("scorefast_triton::philox_fill_", mutates_args={"out"})
 def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
     """Philox words of the contract into ``out`` (int64 [P, Q, 4], contiguous), values in [0, 2^32)."""
@@ -213,8 +220,19 @@ def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
         return
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
-    launch(_philox_fill_kernel, (triton.cdiv(n_groups, block),), out,
-           out, n_groups, lo, hi, step, particle_offset, Q, BLOCK=block)
+    launch(
+        _philox_fill_kernel,
+        (triton.cdiv(n_groups, block),),
+        out,
+        out,
+        n_groups,
+        lo,
+        hi,
+        step,
+        particle_offset,
+        Q,
+        BLOCK=block,
+    )
 
 
 @custom_op("scorefast_triton::normal_fill_", mutates_args={"out"})
@@ -229,5 +247,17 @@ def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
     n_groups = P * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
-    launch(_normal_fill_kernel, (triton.cdiv(n_groups, block),), out,
-           out, n_groups, Q, D, lo, hi, step, particle_offset, BLOCK=block)
+    launch(
+        _normal_fill_kernel,
+        (triton.cdiv(n_groups, block),),
+        out,
+        out,
+        n_groups,
+        Q,
+        D,
+        lo,
+        hi,
+        step,
+        particle_offset,
+        BLOCK=block,
+    )
