@@ -50,6 +50,7 @@ export SCOREFAST_REQUIRE_BACKENDS=cpp,cuda,triton,numba SCOREFAST_REQUIRE_NVCC=1
 step "benchmarks (reduced sizes)"
 "$PY" bench/bench_langevin.py --device cuda --min-log2 16 --max-log2 26
 "$PY" bench/bench_langevin.py --device cuda --min-log2 20 --max-log2 26 --particle-size 2
+"$PY" bench/bench_noise.py --device cuda --min-log2 20 --max-log2 28
 "$PY" bench/bench_gmm.py --device cuda --quick
 "$PY" bench/bench_dsm.py --device cuda --quick
 "$PY" bench/bench_chain.py --device cuda --quick
