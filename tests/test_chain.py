@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, storage_ulp
-from test_gmm import gmm_budget
 
 import scorefast
 from scorefast import backend_registry, samplers
 from scorefast.reference.noise import normal_ref
 from scorefast.targets import random_mixture, ring
+from scorefast.testing.gmm_budgets import gmm_budget
 
 CASES = {
     "ula": dict(method="ula", steps=25, step_size=0.05),

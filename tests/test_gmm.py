@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scorefast
-from scorefast.reference.gmm import gmm_log_joint_ref, gmm_score_ref
+from scorefast.reference.gmm import gmm_score_ref
 from scorefast.targets import GaussianMixture, random_mixture
+from scorefast.testing.gmm_budgets import gmm_budget
 
-U = {torch.float32: 2.0**-24, torch.float64: 2.0**-52, torch.float16: 2.0**-24, torch.bfloat16: 2.0**-24}
 KINDS = ["isotropic", "diagonal", "full"]
 SIGMAS = ["none", "scalar", "per_point"]
 
@@ -29,76 +29,6 @@ def _sigma(mode, n, device, dtype):
     s = torch.rand(n, generator=g, dtype=torch.float64) * 2
     s[0] = 0.0  # sigma = 0 is the mixture itself
     return s.to(dtype if dtype == torch.float64 else torch.float32).to(device)
-
-
-# The cpp backend forms full precisions P_k = F_k H_k F_k^T explicitly for D >= this and one
-# sigma for all points (csrc/cpu/gmm_precision_gemm.cpp).
-PRECISION_GEMM_MIN_DIM = 32
-
-
-def gmm_budget(x, mix: GaussianMixture, sigma, dtype, precision_gemm: bool = False):
-    """(reference score, reference log p, tolerance on the score, tolerance on log p), float64.
-
-    Component k's log-joint l_k = c_k - q_k / 2 (q_k the precision-weighted squared distance,
-    c_k = log w_k - D/2 log 2pi - logdet_k / 2) carries a rounding error of at most
-    dl_k = 4u (|c_k| + (D + 2) q_k + g sqrt(q_k lam_k) ||(|mu_k| + |x - mu_k|)||): the constant,
-    the D-term sums, and the rounding of x - mu_k (and of the factor F_k, g = 2 (1 + sqrt(D))
-    for full covariances, g = 2 otherwise) through the precision, whose largest eigenvalue is
-    lam_k. Responsibilities move by r_k (dl_k - mean dl), so
-    |d score| <= sum r_k dl_k |s_k| + (sum r_k dl_k)(sum r_k |s_k|) + (D + 8) u sum r_k |s_k|
-                 + g u sum r_k lam_k ||(|mu_k| + |x - mu_k|)||  (each s_k's own rounding),
-    |d log p| <= sum r_k dl_k + 4u |log p|. 16-bit outputs add one storage ulp.
-
-    ``precision_gemm``: the backend takes the explicit-precision path where it applies (full
-    covariance, one sigma, D >= PRECISION_GEMM_MIN_DIM): P_k = F H F^T rounds by D u |F| H |F|^T,
-    U = d P_k by D u |d| |P_k|, and q = d . U by D u |d| |U|, so with A = |F| H |F|^T >= |P|
-    (entrywise) dl_k gains (3/2) D u |d|^T A |d| and the component score -U gains 2 D u A |d|.
-    """
-    u = U[dtype]
-    xd = x.double().cpu()
-    sig = sigma.double().cpu() if isinstance(sigma, torch.Tensor) else sigma
-    means, logw = mix.means.cpu(), mix.log_weights.cpu()
-    lj, sk = gmm_log_joint_ref(xd, means, logw, mix.kind, mix.cov.cpu(), sig)
-    score, log_p = gmm_score_ref(xd, means, logw, mix.kind, mix.cov.cpu(), sig)
-    r = torch.softmax(lj, dim=1)
-    D = x.shape[1]
-    s2 = 0.0 if sig is None else (sig**2 if not isinstance(sig, torch.Tensor) else (sig**2)[:, None])
-    eig = torch.linalg.eigvalsh(mix.covariances().cpu())  # (K, D)
-    eig = eig[None] + (s2[:, :, None] if isinstance(s2, torch.Tensor) else s2)  # (1 or N, K, D)
-    logdet = torch.log(eig).sum(-1)
-    lam = 1.0 / eig[..., 0]
-    c = logw[None, :] - 0.5 * D * math.log(2 * math.pi) - 0.5 * logdet
-    q = (2 * (c - lj)).clamp(min=0)
-    d = xd[:, None, :] - means[None]
-    spread = (means.abs()[None] + d.abs()).norm(dim=-1)
-    g = 2 * (1 + math.sqrt(D)) if mix.kind == "full" else 2.0
-    dl = 4 * u * (c.abs() + (D + 2) * q + g * torch.sqrt(q * lam) * spread)
-    dl = torch.where(r > 0, dl, torch.zeros_like(dl))
-    sk_abs = sk.abs()
-    r_dl = (r * dl).sum(1)
-    mag = (r[:, :, None] * sk_abs).sum(1)
-    # the component scores themselves: relative rounding, plus x - mu_k's rounding through the precision
-    input_err = g * u * (r * lam * spread).sum(1, keepdim=True)
-    if precision_gemm and mix.kind == "full" and not isinstance(sig, torch.Tensor) and D >= PRECISION_GEMM_MIN_DIM:
-        p64 = mix.kernel_params(
-            torch.float64, torch.device("cpu"), None if sig is None else float(sig) ** 2, per_point=False
-        )
-        F = p64["factor"].abs() * p64["inv_var"].abs().sqrt()[:, None, :]
-        A = F @ F.transpose(1, 2)  # (K, D, D)
-        Ad = torch.einsum("kij,nkj->nki", A, d.abs())  # (N, K, D)
-        extra_dl = 1.5 * D * u * (d.abs() * Ad).sum(-1)
-        extra_dl = torch.where(r > 0, extra_dl, torch.zeros_like(extra_dl))
-        dl = dl + extra_dl
-        r_dl = (r * dl).sum(1)
-        input_err = input_err + 2 * D * u * (r[:, :, None] * Ad).sum(1)
-    tol_score = ((r * dl)[:, :, None] * sk_abs).sum(1) + r_dl[:, None] * mag + (D + 8) * u * mag + input_err
-    tol_logp = r_dl + 4 * u * log_p.abs()
-    if dtype in (torch.float16, torch.bfloat16):
-        mant = 10 if dtype == torch.float16 else 7
-        ulp = lambda v: torch.exp2(torch.floor(torch.log2(v.abs().clamp(min=1e-30))) - mant)  # noqa: E731
-        tol_score = tol_score + ulp(score)
-        tol_logp = tol_logp + ulp(log_p)
-    return score, log_p, tol_score, tol_logp
 
 
 def assert_budget(actual, expected, tol, what):
@@ -183,7 +113,6 @@ def test_reference_right_far_from_the_modes(preset):
     # Far away every component's log-joint is ~-1e34 and log-sum-exp rounds away log(number of
     # near ties): the responsibilities must still sum to one, so the score is that of the
     # nearest components, -(x - mu) / var, not K times it.
-    from scorefast.reference.gmm import gmm_score_ref
     from scorefast.targets import PRESETS
 
     mix = PRESETS[preset]()
