@@ -9,7 +9,6 @@ fails the run instead of being skipped.
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -111,69 +110,18 @@ def kernel_backend(request):
 # Error budgets. Kernels compute in float32 (float64 for float64 storage) and are compared
 # with the reference evaluated in float64 on the same inputs.
 
-U32 = 2.0**-24  # float32 unit roundoff
-U64 = 2.0**-53
-# Largest Box-Muller radius: sqrt(-2 log 1e-7).
-MAX_RADIUS = math.sqrt(-2.0 * math.log(1e-7))
-# |z_a - z_b| between two float32 implementations of the contract (identical uniforms):
-# each has <= 2 ulp in log, 0.5 in sqrt, 2 in cos/sin, 0.5 in the product, i.e.
-# <= r * 3.6e-7 from the true value; two of them differ by <= r * 7.2e-7. We allow r * 1e-6.
-NOISE_REL_TOL = 1e-6
-
-
-def contract_radius(
-    num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0
-) -> torch.Tensor:
-    """Box-Muller radius r = sqrt(-2 log u1) of every element's pair, float64 [P, D]."""
-    from scorefast.reference.noise import philox_words_ref, uniform_ref
-
-    q = (particle_size + 3) // 4
-    u = uniform_ref(philox_words_ref(num_particles, q, seed, step, particle_offset)).double()
-    u1 = torch.stack((u[..., 0], u[..., 0], u[..., 2], u[..., 2]), dim=-1).clamp(min=1e-7)
-    r = torch.sqrt(-2.0 * torch.log(u1)).reshape(num_particles, 4 * q)
-    return r[:, :particle_size]
-
-
-def noise_tolerance(
-    num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0
-) -> torch.Tensor:
-    """Per-element tolerance between two implementations' normals: r * NOISE_REL_TOL."""
-    return NOISE_REL_TOL * contract_radius(num_particles, particle_size, seed, step, particle_offset)
-
-
-def storage_ulp(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """One unit in the last place of ``dtype`` at |values| (float64 tensor)."""
-    mant = {torch.float16: 10, torch.bfloat16: 7, torch.float32: 23, torch.float64: 52}[dtype]
-    tiny = torch.finfo(dtype).tiny * 2.0**-mant  # smallest subnormal
-    v = values.abs().double().clamp(min=torch.finfo(dtype).tiny)
-    return torch.maximum(torch.exp2(torch.floor(torch.log2(v)) - mant), torch.tensor(tiny, dtype=torch.float64))
-
-
-def langevin_tolerance(
-    x, score, score_cond, guidance, step_size, noise_scale, ref, dtype, noise_from_contract: bool
-) -> torch.Tensor:
-    """Elementwise bound on |kernel - reference(float64)| for langevin_step.
-
-    Compute-precision rounding: g = s + w (s_c - s) and x + a g + b z take a handful of
-    roundings, each <= u * (magnitude of the terms): we allow 8 u * (|x| + |a|(|s| + |w|(|s|+|s_c|)) + |b||z|).
-    Contract noise adds |b| * noise tolerance; a 16-bit or float32 result adds 1 ulp of storage.
-    """
-    P = x.shape[0]
-    f = lambda t: t.reshape(P, -1).double()  # noqa: E731
-    pp = lambda v: v.double().reshape(P, 1) if isinstance(v, torch.Tensor) else float(v)  # noqa: E731
-    s = f(score).abs()
-    g_mag = s if score_cond is None else s + abs(guidance) * (s + f(score_cond).abs())
-    a, b = pp(step_size), pp(noise_scale)
-    a_abs = a.abs() if isinstance(a, torch.Tensor) else abs(a)
-    b_abs = b.abs() if isinstance(b, torch.Tensor) else abs(b)
-    u = U64 if dtype == torch.float64 else U32
-    mag = f(x).abs() + a_abs * g_mag + b_abs * MAX_RADIUS
-    tol = 8 * u * mag
-    if noise_from_contract:
-        tol = tol + b_abs * NOISE_REL_TOL * MAX_RADIUS
-    if dtype != torch.float64:
-        tol = tol + storage_ulp(f(ref), dtype)
-    return tol.reshape(x.shape)
+# The budgets are the library's (scorefast.testing.budgets), so that `scorefast verify`, users'
+# assert_matches_reference and these tests hold kernels to the same bounds.
+from scorefast.testing.budgets import (  # noqa: E402, F401
+    MAX_RADIUS,
+    NOISE_REL_TOL,
+    U32,
+    U64,
+    contract_radius,
+    langevin_tolerance,
+    noise_tolerance,
+    storage_ulp,
+)
 
 
 def assert_within(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor, what: str = ""):
