@@ -227,3 +227,16 @@ def test_sampler_bench_runs_every_provider(monkeypatch, tmp_path):
     assert len(r["rows"]) == len(small)
     for row in r["rows"]:
         assert set(row["times"]) == {"eager loop", "scorefast sampler", "scorefast chain"}
+
+
+def test_closed_pipe_ends_quietly():
+    # `scorefast backends | head -1`: the reader leaves early; no traceback on stderr.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scorefast", "backends"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # nobody reads
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err, err.decode()
