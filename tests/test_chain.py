@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, storage_ulp
+from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, require_or_skip, storage_ulp
 
 import scorefast
 from scorefast import backend_registry, samplers
@@ -369,7 +369,7 @@ def test_auto_passes_over_backends_without_a_chain_kernel(monkeypatch):
         pytest.skip("needs the extension built without CUDA kernels")
     monkeypatch.delenv("SCOREFAST_CUDA_EMULATOR", raising=False)  # the extension's own cuda kernels
     if not backend_registry.status("triton").available:
-        pytest.skip(f"triton: {backend_registry.status('triton').reason}")
+        require_or_skip("triton", f"triton: {backend_registry.status('triton').reason}")
     monkeypatch.setattr(
         backend_registry, "status", lambda name: backend_registry.BackendStatus(name, True, ("cpu", "cuda"))
     )
@@ -386,8 +386,10 @@ def test_auto_passes_over_backends_without_a_chain_kernel(monkeypatch):
 def test_triton_chain_dimension_limit():
     status = backend_registry.status("triton")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not status.available or device.type not in status.devices:
-        pytest.skip(f"triton: {status.reason or f'does not run on {device}'}")
+    if not status.available:
+        require_or_skip("triton", f"triton: {status.reason}")
+    if device.type not in status.devices:
+        pytest.skip(f"triton does not run on {device}")
     from scorefast.kernels.triton.gmm import MAX_BLOCK_D
 
     D = MAX_BLOCK_D + 1
@@ -398,7 +400,7 @@ def test_triton_chain_dimension_limit():
 
 def test_numba_storage_rounding_matches_torch():
     if not backend_registry.status("numba").available:
-        pytest.skip(f"numba: {backend_registry.status('numba').reason}")
+        require_or_skip("numba", f"numba: {backend_registry.status('numba').reason}")
     import numba
     import numpy as np
 

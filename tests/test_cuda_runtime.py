@@ -48,7 +48,7 @@ def _rand(shape, dtype, seed):
 def generic_cpp():
     """The portable C++ kernels, which round every add and multiply as the CUDA kernels do."""
     if not backend_registry.status("cpp").available:
-        pytest.skip("cpp backend unavailable")
+        require_or_skip("cpp", "cpp backend unavailable")
     ext = scorefast._extension.extension()
     previous = ext.cpu_isa()
     assert ext.select_cpu_isa("generic")

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import require_or_skip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -274,7 +275,7 @@ def test_numba_triangular_factors_give_the_dense_bits(dtype, monkeypatch):
     """numba leaves out the exact-zero terms of upper triangular factors (the Cholesky form
     of a folded sigma): the results equal those of the dense products bit for bit."""
     if not scorefast.backend_registry.status("numba").available:
-        pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
+        require_or_skip("numba", f"numba: {scorefast.backend_registry.status('numba').reason}")
     from scorefast.kernels.numba import gmm as numba_gmm
 
     for D in (3, 37):
@@ -295,7 +296,7 @@ def test_numba_results_independent_of_chunks_and_threads(kind, monkeypatch):
     """Each point is one lane of numba's blocks, computed alone: the bits do not depend on the
     work split or the thread count (both layouts of the points, a partial last block)."""
     if not scorefast.backend_registry.status("numba").available:
-        pytest.skip(f"numba: {scorefast.backend_registry.status('numba').reason}")
+        require_or_skip("numba", f"numba: {scorefast.backend_registry.status('numba').reason}")
     from scorefast.kernels.numba import gmm as numba_gmm
 
     previous = torch.get_num_threads()

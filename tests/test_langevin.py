@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_within, langevin_tolerance
+from conftest import assert_within, langevin_tolerance, require_or_skip
 
 import scorefast
 from scorefast import backend_registry
@@ -217,7 +217,7 @@ def test_chunked_particles_equal_whole_batch(kernel_backend):
 @pytest.mark.parametrize("backend", ["cpp", "numba"])
 def test_independent_of_thread_count(backend):
     if not scorefast.backend_registry.status(backend).available:
-        pytest.skip(f"{backend} backend unavailable")
+        require_or_skip(backend, f"{backend} backend unavailable")
     x, s, _, _ = _inputs((64, 3001), torch.float32, "cpu")
     previous = torch.get_num_threads()
     try:
@@ -344,7 +344,7 @@ def test_error_leaves_x_untouched():
 def test_op_level_checks_guard_direct_calls():
     # torch.ops.scorefast.* called directly still gets named errors, not crashes.
     if not scorefast.backend_registry.status("cpp").available:
-        pytest.skip("cpp backend unavailable")
+        require_or_skip("cpp", "cpp backend unavailable")
     op = torch.ops.scorefast.langevin_step
     x = torch.zeros(4, 3)
     base = [x, x, None, 1.0, 0.1, None, 0.1, None, None, 0, 0, 0, None, None, None]

@@ -18,6 +18,7 @@ import sys
 import pytest
 import torch
 import torch.utils._pytree as pytree
+from conftest import require_or_skip
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import scorefast
@@ -248,7 +249,9 @@ def test_graph_protocol_gives_the_eager_chain(monkeypatch, name, backend, dtype)
     # cuda: the CUDA kernels in the emulator when there is no GPU (CUDA tensors otherwise
     # take the real graphs, tested in tests/test_cuda_runtime.py).
     status = backend_registry.status(backend)
-    if not status.available or "cpu" not in status.devices:
+    if not status.available:
+        require_or_skip(backend, f"{backend}: {status.reason}")
+    if "cpu" not in status.devices:
         pytest.skip(f"{backend} does not run on CPU tensors here")
     monkeypatch.setattr(samplers, "StepRunner", ReplayingRunner)
     monkeypatch.setattr(ReplayingRunner, "captures", 0)
