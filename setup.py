@@ -41,21 +41,49 @@ def _nvcc_version(cuda_home):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def cuda_build_plan(torch_cuda, cuda_home, nvcc_version=_nvcc_version):
-    """(build the CUDA kernels?, why not). ``torch_cuda`` is ``torch.version.cuda`` (None for a
-    CPU torch), ``cuda_home`` torch's CUDA_HOME (set whenever the default CUDA folder exists,
-    even without a compiler in it, e.g. runtime-only images)."""
+def _toolkit_root(cuda_home):
+    """The CUDA toolkit folder holding the runtime headers: ``cuda_home`` when it has them, else
+    the one nvcc reports (``nvcc --dryrun`` prints TOP=...): torch takes CUDA_HOME from nvcc's
+    location, which for a wrapper script such as /usr/local/bin/nvcc is not the toolkit."""
+
+    def has_headers(root):
+        return bool(root) and os.path.exists(os.path.join(root, "include", "cuda_runtime_api.h"))
+
+    if has_headers(cuda_home):
+        return cuda_home
+    nvcc = os.path.join(cuda_home, "bin", "nvcc") if cuda_home else None
+    try:
+        dry = subprocess.run(
+            [nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError, TypeError):
+        return None
+    m = re.search(r"^#\$ TOP=(.+)$", dry.stdout + dry.stderr, re.MULTILINE)
+    top = m.group(1).strip() if m else None
+    return os.path.realpath(top) if has_headers(top) else None
+
+
+def cuda_build_plan(torch_cuda, cuda_home, nvcc_version=_nvcc_version, toolkit_root=_toolkit_root):
+    """(build the CUDA kernels?, why not, the toolkit folder). ``torch_cuda`` is
+    ``torch.version.cuda`` (None for a CPU torch), ``cuda_home`` torch's CUDA_HOME (set whenever
+    the default CUDA folder exists, even without a compiler in it, e.g. runtime-only images)."""
     if torch_cuda is None:
-        return False, "torch is a CPU build"
+        return False, "torch is a CPU build", None
     if cuda_home is None:
-        return False, "no CUDA toolkit found (CUDA_HOME)"
+        return False, "no CUDA toolkit found (CUDA_HOME)", None
     version = nvcc_version(cuda_home)
     if version is None:
-        return False, f"no nvcc in {os.path.join(cuda_home, 'bin')}"
+        return False, f"no nvcc in {os.path.join(cuda_home, 'bin')}", None
     torch_major = int(str(torch_cuda).split(".")[0])
     if version[0] != torch_major:
-        return False, f"nvcc is CUDA {version[0]}.{version[1]} but torch was built with CUDA {torch_cuda}"
-    return True, ""
+        return False, f"nvcc is CUDA {version[0]}.{version[1]} but torch was built with CUDA {torch_cuda}", None
+    root = toolkit_root(cuda_home)
+    if root is None:
+        return False, f"no CUDA runtime headers under {cuda_home} (set CUDA_HOME to the toolkit)", None
+    return True, "", root
 
 
 # No -std flag: torch's extension builder picks the C++ standard its headers need (C++17 up to
@@ -68,6 +96,7 @@ def _extensions():
     if os.environ.get("SCOREFAST_SKIP_EXTENSION") == "1":
         return [], {}
     import torch
+    from torch.utils import cpp_extension
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = _rel("csrc/*.cpp") + _rel("csrc/cpu/*.cpp")
@@ -76,10 +105,13 @@ def _extensions():
     define_macros = []
 
     want_cuda = os.environ.get("SCOREFAST_SKIP_CUDA") != "1"
-    has_cuda, reason = cuda_build_plan(torch.version.cuda, CUDA_HOME)
+    has_cuda, reason, toolkit = cuda_build_plan(torch.version.cuda, CUDA_HOME)
     if want_cuda and not has_cuda:
         warnings.warn(f"scorefast: building without CUDA kernels ({reason})", stacklevel=1)
     if want_cuda and has_cuda:
+        # torch's include paths and nvcc come from its module-level CUDA_HOME: point it at the
+        # toolkit itself (it may have been inferred from a wrapper script's folder).
+        cpp_extension.CUDA_HOME = toolkit
         sources += _rel("csrc/cuda/*.cpp") + _rel("csrc/cuda/*.cu")
         define_macros.append(("SCOREFAST_WITH_CUDA", "1"))
         ext = CUDAExtension(
