@@ -191,12 +191,14 @@ def test_moments():
 
 def test_kolmogorov_smirnov():
     from scipy import stats  # a dev requirement: a missing scipy must fail, not skip
+
     z = _normals(1000, 200, seed=99).flatten().numpy()
     assert stats.kstest(z, "norm").pvalue > 1e-4
 
 
 def test_tails_match_the_normal():
     from scipy import stats  # a dev requirement: a missing scipy must fail, not skip
+
     z = _normals(2000, 500, seed=5).flatten()
     n = z.numel()
     for k in (2.0, 3.0, 4.0):
