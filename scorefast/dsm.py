@@ -19,6 +19,7 @@ import torch
 from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
+from .ops._common import acc_dtype
 from .reference.dsm import dsm_loss_ref, dsm_perturb_ref
 
 
@@ -26,7 +27,7 @@ def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
     """sigma as a [B] tensor in the math dtype; values checked positive and finite (by the
     C++ CPU kernels themselves for backend 'cpp')."""
     name = "sigma"
-    acc = _acc(x.dtype)
+    acc = acc_dtype(x.dtype)
     B = x.shape[0]
     if isinstance(sigma, torch.Tensor) and sigma.dim() == 0:
         sigma = float(sigma)
@@ -37,10 +38,6 @@ def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a positive number or a tensor of shape ({B},), got {type(sigma).__name__}")
     s = _checks.check_real(sigma, name, positive=True)
     return torch.full((B,), s, dtype=acc, device=x.device)
-
-
-def _acc(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _counter(seed, step, particle_offset, B):

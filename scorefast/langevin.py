@@ -20,7 +20,7 @@ import torch
 from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
-from .ops._common import partially_overlaps
+from .ops._common import overlap_message, partially_overlaps
 from .reference.langevin import langevin_step_ref
 
 
@@ -154,10 +154,7 @@ def langevin_step(
             (b_t, "noise_scale"),
         ):
             if t is not None and partially_overlaps(x, t):
-                raise ValueError(
-                    f"{name} partially overlaps x in memory: the in-place update would read "
-                    f"elements it has already written (pass a copy, e.g. {name}.clone())"
-                )
+                raise ValueError(overlap_message(name))
 
     if (
         inplace

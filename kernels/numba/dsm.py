@@ -25,6 +25,7 @@ import torch
 from numba import prange
 
 from ...ops import dsm as contract
+from ...ops._common import acc_dtype
 from .noise import CHUNK, fill_normals, jit, key_words, sync_threads
 
 # Kernel kinds (one compiled kernel per math dtype serves all three ops).
@@ -131,10 +132,6 @@ def _dsm_kernel(inp, coef, inv_sigma, out, partial, kind, eps_form, B, D, rows, 
 # Launcher: the checks of the C++ ops (csrc/dsm_op.h), dtype handling, then the kernel.
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _check(inp: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int, particle_offset: int) -> None:
     contract.check_args(inp, name, sigma, power, step, particle_offset, device_type="cpu", kernels="the numba kernels")
 
@@ -156,7 +153,7 @@ def _launch(
     out: np.ndarray | None,
     partial: np.ndarray | None,
 ) -> None:
-    acc = _acc(inp.dtype)
+    acc = acc_dtype(inp.dtype)
     np_acc = np.float64 if acc == torch.float64 else np.float32
     B = inp.shape[0]
     D = inp.numel() // B
@@ -216,7 +213,7 @@ def dsm_perturb(x, sigma, seed, step, particle_offset):
 def dsm_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
     """Per-sample losses [B] in the math dtype (float64 for float64 pred, else float32)."""
     _check(pred, "pred", sigma, power, step, particle_offset)
-    acc = _acc(pred.dtype)
+    acc = acc_dtype(pred.dtype)
     B = pred.shape[0]
     D = pred.numel() // B if B else 0
     if B == 0 or D == 0:
@@ -239,7 +236,7 @@ def dsm_loss(pred, sigma, power, eps_form, seed, step, particle_offset):
 def dsm_loss_backward(grad_per_sample, pred, sigma, power, eps_form, seed, step, particle_offset):
     """dL/dpred = g_b sigma_b^p (pred + z / sigma_b) (score) or 2 g_b (pred - z) (eps)."""
     _check(pred, "pred", sigma, power, step, particle_offset)
-    acc = _acc(pred.dtype)
+    acc = acc_dtype(pred.dtype)
     contract.check_grad_per_sample(grad_per_sample, pred)
     g = _flat(grad_per_sample, acc)
     if eps_form:

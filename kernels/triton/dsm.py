@@ -26,6 +26,7 @@ import triton.language as tl
 
 from ..._env import triton_interpreting
 from ...ops import dsm as contract
+from ...ops._common import acc_dtype
 from .noise import block_for, contract_normals, custom_op, group_tile, launch, seed_halves, select4, to_acc
 
 # Philox groups per chunk of the loss kernel (4 elements each).
@@ -191,10 +192,6 @@ def _dsm_backward_kernel(
 # checks (the messages of the C++ ops) and launching
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _prepare(
     input: torch.Tensor, name: str, sigma: torch.Tensor, power: float, step: int, particle_offset: int
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -260,7 +257,7 @@ def dsm_loss(
 ) -> torch.Tensor:
     """Per-sample losses [B], float32 (float64 for float64 pred) (see scorefast.dsm_loss)."""
     pred_c, sigma_c, B, D = _prepare(pred, "pred", sigma, power, step, particle_offset)
-    acc = _acc(pred.dtype)
+    acc = acc_dtype(pred.dtype)
     if D == 0:
         return torch.zeros(B, dtype=acc, device=pred.device)
     out = torch.empty(B, dtype=acc, device=pred.device)

@@ -110,10 +110,15 @@ def partially_overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a0 < b1 and b0 < a1
 
 
+def overlap_message(name: str) -> str:
+    """The error for an input ``name`` that partially overlaps x (the C++ check says the same)."""
+    return (
+        f"{name} partially overlaps x in memory: the in-place update would read elements it has "
+        f"already written (pass a copy, e.g. {name}.clone())"
+    )
+
+
 def check_no_partial_overlap(x: torch.Tensor, t: torch.Tensor | None, name: str) -> None:
     """An input ``t`` of an in-place update of ``x`` must not partially overlap it."""
     if t is not None and partially_overlaps(x, t):
-        fail(
-            f"{name} partially overlaps x in memory: the in-place update would read elements it has "
-            f"already written (pass a copy, e.g. {name}.clone())"
-        )
+        fail(overlap_message(name))
