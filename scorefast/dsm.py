@@ -20,7 +20,7 @@ from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
 from .ops._common import acc_dtype
-from .reference.dsm import dsm_loss_ref, dsm_perturb_ref
+from .ops.dsm import dsm_loss_ref, dsm_perturb_ref
 
 
 def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:

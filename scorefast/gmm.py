@@ -15,7 +15,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
-from .reference.gmm import gmm_score_ref
+from .ops.gmm import gmm_score_ref
 
 
 def _sigma_args(sigma, x: torch.Tensor):

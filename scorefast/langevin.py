@@ -21,7 +21,7 @@ from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
 from .ops._common import overlap_message, partially_overlaps
-from .reference.langevin import langevin_step_ref
+from .ops.langevin import langevin_step_ref
 
 
 def _coefficient(value, x: torch.Tensor, name: str):

@@ -19,7 +19,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
-from .reference.noise import normal_ref, philox_words_ref
+from .ops.noise import normal_ref, philox_words_ref
 
 
 def _step_and_op(step, device: torch.device, op: str):

@@ -22,7 +22,7 @@ from . import backend_registry as backends
 from .chain import gmm_chain
 from .langevin import langevin_step, langevin_step_
 from .noise import normal_like, philox_words, random_seed
-from .reference.noise import uniform_ref
+from .ops.noise import uniform_ref
 from .step_graphs import StepRunner, record
 from .targets.mixture import GaussianMixture
 

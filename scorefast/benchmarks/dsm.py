@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from scorefast import dsm_loss, dsm_perturb
-from scorefast.reference.dsm import dsm_loss_ref, dsm_perturb_ref
+from scorefast.ops.dsm import dsm_loss_ref, dsm_perturb_ref
 
 from . import harness
 from .baselines import eager_dsm

@@ -1,12 +1,19 @@
 """Pure-PyTorch references: the specification of every scorefast op.
 
+Each op family's reference lives with its contract, in ``scorefast.ops.<family>``; this
+package gathers them: ``scorefast.reference.gmm_score_ref``, and the whole family as
+``scorefast.reference.<family>`` (``from scorefast.reference.noise import philox4x32_10``).
 Tests compare each kernel with these; benchmarks time them as the eager baseline.
 """
 
-from .dsm import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
-from .gmm import gmm_log_joint_ref, gmm_score_ref
-from .langevin import langevin_step_ref
-from .noise import (
+import sys
+
+from ..ops import FAMILIES
+from ..ops.chain import gmm_chain_ref
+from ..ops.dsm import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
+from ..ops.gmm import gmm_log_joint_ref, gmm_score_ref
+from ..ops.langevin import langevin_step_ref
+from ..ops.noise import (
     box_muller_ref,
     normal_like_ref,
     normal_ref,
@@ -20,6 +27,7 @@ __all__ = [
     "dsm_loss_ref",
     "dsm_noise_ref",
     "dsm_perturb_ref",
+    "gmm_chain_ref",
     "gmm_log_joint_ref",
     "gmm_score_ref",
     "langevin_step_ref",
@@ -29,3 +37,9 @@ __all__ = [
     "philox_words_ref",
     "uniform_ref",
 ]
+
+# Each family under its short name, importable as a submodule; a new family needs no edit here.
+for _family in FAMILIES:
+    _name = _family.__name__.rpartition(".")[2]
+    globals()[_name] = _family
+    sys.modules[f"{__name__}.{_name}"] = _family

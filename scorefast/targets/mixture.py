@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..gmm import gmm_score
-from ..reference.gmm import gmm_log_joint_ref
+from ..ops.gmm import gmm_log_joint_ref
 
 
 def _as_float64(t, device) -> torch.Tensor:

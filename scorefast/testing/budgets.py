@@ -55,7 +55,7 @@ def contract_radius(
     num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0
 ) -> torch.Tensor:
     """Box-Muller radius r = sqrt(-2 log u1) of every element's pair, float64 (P, D)."""
-    from ..reference.noise import philox_words_ref, uniform_ref
+    from ..ops.noise import philox_words_ref, uniform_ref
 
     q = (particle_size + 3) // 4
     u = uniform_ref(philox_words_ref(num_particles, q, seed, step, particle_offset)).double()
@@ -134,7 +134,7 @@ def dsm_residual(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference residual r (float64 (B, D): eps - z, or s + z / sigma) and its per-element
     error bound dr: the kernel's z differs by <= r_z * NOISE_REL_TOL, forming r adds 2u (|pred| + |z|/sigma)."""
-    from ..reference.dsm import dsm_noise_ref
+    from ..ops.dsm import dsm_noise_ref
 
     B = pred.shape[0]
     u = unit_roundoff(dtype)

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ..reference import noise as noise_ref
+from ..ops import noise as noise_ref
 from .budgets import Comparison, compare, noise_tolerance, storage_ulp, unit_roundoff
 from .gmm_budgets import gmm_budget, score_lipschitz
 

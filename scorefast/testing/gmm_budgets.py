@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ..reference import gmm as gmm_ref
+from ..ops import gmm as gmm_ref
 from .budgets import U32, storage_rounding
 
 # The cpp backend forms full precisions P_k = F_k H_k F_k^T explicitly for D >= this and one

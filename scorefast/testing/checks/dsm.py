@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ... import dsm as api
-from ...reference import dsm as ref
+from ...ops import dsm as ref
 from ..budgets import Comparison, compare, dsm_loss_budget, dsm_perturb_tolerance, mismatch
 from ._common import PARTICLE_OFFSET, SEED, STEP, Size, Variant
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ... import langevin as api
-from ...reference import langevin as ref
+from ...ops import langevin as ref
 from ..budgets import Comparison, compare, langevin_tolerance, mismatch
 from ._common import PARTICLE_OFFSET, SEED, STEP, Size, Variant, randn
 

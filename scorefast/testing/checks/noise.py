@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ... import noise as api
-from ...reference import noise as ref
+from ...ops import noise as ref
 from ..budgets import Comparison, compare, mismatch, noise_tolerance, storage_rounding
 from ._common import FLOATS, PARTICLE_OFFSET, SEED, STEP, Size, Variant
 
