@@ -47,6 +47,18 @@ def check_real(value, name: str, *, minimum: float | None = None, positive: bool
     return value
 
 
+def check_in_math_range(value: float, x: torch.Tensor, name: str) -> float:
+    """A coefficient the kernels hold in x's math dtype (float64 for float64 x, else float32)
+    must be finite there: a step of 1e39 is inf in float32, and inf * 0 is NaN."""
+    math_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    limit = torch.finfo(math_dtype).max
+    if not abs(value) <= limit:
+        raise ValueError(
+            f"{name} must be finite in the math dtype of x ({str(math_dtype)[6:]}: at most {limit:.6g}), got {value:g}"
+        )
+    return value
+
+
 def check_int(value, name: str, lo: int, hi: int) -> int:
     """An integer in [lo, hi].
 
@@ -64,6 +76,26 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     return value
+
+
+def check_sigmas(sigmas, name: str = "sigmas") -> list[float]:
+    """Noise levels sigma_1 > ... > sigma_L > 0, finite (a sequence, a number or a 1-D tensor),
+    as Python floats."""
+    if isinstance(sigmas, torch.Tensor):
+        sigmas = sigmas.detach().cpu()
+    try:
+        t = torch.as_tensor(sigmas, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a sequence of numbers or a 1-D tensor, got {type(sigmas).__name__}") from e
+    if t.dim() > 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of noise levels, got shape {list(t.shape)}")
+    levels = t.reshape(-1).tolist()
+    for i, v in enumerate(levels):
+        if not 0 < v < math.inf:
+            raise ValueError(f"{name} must be finite and > 0, got {v} at index {i}")
+    if any(a <= b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"{name} must be strictly decreasing, got {levels}")
+    return levels
 
 
 def seed_to_int64(seed) -> int:
@@ -111,6 +143,7 @@ def check_per_particle(
     # Values are checked where that costs no device sync (CPU, eager); elsewhere NaN stays NaN.
     # One aminmax (NaN propagates into both) keeps the check cheap for small batches.
     if check_values and t.device.type == "cpu" and t.numel() > 0 and not torch.compiler.is_compiling():
+        t = t.detach()  # a value check, not part of any graph
         lo, hi = (float(v) for v in torch.aminmax(t))
         if not ((lo > 0 if positive else lo >= 0) and hi < math.inf):
             bad = ~torch.isfinite(t) | ((t <= 0) if positive else (t < 0))

@@ -19,7 +19,7 @@ from . import _checks
 from . import backend_registry as backends
 from .gmm import gmm_score
 from .noise import random_seed
-from .reference.chain import gmm_chain_ref
+from .ops.chain import gmm_chain_ref
 
 
 class ChainResult(NamedTuple):
@@ -31,33 +31,79 @@ class ChainResult(NamedTuple):
     trajectory: torch.Tensor | None
 
 
-def _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon):
-    """(step sizes [T], noise levels [T] or None) as float64 lists."""
+# Chains run in calls of at most this many steps, so that the schedule handed to the kernels
+# (and the C++ per-step tables) take memory bounded by it, whatever the number of steps. The
+# counter-based noise makes the split invisible: step t uses the contract's step_offset + t.
+CHUNK_STEPS = 4096
+
+
+class _Schedule(NamedTuple):
+    """The steps of a chain: runs of (step size, noise level or None, count), or a schedule tensor."""
+
+    steps: int
+    runs: list[tuple[float, float | None, int]]
+    table: torch.Tensor | None  # float64 [T]: a user's step-size schedule
+    last_sigma: float | None
+
+    def chunk(self, t0: int, t1: int) -> tuple[list[float], list[float] | None]:
+        """(step sizes, noise levels or None) of steps t0 .. t1 - 1, as Python floats."""
+        if self.table is not None:
+            return self.table[t0:t1].tolist(), None
+        a, sig, begin = [], [], 0
+        for step_size, sigma, count in self.runs:
+            n = min(t1, begin + count) - max(t0, begin)
+            if n > 0:
+                a += [step_size] * n
+                sig += [sigma] * n
+            begin += count
+        return a, (None if self.last_sigma is None else sig)
+
+
+def _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon) -> _Schedule:
     if method in ("ula", "mala"):
+        if isinstance(step_size, torch.Tensor) and step_size.dim() == 0:
+            step_size = step_size.item()
         if isinstance(step_size, torch.Tensor):
-            a = [float(v) for v in step_size.flatten()]
-            if steps is not None and steps != len(a):
-                raise ValueError(f"steps ({steps}) must equal the length of the step_size schedule ({len(a)})")
-        else:
-            if steps is None:
-                raise TypeError("steps is required with a scalar step_size")
-            a = [_checks.check_real(step_size, "step_size", positive=True)] * _checks.check_int(
-                steps, "steps", 0, 2**32 - 1
-            )
-        if any(not (v > 0) for v in a):
-            raise ValueError("step sizes must be > 0")
-        return a, None
+            if step_size.dim() != 1:
+                raise ValueError(
+                    f"step_size must be a float or a 1-D schedule tensor (T,), got shape {list(step_size.shape)}"
+                )
+            table = step_size.detach().to("cpu", torch.float64)
+            if steps is not None and steps != table.numel():
+                raise ValueError(f"steps ({steps}) must equal the length of the step_size schedule ({table.numel()})")
+            if not bool(torch.isfinite(table).all()) or not bool((table > 0).all()):
+                raise ValueError("step_size schedule must be finite and > 0")
+            _checks.check_int(table.numel(), "the length of the step_size schedule", 0, 2**32 - 1)
+            return _Schedule(table.numel(), [], table, None)
+        if steps is None:
+            raise TypeError("steps is required with a scalar step_size")
+        a = _checks.check_real(step_size, "step_size", positive=True)
+        T = _checks.check_int(steps, "steps", 0, 2**32 - 1)
+        return _Schedule(T, [(a, None, T)], None, None)
     if method != "annealed":
         raise ValueError(f"method must be 'ula', 'annealed' or 'mala', got {method!r}")
     if sigmas is None:
         raise TypeError("annealed needs sigmas (decreasing noise levels)")
-    sig = [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
-    if not sig or any(not (v > 0) for v in sig) or any(a <= b for a, b in zip(sig, sig[1:])):
-        raise ValueError("sigmas must be positive and strictly decreasing")
+    sig = _checks.check_sigmas(sigmas)
     T = _checks.check_int(steps_per_level, "steps_per_level", 1, 2**31)
     eps = _checks.check_real(epsilon, "epsilon", positive=True)
-    a = [eps * s**2 / sig[-1] ** 2 for s in sig for _ in range(T)]
-    return a, [s for s in sig for _ in range(T)]
+    _checks.check_int(T * len(sig), "steps_per_level * len(sigmas)", 1, 2**32 - 1)
+    return _Schedule(T * len(sig), [(eps * s**2 / sig[-1] ** 2, s, T) for s in sig], None, sig[-1])
+
+
+def _chunks(T: int, every: int):
+    """(t0, t1, trajectory_every of the call) covering 0 .. T - 1, with every frame (the state
+    after a step that is a multiple of ``every``) recorded by exactly one call."""
+    size = CHUNK_STEPS if every == 0 or every > CHUNK_STEPS else (CHUNK_STEPS // every) * every
+    t0 = 0
+    while t0 < T:
+        t1 = min(T, t0 + size)
+        if every > CHUNK_STEPS:  # stop at the next frame; that call records it as its last step
+            t1 = min(t1, (t0 // every + 1) * every)
+            yield t0, t1, (t1 - t0 if t1 % every == 0 else 0)
+        else:  # t0 is a multiple of every: the call's own frames are the chain's
+            yield t0, t1, every
+        t0 = t1
 
 
 def gmm_chain(
@@ -100,56 +146,72 @@ def gmm_chain(
         raise ValueError(f"x must have shape (N, D) with D = the mixture's dimension, got {list(x.shape)}")
     if not _checks.is_mixture(mixture):
         raise TypeError(f"mixture must be a scorefast.targets.GaussianMixture, got {type(mixture).__name__}")
-    a, sig = _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon)
-    T = len(a)
+    schedule = _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon)
+    T = schedule.steps
     k = _checks.check_int(trajectory_every, "trajectory_every", 0, 2**31)
     seed = random_seed() if seed is None else seed
     seed64 = _checks.seed_to_int64(seed)
+    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
     step_offset, particle_offset = _checks.check_counter(step_offset, particle_offset, x.shape[0])
     if step_offset + T - 1 > _checks.MAX_STEP:
         raise ValueError("step_offset + number of steps must stay below 2^32")
     mala = method == "mala"
     name = backends.resolve(backend, x.device, "gmm_chain_")
+    N = x.shape[0]
+    traj = x.new_empty((T // k, *x.shape)) if k else None
+    accepted = torch.zeros(N, dtype=torch.int64, device=x.device) if mala else None
     if name == "reference":
-        out, accepted, traj = gmm_chain_ref(
-            x,
-            mixture,
-            a,
-            sig,
-            mala=mala,
-            seed=seed,
-            step_offset=step_offset,
-            particle_offset=particle_offset,
-            trajectory_every=k,
-        )
+        out = x
+        for t0, t1, every in _chunks(T, k):
+            a, sig = schedule.chunk(t0, t1)
+            out, acc, frames = gmm_chain_ref(
+                out,
+                mixture,
+                a,
+                sig,
+                mala=mala,
+                seed=seed,
+                step_offset=step_offset + t0,
+                particle_offset=particle_offset,
+                trajectory_every=every,
+            )
+            if mala:
+                accepted += acc
+            if every:
+                traj[(t1 // k) - frames.shape[0] : t1 // k] = frames
+        out = out.clone() if out is x else out
     else:
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        p = mixture.kernel_params(acc, x.device, None, per_point=True)
+        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        p = mixture.kernel_params(acc_dtype, x.device, None, per_point=True)
         out = x.contiguous().clone()
-        traj = x.new_empty((T // k, *x.shape)) if k else None
-        accepted = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if mala else None
-        backends.op_namespace(name).gmm_chain_(
-            out,
-            p["means"],
-            p["var"],
-            p["log_const"],
-            p["factor"],
-            torch.tensor(a, dtype=acc, device=x.device),
-            torch.tensor([0.0] * T if sig is None else [s * s for s in sig], dtype=acc, device=x.device),
-            mala,
-            seed64,
-            step_offset,
-            particle_offset,
-            k,
-            traj,
-            accepted,
-        )
-    if not mala:
-        accepted = None
+        chunk_accepted = torch.empty_like(accepted) if mala else None
+        for t0, t1, every in _chunks(T, k):
+            a, sig = schedule.chunk(t0, t1)
+            if mala:
+                chunk_accepted.zero_()
+            backends.op_namespace(name).gmm_chain_(
+                out,
+                p["means"],
+                p["var"],
+                p["log_const"],
+                p["factor"],
+                torch.tensor(a, dtype=acc_dtype, device=x.device),
+                torch.tensor([0.0] * len(a) if sig is None else [s * s for s in sig], dtype=acc_dtype, device=x.device),
+                mala,
+                seed64,
+                step_offset + t0,
+                particle_offset,
+                every,
+                traj[(t1 // k) - (t1 - t0) // every : t1 // k] if every else None,
+                chunk_accepted,
+            )
+            if mala:
+                accepted += chunk_accepted
     if final_denoise and method == "annealed":
+        sig_l = schedule.last_sigma
         out = (
             out
-            + sig[-1] ** 2
-            * gmm_score(out, mixture, sigma=sig[-1], backend=backend if name != "reference" else "reference")[0]
+            + sig_l**2
+            * gmm_score(out, mixture, sigma=sig_l, backend=backend if name != "reference" else "reference")[0]
         )
     return ChainResult(out, accepted, traj)

@@ -10,13 +10,14 @@ scorefast backends          # which backends run here, and why not
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
 import time
 
 import torch
+
+from . import cli_args as argtypes
 
 
 def _add_sample(sub) -> None:
@@ -44,21 +45,37 @@ def _add_sample(sub) -> None:
         choices=("ula", "annealed", "mala"),
         help="unadjusted Langevin, annealed Langevin over noise levels, or Metropolis-adjusted",
     )
-    p.add_argument("--levels", type=int, default=10, help="annealed: number of noise levels")
+    p.add_argument("--levels", type=argtypes.int_in(2, 10**6), default=10, help="annealed: number of noise levels")
     p.add_argument(
-        "--epsilon", type=float, default=5e-5, help="annealed: base step (level i uses epsilon * sigma_i^2 / sigma_L^2)"
+        "--epsilon",
+        type=argtypes.positive_float,
+        default=5e-5,
+        help="annealed: base step (level i uses epsilon * sigma_i^2 / sigma_L^2)",
     )
-    p.add_argument("--particles", type=int, default=10000, help="number of particles (chains)")
-    p.add_argument("--steps", type=int, default=1000, help="Langevin steps")
-    p.add_argument("--step-size", type=float, default=0.02, help="a in x + a*score + sqrt(2a)*z")
-    p.add_argument("--init-scale", type=float, default=4.0, help="particles start from N(0, init_scale^2 I)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial state and the Langevin noise")
-    p.add_argument("--backend", default="auto", help="auto, reference, cpp, cuda, triton or numba")
-    p.add_argument("--device", default="cpu", help="torch device of the particles")
+    p.add_argument(
+        "--particles", type=argtypes.int_in(1, argtypes.MAX_COUNT), default=10000, help="number of particles (chains)"
+    )
+    p.add_argument("--steps", type=argtypes.int_in(1, argtypes.MAX_STEPS), default=1000, help="Langevin steps")
+    p.add_argument("--step-size", type=argtypes.positive_float, default=0.02, help="a in x + a*score + sqrt(2a)*z")
+    p.add_argument(
+        "--init-scale", type=argtypes.positive_float, default=4.0, help="particles start from N(0, init_scale^2 I)"
+    )
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the initial state and the Langevin noise")
+    p.add_argument(
+        "--backend", type=argtypes.backend, default="auto", help="auto, reference, cpp, cuda, triton or numba"
+    )
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="torch device of the particles")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="particle dtype")
-    p.add_argument("--out", default=os.path.join("scorefast_out", "sample.png"), help="PNG path for the scatter plot")
+    p.add_argument(
+        "--out",
+        type=argtypes.plot_file,
+        default=os.path.join("scorefast_out", "sample.png"),
+        help="image of the scatter plot",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--json", default=None, help="also write the summary statistics to this JSON file")
+    p.add_argument(
+        "--json", type=argtypes.output_file, default=None, help="also write the summary statistics to this JSON file"
+    )
     p.add_argument(
         "--progress",
         dest="progress",
@@ -76,19 +93,13 @@ def _progress(iterable, enabled: bool | None, total: int, desc: str):
     return progress_bar(iterable, total, enabled, desc, unit="step")
 
 
-def _check_positive(value, name: str, parser_error) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        parser_error(f"--{name} must be a positive finite number, got {value}")
-
-
 def cmd_sample(args, parser_error) -> int:
     import scorefast
     from scorefast import samplers, targets
     from scorefast.nn import geometric_sigmas
 
-    for name in ("particles", "steps", "step_size", "init_scale", "levels", "epsilon"):
-        _check_positive(getattr(args, name), name.replace("_", "-"), parser_error)
-    device = torch.device(args.device)
+    device = args.device
+    argtypes.check_backend(parser_error, args.backend, device, "langevin_step")
     dtype = getattr(torch, args.dtype)
     target = targets.PRESETS[args.target](device=device)
 
@@ -252,34 +263,55 @@ def _add_train(sub) -> None:
         choices=("two_mode", "ring8", "grid25", "anisotropic"),
         help="preset data distribution (default: two_mode, or the checkpoint's with --load)",
     )
-    p.add_argument("--steps", type=int, default=3000, help="training iterations (0 with --load: sample only)")
-    p.add_argument("--batch", type=int, default=512, help="training batch size")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
-    p.add_argument("--levels", type=int, default=10, help="number of noise levels L")
+    p.add_argument(
+        "--steps",
+        type=argtypes.int_in(0, argtypes.MAX_STEPS),
+        default=3000,
+        help="training iterations (0 with --load: sample only)",
+    )
+    p.add_argument("--batch", type=argtypes.int_in(1, argtypes.MAX_COUNT), default=512, help="training batch size")
+    p.add_argument("--lr", type=argtypes.positive_float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--levels", type=argtypes.int_in(2, 10**6), default=10, help="number of noise levels L")
     p.add_argument(
         "--sigma-max",
-        type=float,
+        type=argtypes.positive_float,
         default=None,
         help="largest noise level (default: the largest distance between data points)",
     )
-    p.add_argument("--sigma-min", type=float, default=0.02, help="smallest noise level")
-    p.add_argument("--hidden", type=int, default=128, help="hidden width of the score network")
+    p.add_argument("--sigma-min", type=argtypes.positive_float, default=0.02, help="smallest noise level")
+    p.add_argument("--hidden", type=argtypes.int_in(1, 2**16), default=128, help="hidden width of the score network")
     p.add_argument(
         "--parametrization",
         default="score",
         choices=("score", "eps"),
         help="the network predicts the score, or the noise (eps) with score = -eps/sigma",
     )
-    p.add_argument("--samples", type=int, default=2000, help="particles sampled after training")
-    p.add_argument("--steps-per-level", type=int, default=100, help="annealed Langevin steps per level")
-    p.add_argument("--epsilon", type=float, default=5e-5, help="annealed Langevin base step")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, noise and initialisation")
-    p.add_argument("--backend", default="auto", help="backend of the fused ops")
-    p.add_argument("--save", default=None, help="write a checkpoint (model, optimizer, schedule, losses) here")
+    p.add_argument(
+        "--samples", type=argtypes.int_in(1, argtypes.MAX_COUNT), default=2000, help="particles sampled after training"
+    )
+    p.add_argument(
+        "--steps-per-level", type=argtypes.int_in(1, 2**31), default=100, help="annealed Langevin steps per level"
+    )
+    p.add_argument("--epsilon", type=argtypes.positive_float, default=5e-5, help="annealed Langevin base step")
+    p.add_argument(
+        "--seed", type=argtypes.int_in(0, 2**63 - 1), default=0, help="seed of data, noise and initialisation"
+    )
+    p.add_argument("--backend", type=argtypes.backend, default="auto", help="backend of the fused ops")
+    p.add_argument(
+        "--save",
+        type=argtypes.output_file,
+        default=None,
+        help="write a checkpoint (model, optimizer, schedule, losses) here",
+    )
     p.add_argument("--load", default=None, help="resume from this checkpoint")
-    p.add_argument("--out", default=os.path.join("scorefast_out", "train.png"), help="PNG of the samples")
+    p.add_argument(
+        "--out",
+        type=argtypes.plot_file,
+        default=os.path.join("scorefast_out", "train.png"),
+        help="image of the samples",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--json", default=None, help="also write the summary to this JSON file")
+    p.add_argument("--json", type=argtypes.output_file, default=None, help="also write the summary to this JSON file")
     p.add_argument(
         "--progress",
         dest="progress",
@@ -332,10 +364,11 @@ def cmd_train(args, parser_error) -> int:
     from scorefast.nn import DSMLoss, NoiseConditionalScoreNet, geometric_sigmas
     from scorefast.samplers import annealed_langevin
 
-    if args.steps < 0 or (args.steps == 0 and not args.load):
-        parser_error("--steps must be >= 1 (or 0 with --load)")
-    for name in ("batch", "lr", "levels", "sigma_min", "samples", "steps_per_level", "epsilon", "hidden"):
-        _check_positive(getattr(args, name), name.replace("_", "-"), parser_error)
+    if args.steps == 0 and not args.load:
+        parser_error("argument --steps: expected at least 1 (0 only with --load: sample a trained network)")
+    if args.sigma_max is not None and not args.sigma_max > args.sigma_min:
+        parser_error(f"argument --sigma-max: must be > --sigma-min ({args.sigma_min}), got {args.sigma_max}")
+    argtypes.check_backend(parser_error, args.backend, torch.device("cpu"), "dsm_loss")
     torch.manual_seed(args.seed)
     state = _load_train_checkpoint(args, parser_error) if args.load else None
     if args.target is None:
@@ -346,7 +379,13 @@ def cmd_train(args, parser_error) -> int:
         sigmas = state["sigmas"]
         cfg = state["config"]
     else:
-        sigma_max = args.sigma_max or float(torch.cdist(data[:2000], data[:2000]).max())
+        sigma_max = args.sigma_max
+        if sigma_max is None:
+            sigma_max = float(torch.cdist(data[:2000], data[:2000]).max())
+            if not sigma_max > args.sigma_min:
+                parser_error(
+                    f"argument --sigma-min: must be < the data's spread ({sigma_max:.4g}), got {args.sigma_min}"
+                )
         sigmas = geometric_sigmas(sigma_max, args.sigma_min, args.levels)
         cfg = {"target": args.target, "hidden": args.hidden, "parametrization": args.parametrization}
     model = NoiseConditionalScoreNet(2, hidden=cfg["hidden"])
@@ -472,19 +511,32 @@ def _add_verify(sub) -> None:
         action="store_true",
         help="also check that gmm_chain and the samplers reach their targets (about a minute)",
     )
-    p.add_argument("--json", default=None, help="write the results (header and one record per check) to this JSON file")
-    p.add_argument("--junit", default=None, help="write the results as JUnit XML (one testcase per check) to this file")
+    p.add_argument(
+        "--json",
+        type=argtypes.output_file,
+        default=None,
+        help="write the results (header and one record per check) to this JSON file",
+    )
+    p.add_argument(
+        "--junit",
+        type=argtypes.output_file,
+        default=None,
+        help="write the results as JUnit XML (one testcase per check) to this file",
+    )
     p.add_argument(
         "--no-emulate",
         action="store_true",
         help="without a CUDA GPU, do not switch on the Triton interpreter and the CUDA emulator",
     )
     p.add_argument(
-        "--particles", type=int, default=257, help="particles (rows) in each check (default 257; 9 where emulated)"
+        "--particles",
+        type=argtypes.int_in(1, 2**20),
+        default=257,
+        help="particles (rows) in each check (default 257; 9 where emulated)",
     )
     p.add_argument(
         "--dim",
-        type=int,
+        type=argtypes.int_in(1, 2**16),
         default=67,
         help="elements per particle (default 67; 13 where emulated; mixtures use at most 5)",
     )
@@ -523,8 +575,6 @@ def cmd_verify(args, parser_error) -> int:
     from scorefast.verify.plan import DTYPE_NAMES
     from scorefast.verify.report import ConsoleReporter, summary
 
-    _check_positive(args.particles, "particles", parser_error)
-    _check_positive(args.dim, "dim", parser_error)
     backends = _names(args.backends, "backends", backend_registry.NAMES, parser_error)
     ops = _names(args.ops, "ops", OP_NAMES, parser_error)
     dtypes = _names(args.dtypes, "dtypes", [d for d in DTYPE_NAMES if d != "int64"], parser_error)
@@ -576,32 +626,46 @@ def _add_bench(sub) -> None:
         help="which op: langevin_step over sizes 2^min..2^max, or gmm_score over the "
         "(N, K, D) cases and covariance kinds",
     )
-    p.add_argument("--min-log2", type=int, default=10, help="smallest size, log2 of elements")
-    p.add_argument("--max-log2", type=int, default=26, help="largest size, log2 of elements")
+    p.add_argument("--min-log2", type=argtypes.int_in(0, 40), default=10, help="smallest size, log2 of elements")
+    p.add_argument("--max-log2", type=argtypes.int_in(0, 40), default=26, help="largest size, log2 of elements")
     p.add_argument("--quick", action="store_true", help="sizes 2^10..2^20 and fewer repeats")
     p.add_argument(
         "--particle-size",
-        type=int,
+        type=argtypes.int_in(1, 2**30),
         default=1024,
         help="langevin_step: elements per particle (the tensor is (n / size, size))",
     )
-    p.add_argument("--device", default="cpu", help="device to benchmark")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="device to benchmark")
     p.add_argument(
         "--backends", default="auto-all", help="comma-separated backends, or auto-all for every available one"
     )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
-    p.add_argument("--out", default=None, help="JSON path (default bench/results/langevin_step-<machine>.json)")
+    p.add_argument(
+        "--out",
+        type=argtypes.output_file,
+        default=None,
+        help="JSON path (default bench/results/langevin_step-<machine>.json)",
+    )
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args, parser_error) -> int:
+    from scorefast import backend_registry
+    from scorefast.benchmarks import harness
+
     run = {
         "langevin_step": _bench_langevin,
         "gmm_score": _bench_gmm,
         "dsm_loss": _bench_dsm,
         "samplers": _bench_samplers,
     }[args.op]
-    return run(args, torch.device(args.device), parser_error)
+    names = harness.parse_backends(args.backends)
+    for name in names or ():
+        if name not in backend_registry.NAMES:
+            parser_error(
+                f"argument --backends: expected auto-all or names of {', '.join(backend_registry.NAMES)}; got {name!r}"
+            )
+    return run(args, args.device, parser_error)
 
 
 def _bench_langevin(args, device, parser_error) -> int:
@@ -687,6 +751,18 @@ def main(argv: list[str] | None = None) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ValueError as exc:  # the library refused a combination of the flags
+        parser.error(_one_line(exc, with_type=False))
+    except (OSError, RuntimeError, MemoryError) as exc:  # the machine, not the command line
+        print(f"scorefast {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, with_type: bool = True) -> str:
+    """The first line of an error's message (after its type, unless ``with_type`` is False)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {first}" if with_type else first
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def _counter(seed, step, particle_offset, B):
     if seed is None:
         seed = random_seed()
     seed64 = _checks.seed_to_int64(seed)
+    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
     step, particle_offset = _checks.check_counter(step, particle_offset, B)
     return seed, seed64, step, particle_offset
 

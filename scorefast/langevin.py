@@ -30,7 +30,7 @@ def _coefficient(value, x: torch.Tensor, name: str):
         _checks.check_per_particle(value, x, name)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         return 0.0, value.to(acc).contiguous()
-    return _checks.check_real(value, name, minimum=0.0), None
+    return _checks.check_in_math_range(_checks.check_real(value, name, minimum=0.0), x, name), None
 
 
 def langevin_step(
@@ -112,6 +112,7 @@ def langevin_step(
         a_s, a_t = _coefficient(step_size, x, "step_size")
     if noise_scale is None:
         b_s, b_t = math.sqrt(2 * a_s), (torch.sqrt(2 * a_t) if a_t is not None else None)
+        _checks.check_in_math_range(b_s, x, "step_size (through the default noise_scale sqrt(2 step_size))")
     else:
         b_s, b_t = _coefficient(noise_scale, x, "noise_scale")
 
@@ -123,6 +124,7 @@ def langevin_step(
     elif seed is None:
         seed = random_seed()
     seed64 = _checks.seed_to_int64(seed)
+    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
     step_tensor = None
     if isinstance(step, torch.Tensor):
         step_tensor = _checks.check_step_tensor(step, x.device)

@@ -49,6 +49,7 @@ def philox_words(
     P = _checks.check_int(num_particles, "num_particles", 0, 2**63 - 1)
     Q = _checks.check_int(num_groups, "num_groups", 0, 2**32)
     seed64 = _checks.seed_to_int64(seed)
+    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
     device = torch.device(device)
     step, step_tensor, op = _step_and_op(step, device, "philox_fill_")
     step, particle_offset = _checks.check_counter(step, particle_offset, P)
@@ -73,12 +74,14 @@ def normal(
     the storage of the result. ``seed`` in [0, 2^64), ``step`` in [0, 2^32) (an int, or an
     int64 tensor of one element on ``device``, read when the kernel runs).
     """
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)))
+    dims = shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)
+    shape = tuple(_checks.check_int(s, "shape entry", 0, 2**63 - 1) for s in dims)
     if len(shape) == 0:
         raise ValueError("shape must have at least one dimension (dim 0 = particles)")
-    if any(s < 0 for s in shape):
-        raise ValueError(f"shape must be non-negative, got {list(shape)}")
+    if dtype not in _checks.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32, float64, float16 or bfloat16, got {dtype}")
     seed64 = _checks.seed_to_int64(seed)
+    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
     device = torch.device(device)
     step, step_tensor, op = _step_and_op(step, device, "normal_fill_")
     step, particle_offset = _checks.check_counter(step, particle_offset, shape[0])

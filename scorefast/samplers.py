@@ -14,10 +14,12 @@ for bit, with one launch per step instead of one per kernel.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import torch
 
+from . import _checks
 from . import backend_registry as backends
 from .chain import gmm_chain
 from .langevin import langevin_step, langevin_step_
@@ -138,9 +140,9 @@ def annealed_langevin(
     x is updated in place and returned.
     """
     runner = StepRunner(x, cuda_graph, backend)
-    sigmas = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
-    if any(a <= b for a, b in zip(sigmas, sigmas[1:])):
-        raise ValueError("sigmas must be strictly decreasing")
+    sigmas = _checks.check_sigmas(sigmas)
+    steps_per_level = _checks.check_int(steps_per_level, "steps_per_level", 1, 2**31)
+    epsilon = _checks.check_real(epsilon, "epsilon", positive=True)
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
     if _chain_runs_fused(mixture, x, backend, progress):
@@ -382,7 +384,9 @@ def predictor_corrector(
     x <- x + (sigma_i^2 - sigma_{i+1}^2) s(x, sigma_i) + sqrt(sigma_i^2 - sigma_{i+1}^2) z.
     Corrector: ``corrector_steps`` Langevin steps with the signal-to-noise rule
     epsilon = 2 (snr ||z|| / ||s||)^2, per particle, or with the batch-mean norms of the
-    score SDE reference code when ``batch_mean_rule``; every update is the fused step.
+    score SDE reference code when ``batch_mean_rule``; every update is the fused step. The
+    step is capped at sigma_i^2, the level's variance (where the score is zero the rule has
+    no signal to scale and would give an infinite step).
     ``cuda_graph``: replay each level's corrector step from a CUDA graph captured once per
     level (worthwhile with several corrector steps; predictor steps run eagerly).
 
@@ -390,12 +394,12 @@ def predictor_corrector(
     """
 
     runner = StepRunner(x, cuda_graph, backend)
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
-    if any(a <= b for a, b in zip(sig, sig[1:])):
-        raise ValueError("sigmas must be strictly decreasing")
+    sig = _checks.check_sigmas(sigmas)
+    corrector_steps = _checks.check_int(corrector_steps, "corrector_steps", 0, 2**31)
+    snr = _checks.check_real(snr, "snr", positive=True)
     seed = random_seed() if seed is None else seed
     N = x.shape[0]
-    D = x[0].numel()
+    D = math.prod(x.shape[1:])
     levels = list(zip(sig, sig[1:] + [0.0]))
     predictions = [s_next > 0 or not final_denoise for _, s_next in levels]
     total = len(levels) * corrector_steps + sum(predictions)
@@ -407,12 +411,12 @@ def predictor_corrector(
 
         def corrector(t, s_i=s_i):
             s = score_fn(x, s_i)
-            s_norm = s.reshape(N, -1).norm(dim=1)
+            s_norm = s.reshape(N, D).norm(dim=1)
             z_norm = torch.full_like(s_norm, D**0.5)  # E||z|| ~ sqrt(D)
             if batch_mean_rule:  # one step size for all, kept on the device (no host sync)
-                step = (2 * (snr * z_norm.mean() / s_norm.mean()) ** 2).expand(N)
+                step = (2 * (snr * z_norm.mean() / s_norm.mean()) ** 2).clamp(max=s_i**2).expand(N)
             else:
-                step = (2 * (snr * z_norm / s_norm.clamp(min=1e-30)) ** 2).to(x.dtype)
+                step = (2 * (snr * z_norm / s_norm) ** 2).clamp(max=s_i**2).to(x.dtype)
             langevin_step_(x, s, step_size=step, seed=seed, step=t, backend=backend)
             record(norm_at, t, s_norm.mean())
 

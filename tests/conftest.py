@@ -18,6 +18,15 @@ if not torch.cuda.is_available():
     os.environ.setdefault("SCOREFAST_CUDA_EMULATOR", "1")
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property tests draw the same examples on every run (a failure reproduces); HYPOTHESIS_PROFILE=fuzz
+# draws new ones, more of them.
+settings.register_profile(
+    "scorefast", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("fuzz", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "scorefast"))
 
 import scorefast  # noqa: E402
 from scorefast import backend_registry  # noqa: E402

@@ -38,6 +38,7 @@ LAYERS = [
     {
         "scorefast",
         "scorefast.cli",
+        "scorefast.cli_args",
         "scorefast.verify",
         "scorefast.benchmarks",
         "scorefast.testing",

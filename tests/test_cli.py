@@ -98,23 +98,6 @@ def test_help_documents_every_option():
     assert exc.value.code == 0
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["sample", "--steps", "0"],
-        ["sample", "--step-size", "nan"],
-        ["sample", "--particles", "-3"],
-        ["bench", "--min-log2", "12", "--max-log2", "4"],
-        ["nosuchcommand"],
-    ],
-)
-def test_bad_arguments_exit_with_usage_error(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    assert exc.value.code == 2
-    assert "error" in capsys.readouterr().err
-
-
 def test_verify_passes(capsys):
     # The whole matrix on one backend (tests/test_verify.py covers the rest).
     assert cli.main(["verify", "--backends", "cpp", "--particles", "33", "--dim", "13"]) == 0

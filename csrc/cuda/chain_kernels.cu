@@ -430,7 +430,9 @@ cudaError_t chain_typed(const ChainArgs& c, void* workspace, size_t workspace_by
 bool valid(const ChainArgs& c) {
   const GmmArgs& g = c.mixture;
   return g.num_components >= 1 && g.dim >= 1 && (g.var_cols == 1 || g.var_cols == g.dim) && c.num_steps >= 0 &&
-         c.trajectory_every >= 0 && (c.trajectory_every == 0 || c.trajectory != nullptr) &&
+         c.trajectory_every >= 0 &&
+         // no frame (every > T) leaves the trajectory empty: no storage
+         (c.trajectory_every == 0 || c.trajectory_every > c.num_steps || c.trajectory != nullptr) &&
          (!c.mala || c.accepted != nullptr);
 }
 

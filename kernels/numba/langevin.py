@@ -255,8 +255,9 @@ def _run(
     if max_score_norm is not None:
         factors = np.empty(P, np_acc)
         _clip_factors(ss, scs, guided, w, P, D, np.float64(max_score_norm), factors)
-    lo = np_acc(-np.inf if clamp_min is None else clamp_min)
-    hi = np_acc(np.inf if clamp_max is None else clamp_max)
+    with np.errstate(over="ignore"):  # a bound beyond the math dtype's range rounds to inf, as in C++
+        lo = np_acc(-np.inf if clamp_min is None else clamp_min)
+        hi = np_acc(np.inf if clamp_max is None else clamp_max)
     k0, k1 = key_words(seed)
     _langevin_kernel(
         xs,

@@ -12,6 +12,8 @@ never stored; sigma is [B] in the math dtype of the data. Definition: the refere
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._common import (
@@ -185,9 +187,7 @@ def _sigma_per_sample(sigma, B, dtype, device):
 
 def dsm_noise_ref(x: torch.Tensor, seed: int, step: int = 0, particle_offset: int = 0) -> torch.Tensor:
     """z for x viewed as [B, D], float32 [B, D]."""
-    B = x.shape[0]
-    D = x.numel() // B if B else 0
-    return normal_ref(B, D, seed, step, particle_offset, x.device)
+    return normal_ref(x.shape[0], math.prod(x.shape[1:]), seed, step, particle_offset, x.device)
 
 
 def dsm_perturb_ref(
@@ -198,7 +198,7 @@ def dsm_perturb_ref(
     B = x.shape[0]
     z = dsm_noise_ref(x, seed, step, particle_offset).to(cd)
     s = _sigma_per_sample(sigma, B, cd, x.device)[:, None]
-    return (x.reshape(B, -1).to(cd) + s * z).to(x.dtype).reshape(x.shape)
+    return (x.reshape(B, math.prod(x.shape[1:])).to(cd) + s * z).to(x.dtype).reshape(x.shape)
 
 
 def dsm_loss_ref(
@@ -221,7 +221,7 @@ def dsm_loss_ref(
     cd = compute_dtype or (torch.float64 if pred.dtype == torch.float64 else torch.float32)
     B = pred.shape[0]
     z = dsm_noise_ref(pred, seed, step, particle_offset).to(cd)
-    p = pred.reshape(B, -1).to(cd)
+    p = pred.reshape(B, math.prod(pred.shape[1:])).to(cd)
     if eps_form:
         per = ((p - z) ** 2).sum(1)
     else:

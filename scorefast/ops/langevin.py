@@ -229,7 +229,8 @@ def langevin_step_ref(
     if compute_dtype is None:
         compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     P = x.shape[0]
-    flat = lambda t: t.reshape(P, -1).to(compute_dtype)  # noqa: E731
+    D = math.prod(x.shape[1:])
+    flat = lambda t: t.reshape(P, D).to(compute_dtype)  # noqa: E731
     per_particle = lambda v: v.to(compute_dtype)[:, None] if isinstance(v, torch.Tensor) else v  # noqa: E731
 
     g = flat(score)
@@ -249,5 +250,7 @@ def langevin_step_ref(
             z = flat(noise)
         out = out + per_particle(noise_scale) * z.to(compute_dtype)
     if clamp_min is not None or clamp_max is not None:
-        out = torch.clamp(out, clamp_min, clamp_max)
+        # The bounds in the math dtype, as the kernels hold them (1e300 is inf in float32).
+        bound = lambda v: None if v is None else torch.tensor(v, dtype=compute_dtype, device=out.device)  # noqa: E731
+        out = torch.clamp(out, bound(clamp_min), bound(clamp_max))
     return out.to(x.dtype).reshape(x.shape)

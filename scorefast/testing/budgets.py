@@ -87,7 +87,7 @@ def langevin_tolerance(
     Contract noise adds |b| * the noise tolerance; 16-bit or float32 storage adds one ulp.
     """
     P = x.shape[0]
-    f = lambda t: t.reshape(P, -1).double()  # noqa: E731
+    f = lambda t: t.reshape(P, math.prod(x.shape[1:])).double()  # noqa: E731
     pp = lambda v: v.double().reshape(P, 1) if isinstance(v, torch.Tensor) else float(v)  # noqa: E731
     s = f(score).abs()
     g_mag = s if score_cond is None else s + abs(guidance) * (s + f(score_cond).abs())
@@ -118,7 +118,7 @@ def dsm_perturb_tolerance(
     tolerance, 4u (|x| + sigma r_max) for the product and sum, one storage ulp."""
     B = x.shape[0]
     s = sigma.double().cpu().reshape(B, *([1] * (x.dim() - 1)))
-    z_tol = noise_tolerance(B, x[0].numel(), seed, step, particle_offset).reshape(x.shape)
+    z_tol = noise_tolerance(B, math.prod(x.shape[1:]), seed, step, particle_offset).reshape(x.shape)
     tol = s * z_tol + 4 * unit_roundoff(dtype) * (x.double().cpu().abs() + s * MAX_RADIUS)
     return tol + storage_rounding(ref.double(), dtype)
 
@@ -139,7 +139,7 @@ def dsm_residual(
     B = pred.shape[0]
     u = unit_roundoff(dtype)
     z = dsm_noise_ref(pred.cpu(), seed, step, particle_offset).double()
-    p = pred.detach().cpu().reshape(B, -1).double()
+    p = pred.detach().cpu().reshape(B, math.prod(pred.shape[1:])).double()
     s = sigma.detach().cpu().double()[:, None]
     dz = noise_tolerance(B, p.shape[1], seed, step, particle_offset)
     if eps_form:
