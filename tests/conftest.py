@@ -3,8 +3,9 @@
 Without a CUDA GPU, Triton kernels run through the interpreter (TRITON_INTERPRET=1, set
 before triton is imported), so they are tested on tiny shapes, and the CUDA kernels run
 on CPU tensors through the emulator (SCOREFAST_CUDA_EMULATOR=1, scorefast/testing/cuda_emulator.py).
-CI sets SCOREFAST_REQUIRE_BACKENDS=cpp,numba,triton,cuda so a backend that fails to load
-fails the run instead of being skipped.
+A backend that a development install has (cpp, cuda, numba, triton) and that fails to load
+fails the run instead of being skipped; SCOREFAST_REQUIRE_BACKENDS narrows that list (none: skip
+whatever is missing).
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ KERNEL_BACKENDS = ("cpp:avx512", "cpp:avx2", "cpp:generic", "numba", "triton", "
 
 
 def _required() -> set[str]:
-    return {b.strip() for b in os.environ.get("SCOREFAST_REQUIRE_BACKENDS", "").split(",") if b.strip()}
+    """Backends whose absence fails the run: SCOREFAST_REQUIRE_BACKENDS, else every backend a
+    development install has (the C++ ones unless the extension was skipped on purpose);
+    SCOREFAST_REQUIRE_BACKENDS=none opts out."""
+    env = os.environ.get("SCOREFAST_REQUIRE_BACKENDS")
+    if env is None:
+        skipped = os.environ.get("SCOREFAST_SKIP_EXTENSION") == "1"
+        return {"numba", "triton"} | (set() if skipped else {"cpp", "cuda"})
+    return {b.strip() for b in env.split(",") if b.strip() and b.strip() != "none"}
 
 
 def require_or_skip(backend: str, reason: str, *, module: bool = False):

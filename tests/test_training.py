@@ -202,10 +202,11 @@ def test_ebm_example_learns_the_mixture_with_replay_buffer_sgld():
     model, buffer, data, losses = ebm_2d.train(150, batch=128, seed=0)
     neg = buffer.sample(model, 1000)
     # Data (scaled): std(x2) = 0.2, mean|x1| = 0.4; the uniform start: 0.58 and 0.5. After a
-    # short run the negatives have left the uniform start (x2 concentrated) without
+    # short run the negatives have left the uniform start (x2 concentrated, mean|x1| nearer the
+    # data's than the start's: the standard error of 1000 negatives is about 0.006) without
     # collapsing onto one point between the modes (x1 still spread).
     assert neg[:, 1].std() < 0.35
-    assert 0.25 < neg[:, 0].abs().mean() < 0.55
+    assert 0.25 < neg[:, 0].abs().mean() < 0.45
     assert buffer.buffer.device == data.device and neg.abs().max() <= 1.0
 
 
