@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require_or_skip
 
 import scorefast
 from scorefast import backend_registry
@@ -43,7 +44,7 @@ def backend(request):
     name = request.param
     status = backend_registry.status(name)
     if not status.available:
-        pytest.skip(f"{name}: {status.reason}")
+        require_or_skip(name, f"{name}: {status.reason}")
     if name in ("cuda", "triton") and "cuda" not in status.devices:
         pytest.skip(f"{name} is emulated here: torch.compile cannot trace it")
     return name

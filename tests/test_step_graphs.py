@@ -25,7 +25,8 @@ import scorefast
 from scorefast import backend_registry, samplers, step_graphs, targets
 from scorefast.nn import geometric_sigmas
 
-pytestmark = pytest.mark.skipif(not backend_registry.status("cpp").available, reason="cpp backend unavailable")
+if not backend_registry.status("cpp").available:
+    require_or_skip("cpp", f"cpp backend unavailable: {backend_registry.status('cpp').reason}", module=True)
 
 
 def _rand(shape, seed, dtype=torch.float32):

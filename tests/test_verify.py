@@ -154,7 +154,7 @@ def test_command_line_switches_the_interpreter_on_in_a_fresh_process():
     # TRITON_INTERPRET only works when set before triton is imported: without it in the
     # environment, verify reruns itself with the switches set.
     if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed")
+        require_or_skip("triton", "triton is not installed")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SCOREFAST_CUDA_EMULATOR")}
     r = subprocess.run(
         [
