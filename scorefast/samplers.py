@@ -73,6 +73,13 @@ def _chain_runs_fused(mixture, x, backend: str, progress) -> bool:
     return status.available and x.device.type in status.devices and backends.has_op(backend, "gmm_chain_")
 
 
+def _check_schedule(steps, step_size) -> tuple[int, float]:
+    """The checks of gmm_chain's constant schedule, for the stepwise and the fused paths alike."""
+    return _checks.check_int(steps, "steps", 0, _checks.MAX_STEP), _checks.check_real(
+        step_size, "step_size", positive=True
+    )
+
+
 @torch.no_grad()
 def langevin(
     score_fn,
@@ -93,6 +100,7 @@ def langevin(
     call and update) from a CUDA graph; needs CUDA tensors and a score function that does
     not synchronise with the host.
     """
+    steps, step_size = _check_schedule(steps, step_size)
     runner = StepRunner(x, cuda_graph, backend)
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
@@ -314,9 +322,8 @@ def mala(
     Returns (x, diagnostics) with x updated in place and diagnostics['acceptance_rate'] (N,).
     """
 
+    steps, step_size = _check_schedule(steps, step_size)
     runner = StepRunner(x, cuda_graph, backend)
-    if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
     if mixture is not None and _is_log_prob_of(log_prob_fn, mixture):

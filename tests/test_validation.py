@@ -98,3 +98,19 @@ def test_per_particle_tensors_that_require_grad_raise_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         scorefast.langevin_step(x, x, step_size=a, seed=1)
+
+
+@pytest.mark.parametrize(
+    "steps, step_size, error", [(-1, 0.1, ValueError), (2.5, 0.1, TypeError), (3, 0.0, ValueError)]
+)
+@pytest.mark.parametrize("sampler", ["langevin", "mala"])
+@pytest.mark.parametrize("target", ["function", "mixture"])
+def test_ula_and_mala_check_their_schedule_alike_on_both_paths(sampler, target, steps, step_size, error):
+    mix = ring()
+    score = mix.score if target == "mixture" else (lambda y: -y)
+    log_prob = mix.log_prob if target == "mixture" else (lambda y: -0.5 * (y**2).sum(1))
+    with pytest.raises(error, match="steps must|step_size must"):
+        if sampler == "langevin":
+            samplers.langevin(score, torch.zeros(4, 2), steps=steps, step_size=step_size)
+        else:
+            samplers.mala(score, log_prob, torch.zeros(4, 2), steps=steps, step_size=step_size)
