@@ -17,6 +17,7 @@ import scorefast
 from scorefast import backend_registry, samplers
 from scorefast.reference.noise import normal_ref
 from scorefast.targets import random_mixture, ring
+from scorefast.testing.chain_budget import chain_error_bound
 from scorefast.testing.gmm_budgets import gmm_budget
 
 CASES = {
@@ -60,8 +61,17 @@ def _lam(mix, s2=0.0):
     return 1.0 / (float(torch.linalg.eigvalsh(mix.covariances()).min()) + s2)
 
 
-def _a_max(kw):
-    return max(a for _, a in _levels(kw))
+def _schedule(kw):
+    """(step sizes, noise levels or None) of a case, as chain_error_bound takes them."""
+    levels = _levels(kw)
+    return [a for _, a in levels], ([s for s, _ in levels] if kw["method"] == "annealed" else None)
+
+
+def _within_bound(actual, expected, bound, what):
+    """|actual - expected| <= bound elementwise: actual, expected (..., N, D), bound (..., N)."""
+    err = (actual.cpu().double() - expected.double()).abs().amax(-1)
+    worst = float((err / bound).max())
+    assert bool((err <= bound).all()), f"{what}: error {float(err.max()):.3g} is {worst:.3g} of its bound"
 
 
 def _chain_op(kb, x, mix, steps, mala, seed, step_offset, trajectory_every=0):
@@ -189,14 +199,12 @@ def test_chain_matches_reference_within_the_noise_budget(kernel_backend, case):
     k = 3 if kb.interpreted else 5
     a = scorefast.gmm_chain(x.to(kb.device), mix, seed=11, trajectory_every=k, backend=kb.name, **kw)
     b = scorefast.gmm_chain(x, mix, seed=11, trajectory_every=k, backend="reference", **kw)
-    # The two backends' normals differ by <= r * NOISE_REL_TOL; each step adds that times
-    # sqrt(2a), and the drift can grow differences by at most (1 + a * max precision) per step.
-    a_max = _a_max(kw)
-    T = b.trajectory.shape[0] * k
-    growth = (1 + a_max / float(mix.cov.min())) ** T
-    tol = T * math.sqrt(2 * a_max) * MAX_RADIUS * NOISE_REL_TOL * growth
-    assert (a.x.cpu() - b.x).abs().max() <= tol
-    assert (a.trajectory.cpu() - b.trajectory).abs().max() <= tol
+    # Each step adds the normals' contract tolerance, the score's budget and rounding; the drift
+    # of the mixture noised at that step's level carries earlier differences on, contracting
+    # where its precisions dominate (chain_error_bound).
+    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=11)
+    _within_bound(a.x, b.x, bound[-1], "final state")
+    _within_bound(a.trajectory, b.trajectory, bound[k - 1 :: k], "trajectory")
     if case == "mala":
         assert torch.equal(a.accepted.cpu(), b.accepted)
 
@@ -214,9 +222,8 @@ def test_wider_particles_match_reference(kernel_backend, case):
         kw = dict(method="annealed", sigmas=[1.0, 0.3], steps_per_level=2, epsilon=0.002)
     a = scorefast.gmm_chain(x.to(kb.device), mix, seed=12, step_offset=9, backend=kb.name, **kw)
     b = scorefast.gmm_chain(x, mix, seed=12, step_offset=9, backend="reference", **kw)
-    a_max, T = _a_max(kw), len(_levels(kw))  # the noise budget as above
-    tol = T * math.sqrt(2 * a_max) * MAX_RADIUS * NOISE_REL_TOL * (1 + a_max * _lam(mix)) ** T
-    assert (a.x.cpu() - b.x).abs().max() <= tol
+    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=12, step_offset=9)
+    _within_bound(a.x, b.x, bound[-1], "final state")
     if case == "mala":
         assert torch.equal(a.accepted.cpu(), b.accepted)
 
@@ -479,26 +486,22 @@ def test_float32_vector_path_matches_reference(kind, case, D):
     # float32 with D <= 4 runs whole vectors of particles, D > 4 blocks of particles through
     # the two-pass evaluator (isotropic, diagonal) or the full-covariance one (D = 70: more
     # vectors per row than it keeps in registers); compare with the float64 reference
-    # chain from the same (float32-exact) start. Each step adds the noise budget and <= 8u of
-    # the state's magnitude; the drift grows differences by <= (1 + a * max precision).
+    # chain from the same (float32-exact) start, within chain_error_bound (float32 rounding
+    # and the score's float32 budget every step, carried on by the noised mixture's drift).
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
     x = mix.sample(37, seed=1).float()  # 37: a partial vector at the end
     kw = CASES[case]
     a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=5, backend="cpp", **kw)
     b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=5, backend="reference", **kw)
-    a_max = 0.1 if case == "mala" else 0.05 if case == "ula" else kw["epsilon"] * (3.0 / 0.3) ** 2
-    T = b.trajectory.shape[0] * 5
-    lam = 1.0 / float(torch.linalg.eigvalsh(mix.covariances()).min())
-    growth = (1 + a_max * lam) ** T
-    mag = float(b.x.abs().max()) + 1.0
-    tol = T * (math.sqrt(2 * a_max) * MAX_RADIUS * NOISE_REL_TOL + 8 * 2.0**-24 * mag * (1 + a_max * lam)) * growth
+    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=13)
     if case == "mala":
         same = a.accepted == b.accepted  # a rounding-level flip of one decision is allowed
         assert int((~same).sum()) <= 1
-        keep = same
+        keep = same  # a flipped decision parts that particle's path
     else:
         keep = torch.ones(37, dtype=torch.bool)
-    assert (a.x.double() - b.x)[keep].abs().max() <= tol
+    _within_bound(a.x[keep], b.x[keep], bound[-1][keep], "final state")
+    _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[4::5][:, keep], "trajectory")
     assert a.x.dtype == torch.float32
 
 

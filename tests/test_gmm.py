@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scorefast
-from scorefast.reference.gmm import gmm_score_ref
+from scorefast.reference.gmm import gmm_log_joint_ref, gmm_score_ref
 from scorefast.targets import GaussianMixture, random_mixture
 from scorefast.testing.gmm_budgets import gmm_budget
 
@@ -87,19 +87,26 @@ def test_larger_shapes(kernel_backend, kind):
         assert_budget(log_p, ref_l, tol_l, f"log_prob {(N, K, D)}")
 
 
-def test_far_points_tiny_variances_zero_weights(kernel_backend):
-    _require_gmm(kernel_backend)
-    dev = kernel_backend.device
+def _stability_mixtures():
     means = torch.tensor([[0.0, 0.0], [3.0, 1.0], [-2.0, 5.0]], dtype=torch.float64)
-    cases = [
+    return [
         GaussianMixture(means, variance=1e-6),
         GaussianMixture(means, weights=torch.tensor([0.0, 1.0, 0.0]), variance=torch.tensor([1.0, 0.5, 2.0])),
         GaussianMixture(means[:1], variance=1e-6),  # K = 1
         GaussianMixture(means, diagonal=torch.tensor([[1e-6, 1.0], [1.0, 1e-6], [1e-3, 1e-3]])),
         GaussianMixture(means, covariance=torch.tensor([[1e-6, 0.0], [0.0, 1e-6]]).expand(3, 2, 2).clone()),
     ]
-    x = torch.tensor([[1e4, -1e4], [0.0, 0.0], [3.0, 1.0], [-1e4, 3.0], [1.5, 0.5]], dtype=torch.float64)
-    for mix in cases:
+
+
+# Far points (rows 0 and 3), modes, a tie between two modes (row 4).
+STABILITY_X = torch.tensor([[1e4, -1e4], [0.0, 0.0], [3.0, 1.0], [-1e4, 3.0], [1.5, 0.5]], dtype=torch.float64)
+
+
+def test_far_points_tiny_variances_zero_weights(kernel_backend):
+    _require_gmm(kernel_backend)
+    dev = kernel_backend.device
+    x = STABILITY_X
+    for mix in _stability_mixtures():
         for dtype in (torch.float32, torch.float64):
             xd = x.to(dtype).to(dev)
             score, log_p = scorefast.gmm_score(xd, mix, backend=kernel_backend.name)
@@ -107,6 +114,21 @@ def test_far_points_tiny_variances_zero_weights(kernel_backend):
             ref_s, ref_l, tol_s, tol_l = gmm_budget(xd, mix, None, dtype)
             assert_budget(score, ref_s, tol_s, f"score {mix}")
             assert_budget(log_p, ref_l, tol_l, f"log_prob {mix}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_far_point_budget_rejects_another_components_score(dtype):
+    # At |x| = 1e4 one component holds all the weight and the budget is its score's rounding: a
+    # kernel that returned any other component's score, -P_j (x - mu_j), must fail it.
+    for mix in _stability_mixtures():
+        ref_s, _, tol_s, _ = gmm_budget(STABILITY_X.to(dtype), mix, None, dtype)
+        lj, sk = gmm_log_joint_ref(STABILITY_X, mix.means, mix.log_weights, mix.kind, mix.cov)
+        for n in (0, 3):
+            nearest = int(lj[n].argmax())
+            for j in range(mix.num_components):
+                if j != nearest:
+                    over = ((sk[n, j] - ref_s[n]).abs() / tol_s[n]).max()
+                    assert over > 10, (mix, n, j, float(over))
 
 
 @pytest.mark.parametrize("preset", ["ring8", "grid25", "two_mode"])

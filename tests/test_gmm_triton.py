@@ -18,6 +18,7 @@ import scorefast
 from scorefast import backend_registry
 from scorefast.reference.gmm import gmm_log_joint_ref, gmm_score_ref
 from scorefast.targets import GaussianMixture
+from scorefast.testing.gmm_budgets import gmm_budget as library_gmm_budget
 
 U64 = 2.0**-52  # as the budget is stated: 2^-52 for float64
 
@@ -139,6 +140,10 @@ def check_against_reference(x, mix, sigma, device, what=""):
         eps = torch.finfo(x.dtype).eps
         tol_score = tol_score + eps * ref_score.abs()
         tol_logp = tol_logp + eps * ref_logp.abs()
+    # Far from the modes the first-order responsibilities term above runs to ~1000 times the
+    # score; the library's budget caps it by what the responsibilities can move (nothing beyond
+    # rounding where one component holds the weight). Both bound the error: take the smaller.
+    tol_score = torch.minimum(tol_score.expand_as(ref_score), library_gmm_budget(x, mix, ref_sigma, x.dtype)[2])
     assert_within(log_p.cpu(), ref_logp, tol_logp, f"{what} log_prob")
     assert_within(score.cpu(), ref_score, tol_score.expand_as(ref_score), f"{what} score")
     return score.cpu(), log_p.cpu()

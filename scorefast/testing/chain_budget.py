@@ -14,6 +14,9 @@ twice the first-order bound on the kernel's error in log alpha, either is right 
 not compared at that step, and is counted). Comparing step by step keeps the budgets those of one
 step: a chain's own sensitivity (between modes it grows differences) plays no part, and any
 state the kernel carries between steps (MALA's score and log-density) is checked by the next step.
+
+``chain_error_bound`` is for chains recorded only every few steps: a bound carried along the
+whole chain, each step's error added to the earlier ones as the noised mixture's drift moves them.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import math
 
 import torch
 
+from ..ops import gmm as gmm_ref
 from ..ops import noise as noise_ref
-from .budgets import Comparison, compare, noise_tolerance, storage_ulp, unit_roundoff
-from .gmm_budgets import gmm_budget, score_lipschitz
+from ..ops.chain import gmm_chain_ref
+from .budgets import U64, Comparison, compare, noise_tolerance, storage_ulp, unit_roundoff
+from .gmm_budgets import covariance_eigenvalues, gmm_budget, score_lipschitz
 
 DECISION_FACTOR = 2.0  # on the first-order bound of log alpha's error (the proposals differ slightly)
 
@@ -166,3 +171,73 @@ def compare_chain_steps(
         worst.ratio,
         f"{len(states) - 1} steps, max |err| {max_error:.2e}, worst {worst.ratio:.2f} of budget{note}",
     )
+
+
+def chain_error_bound(
+    start: torch.Tensor,
+    mixture,
+    step_sizes,
+    sigmas,
+    *,
+    mala: bool,
+    seed: int,
+    step_offset: int = 0,
+    particle_offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the float64 reference chain's state after every step (T, N, D), a bound (T, N) on each
+    particle's Euclidean distance from it after every step) for a whole chain run by a kernel
+    from ``start`` (N, D) (float32 or float64: its dtype sets u), compared only where it is
+    recorded. step_sizes [T], sigmas [T] or None, the counter and ``mala`` as in
+    compare_chain_steps; for MALA the caller compares the particles whose acceptances agree.
+
+    With e_t = x_t - y_t (kernel minus reference), one ULA or annealed step gives
+    e_{t+1} = e_t + a (s(x_t) - s(y_t)) + a (s'(x_t) - s(x_t)) + b (z' - z) + rounding. The score
+    of the mixture noised by sigma_t has the Jacobian J = -sum_k r_k P_k + sum_k r_k (s_k - s)(s_k - s)^T,
+    whose precisions P_k have eigenvalues in [mu, lam] = [1 / (max var + sigma^2), 1 / (min var + sigma^2)]
+    and whose second term is at most V = sum_k r_k ||s_k - s||^2; so
+    ||e_t + a (s(x_t) - s(y_t))|| <= G ||e_t|| with G = max(a lam - 1, 1 - a mu + a V) (V at y_t,
+    first order in the distance). Without linearising, s(x) - s(y) = -sum_k r_k(x) P_k e +
+    sum_k (r_k(x) - r_k(y)) s_k(y): a convex combination of the precisions, and the difference of
+    two convex combinations of the component scores at y, at most their spread R_t (the largest
+    ||s_j - s_k|| over components of nonzero weight); so also
+    ||e_t + a (s(x_t) - s(y_t))|| <= max(1 - a mu, a lam - 1) ||e_t|| + a R_t. Each step then adds
+    a ||score budget||, b ||contract tolerance on z|| and the update's rounding, 8u (|x| + a |s| +
+    b |z|) + 2u b |z| for the kernel and for the float64 reference. A MALA step from equal
+    decisions either moves as above or keeps both states: the bound never shrinks there.
+    """
+    dtype = start.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"chain_error_bound takes float32 or float64 states, got {dtype}")
+    u = unit_roundoff(dtype) + U64
+    x0 = start.detach().cpu().double()
+    N, D = x0.shape
+    seed = seed % 2**64
+    counter = dict(seed=seed, step_offset=step_offset, particle_offset=particle_offset)
+    _, _, frames = gmm_chain_ref(x0, mixture, step_sizes, sigmas, mala=mala, trajectory_every=1, **counter)
+    states = [x0, *frames]
+    means, logw, cov = mixture.means.cpu(), mixture.log_weights.cpu(), mixture.cov.cpu()
+    eig = covariance_eigenvalues(mixture)
+    live = torch.isfinite(logw)
+    bound = torch.zeros(N, dtype=torch.float64)
+    bounds = []
+    for t, a in enumerate(float(v) for v in step_sizes):
+        y = states[t]
+        sig = None if sigmas is None or float(sigmas[t]) == 0 else float(sigmas[t])
+        s2 = 0.0 if sig is None else sig * sig
+        lam, mu = 1.0 / (float(eig.min()) + s2), 1.0 / (float(eig.max()) + s2)
+        b = math.sqrt(2 * a)
+        s, _, tol_s, _ = gmm_budget(y, mixture, sig, torch.float64 if dtype == torch.float64 else torch.float32)
+        lj, sk = gmm_ref.gmm_log_joint_ref(y, means, logw, mixture.kind, cov, sig)
+        r = torch.softmax(lj, dim=1)
+        V = torch.where(r > 0, r * ((sk - s[:, None]) ** 2).sum(-1), torch.zeros_like(r)).sum(1)
+        live_sk = sk[:, live]
+        R = (live_sk[:, :, None] - live_sk[:, None, :]).norm(dim=-1).flatten(1).amax(1)
+        G = torch.clamp(1 - a * mu + a * V, min=a * lam - 1)
+        C = max(1 - a * mu, a * lam - 1)
+        z = noise_ref.normal_ref(N, D, seed, step_offset + t, particle_offset).double()
+        dz = noise_tolerance(N, D, seed, step_offset + t, particle_offset)
+        added = a * tol_s + b * dz + 8 * u * (y.abs() + a * s.abs() + b * z.abs()) + 2 * u * b * z.abs()
+        moved = torch.minimum(G * bound, C * bound + a * R) + _norm(added)
+        bound = torch.maximum(bound, moved) if mala else moved
+        bounds.append(bound)
+    return torch.stack(states[1:]), torch.stack(bounds)

@@ -15,6 +15,9 @@ from .budgets import U32, storage_rounding
 PRECISION_GEMM_MIN_DIM = 32
 # float64 uses 2^-52: the kernels' float64 paths round a few terms more than the float32 analysis counts.
 _U = {torch.float32: U32, torch.float64: 2.0**-52, torch.float16: U32, torch.bfloat16: U32}
+# The CPU kernels' exp gives 0 below this (csrc/cpu/isa_gmm_kernels.inc vexp_nonpos,
+# kernels/numba/vmath.py vexp): a component whose weight exp(l_k - max l) lies below it may be dropped.
+FLUSH_LOG_WEIGHT = -87.0
 
 
 def _noise_variance(sigma):
@@ -26,7 +29,25 @@ def _noise_variance(sigma):
     return float(sigma) ** 2
 
 
-def gmm_budget(x: torch.Tensor, mixture, sigma, dtype: torch.dtype, precision_gemm: bool = False):
+def covariance_eigenvalues(mixture) -> torch.Tensor:
+    """Eigenvalues (K, D) of the components' covariances, ascending, float64 on the CPU (without
+    forming K dense D x D matrices for isotropic and diagonal mixtures)."""
+    cov = mixture.cov.detach().cpu().double()
+    if mixture.kind == "isotropic":
+        return cov[:, None].expand(-1, mixture.means.shape[1])
+    if mixture.kind == "diagonal":
+        return cov.sort(dim=1).values
+    return torch.linalg.eigvalsh(cov)
+
+
+def gmm_budget(
+    x: torch.Tensor,
+    mixture,
+    sigma,
+    dtype: torch.dtype,
+    precision_gemm: bool = False,
+    flush_below: float | None = FLUSH_LOG_WEIGHT,
+):
     """(reference score (N, D), reference log p (N,), tolerance on the score, tolerance on log p), float64.
 
     x: the kernel's input points (N, D) (their values in ``dtype``); sigma: None, a float or an (N,) tensor.
@@ -45,6 +66,14 @@ def gmm_budget(x: torch.Tensor, mixture, sigma, dtype: torch.dtype, precision_ge
     covariance, one sigma, D >= PRECISION_GEMM_MIN_DIM): P_k = F H F^T rounds by D u |F| H |F|^T,
     U = d P_k by D u |d| |P_k|, and q = d . U by D u |d| |U|, so with A = |F| H |F|^T >= |P|
     (entrywise) dl_k gains (3/2) D u |d|^T A |d| and the component score -U gains 2 D u A |d|.
+
+    The responsibilities' term above is first order in dl; far from the modes (dl in the
+    thousands) or near a tie it overstates what the responsibilities can do. The score budget is
+    therefore also capped by a bound that holds for any dl (``_score_cap``): the score is a convex
+    combination of the component scores, so moving the responsibilities moves it by at most the
+    range of the live components' scores, and by nothing beyond rounding where one component
+    holds all the weight. ``flush_below``: the log-weight (against the largest) below which a
+    kernel may drop a component (None: none may).
     """
     u = _U[dtype]
     xd = x.detach().double().cpu()
@@ -55,7 +84,7 @@ def gmm_budget(x: torch.Tensor, mixture, sigma, dtype: torch.dtype, precision_ge
     r = torch.softmax(lj, dim=1)
     D = x.shape[1]
     s2 = _noise_variance(sigma)
-    eig = torch.linalg.eigvalsh(mixture.covariances().cpu())  # (K, D)
+    eig = covariance_eigenvalues(mixture)  # (K, D)
     eig = eig[None] + (s2[:, :, None] if isinstance(s2, torch.Tensor) else s2)  # (1 or N, K, D)
     logdet = torch.log(eig).sum(-1)
     lam = 1.0 / eig[..., 0]
@@ -64,8 +93,8 @@ def gmm_budget(x: torch.Tensor, mixture, sigma, dtype: torch.dtype, precision_ge
     d = xd[:, None, :] - means[None]
     spread = (means.abs()[None] + d.abs()).norm(dim=-1)
     g = 2 * (1 + math.sqrt(D)) if mixture.kind == "full" else 2.0
-    dl = 4 * u * (c.abs() + (D + 2) * q + g * torch.sqrt(q * lam) * spread)
-    dl = torch.where(r > 0, dl, torch.zeros_like(dl))
+    dl_all = 4 * u * (c.abs() + (D + 2) * q + g * torch.sqrt(q * lam) * spread)
+    dl = torch.where(r > 0, dl_all, torch.zeros_like(dl_all))
     sk_abs = sk.abs()
     mag = (r[:, :, None] * sk_abs).sum(1)
     # the component scores themselves: relative rounding, plus x - mu_k's rounding through the precision
@@ -79,14 +108,59 @@ def gmm_budget(x: torch.Tensor, mixture, sigma, dtype: torch.dtype, precision_ge
         Ad = torch.einsum("kij,nkj->nki", A, d.abs())  # (N, K, D)
         extra_dl = 1.5 * D * u * (d.abs() * Ad).sum(-1)
         dl = dl + torch.where(r > 0, extra_dl, torch.zeros_like(extra_dl))
+        dl_all = dl_all + extra_dl
         input_err = input_err + 2 * D * u * (r[:, :, None] * Ad).sum(1)
     r_dl = (r * dl).sum(1)
     tol_score = ((r * dl)[:, :, None] * sk_abs).sum(1) + r_dl[:, None] * mag + (D + 8) * u * mag + input_err
+    # each component score's own rounding, as above, for the cap
+    own = (D + 8) * u * sk_abs + (g * u * lam * spread)[:, :, None]
+    if precision_gemm and mixture.kind == "full" and not isinstance(sig, torch.Tensor) and D >= PRECISION_GEMM_MIN_DIM:
+        own = own + 2 * D * u * Ad
+    cap, flushed = _score_cap(lj, sk, score, dl_all, own, u, flush_below)
+    tol_score = torch.minimum(tol_score, cap) + flushed
     tol_logp = r_dl + 4 * u * log_p.abs()
     if dtype in (torch.float16, torch.bfloat16):
         tol_score = tol_score + storage_rounding(score, dtype)
         tol_logp = tol_logp + storage_rounding(log_p, dtype)
     return score, log_p, tol_score, tol_logp
+
+
+def _score_cap(lj, sk, score, dl, own, u, flush_below):
+    """(a bound (N, D) on |kernel score - reference score| that holds however large dl is, the
+    allowance (N, D) for components a kernel may drop); lj (N, K), sk (N, K, D): the reference's
+    log-joints and component scores, score (N, D), dl (N, K) the log-joints' error bounds, own
+    (N, K, D) each component score's own rounding.
+
+    The kernel's responsibilities are r'_k = r_k exp(e_k) / sum_j r_j exp(e_j) with |e_k| <= c_k
+    (dl_k, the rounding of l_k - max l and exp's few ulp); the sum moves log r'_k by at most
+    M = max(log sum_j r_j exp(c_j), -log sum_j r_j exp(-c_j)), so r'_k / r_k lies within
+    exp(+-(c_k + M)). rho_k = min(1, r_k exp(c_k + M)) bounds both r'_k and r_k, and
+    |r'_k - r_k| <= rho_k (1 - exp(-(c_k + M))). Both sum to one, so the score moves by
+    |sum_k (r'_k - r_k)(s_k - s)| <= sum_k rho_k (1 - exp(-(c_k + M))) |s_k - s|, and by at most
+    the range of the scores of the components of nonzero weight (both are convex combinations
+    of them). Forming sum_k r'_k s'_k / sum_k r'_k adds each s'_k's own rounding, the products,
+    two K-term sums, the division and up to K rescalings of an online log-sum-exp (3u each):
+    (5K + 2) u sum_k rho_k |s_k|. A component dropped by a flush (l'_k - max l' < flush_below,
+    so log r'_k < flush_below) takes rho_k |s_k - s| with it.
+    """
+    K = sk.shape[1]
+    log_r = torch.log_softmax(lj, dim=1)
+    live = torch.isfinite(log_r)  # weight-0 components take no part
+    gap = (lj - lj.max(dim=1, keepdim=True).values).abs()
+    c = torch.where(live, dl + 2 * u * gap + 4 * u, torch.zeros_like(dl))
+    M = torch.maximum(torch.logsumexp(log_r + c, 1), -torch.logsumexp(log_r - c, 1)).clamp(min=0)
+    c = c + M[:, None]
+    rho = torch.exp((log_r + c).clamp(max=0))
+    dev = (sk - score[:, None, :]).abs()
+    shift = ((rho * -torch.expm1(-c))[:, :, None] * dev).sum(1)
+    inf = torch.tensor(math.inf, dtype=sk.dtype)
+    width = torch.where(live[:, :, None], sk, -inf).amax(1) - torch.where(live[:, :, None], sk, inf).amin(1)
+    rounding = (rho[:, :, None] * (own + (5 * K + 2) * u * sk.abs())).sum(1)
+    cap = torch.minimum(shift, width) + rounding
+    if flush_below is None:
+        return cap, torch.zeros_like(cap)
+    droppable = live & (log_r - c < flush_below)
+    return cap, (torch.where(droppable, rho, torch.zeros_like(rho))[:, :, None] * dev).sum(1)
 
 
 def _jacobian_terms(x: torch.Tensor, mixture, sigma):
@@ -99,7 +173,7 @@ def _jacobian_terms(x: torch.Tensor, mixture, sigma):
     s = (r[:, :, None] * sk).sum(1)
     spread = (r * ((sk - s[:, None, :]) ** 2).sum(-1)).sum(1)
     s2 = _noise_variance(sigma)
-    lam_min = torch.linalg.eigvalsh(mixture.covariances().cpu()).min()
+    lam_min = covariance_eigenvalues(mixture).min()
     largest_precision = 1.0 / (lam_min + (s2[:, 0] if isinstance(s2, torch.Tensor) else s2))
     return largest_precision, spread
 
