@@ -91,6 +91,25 @@ def _examples(name: str) -> int:
     return 8 if (is_interpreted(name) or name == "cuda") else 60
 
 
+def _run_examples(name: str, body) -> None:
+    """Run ``body(data)`` on the derandomized examples of ``name``; torch's generator is seeded
+    from each example, so the values drawn with it are part of the example."""
+
+    @settings(max_examples=_examples(name))
+    @given(data=st.data())
+    def run(data):
+        torch.manual_seed(data.draw(st.integers(0, 2**31), label="torch seed"))
+        body(data)
+
+    run()
+
+
+def _counter(data, P: int) -> tuple[int, int, int]:
+    """(seed, step, particle_offset) anywhere in their ranges."""
+    seed, step = data.draw(COUNTERS["seed"], label="seed"), data.draw(COUNTERS["step"], label="step")
+    return seed, step, data.draw(st.integers(0, 2**63 - 1 - P), label="particle_offset")
+
+
 # --- langevin_step -------------------------------------------------------------------------------
 
 
@@ -98,10 +117,7 @@ def _examples(name: str) -> int:
 def test_langevin_step(name):
     device = _backend(name, "langevin_step")
 
-    @settings(max_examples=_examples(name))
-    @given(data=st.data())
     def run(data):
-        torch.manual_seed(data.draw(st.integers(0, 2**31), label="torch seed"))  # the rand() below
         P, D = _sizes(name, data)
         dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
         layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
@@ -121,8 +137,7 @@ def test_langevin_step(name):
             b = b_arg = data.draw(st.one_of(st.just(math.sqrt(2 * a)), st.floats(0, 5)), label="b")
         clamp = data.draw(st.sampled_from([None, (-1.0, 1.0), (None, 0.5), (-0.5, None)]), label="clamp")
         clip = data.draw(st.one_of(st.none(), st.floats(0.01, 10)), label="max_score_norm")
-        seed, step = data.draw(COUNTERS["seed"]), data.draw(COUNTERS["step"])
-        offset = data.draw(st.integers(0, 2**63 - 1 - P), label="particle_offset")
+        seed, step, offset = _counter(data, P)
         inplace = data.draw(st.booleans(), label="inplace")
         before = _snapshot(x, s, sc)
         kw = dict(step_size=a_arg, noise_scale=b_arg, seed=seed, step=step, particle_offset=offset)
@@ -157,7 +172,7 @@ def test_langevin_step(name):
         result = compare(got.cpu(), expected, tol)
         assert result.ok, result.detail
 
-    run()
+    _run_examples(name, run)
 
 
 # --- noise ---------------------------------------------------------------------------------------
@@ -167,14 +182,10 @@ def test_langevin_step(name):
 def test_noise(name):
     device = _backend(name, "normal_fill_")
 
-    @settings(max_examples=_examples(name))
-    @given(data=st.data())
     def run(data):
-        torch.manual_seed(data.draw(st.integers(0, 2**31), label="torch seed"))  # the rand() below
         P, D = _sizes(name, data)
         dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
-        seed, step = data.draw(COUNTERS["seed"]), data.draw(COUNTERS["step"])
-        offset = data.draw(st.integers(0, 2**63 - 1 - P), label="particle_offset")
+        seed, step, offset = _counter(data, P)
         counter = dict(seed=seed, step=step, particle_offset=offset, device=device, backend=name)
         words = scorefast.philox_words(P, (D + 3) // 4, **counter).cpu()
         assert torch.equal(words, noise_ref.philox_words_ref(P, (D + 3) // 4, seed, step, offset))
@@ -186,7 +197,7 @@ def test_noise(name):
         result = compare(got.cpu(), expected, tol)
         assert result.ok, result.detail
 
-    run()
+    _run_examples(name, run)
 
 
 # --- gmm_score -----------------------------------------------------------------------------------
@@ -196,10 +207,7 @@ def test_noise(name):
 def test_gmm_score(name):
     device = _backend(name, "gmm_score")
 
-    @settings(max_examples=_examples(name))
-    @given(data=st.data())
     def run(data):
-        torch.manual_seed(data.draw(st.integers(0, 2**31), label="torch seed"))  # the rand() below
         N, D = _sizes(name, data, max_d=6)
         K = data.draw(st.integers(1, 3 if _examples(name) < 10 else 9), label="K")
         kind = data.draw(st.sampled_from(["isotropic", "diagonal", "full"]), label="kind")
@@ -225,7 +233,7 @@ def test_gmm_score(name):
             result = compare(got.cpu(), ref, tol)
             assert result.ok, result.detail
 
-    run()
+    _run_examples(name, run)
 
 
 _COV = {"isotropic": "variance", "diagonal": "diagonal", "full": "covariance"}
@@ -238,10 +246,7 @@ _COV = {"isotropic": "variance", "diagonal": "diagonal", "full": "covariance"}
 def test_dsm(name):
     device = _backend(name, "dsm_loss")
 
-    @settings(max_examples=_examples(name))
-    @given(data=st.data())
     def run(data):
-        torch.manual_seed(data.draw(st.integers(0, 2**31), label="torch seed"))  # the rand() below
         B, D = _sizes(name, data)
         dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
         layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
@@ -249,8 +254,7 @@ def test_dsm(name):
         pred = _tensor(data, (B, D), dtype, device, data.draw(st.sampled_from(LAYOUTS)))
         math_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         sigma = (0.05 + 3 * torch.rand(B, dtype=torch.float64)).to(math_dtype)
-        seed, step = data.draw(COUNTERS["seed"]), data.draw(COUNTERS["step"])
-        offset = data.draw(st.integers(0, 2**63 - 1 - B), label="particle_offset")
+        seed, step, offset = _counter(data, B)
         counter = dict(seed=seed, step=step, particle_offset=offset, backend=name)
         before = _snapshot(x, pred)
         got = scorefast.dsm_perturb(x, sigma.to(device), **counter)
@@ -277,7 +281,7 @@ def test_dsm(name):
             assert result.ok, result.detail
         _unchanged(before, x, pred)
 
-    run()
+    _run_examples(name, run)
 
 
 # --- gmm_chain -----------------------------------------------------------------------------------
@@ -287,10 +291,7 @@ def test_dsm(name):
 def test_gmm_chain_keeps_its_start_and_stays_finite(name):
     device = _backend(name, "gmm_chain_")
 
-    @settings(max_examples=_examples(name))
-    @given(data=st.data())
     def run(data):
-        torch.manual_seed(data.draw(st.integers(0, 2**31), label="torch seed"))  # the rand() below
         N, D = _sizes(name, data, max_d=5)
         mix = random_mixture(data.draw(st.integers(1, 4), label="K"), D, seed=data.draw(st.integers(0, 99)))
         dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
@@ -315,4 +316,4 @@ def test_gmm_chain_keeps_its_start_and_stays_finite(name):
         if method == "mala":
             assert res.accepted.shape == (N,) and bool(((res.accepted >= 0) & (res.accepted <= T)).all())
 
-    run()
+    _run_examples(name, run)
