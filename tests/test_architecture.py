@@ -23,7 +23,14 @@ SOURCES = {"scorefast": ROOT / "scorefast", "scorefast.kernels": ROOT / "kernels
 
 # Layers from the bottom; a module may import its own layer or those below it.
 LAYERS = [
-    {"scorefast._env", "scorefast._backend", "scorefast._checks", "scorefast.ops", "scorefast.reference"},
+    {
+        "scorefast._env",
+        "scorefast._backend",
+        "scorefast._checks",
+        "scorefast.ops",
+        "scorefast.reference",
+        "scorefast.diagnostics",
+    },
     {"scorefast._extension", "scorefast.kernels"},
     {"scorefast.backend_registry"},
     {"scorefast.noise", "scorefast.langevin", "scorefast.gmm", "scorefast.dsm", "scorefast.chain"},
