@@ -5,6 +5,9 @@ of its step:
 * samplers: the fused chain (``gmm_chain``, auto backend) and the generic sampler with the
   fused ops (gmm_score + langevin_step per step);
 * gmm_chain: the fused chain on each backend that runs it natively here.
+
+The samplers benchmark also times BlackJAX (``blackjax_provider``) on the ULA and MALA cases
+when JAX and BlackJAX are installed, and records why not otherwise.
 """
 
 from __future__ import annotations
@@ -146,9 +149,11 @@ def _sampler_fn(case: dict, x0: torch.Tensor):
     )
 
 
-def _run(op: str, chain_cases: list[dict], device, compile_reference: bool, fused_providers) -> dict:
+def _run(op: str, chain_cases: list[dict], device, compile_reference: bool, fused_providers, blackjax=None) -> dict:
     """Time every case's eager loop, its compiled step and ``fused_providers(case, x0)``
-    (name -> callable), each chain from the same start x0 (N, D) ~ N(0, 9 I)."""
+    (name -> callable), each chain from the same start x0 (N, D) ~ N(0, 9 I); with
+    ``blackjax`` (_blackjax_info's dict; None: not timed) also BlackJAX, into each row's and
+    the result's "blackjax" field."""
     harness.allow_recompiles(256)
     rows = []
     for case in chain_cases:
@@ -163,22 +168,74 @@ def _run(op: str, chain_cases: list[dict], device, compile_reference: bool, fuse
         for t in times.values():
             t["particle_steps_per_s"] = N * T / t["median"]
             t["speedup_vs_eager"] = times["eager loop"]["median"] / t["median"]
-        rows.append({"case": case["name"], "N": N, "D": mix.dim, "K": mix.num_components, "steps": T, "times": times})
-    return {
+        row = {"case": case["name"], "N": N, "D": mix.dim, "K": mix.num_components, "steps": T, "times": times}
+        if blackjax is not None:
+            row["blackjax"] = _blackjax_entry(case, x0, times, device, blackjax["reason"])
+        rows.append(row)
+    result = {
         "op": op,
         **harness.run_info(device),
         "providers": list(rows[0]["times"]) if rows else [],
         "rows": rows,
     }
+    if blackjax is not None:
+        result["blackjax"] = blackjax["info"]
+    return result
 
 
-def run_samplers_bench(quick: bool = False, compile_reference: bool = True, device=torch.device("cpu")) -> dict:
+def _blackjax_info(device) -> dict:
+    """{"reason": why BlackJAX cannot run or None, "info": the result's "blackjax" field:
+    {"skipped": reason} or the jax and blackjax versions and the JAX backend}."""
+    from . import blackjax_provider
+
+    reason = blackjax_provider.unavailable_reason(device)
+    if reason is not None:
+        return {"reason": reason, "info": {"skipped": reason}}
+    backend = "cpu" if device.type == "cpu" else "gpu"
+    return {"reason": None, "info": {**blackjax_provider.versions(), "backend": backend}}
+
+
+def _blackjax_entry(case: dict, x0: torch.Tensor, times: dict, device, reason: str | None) -> dict:
+    """A row's "blackjax" field: {"skipped": reason}, or BlackJAX's chain from x0 timed as the
+    other providers (times fields, particle_steps_per_s, speedup_vs_eager) with its algorithm,
+    compile_s (not timed), scorefast_chain_vs_blackjax and scorefast_sampler_vs_blackjax (ratios
+    of particle-steps/s) and, for MALA, the mean acceptance of BlackJAX's and gmm_chain's chains."""
+    from . import blackjax_provider
+
+    reason = reason or blackjax_provider.case_skip_reason(case)
+    if reason is not None:
+        return {"skipped": reason}
+    N, T = case["N"], len(schedule(case))
+    bj = blackjax_provider.Chain(case, x0, device, seed=1)
+    # run() waits for the JAX result itself, so time it by the wall clock on any device.
+    t = harness.time_fn(bj.run, torch.device("cpu"), min_time=0.2, min_reps=2)
+    t["particle_steps_per_s"] = N * T / t["median"]
+    t["speedup_vs_eager"] = times["eager loop"]["median"] / t["median"]
+    entry = {"algorithm": bj.algorithm, **t, "compile_s": bj.compile_s}
+    for name, key in (
+        ("scorefast chain", "scorefast_chain_vs_blackjax"),
+        ("scorefast sampler", "scorefast_sampler_vs_blackjax"),
+    ):
+        if name in times:
+            entry[key] = t["median"] / times[name]["median"]
+    if case["method"] == "mala":
+        entry["acceptance"] = bj.acceptance
+        accepted = gmm_chain(x0, case["target"], **_chain_kwargs(case)).accepted
+        entry["scorefast_acceptance"] = float(accepted.sum()) / (N * T)
+    return entry
+
+
+def run_samplers_bench(
+    quick: bool = False, compile_reference: bool = True, device=torch.device("cpu"), blackjax: bool = True
+) -> dict:
     """Whole chains: the eager loop, torch.compile of its step, the generic sampler with the
-    fused ops ("scorefast sampler") and gmm_chain with the auto backend ("scorefast chain").
+    fused ops ("scorefast sampler"), gmm_chain with the auto backend ("scorefast chain") and,
+    with ``blackjax`` (default), BlackJAX where it is installed and has the method.
 
     Runs ``cases(quick)``. Returns the result dict (JSON fields as in
     bench/results/samplers-*.json): per row case, N, D, K, steps and per provider the times
-    with particle_steps_per_s and speedup_vs_eager.
+    with particle_steps_per_s and speedup_vs_eager; with ``blackjax``, "blackjax" fields in
+    the result (versions, or {"skipped": reason}) and in each row (see _blackjax_entry).
     """
 
     def fused(case, x0):
@@ -187,7 +244,8 @@ def run_samplers_bench(quick: bool = False, compile_reference: bool = True, devi
             "scorefast chain": lambda: gmm_chain(x0, case["target"], **_chain_kwargs(case)),
         }
 
-    return _run("samplers (whole chains)", cases(quick), device, compile_reference, fused)
+    bj = _blackjax_info(device) if blackjax else None
+    return _run("samplers (whole chains)", cases(quick), device, compile_reference, fused, bj)
 
 
 def run_gmm_chain_bench(
@@ -226,7 +284,48 @@ def format_table(result: dict) -> str:
         )
         for p in result["providers"]
     ]
+    if "blackjax" in result:
+        columns += _blackjax_columns()
     title = (
         f"{label} on {result['machine']}, torch {result['torch']} (particle-steps/s; x = speed-up over the eager loop)"
     )
-    return harness.format_table(title, columns, result["rows"])
+    table = harness.format_table(title, columns, result["rows"])
+    return table if "blackjax" not in result else table + "\n" + _blackjax_notes(result)
+
+
+def _blackjax_columns() -> list:
+    """BlackJAX's particle-steps/s and speed-up over the eager loop, scorefast chain / BlackJAX
+    and the MALA acceptance of gmm_chain / BlackJAX; "skipped" where it did not run."""
+
+    def cell(fmt):
+        return lambda r: "skipped" if "skipped" in r["blackjax"] else fmt(r["blackjax"])
+
+    def acceptance(b):
+        return "" if "acceptance" not in b else f"{b['scorefast_acceptance']:.3f}/{b['acceptance']:.3f}"
+
+    return [
+        harness.Column(
+            "BlackJAX", 24, cell(lambda b: f"{b['particle_steps_per_s']:12.3g} {b['speedup_vs_eager']:9.1f}x")
+        ),
+        harness.Column("chain/BlackJAX", 14, cell(lambda b: f"{b['scorefast_chain_vs_blackjax']:.1f}x")),
+        harness.Column("accept sf/BJ", 13, cell(acceptance)),
+    ]
+
+
+def _blackjax_notes(result: dict) -> str:
+    """What the BlackJAX columns ran, or why they are empty."""
+    info = result["blackjax"]
+    if "skipped" in info:
+        return f"BlackJAX: skipped ({info['skipped']})"
+    ran = {r["blackjax"]["algorithm"] for r in result["rows"] if "skipped" not in r["blackjax"]}
+    lines = [
+        f"BlackJAX {info['blackjax']}, jax {info['jax']} ({info['backend']}, float32): "
+        + ", ".join(sorted(ran))
+        + "; vmap over chains, whole chain in one lax.scan, compile not timed"
+    ]
+    lines += [
+        f"BlackJAX skipped {r['case']}: {r['blackjax']['skipped']}"
+        for r in result["rows"]
+        if "skipped" in r["blackjax"]
+    ]
+    return "\n".join(lines)
