@@ -78,6 +78,12 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
     return value
 
 
+def check_constant_schedule(steps, step_size) -> tuple[int, float]:
+    """(T, a) of a chain of ``steps`` steps of one step size: T in [0, 2^32 - 1], a finite and > 0
+    (the fused chain and the stepwise samplers check it alike)."""
+    return check_int(steps, "steps", 0, MAX_STEP), check_real(step_size, "step_size", positive=True)
+
+
 def check_sigmas(sigmas, name: str = "sigmas") -> list[float]:
     """Noise levels sigma_1 > ... > sigma_L > 0, finite (a sequence, a number or a 1-D tensor),
     as Python floats."""

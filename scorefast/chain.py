@@ -40,10 +40,17 @@ CHUNK_STEPS = 4096
 class _Schedule(NamedTuple):
     """The steps of a chain: runs of (step size, noise level or None, count), or a schedule tensor."""
 
-    steps: int
     runs: list[tuple[float, float | None, int]]
-    table: torch.Tensor | None  # float64 [T]: a user's step-size schedule
-    last_sigma: float | None
+    table: torch.Tensor | None = None  # float64 [T]: a user's step-size schedule
+
+    @property
+    def steps(self) -> int:
+        return self.table.numel() if self.table is not None else sum(count for _, _, count in self.runs)
+
+    @property
+    def last_sigma(self) -> float | None:
+        """The last noise level (annealed), None without levels."""
+        return self.runs[-1][1] if self.runs else None
 
     def chunk(self, t0: int, t1: int) -> tuple[list[float], list[float] | None]:
         """(step sizes, noise levels or None) of steps t0 .. t1 - 1, as Python floats."""
@@ -74,12 +81,11 @@ def _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon) -> _Sc
             if not bool(torch.isfinite(table).all()) or not bool((table > 0).all()):
                 raise ValueError("step_size schedule must be finite and > 0")
             _checks.check_int(table.numel(), "the length of the step_size schedule", 0, 2**32 - 1)
-            return _Schedule(table.numel(), [], table, None)
+            return _Schedule([], table)
         if steps is None:
             raise TypeError("steps is required with a scalar step_size")
-        a = _checks.check_real(step_size, "step_size", positive=True)
-        T = _checks.check_int(steps, "steps", 0, 2**32 - 1)
-        return _Schedule(T, [(a, None, T)], None, None)
+        T, a = _checks.check_constant_schedule(steps, step_size)
+        return _Schedule([(a, None, T)])
     if method != "annealed":
         raise ValueError(f"method must be 'ula', 'annealed' or 'mala', got {method!r}")
     if sigmas is None:
@@ -88,21 +94,24 @@ def _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon) -> _Sc
     T = _checks.check_int(steps_per_level, "steps_per_level", 1, 2**31)
     eps = _checks.check_real(epsilon, "epsilon", positive=True)
     _checks.check_int(T * len(sig), "steps_per_level * len(sigmas)", 1, 2**32 - 1)
-    return _Schedule(T * len(sig), [(eps * s**2 / sig[-1] ** 2, s, T) for s in sig], None, sig[-1])
+    return _Schedule([(eps * s**2 / sig[-1] ** 2, s, T) for s in sig])
 
 
 def _chunks(T: int, every: int):
-    """(t0, t1, trajectory_every of the call) covering 0 .. T - 1, with every frame (the state
-    after a step that is a multiple of ``every``) recorded by exactly one call."""
+    """(t0, t1, trajectory_every of the call, the slice of the chain's trajectory its frames fill
+    or None) covering 0 .. T - 1, with every frame (the state after a step that is a multiple of
+    ``every``) recorded by exactly one call."""
     size = CHUNK_STEPS if every == 0 or every > CHUNK_STEPS else (CHUNK_STEPS // every) * every
     t0 = 0
     while t0 < T:
         t1 = min(T, t0 + size)
         if every > CHUNK_STEPS:  # stop at the next frame; that call records it as its last step
             t1 = min(t1, (t0 // every + 1) * every)
-            yield t0, t1, (t1 - t0 if t1 % every == 0 else 0)
+            call_every = t1 - t0 if t1 % every == 0 else 0
         else:  # t0 is a multiple of every: the call's own frames are the chain's
-            yield t0, t1, every
+            call_every = every
+        frames = slice(t1 // every - (t1 - t0) // call_every, t1 // every) if call_every else None
+        yield t0, t1, call_every, frames
         t0 = t1
 
 
@@ -162,9 +171,9 @@ def gmm_chain(
     accepted = torch.zeros(N, dtype=torch.int64, device=x.device) if mala else None
     if name == "reference":
         out = x
-        for t0, t1, every in _chunks(T, k):
+        for t0, t1, every, frames in _chunks(T, k):
             a, sig = schedule.chunk(t0, t1)
-            out, acc, frames = gmm_chain_ref(
+            out, acc, recorded = gmm_chain_ref(
                 out,
                 mixture,
                 a,
@@ -177,15 +186,15 @@ def gmm_chain(
             )
             if mala:
                 accepted += acc
-            if every:
-                traj[(t1 // k) - frames.shape[0] : t1 // k] = frames
+            if frames is not None:
+                traj[frames] = recorded
         out = out.clone() if out is x else out
     else:
         acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         p = mixture.kernel_params(acc_dtype, x.device, None, per_point=True)
         out = x.contiguous().clone()
         chunk_accepted = torch.empty_like(accepted) if mala else None
-        for t0, t1, every in _chunks(T, k):
+        for t0, t1, every, frames in _chunks(T, k):
             a, sig = schedule.chunk(t0, t1)
             if mala:
                 chunk_accepted.zero_()
@@ -202,7 +211,7 @@ def gmm_chain(
                 step_offset + t0,
                 particle_offset,
                 every,
-                traj[(t1 // k) - (t1 - t0) // every : t1 // k] if every else None,
+                None if frames is None else traj[frames],
                 chunk_accepted,
             )
             if mala:

@@ -9,9 +9,9 @@ import os
 
 import torch
 
-from . import backend_registry
+from . import _checks, backend_registry
 
-MAX_STEPS = 2**32 - 1  # the sampler step is one 32-bit word of the noise counter
+MAX_STEPS = _checks.MAX_STEP  # the sampler step is one 32-bit word of the noise counter
 MAX_COUNT = 2**31 - 1  # particles, batch sizes, widths: one int32 index per row
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 

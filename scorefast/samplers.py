@@ -73,13 +73,6 @@ def _chain_runs_fused(mixture, x, backend: str, progress) -> bool:
     return status.available and x.device.type in status.devices and backends.has_op(backend, "gmm_chain_")
 
 
-def _check_schedule(steps, step_size) -> tuple[int, float]:
-    """The checks of gmm_chain's constant schedule, for the stepwise and the fused paths alike."""
-    return _checks.check_int(steps, "steps", 0, _checks.MAX_STEP), _checks.check_real(
-        step_size, "step_size", positive=True
-    )
-
-
 @torch.no_grad()
 def langevin(
     score_fn,
@@ -100,7 +93,7 @@ def langevin(
     call and update) from a CUDA graph; needs CUDA tensors and a score function that does
     not synchronise with the host.
     """
-    steps, step_size = _check_schedule(steps, step_size)
+    steps, step_size = _checks.check_constant_schedule(steps, step_size)
     runner = StepRunner(x, cuda_graph, backend)
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
@@ -322,7 +315,7 @@ def mala(
     Returns (x, diagnostics) with x updated in place and diagnostics['acceptance_rate'] (N,).
     """
 
-    steps, step_size = _check_schedule(steps, step_size)
+    steps, step_size = _checks.check_constant_schedule(steps, step_size)
     runner = StepRunner(x, cuda_graph, backend)
     seed = random_seed() if seed is None else seed
     mixture = _mixture_behind(score_fn)
