@@ -8,8 +8,9 @@ import numbers
 
 import torch
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-MAX_STEP = 2**32 - 1  # the step is one 32-bit word of the Philox counter
+from .ops._common import MAX_STEP, STORAGE_DTYPES, acc_dtype
+
+FLOAT_DTYPES = STORAGE_DTYPES
 MAX_PARTICLE_ID = 2**63  # particle ids are 64-bit; offsets travel as int64
 
 
@@ -50,7 +51,7 @@ def check_real(value, name: str, *, minimum: float | None = None, positive: bool
 def check_in_math_range(value: float, x: torch.Tensor, name: str) -> float:
     """A coefficient the kernels hold in x's math dtype (float64 for float64 x, else float32)
     must be finite there: a step of 1e39 is inf in float32, and inf * 0 is NaN."""
-    math_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    math_dtype = acc_dtype(x.dtype)
     limit = torch.finfo(math_dtype).max
     if not abs(value) <= limit:
         raise ValueError(

@@ -19,6 +19,7 @@ from . import _checks
 from . import backend_registry as backends
 from .gmm import gmm_score
 from .noise import random_seed
+from .ops._common import acc_dtype
 from .ops.chain import gmm_chain_ref
 
 
@@ -190,8 +191,8 @@ def gmm_chain(
                 traj[frames] = recorded
         out = out.clone() if out is x else out
     else:
-        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        p = mixture.kernel_params(acc_dtype, x.device, None, per_point=True)
+        acc = acc_dtype(x.dtype)
+        p = mixture.kernel_params(acc, x.device, None, per_point=True)
         out = x.contiguous().clone()
         chunk_accepted = torch.empty_like(accepted) if mala else None
         for t0, t1, every, frames in _chunks(T, k):
@@ -204,8 +205,8 @@ def gmm_chain(
                 p["var"],
                 p["log_const"],
                 p["factor"],
-                torch.tensor(a, dtype=acc_dtype, device=x.device),
-                torch.tensor([0.0] * len(a) if sig is None else [s * s for s in sig], dtype=acc_dtype, device=x.device),
+                torch.tensor(a, dtype=acc, device=x.device),
+                torch.tensor([0.0] * len(a) if sig is None else [s * s for s in sig], dtype=acc, device=x.device),
                 mala,
                 seed64,
                 step_offset + t0,

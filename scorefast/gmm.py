@@ -15,6 +15,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
+from .ops._common import acc_dtype
 from .ops.gmm import gmm_score_ref
 
 
@@ -66,7 +67,7 @@ def gmm_score(x: torch.Tensor, mixture, *, sigma=None, backend: str = "auto"):
             x, means, mixture.log_weights.to(x.device), mixture.kind, mixture.cov.to(x.device), sig
         )
         return score.to(x.dtype), log_p.to(x.dtype)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = acc_dtype(x.dtype)
     p = mixture.kernel_params(acc, x.device, s2, per_point=sigma_pp is not None)
     sigma2 = None if sigma_pp is None else (sigma_pp.to(acc) ** 2).contiguous()
     ns = backends.op_namespace(name)

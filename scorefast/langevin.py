@@ -20,7 +20,7 @@ import torch
 from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
-from .ops._common import overlap_message, partially_overlaps
+from .ops._common import acc_dtype, overlap_message, partially_overlaps
 from .ops.langevin import langevin_step_ref
 
 
@@ -28,7 +28,7 @@ def _coefficient(value, x: torch.Tensor, name: str):
     """(scalar, per-particle tensor or None) for a coefficient given as a number or a [P] tensor."""
     if isinstance(value, torch.Tensor):
         _checks.check_per_particle(value, x, name)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        acc = acc_dtype(x.dtype)
         return 0.0, value.to(acc).contiguous()
     return _checks.check_in_math_range(_checks.check_real(value, name, minimum=0.0), x, name), None
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .dsm import dsm_loss, dsm_perturb
+from .ops._common import acc_dtype
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> torch.Tensor:
@@ -86,7 +87,7 @@ class DSMLoss(nn.Module):
         return self.sigmas.cpu()[idx].to(device=device, dtype=dtype)
 
     def forward(self, model, x: torch.Tensor, step: int) -> torch.Tensor:
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        acc = acc_dtype(x.dtype)
         sigma = self.draw_sigmas(x.shape[0], step, x.device, acc)
         kw = dict(seed=self.seed, step=step, backend=self.backend)
         x_tilde = dsm_perturb(x, sigma, **kw)
