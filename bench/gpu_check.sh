@@ -45,7 +45,8 @@ export SCOREFAST_REQUIRE_BACKENDS=cpp,cuda,triton,numba SCOREFAST_REQUIRE_NVCC=1
 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_cuda_runtime.py tests/test_triton_noise.py \
     tests/test_gmm_triton.py tests/test_compile_counter.py tests/test_architecture.py
 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_langevin.py tests/test_noise.py tests/test_gmm.py \
-    tests/test_dsm.py tests/test_chain.py tests/test_step_graphs.py -k "cuda or triton"
+    tests/test_dsm.py tests/test_dsm_vp.py tests/test_dsm_vp_diffusers.py tests/test_chain.py tests/test_step_graphs.py \
+    -k "cuda or triton"
 
 step "benchmarks (reduced sizes)"
 "$PY" bench/bench_langevin.py --device cuda --min-log2 16 --max-log2 26

@@ -5,6 +5,7 @@ available on the CPU; compare the rows of one run (``--benchmark-group-by=param:
 The last test runs bench_langevin.py at tiny sizes and checks its JSON (never the speed).
 """
 
+import functools
 import json
 
 import bench_langevin
@@ -85,3 +86,24 @@ def test_langevin_script_writes_json(tmp_path, capsys):
                 "fraction_of_copy_bw",
                 "speedup_vs_eager",
             } <= set(t)
+
+
+def test_d_sweep_writes_every_size_and_ratio(tmp_path, monkeypatch, capsys):
+    from scorefast.benchmarks import langevin
+
+    monkeypatch.setattr(
+        langevin, "run_d_sweep", functools.partial(langevin.run_d_sweep, numel=4096, particle_sizes=(2, 17))
+    )
+    path = tmp_path / "d.json"
+    assert bench_langevin.main(["--d-sweep", "--quick", "--out", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("langevin_step (cpp) by particle size D")
+    r = json.loads(path.read_text())
+    assert [(row["dtype"], row["D"]) for row in r["rows"]] == [
+        ("float32", 2),
+        ("float32", 17),
+        ("bfloat16", 2),
+        ("bfloat16", 17),
+    ]
+    for row in r["rows"]:
+        assert set(row["times"]) == {"eager", "out_of_place", "in_place", "in_place_no_noise", "normal", "torch.randn"}
+        assert row["in_place_vs_no_noise"] > 0 and row["speedup_vs_eager"] > 0

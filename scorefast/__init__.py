@@ -12,7 +12,9 @@ from . import (
 )
 from .backend_registry import backends
 from .chain import gmm_chain
+from .diffusion import reverse_step, reverse_step_, snr_corrector_step, snr_corrector_step_
 from .dsm import dsm_loss, dsm_perturb
+from .dsm_vp import dsm_vp_loss, dsm_vp_perturb, vp_coefficients
 from .gmm import gmm_score
 from .langevin import langevin_step, langevin_step_
 from .noise import normal, normal_like, philox_words, random_seed
@@ -24,6 +26,8 @@ __all__ = [
     "dsm_loss",
     "gmm_chain",
     "dsm_perturb",
+    "dsm_vp_loss",
+    "dsm_vp_perturb",
     "gmm_score",
     "langevin_step",
     "langevin_step_",
@@ -32,5 +36,10 @@ __all__ = [
     "philox_words",
     "random_seed",
     "reference",
+    "reverse_step",
+    "reverse_step_",
+    "snr_corrector_step",
+    "snr_corrector_step_",
     "targets",
+    "vp_coefficients",
 ]

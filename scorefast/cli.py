@@ -18,6 +18,7 @@ import time
 import torch
 
 from . import cli_args as argtypes
+from . import cli_ddpm
 
 
 def _add_sample(sub) -> None:
@@ -49,8 +50,8 @@ def _add_sample(sub) -> None:
     p.add_argument(
         "--epsilon",
         type=argtypes.positive_float,
-        default=5e-5,
-        help="annealed: base step (level i uses epsilon * sigma_i^2 / sigma_L^2)",
+        default=1e-4,
+        help="annealed: NCSN's base step epsilon (level i steps a_i = epsilon/2 * sigma_i^2 / sigma_L^2)",
     )
     p.add_argument(
         "--particles", type=argtypes.int_in(1, argtypes.MAX_COUNT), default=10000, help="number of particles (chains)"
@@ -77,6 +78,25 @@ def _add_sample(sub) -> None:
         "--json", type=argtypes.output_file, default=None, help="also write the summary statistics to this JSON file"
     )
     p.add_argument(
+        "--checkpoint",
+        type=argtypes.output_file,
+        default=None,
+        help="write the chain's state (particles, step, seed, settings, diagnostics) to this file "
+        "every --checkpoint-every steps and at the end, atomically",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=argtypes.int_in(1, argtypes.MAX_STEPS),
+        default=None,
+        help="steps between checkpoints (default with --checkpoint: 1000)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint (run the same command line plus --resume): the particles "
+        "equal the uninterrupted run's",
+    )
+    p.add_argument(
         "--progress",
         dest="progress",
         action="store_true",
@@ -93,56 +113,135 @@ def _progress(iterable, enabled: bool | None, total: int, desc: str):
     return progress_bar(iterable, total, enabled, desc, unit="step")
 
 
+def _check_checkpoint_flags(args, parser_error, sharded: bool) -> None:
+    """--checkpoint-every and --resume need --checkpoint; --resume needs the file."""
+    if args.checkpoint is None:
+        for flag, given in (("--checkpoint-every", args.checkpoint_every is not None), ("--resume", args.resume)):
+            if given:
+                parser_error(f"argument {flag}: needs --checkpoint PATH")
+        return
+    if sharded:
+        parser_error("argument --checkpoint: not supported with several processes (torchrun)")
+    if args.checkpoint_every is None:
+        args.checkpoint_every = 1000
+    if args.resume and not os.path.isfile(args.checkpoint):
+        parser_error(f"argument --resume: the checkpoint {args.checkpoint!r} does not exist")
+
+
+def _chain_diagnostics(args, total: int, burn_in: int):
+    """The R-hat / ESS accumulator of a run of ``total`` steps: the first 64 particles after
+    ``burn_in`` steps, at most 1024 draws each."""
+    from scorefast.diagnostics import ChainDiagnostics
+
+    return ChainDiagnostics(max_chains=64, max_coords=2, every=max(1, (total - burn_in) // 1024), burn_in=burn_in)
+
+
 def cmd_sample(args, parser_error) -> int:
-    import scorefast
-    from scorefast import samplers, targets
+    from scorefast import distributed
+
+    # Launched by torchrun: join its process group for the run (NCCL on GPUs, gloo on CPUs).
+    with distributed.process_group(args.device):
+        return _sample(args, parser_error)
+
+
+def _sample(args, parser_error) -> int:
+    from scorefast import distributed, samplers, targets
+    from scorefast.checkpoint import CheckpointError
+    from scorefast.diagnostics import summarize
     from scorefast.nn import geometric_sigmas
 
-    device = args.device
+    device = distributed.local_device(args.device)  # under torchrun, cuda is cuda:LOCAL_RANK
     argtypes.check_backend(parser_error, args.backend, device, "langevin_step")
     dtype = getattr(torch, args.dtype)
     target = targets.PRESETS[args.target](device=device)
 
     g = torch.Generator(device=device).manual_seed(args.seed)
     x = args.init_scale * torch.randn(args.particles, 2, generator=g, device=device, dtype=dtype)
+    # Sharded over processes: every rank draws the same start and runs its rows, with their
+    # global ids as particle_offset, so the particles are the one-process run's bit for bit.
+    rows, sharded = distributed.shard_range(args.particles), distributed.world_size() > 1
+    if sharded:
+        x = x[rows].clone()
+        args.progress = args.progress if distributed.is_main() else False
+    _check_checkpoint_flags(args, parser_error, sharded)
+    resumable = dict(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every or 0, resume=args.resume)
     start = time.perf_counter()
     extra = {}
-    if args.sampler == "ula":
-        for t in _progress(range(args.steps), args.progress, args.steps, "langevin"):
-            scorefast.langevin_step_(
-                x, target.score(x), step_size=args.step_size, seed=args.seed, step=t, backend=args.backend
+    try:
+        if args.sampler == "ula":
+            chains = _chain_diagnostics(args, args.steps, burn_in=args.steps // 2)
+
+            def score(y):  # a plain function: the stepwise loop of langevin_step_, not the fused chain
+                return target.score(y)
+
+            samplers.langevin(
+                score,
+                x,
+                steps=args.steps,
+                step_size=args.step_size,
+                seed=args.seed,
+                particle_offset=rows.start,
+                progress=args.progress,
+                backend=args.backend,
+                chain_diagnostics=chains,
+                **resumable,
             )
-    elif args.sampler == "annealed":
-        spread = float((target.means[:, None] - target.means[None]).norm(dim=-1).max())
-        sigmas = geometric_sigmas(max(spread, 1.0), 0.01, args.levels)
-        samplers.annealed_langevin(
-            target.score,
-            x,
-            sigmas,  # a mixture: the fused chain
-            steps_per_level=max(1, args.steps // args.levels),
-            epsilon=args.epsilon,
-            seed=args.seed,
-            progress=args.progress,
-            backend=args.backend,
-        )
-        extra["sigmas"] = [float(v) for v in sigmas]
-    else:
-        _, diag = samplers.mala(
-            target.score,
-            target.log_prob,
-            x,
-            steps=args.steps,
-            step_size=args.step_size,
-            seed=args.seed,
-            progress=args.progress,
-            backend=args.backend,
-        )
-        extra["acceptance_rate"] = float(diag["acceptance_rate"].mean())
+        elif args.sampler == "annealed":
+            spread = float((target.means[:, None] - target.means[None]).norm(dim=-1).max())
+            sigmas = geometric_sigmas(max(spread, 1.0), 0.01, args.levels)
+            steps_per_level = max(1, args.steps // args.levels)
+            total = steps_per_level * args.levels
+            # diagnostics of the last level, the one that samples the target
+            chains = _chain_diagnostics(args, total, burn_in=total - steps_per_level)
+            samplers.annealed_langevin(
+                target.score,
+                x,
+                sigmas,  # a mixture: the fused chain
+                steps_per_level=steps_per_level,
+                epsilon=args.epsilon,
+                seed=args.seed,
+                particle_offset=rows.start,
+                progress=args.progress,
+                backend=args.backend,
+                chain_diagnostics=chains,
+                **resumable,
+            )
+            extra["sigmas"] = [float(v) for v in sigmas]
+        else:
+            chains = _chain_diagnostics(args, args.steps, burn_in=args.steps // 2)
+            _, diag = samplers.mala(
+                target.score,
+                target.log_prob,
+                x,
+                steps=args.steps,
+                step_size=args.step_size,
+                seed=args.seed,
+                particle_offset=rows.start,
+                progress=args.progress,
+                backend=args.backend,
+                chain_diagnostics=chains,
+                **resumable,
+            )
+            rates = diag["acceptance_rate"]
+            extra["acceptance_rate"] = distributed.mean_acceptance_rate(rates) if sharded else float(rates.mean())
+    except CheckpointError as exc:  # the file given on the command line
+        parser_error(f"argument --checkpoint: {exc}")
+    record = chains.record()
+    if sharded:  # every rank's first chains in rank order: the global first max_chains are at the front
+        record = distributed.gather(record)
+        record = None if record is None else record[: chains.max_chains]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
 
-    stats = summary_statistics(x, target)
+    if sharded:  # statistics over every rank's particles; rank 0 reports them, the others stay quiet
+        elapsed = distributed.all_reduce_max(elapsed)
+        stats = sharded_summary_statistics(x, target)
+        x = x if args.no_plot else distributed.gather(x)  # all particles on rank 0 for the plot
+        if not distributed.is_main():
+            return 0
+    else:
+        stats = summary_statistics(x, target)
     stats.update(
         target=args.target,
         sampler=args.sampler,
@@ -155,7 +254,9 @@ def cmd_sample(args, parser_error) -> int:
         particle_steps_per_second=args.particles * args.steps / elapsed,
         **extra,
     )
+    stats["chain_diagnostics"] = dict(summarize(record).as_dict(), burn_in=chains.burn_in, thin=chains.thin)
     print(format_summary(stats))
+    print(format_chain_diagnostics(stats["chain_diagnostics"]))
     if "acceptance_rate" in extra:
         print(f"MALA acceptance rate {extra['acceptance_rate']:.3f}")
     if args.json:
@@ -168,6 +269,19 @@ def cmd_sample(args, parser_error) -> int:
         )
         print(f"plot: {args.out}")
     return 0
+
+
+def format_chain_diagnostics(d: dict) -> str:
+    """One line: the largest R-hat and the smallest bulk and tail ESS over the coordinates."""
+
+    def num(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    return (
+        f"R-hat {num(d['rhat_max'], '.4f')} (max), bulk ESS {num(d['ess_bulk_min'], '.0f')}, tail ESS "
+        f"{num(d['ess_tail_min'], '.0f')} (min) over {d['chains']} chains x {d['draws']} draws "
+        f"(every {d['thin']} steps after step {d['burn_in']})"
+    )
 
 
 def summary_statistics(x: torch.Tensor, target) -> dict:
@@ -187,6 +301,25 @@ def summary_statistics(x: torch.Tensor, target) -> dict:
         "covariance": cov.tolist(),
         "covariance_exact": target.covariance().tolist(),
         "non_finite_particles": int((~finite).sum()),
+    }
+
+
+def sharded_summary_statistics(x: torch.Tensor, target) -> dict:
+    """summary_statistics of every rank's particles, ``x`` being this rank's rows: counts summed
+    exactly, mean and covariance from float64 sums (equal to one process's up to rounding)."""
+    from scorefast import distributed
+
+    finite = torch.isfinite(x).all(dim=1)
+    mean, cov = distributed.mean_and_covariance(x[finite])
+    return {
+        "mode_means": target.means.tolist(),
+        "mode_fraction": distributed.mode_fractions(x, target).tolist(),
+        "mode_fraction_exact": target.weights.tolist(),
+        "mean": mean.tolist(),
+        "mean_exact": target.mean().tolist(),
+        "covariance": cov.tolist(),
+        "covariance_exact": target.covariance().tolist(),
+        "non_finite_particles": int(distributed.all_reduce_sum((~finite).sum())),
     }
 
 
@@ -269,7 +402,12 @@ def _add_train(sub) -> None:
         default=3000,
         help="training iterations (0 with --load: sample only)",
     )
-    p.add_argument("--batch", type=argtypes.int_in(1, argtypes.MAX_COUNT), default=512, help="training batch size")
+    p.add_argument(
+        "--batch",
+        type=argtypes.int_in(1, argtypes.MAX_COUNT),
+        default=512,
+        help="training batch size (the global batch: under torchrun the processes split it)",
+    )
     p.add_argument("--lr", type=argtypes.positive_float, default=2e-3, help="Adam learning rate")
     p.add_argument("--levels", type=argtypes.int_in(2, 10**6), default=10, help="number of noise levels L")
     p.add_argument(
@@ -292,7 +430,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--steps-per-level", type=argtypes.int_in(1, 2**31), default=100, help="annealed Langevin steps per level"
     )
-    p.add_argument("--epsilon", type=argtypes.positive_float, default=5e-5, help="annealed Langevin base step")
+    p.add_argument("--epsilon", type=argtypes.positive_float, default=1e-4, help="annealed Langevin base step (NCSN's)")
     p.add_argument(
         "--seed", type=argtypes.int_in(0, 2**63 - 1), default=0, help="seed of data, noise and initialisation"
     )
@@ -360,7 +498,11 @@ def _load_train_checkpoint(args, parser_error) -> dict:
 
 
 def cmd_train(args, parser_error) -> int:
+    from torch.nn.parallel import DistributedDataParallel
+
     from scorefast import checkpoint, targets
+    from scorefast.distributed import _runtime
+    from scorefast.distributed import training as data_parallel
     from scorefast.nn import DSMLoss, NoiseConditionalScoreNet, geometric_sigmas
     from scorefast.samplers import annealed_langevin
 
@@ -369,7 +511,15 @@ def cmd_train(args, parser_error) -> int:
     if args.sigma_max is not None and not args.sigma_max > args.sigma_min:
         parser_error(f"argument --sigma-max: must be > --sigma-min ({args.sigma_min}), got {args.sigma_max}")
     argtypes.check_backend(parser_error, args.backend, torch.device("cpu"), "dsm_loss")
-    torch.manual_seed(args.seed)
+    # Under torchrun the processes join one group (gloo: the network trains on the CPU) and split
+    # each global batch of --batch samples; rank 0 alone prints, saves and samples.
+    _runtime.init("cpu")
+    is_main = _runtime.is_main()
+    if args.batch < _runtime.world_size():
+        parser_error(
+            f"argument --batch: must be >= the number of processes ({_runtime.world_size()}), got {args.batch}"
+        )
+    torch.manual_seed(args.seed)  # the same initial parameters on every rank
     state = _load_train_checkpoint(args, parser_error) if args.load else None
     if args.target is None:
         args.target = state["config"]["target"] if state is not None else "two_mode"
@@ -401,13 +551,15 @@ def cmd_train(args, parser_error) -> int:
     eps_form = cfg["parametrization"] == "eps"
     loss_fn = DSMLoss(sigmas, parametrization=cfg["parametrization"], seed=args.seed, backend=args.backend)
     g = torch.Generator().manual_seed(args.seed + 1)
-    for it in _progress(range(start_step, start_step + args.steps), args.progress, args.steps, "train"):
+    net = DistributedDataParallel(model) if _runtime.is_initialized() else model
+    progress = args.progress if is_main else False
+    for it in _progress(range(start_step, start_step + args.steps), progress, args.steps, "train"):
+        # Every rank draws the same global batch and trains on its slice of it.
         batch = data[torch.randint(0, data.shape[0], (args.batch,), generator=g)]
-        loss = loss_fn(model, batch, step=it)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(data_parallel.train_step(net, loss_fn, opt, batch, it))
+    _runtime.shutdown()
+    if not is_main:
+        return 0
     step = start_step + args.steps
     if args.save:
         checkpoint.save(
@@ -479,8 +631,9 @@ def _add_verify(sub) -> None:
         "verify",
         help="check every op on every backend here against its reference (the CI gate)",
         description=(
-            "Run every op (noise, langevin_step, gmm_score, gmm_chain, dsm_perturb, dsm_loss) in each of "
-            "its variants and dtypes on every backend that runs here, and compare it with the float64 "
+            "Run every op (noise, langevin_step, gmm_score, gmm_chain, dsm_perturb, dsm_loss, dsm_vp_perturb, "
+            "dsm_vp_loss, reverse_step, snr_corrector_step) in each of its variants and dtypes on every "
+            "backend that runs here, and compare it with the float64 "
             "reference within its error budget (Philox words bit for bit). Prints one line per check and "
             "a summary; exits 1 if any check fails. A backend that cannot run here is skipped with its "
             "reason unless --require names it. Without a CUDA GPU the Triton interpreter and the CUDA "
@@ -496,7 +649,8 @@ def _add_verify(sub) -> None:
         "--ops",
         default=None,
         help="comma-separated ops to check (default: all of noise, langevin_step, gmm_score, gmm_chain, "
-        "dsm_perturb, dsm_loss; samplers with --statistical)",
+        "dsm_perturb, dsm_loss, dsm_vp_perturb, dsm_vp_loss, reverse_step, snr_corrector_step; samplers "
+        "with --statistical)",
     )
     p.add_argument(
         "--dtypes",
@@ -727,6 +881,24 @@ def _bench_samplers(args, device, parser_error) -> int:
     return 0
 
 
+def cmd_ddpm(args, parser_error) -> int:
+    run = cli_ddpm.run(args, parser_error)
+    facts = run["facts"]
+    stats = summary_statistics(run["fused"].double(), run["target"])
+    stats.update(facts)
+    print(format_summary(stats))
+    print(f"final loss {facts['final_loss']:.4f} after {facts['train_steps']} steps ({facts['train_seconds']:.1f} s)")
+    difference = facts["max_difference_fused_vs_diffusers"]
+    print(f"fused DDPM vs diffusers DDPM, same model and noise: max |difference| = {difference:.2e}")
+    if args.json:
+        from scorefast.benchmarks.harness import write_json
+
+        write_json(stats, args.json)
+    if not args.no_plot:
+        print(f"plot: {cli_ddpm.write_pair(run['fused'], run['diffusers'], run['target'], args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scorefast",
@@ -738,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_verify(sub)
     _add_backends(sub)
+    cli_ddpm.add_parser(sub).set_defaults(func=cmd_ddpm)
     return parser
 
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["ess_bulk", "ess_tail", "split_rhat"]
+__all__ = ["ChainDiagnostics", "ChainSummary", "ess_bulk", "ess_tail", "split_rhat", "summarize"]
 
 
 def _coords(draws, min_chains: int) -> tuple[torch.Tensor, torch.Size]:
@@ -195,3 +196,190 @@ def ess_tail(draws: torch.Tensor, prob: float | Sequence[float] = (0.05, 0.95)) 
     low, high = (_ess(_split_chains((x <= _quantile(x, float(p))[..., None, None]).to(x.dtype))) for p in prob)
     # Python's min(low, high), as ArviZ takes it.
     return _finish(torch.where(high < low, high, low), x, event)
+
+
+class ChainSummary(NamedTuple):
+    """Diagnostics of a record (chains, draws, coords): rank-normalised split R-hat, bulk and tail ESS,
+    each a float64 tensor (coords,); the number of chains and draws they were computed from."""
+
+    rhat: torch.Tensor
+    ess_bulk: torch.Tensor
+    ess_tail: torch.Tensor
+    chains: int
+    draws: int
+
+    def as_dict(self) -> dict:
+        """Plain numbers (JSON-ready): per-coordinate lists, the largest R-hat and the smallest ESS
+        (None where every coordinate is NaN)."""
+
+        def worst(values: torch.Tensor, largest: bool):
+            finite = values[~values.isnan()]
+            if finite.numel() == 0:
+                return None
+            return float(finite.max() if largest else finite.min())
+
+        return {
+            "rhat": self.rhat.tolist(),
+            "ess_bulk": self.ess_bulk.tolist(),
+            "ess_tail": self.ess_tail.tolist(),
+            "rhat_max": worst(self.rhat, True),
+            "ess_bulk_min": worst(self.ess_bulk, False),
+            "ess_tail_min": worst(self.ess_tail, False),
+            "chains": self.chains,
+            "draws": self.draws,
+        }
+
+
+def summarize(record: torch.Tensor) -> ChainSummary:
+    """R-hat, bulk and tail ESS of a record (chains, draws, coords), e.g. ``ChainDiagnostics.record()``,
+    or the concatenation over dim 0 of several processes' records (the chains of every rank).
+
+    Values are NaN where a statistic is undefined: fewer than 4 draws, or (R-hat) fewer than 2 chains.
+    """
+    if not isinstance(record, torch.Tensor) or record.dim() != 3:
+        shape = list(record.shape) if isinstance(record, torch.Tensor) else type(record).__name__
+        raise ValueError(f"record must be a tensor (chains, draws, coords), got {shape}")
+    chains, n, coords = record.shape
+    nan = torch.full((coords,), torch.nan, dtype=torch.float64, device=record.device)
+    if chains == 0 or n < 4:
+        return ChainSummary(nan, nan.clone(), nan.clone(), chains, n)
+    rhat = split_rhat(record) if chains >= 2 else nan
+    return ChainSummary(rhat, ess_bulk(record), ess_tail(record), chains, n)
+
+
+def _check_count(value, name: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+class ChainDiagnostics:
+    """R-hat and bulk/tail ESS of a running sampler, kept in memory bounded by the settings.
+
+    A sampler (``chain_diagnostics=`` of scorefast.samplers and gmm_chain) offers it the state x (N, *event)
+    after its steps. It keeps, for the first ``max_chains`` particles (the chains) and the first
+    ``max_coords`` coordinates of each flattened particle, the states after the steps past ``burn_in``
+    that are multiples of ``thin`` in a float64 buffer of ``max_draws`` draws. ``thin`` starts at ``every``;
+    when the buffer is full and a draw is due, the kept draws that are not at multiples of 2 thin (every
+    second one) are dropped and ``thin`` doubles. So memory is O(max_chains * max_draws * max_coords)
+    whatever the number of steps, and the record is always the chain thinned at a regular stride.
+
+    "Streaming" means that bounded memory, not an online estimator: ``summary()`` computes the exact
+    Vehtari et al. (2021) statistics (``split_rhat``, ``ess_bulk``, ``ess_tail`` above, equal to ArviZ's) of
+    the kept draws, so the ESS is counted in kept draws. Until the buffer first fills (about
+    burn_in + every * max_draws steps) nothing is thinned beyond ``every``. The steps are the chain's
+    (1-based), so a fused chain recording at multiples of ``every`` and a stepwise one keep the same.
+
+    Args:
+        max_chains: chains tracked, the first particles (default 64).
+        max_coords: coordinates tracked per chain, the first of the flattened particle (default 8).
+        max_draws: M, the buffer's draws per chain; even and >= 4 (default 1024).
+        every: the initial stride in steps (default 1: every step).
+        burn_in: states after steps <= burn_in are not kept (default 0).
+
+    For several processes (each running its own particles): every rank offers the same steps, so their
+    records have the same draws; ``summarize(torch.cat(gathered_records))`` gives the diagnostics over
+    all their chains. ``state_dict()`` / ``load_state_dict()`` carry the state through checkpoints.
+    """
+
+    _KIND = "scorefast.ChainDiagnostics"
+    _SETTINGS = ("max_chains", "max_coords", "max_draws", "every", "burn_in")
+
+    def __init__(
+        self, *, max_chains: int = 64, max_coords: int = 8, max_draws: int = 1024, every: int = 1, burn_in: int = 0
+    ):
+        self.max_chains = _check_count(max_chains, "max_chains", 1)
+        self.max_coords = _check_count(max_coords, "max_coords", 1)
+        self.max_draws = _check_count(max_draws, "max_draws", 4)
+        if max_draws % 2:
+            raise ValueError(f"max_draws must be even (the buffer is halved when full), got {max_draws}")
+        self.every = _check_count(every, "every", 1)
+        self.burn_in = _check_count(burn_in, "burn_in", 0)
+        self.thin = self.every
+        self.last_step = 0  # the last step offered
+        self.count = 0  # draws kept
+        self._buf: torch.Tensor | None = None  # (chains, max_draws, coords) float64
+
+    def due(self, step: int) -> bool:
+        """Whether the state after ``step`` falls on the current stride (``update`` may keep it)."""
+        return step > self.burn_in and step % self.thin == 0
+
+    def update(self, x: torch.Tensor, step: int | None = None) -> None:
+        """Offer the state x (N, *event) after the chain's step ``step`` (1-based, increasing; default: the
+        last offered step + 1). x is read, not kept; N and the flattened event may not shrink between calls."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+            raise ValueError("x must be a tensor (N, *event) with N >= 1")
+        step = self.last_step + 1 if step is None else int(step)
+        if step <= self.last_step:
+            raise ValueError(f"step must increase: got {step} after {self.last_step}")
+        self.last_step = step
+        flat = x.detach().reshape(x.shape[0], -1)
+        if self._buf is None:
+            chains, coords = min(flat.shape[0], self.max_chains), min(flat.shape[1], self.max_coords)
+            self._buf = torch.empty((chains, self.max_draws, coords), dtype=torch.float64, device=x.device)
+        chains, _, coords = self._buf.shape
+        if flat.shape[0] < chains or flat.shape[1] < coords:
+            raise ValueError(f"x has {flat.shape[0]} particles of {flat.shape[1]} values; {chains} x {coords} tracked")
+        if not self.due(step):
+            return
+        if self.count == self.max_draws:
+            self._halve()
+            if not self.due(step):
+                return
+        if self._buf.device != x.device:
+            self._buf = self._buf.to(x.device)
+        self._buf[:, self.count].copy_(flat[:chains, :coords])
+        self.count += 1
+
+    def _halve(self) -> None:
+        """Keep the draws at multiples of 2 * thin (every second one): half the buffer."""
+        half = self.max_draws // 2
+        first = (self.burn_in // self.thin + 1) * self.thin  # the step of the first kept draw
+        self._buf[:, :half] = self._buf[:, (first // self.thin) % 2 :: 2].clone()
+        self.count = half
+        self.thin *= 2
+
+    def record(self) -> torch.Tensor:
+        """The kept draws, float64 (chains, draws, coords) on the device of the states (a copy); (0, 0, 0)
+        before the first state."""
+        if self._buf is None:
+            return torch.empty((0, 0, 0), dtype=torch.float64)
+        return self._buf[:, : self.count].clone()
+
+    def summary(self) -> ChainSummary:
+        """R-hat, bulk and tail ESS (per tracked coordinate) of the kept draws: ``summarize(self.record())``."""
+        return summarize(self.record())
+
+    def state_dict(self) -> dict:
+        """The settings and kept draws (CPU tensors, ints, strings): what a checkpoint stores."""
+        return {
+            "kind": self._KIND,
+            **{name: getattr(self, name) for name in self._SETTINGS},
+            "thin": self.thin,
+            "last_step": self.last_step,
+            "record": self.record().cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict()``; its settings must equal this accumulator's (ValueError naming one)."""
+        if not isinstance(state, dict) or state.get("kind") != self._KIND:
+            raise ValueError("not a ChainDiagnostics state")
+        for name in self._SETTINGS:
+            if state.get(name) != getattr(self, name):
+                raise ValueError(
+                    f"the saved chain diagnostics have {name}={state.get(name)!r}, "
+                    f"this accumulator has {name}={getattr(self, name)!r}"
+                )
+        record, thin, last = state.get("record"), state.get("thin"), state.get("last_step")
+        if not (isinstance(record, torch.Tensor) and record.dim() == 3 and record.shape[1] <= self.max_draws):
+            raise ValueError("the saved chain diagnostics have no valid record")
+        if not (isinstance(thin, int) and isinstance(last, int) and thin >= self.every and last >= 0):
+            raise ValueError("the saved chain diagnostics have an invalid stride or step")
+        chains, n, coords = record.shape
+        self.thin, self.last_step, self.count = thin, last, n
+        self._buf = None
+        if chains:
+            self._buf = torch.empty((chains, self.max_draws, coords), dtype=torch.float64)
+            self._buf[:, :n] = record

@@ -69,6 +69,13 @@ class DSMLoss(nn.Module):
         parametrization: 'score' or 'eps'.
         seed: seed of the noise and of the level draws; call with a new ``step`` each iteration.
         backend: scorefast backend of the fused ops.
+
+    forward(model, x (B, ...), step, *, sample_offset=0, global_batch=None, reduction='mean'):
+    ``x`` may be the slice ``[sample_offset, sample_offset + B)`` of a global batch of
+    ``global_batch`` samples (data-parallel ranks, micro-batches): sample ``b`` then gets the
+    level and the noise of global sample ``sample_offset + b``, so the slices' per-sample losses
+    are those of the whole batch. The defaults (the whole batch) are the plain call.
+    ``reduction`` as dsm_loss ('none': per-sample losses (B,), to weight across slices).
     """
 
     def __init__(
@@ -86,12 +93,43 @@ class DSMLoss(nn.Module):
         idx = torch.randint(0, len(self.sigmas), (batch,), generator=g)
         return self.sigmas.cpu()[idx].to(device=device, dtype=dtype)
 
-    def forward(self, model, x: torch.Tensor, step: int) -> torch.Tensor:
+    def forward(
+        self,
+        model,
+        x: torch.Tensor,
+        step: int,
+        *,
+        sample_offset: int = 0,
+        global_batch: int | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
         acc = acc_dtype(x.dtype)
-        sigma = self.draw_sigmas(x.shape[0], step, x.device, acc)
-        kw = dict(seed=self.seed, step=step, backend=self.backend)
+        B = x.shape[0]
+        if global_batch is None:
+            if sample_offset != 0:
+                # The levels are the first draws of the step's generator: a slice needs the
+                # global batch's draws, so their number must be given.
+                raise ValueError(f"global_batch is required with sample_offset ({sample_offset}) != 0")
+            sigma = self.draw_sigmas(B, step, x.device, acc)
+        else:
+            if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or sample_offset < 0:
+                raise ValueError(f"sample_offset must be an int >= 0, got {sample_offset!r}")
+            if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+                raise ValueError(f"global_batch must be an int >= 1, got {global_batch!r}")
+            if sample_offset + B > global_batch:
+                raise ValueError(
+                    f"x (samples [{sample_offset}, {sample_offset + B})) must lie within global_batch = {global_batch}"
+                )
+            sigma = self.draw_sigmas(global_batch, step, x.device, acc)[sample_offset : sample_offset + B]
+        kw = dict(seed=self.seed, step=step, particle_offset=sample_offset, backend=self.backend)
         x_tilde = dsm_perturb(x, sigma, **kw)
         pred = model(x_tilde, sigma.to(x.dtype))
         return dsm_loss(
-            pred, x, sigma, weighting_power=self.weighting_power, parametrization=self.parametrization, **kw
+            pred,
+            x,
+            sigma,
+            weighting_power=self.weighting_power,
+            parametrization=self.parametrization,
+            reduction=reduction,
+            **kw,
         )

@@ -51,11 +51,17 @@ def check_cuda_graph(cuda_graph, x: torch.Tensor, backend: str) -> bool:
 class StepRunner:
     """Runs a sampler's steps t = 0, 1, ... in groups: ``run(step_fn, n)`` calls ``step_fn(t)``
     for the group's n steps, with t the int step (eager), or, with ``cuda_graph``, the
-    device counter holding it (warm-up, one capture, replays)."""
+    device counter holding it (warm-up, one capture, replays).
+
+    Resuming a chain: steps before ``resume_at`` are skipped (counted, not run). ``after_step``,
+    if set, is called on the host with the number of steps done after each step that runs,
+    replayed or not (checkpoints, diagnostics)."""
 
     def __init__(self, x: torch.Tensor, cuda_graph: bool, backend: str):
         self.graphed = check_cuda_graph(cuda_graph, x, backend)
         self.t = 0  # the next step
+        self.resume_at = 0  # the first step that runs
+        self.after_step = None
         if self.graphed:
             self.device = x.device
             self.counter = torch.zeros(1, dtype=torch.int64, device=x.device)
@@ -64,25 +70,37 @@ class StepRunner:
         if self.t + n - 1 > _checks.MAX_STEP:
             raise ValueError("the sampler's steps must stay below 2^32 (the step is a 32-bit counter word)")
         tick = tick or (lambda: None)
+        skip = min(n, max(0, self.resume_at - self.t))
+        for _ in range(skip):
+            tick()
+        self.t, n = self.t + skip, n - skip
+        after = self.after_step or (lambda t: None)
         if not self.graphed:
             for _ in range(n):
                 step_fn(self.t)
                 self.t += 1
                 tick()
+                after(self.t)
+            return
+        if n == 0:
             return
         warm = min(n, WARMUP_STEPS)
         with self._device_scope():
+            self.counter.fill_(self.t)
             with self._warmup_scope():
                 for _ in range(warm):
                     self._step(step_fn)
+                    self.t += 1
                     tick()
+                    after(self.t)
             if n > warm:
                 graph = self._capture(step_fn)
                 for _ in range(n - warm):
                     graph.replay()
+                    self.t += 1
                     tick()
+                    after(self.t)
                 self._release(graph)
-        self.t += n
 
     def _step(self, step_fn) -> None:
         """One step at the counter's step, then the counter advanced (on the device)."""

@@ -65,6 +65,22 @@ def test_dsm_training_step(backend):
     assert _compile_count(train_step, x) <= 2
 
 
+def test_dsm_vp_training_step(backend):
+    net = torch.nn.Linear(3, 3).double().to(_device(backend))
+    x = torch.randn(8, 3, dtype=torch.float64, device=_device(backend))
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    t = torch.arange(0, 1000, 125)  # 8 timesteps: one per sample
+    alpha, sigma = (c.to(x.device) for c in scorefast.vp_coefficients(t, torch.cumprod(1 - betas, 0)))
+
+    def train_step(x, it):
+        x_t = scorefast.dsm_vp_perturb(x, alpha, sigma, seed=1, step=it, backend=backend)
+        return scorefast.dsm_vp_loss(
+            net(x_t), x, alpha, sigma, seed=1, step=it, parametrization="v", weighting="min_snr", backend=backend
+        )
+
+    assert _compile_count(train_step, x) <= 2
+
+
 def test_langevin_step(backend):
     x = torch.randn(6, 4, device=_device(backend))
 

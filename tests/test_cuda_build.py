@@ -115,7 +115,7 @@ def nvcc():
 
 def test_cuda_sources_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(CUDA_DIR, "*"))}
-    ops = ("noise", "langevin", "gmm", "chain", "dsm")
+    ops = ("noise", "langevin", "gmm", "chain", "dsm", "dsm_vp")
     expected = {f"{op}_{part}" for op in ops for part in ("kernels.cu", "launchers.h", "cuda.cpp")}
     assert expected | {"gmm_device.cuh", "cuda_device.h"} <= names
 

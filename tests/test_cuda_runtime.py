@@ -465,7 +465,7 @@ from scorefast.targets import ring  # noqa: E402
 
 CHAIN_CASES = {
     "ula": dict(method="ula", steps=25, step_size=0.05),
-    "annealed": dict(method="annealed", sigmas=[3.0, 1.0, 0.3], steps_per_level=8, epsilon=0.002),
+    "annealed": dict(method="annealed", sigmas=[3.0, 1.0, 0.3], steps_per_level=8, epsilon=0.004),
     "mala": dict(method="mala", steps=25, step_size=0.1),
 }
 
@@ -481,7 +481,9 @@ def _chain_budget(mix, case, steps, magnitude, dtype):
     kw = CHAIN_CASES[case]
     if case == "annealed":
         last = kw["sigmas"][-1]
-        schedule = [(kw["epsilon"] * s**2 / last**2, s**2) for s in kw["sigmas"] for _ in range(kw["steps_per_level"])]
+        schedule = [
+            (kw["epsilon"] / 2 * s**2 / last**2, s**2) for s in kw["sigmas"] for _ in range(kw["steps_per_level"])
+        ]
     else:
         schedule = [(kw["step_size"], 0.0)] * kw["steps"]
     min_var = float(torch.linalg.eigvalsh(mix.covariances()).min())
@@ -580,7 +582,7 @@ def test_gmm_chain_cuda_equals_single_cuda_steps():
     out = scorefast.gmm_chain(x, mix, seed=5, step_offset=7, backend="cuda", **kw).x
     y = x.clone()
     last = kw["sigmas"][-1]
-    levels = [(s, kw["epsilon"] * s**2 / last**2) for s in kw["sigmas"] for _ in range(kw["steps_per_level"])]
+    levels = [(s, kw["epsilon"] / 2 * s**2 / last**2) for s in kw["sigmas"] for _ in range(kw["steps_per_level"])]
     for t, (sigma, a) in enumerate(levels):
         s = scorefast.gmm_score(y, mix, sigma=sigma, backend="cuda")[0]
         scorefast.langevin_step_(y, s, step_size=a, seed=5, step=7 + t, backend="cuda")
@@ -707,7 +709,7 @@ GRAPH_SAMPLERS = {
         lambda y: mix.score(y), x, steps=9, step_size=0.05, seed=3, **kw
     ),
     "annealed": lambda mix, x, **kw: samplers.annealed_langevin(
-        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], steps_per_level=6, epsilon=1e-3, seed=4, **kw
+        lambda y, s: mix.score(y, sigma=s), x, [2.0, 0.8, 0.2], steps_per_level=6, epsilon=2e-3, seed=4, **kw
     ),
     "mala": lambda mix, x, **kw: samplers.mala(
         lambda y: mix.score(y), lambda y: mix.log_prob(y), x, steps=8, step_size=0.1, seed=5, particle_offset=7, **kw

@@ -161,13 +161,13 @@ def test_mala_fused_chain_keeps_its_target(backend):
 # --- annealed Langevin -----------------------------------------------------------------------------
 
 SIGMAS = [3.0, 1.5, 0.7, 0.3]
-PER_LEVEL, EPSILON = 6, 0.02
+PER_LEVEL, EPSILON = 6, 0.04
 
 
 def _annealed_law(step_factor=1.0, sigma2_factor=1.0, noise_factor=1.0) -> Law:
     law = Law(0.0, SIGMAS[0] ** 2)
     for s in SIGMAS:
-        a = step_factor * EPSILON * s**2 / SIGMAS[-1] ** 2
+        a = step_factor * EPSILON / 2 * s**2 / SIGMAS[-1] ** 2
         law.step(a, noise_factor * 2 * a, sigma=math.sqrt(sigma2_factor) * s, times=PER_LEVEL)
     # final denoising: x + sigma_L^2 s(x; sigma_L), noise-free
     return law.step(SIGMAS[-1] ** 2, 0.0, sigma=SIGMAS[-1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from conftest import require_or_skip
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import scorefast
-from scorefast import backend_registry, samplers, step_graphs, targets
+from scorefast import _float_range, backend_registry, samplers, step_graphs, targets
 from scorefast.nn import geometric_sigmas
 
 if not backend_registry.status("cpp").available:
@@ -105,7 +106,7 @@ SAMPLERS = {
         x,
         geometric_sigmas(2.0, 0.2, 3),
         steps_per_level=5,
-        epsilon=1e-3,
+        epsilon=2e-3,
         seed=4,
         **kw,
     ),
@@ -191,7 +192,8 @@ class RecordedGraph(TorchDispatchMode):
         return list(args) + [kwargs.get(n) for n in names[len(args) :]]
 
     def capture(self, fn):
-        with self:
+        # as during a CUDA graph's capture: the float-range check, which reads back a value, stands aside
+        with self, mock.patch.object(_float_range, "stream_capturing", lambda x: True):
             fn()
         for tensor, before in self._saved.values():
             tensor.copy_(before)

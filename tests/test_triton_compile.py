@@ -30,7 +30,7 @@ KINDS = ("isotropic", "diagonal", "full")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 CHAIN_METHODS = {
     "ula": dict(method="ula", steps=2, step_size=0.05),
-    "annealed": dict(method="annealed", sigmas=[1.0, 0.5], steps_per_level=1, epsilon=0.01),
+    "annealed": dict(method="annealed", sigmas=[1.0, 0.5], steps_per_level=1, epsilon=0.02),
     "mala": dict(method="mala", steps=2, step_size=0.1),
 }
 # Spill stores (bytes) that ptxas makes today, per specialization and target; every other one
@@ -38,8 +38,8 @@ CHAIN_METHODS = {
 # of the 255 registers a thread may use): each kernel that spills calls slow-path subroutines
 # (correctly rounded division and square root, sin/cos range reduction), and ptxas keeps a few
 # values in local memory across those calls. The amounts follow ptxas's version and flags. The
-# elementwise kernels spill nothing, except _dsm_backward_kernel's score form with 16-divisible
-# sizes on sm_90 (4 bytes: one store and one load per thread).
+# elementwise kernels spill nothing, except _dsm_backward_kernel's score form and _vp_backward_kernel
+# without x with 16-divisible sizes on sm_90 (4 bytes: one store and one load per thread).
 KNOWN_SPILLS = {
     "_chain_kernel": {
         "*fp32 FULL=0 ISO=0 MALA=0 TRAJ=0 F64=0 BF16=0 BLOCK_N=64 BLOCK_D=8 every%16": {90: 4},
@@ -56,6 +56,11 @@ KNOWN_SPILLS = {
         "*fp32,*bf16,*fp64 EPS=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
         "*fp32,*fp16,*fp64 EPS=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
         "*fp32,*fp64 EPS=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+    },
+    "_vp_backward_kernel": {  # the same 4 bytes as _dsm_backward_kernel's, in its eps-like form (no x)
+        "*fp32,*bf16,*fp64 HAS_X=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*fp16,*fp64 HAS_X=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*fp64 HAS_X=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
     },
     "_dsm_loss_kernel": {
         "*fp64 EPS=0 F64=1 FINAL=0 BLOCK=256 D%16 Q%16": {90: 12},
@@ -93,7 +98,10 @@ def run_every_op(device: torch.device) -> None:
         _langevin_calls(randn, positive, triton)
     _gmm_calls(randn, positive, triton)
     _dsm_calls(randn, positive, triton)
+    _dsm_vp_calls(randn, positive, triton)
     _chain_calls(randn, triton)
+    with torch.no_grad():
+        _diffusion_calls(randn, positive, triton)
 
 
 def _langevin_calls(randn, positive, triton):
@@ -131,6 +139,33 @@ def _langevin_calls(randn, positive, triton):
     step(randn(5, 3).t(), s, step_size=0.1, seed=1, inplace=True, **triton)  # non-contiguous x
 
 
+def _diffusion_calls(randn, positive, triton):
+    for dtype in DTYPES:
+        x, s, sc = (randn(3, 5, dtype=dtype) for _ in range(3))
+        scorefast.reverse_step(x, s, x_coef=1.1, score_coef=-0.2, noise_scale=0.3, seed=1, **triton)
+        scorefast.reverse_step(
+            x,
+            s,
+            x_coef=positive(3),
+            score_coef=positive(3),
+            noise_scale=positive(3),
+            score_cond=sc,
+            guidance=2.0,
+            clamp=(-1.0, 1.0),
+            max_score_norm=1.0,
+            seed=1,
+            **triton,
+        )
+        scorefast.reverse_step(x, s, score_coef=0.1, noise=randn(3, 5), **triton)
+        for batch_mean in (False, True):
+            scorefast.snr_corrector_step(x, s, snr=0.16, batch_mean=batch_mean, seed=1, **triton)
+        scorefast.snr_corrector_step(x, s, snr=0.16, score_cond=sc, guidance=1.5, clamp=(None, 1.0), seed=1, **triton)
+    for shape in ((16, 64), (4,), (2, 3000)):
+        x, s = randn(*shape), randn(*shape)
+        scorefast.reverse_step(x, s, score_coef=0.1, noise_scale=0.2, seed=1, **triton)
+        scorefast.snr_corrector_step(x, s, snr=0.16, seed=1, **triton)
+
+
 def _gmm_calls(randn, positive, triton):
     for kind in KINDS:
         mix = random_mixture(3, 5, kind=kind)
@@ -156,6 +191,18 @@ def _dsm_calls(randn, positive, triton):
             for shape in ((3, 5), (2, 2048)):
                 pred = randn(*shape, dtype=dtype).requires_grad_()
                 loss = scorefast.dsm_loss(pred, None, positive(shape[0]), seed=1, parametrization=form, **triton)
+                loss.backward()
+
+
+def _dsm_vp_calls(randn, positive, triton):
+    for dtype in DTYPES:
+        scorefast.dsm_vp_perturb(randn(3, 5, dtype=dtype), positive(3), 0.5, seed=1, **triton)
+        for form in ("eps", "v"):  # without and with the c x term
+            # D = 2048: a GPU splits each sample's sum over programs (partial sums, finish kernel)
+            for shape in ((3, 5), (2, 2048)):
+                pred = randn(*shape, dtype=dtype).requires_grad_()
+                x = randn(*shape, dtype=dtype)
+                loss = scorefast.dsm_vp_loss(pred, x, positive(shape[0]), 0.5, seed=1, parametrization=form, **triton)
                 loss.backward()
 
 

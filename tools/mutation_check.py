@@ -178,8 +178,8 @@ MUTANTS = (
     Mutant(
         "ula_double_step",
         "scorefast/samplers.py",
-        "langevin_step_(x, score_fn(x), step_size=step_size,",
-        "langevin_step_(x, score_fn(x), step_size=2 * step_size,",
+        "x, score_fn(x), step_size=step_size,",
+        "x, score_fn(x), step_size=2 * step_size,",
         (POWER + "test_ula_stepwise_matches_its_exact_law",),
         (SAMPLERS + "test_langevin_on_a_mixture_runs_the_fused_chain_with_the_same_result",),
     ),
@@ -194,8 +194,8 @@ MUTANTS = (
     Mutant(
         "annealed_double_step",
         "scorefast/samplers.py",
+        "a = epsilon / 2 * sigma**2 / last**2",
         "a = epsilon * sigma**2 / last**2",
-        "a = 2 * epsilon * sigma**2 / last**2",
         (
             POWER + "test_annealed_stepwise_matches_its_exact_law",
             SAMPLERS + "test_annealed_recovers_every_mode_where_ula_does_not",
@@ -220,8 +220,8 @@ MUTANTS = (
     Mutant(
         "annealed_chain_half_sigma2_step",  # a_i = epsilon sigma_i^2 / sigma_L^2 with sigma_i^2 halved
         "scorefast/chain.py",
-        "eps * s**2 / sig[-1] ** 2",
-        "eps * (s**2 / 2) / sig[-1] ** 2",
+        "eps / 2 * s**2 / sig[-1] ** 2",
+        "eps / 2 * (s**2 / 2) / sig[-1] ** 2",
         (
             POWER + "test_annealed_fused_chain_matches_its_exact_law[reference]",
             POWER + "test_annealed_fused_chain_matches_its_exact_law[cpp]",
@@ -236,8 +236,8 @@ MUTANTS = (
     Mutant(
         "pc_double_predictor",
         "scorefast/samplers.py",
-        "step_size=var, noise_scale=var**0.5",
-        "step_size=2 * var, noise_scale=var**0.5",
+        "score_fn(x, s_i),\n                    step_size=var,",
+        "score_fn(x, s_i),\n                    step_size=2 * var,",
         _PC,
     ),
     Mutant(
@@ -250,8 +250,8 @@ MUTANTS = (
     Mutant(
         "pc_corrector_double_batch_mean",
         "scorefast/samplers.py",
-        "step = (2 * (snr * z_norm.mean() / s_norm.mean()) ** 2)",
-        "step = (4 * (snr * z_norm.mean() / s_norm.mean()) ** 2)",
+        "step = (2 * (snr * batch_mean(z_norm) / batch_mean(s_norm)) ** 2)",
+        "step = (4 * (snr * batch_mean(z_norm) / batch_mean(s_norm)) ** 2)",
         _PC,
     ),
     # --- SGLD, the default noise scale, the noise, the command line
@@ -313,8 +313,10 @@ MUTANTS = (
     Mutant(
         "cli_double_step",
         "scorefast/cli.py",
-        "x, target.score(x), step_size=args.step_size,",
-        "x, target.score(x), step_size=2 * args.step_size,",
+        "samplers.langevin(\n                score,\n                x,\n                steps=args.steps,\n"
+        "                step_size=args.step_size,",
+        "samplers.langevin(\n                score,\n                x,\n                steps=args.steps,\n"
+        "                step_size=2 * args.step_size,",
         _CLI_ULA,
     ),
     # --- sanity: bugs the kernel-against-reference tests are known to catch

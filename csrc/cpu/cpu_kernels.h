@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "scorefast/chain.h"
+#include "scorefast/diffusion.h"
 #include "scorefast/dsm.h"
+#include "scorefast/dsm_vp.h"
 #include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
 
@@ -32,6 +34,16 @@ struct KernelTable {
   void (*dsm_backward)(const DsmArgs& args, int64_t begin, int64_t end);
   // gmm_chain for particles [begin, end).
   void (*gmm_chain)(const ChainArgs& args, int64_t begin, int64_t end);
+  // reverse_step over the flattened elements [begin, end).
+  void (*reverse_step)(const ReverseArgs& args, int64_t begin, int64_t end);
+  // Per-particle float64 ||g_p||^2 and, when z_sq is set, ||z_p||^2 for particles [begin, end).
+  void (*diffusion_norms)(const ReverseArgs& args, double* g_sq, double* z_sq, int64_t begin, int64_t end);
+  // The per-sample snr_corrector_step of particles [begin, end), its step sizes into step_sizes.
+  void (*snr_corrector)(const ReverseArgs& args, double snr, void* step_sizes, int64_t begin, int64_t end);
+  // The diffusion forward process and loss for samples [begin, end): perturb, per-sample loss, gradient.
+  void (*dsm_vp_perturb)(const DsmVpArgs& args, int64_t begin, int64_t end);
+  void (*dsm_vp_loss)(const DsmVpArgs& args, int64_t begin, int64_t end);
+  void (*dsm_vp_backward)(const DsmVpArgs& args, int64_t begin, int64_t end);
 };
 
 // One table per ISA build (isa_generic.cpp, isa_avx2.cpp, isa_avx512.cpp), each defined by

@@ -42,7 +42,7 @@ def cases(quick: bool = False) -> list[dict]:
             N=10_000 // f,
             sigmas=geometric_sigmas(12.0, 0.05, 10),
             per_level=100 // f,
-            eps=5e-5,
+            eps=1e-4,
         ),
         dict(
             name="random 64-D MALA",
@@ -68,7 +68,9 @@ def schedule(case: dict) -> list[tuple[float | None, float]]:
     if case["method"] == "annealed":
         last = float(case["sigmas"][-1])
         return [
-            (float(s), case["eps"] * float(s) ** 2 / last**2) for s in case["sigmas"] for _ in range(case["per_level"])
+            (float(s), case["eps"] / 2 * float(s) ** 2 / last**2)
+            for s in case["sigmas"]
+            for _ in range(case["per_level"])
         ]
     return [(None, case["a"])] * case["steps"]
 

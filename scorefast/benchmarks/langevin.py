@@ -124,3 +124,89 @@ def format_table(result: dict) -> str:
         f"particles of {result.get('particle_size', '?')} elements"
     )
     return harness.format_table(title, columns, result["rows"])
+
+
+# --- particle-size sweep --------------------------------------------------------------------
+
+SWEEP_SIZES = (1, 2, 3, 4, 5, 8, 16, 17, 32, 64, 100, 1024)
+
+
+def run_d_sweep(
+    numel: int = 2**24,
+    particle_sizes=SWEEP_SIZES,
+    dtypes=(torch.float32, torch.bfloat16),
+    device: torch.device = torch.device("cpu"),
+    backend: str = "cpp",
+    quick: bool = False,
+) -> dict:
+    """langevin_step and the normal fill at every particle size D, in one run.
+
+    For each D and dtype, x and score of about ``numel`` elements as (numel // D, D): eager
+    ``x + a*s + b*randn_like(x)``, the fused step out of place, in place, and in place with
+    ``noise_scale=0`` (the memory-bound floor: same traffic, no noise), and the normals alone
+    (``scorefast.normal`` against ``torch.randn``). The ratios the kernels aim at:
+    ``in_place_vs_no_noise`` (in place over the noise-free call) and ``speedup_vs_eager``.
+    """
+    from scorefast import langevin_step_, normal
+
+    min_time = 0.05 if quick else 0.3
+    a, b = STEP_SIZE, NOISE_SCALE
+    rows = []
+    for dtype in dtypes:
+        for D in particle_sizes:
+            shape = (max(1, numel // D), D)
+            x = torch.randn(shape, device=device).to(dtype)
+            s = torch.randn(shape, device=device).to(dtype)
+            step = [0]
+
+            def fused(inplace, noise, step=step):
+                step[0] += 1
+                kw = dict(step_size=a, noise_scale=b if noise else 0.0, seed=7, step=step[0], backend=backend)
+                return langevin_step_(x, s, **kw) if inplace else langevin_step(x, s, **kw)
+
+            times = {
+                "eager": harness.time_fn(lambda: eager_langevin(x, s, a, b), device, min_time=min_time),
+                "out_of_place": harness.time_fn(lambda: fused(False, True), device, min_time=min_time),
+                "in_place": harness.time_fn(lambda: fused(True, True), device, min_time=min_time),
+                "in_place_no_noise": harness.time_fn(lambda: fused(True, False), device, min_time=min_time),
+                "normal": harness.time_fn(
+                    lambda: normal(shape, seed=7, step=1, dtype=dtype, device=device, backend=backend),
+                    device,
+                    min_time=min_time,
+                ),
+                "torch.randn": harness.time_fn(
+                    lambda: torch.randn(shape, dtype=dtype, device=device), device, min_time=min_time
+                ),
+            }
+            med = {k: v["median"] for k, v in times.items()}
+            rows.append(
+                {
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "D": D,
+                    "numel": shape[0] * D,
+                    "times": times,
+                    "speedup_vs_eager": med["eager"] / med["out_of_place"],
+                    "in_place_vs_no_noise": med["in_place"] / med["in_place_no_noise"],
+                    "normal_vs_randn": med["torch.randn"] / med["normal"],
+                }
+            )
+    return {"op": "langevin_step D sweep", **harness.run_info(device), "backend": backend, "rows": rows}
+
+
+def format_d_sweep(result: dict) -> str:
+    ms = lambda k: lambda r: f"{r['times'][k]['median'] * 1e3:.2f}"  # noqa: E731
+    columns = [
+        harness.Column("dtype", 9, lambda r: r["dtype"]),
+        harness.Column("D", 5, lambda r: str(r["D"])),
+        harness.Column("eager ms", 9, ms("eager")),
+        harness.Column("out ms", 8, ms("out_of_place")),
+        harness.Column("x eager", 8, lambda r: f"{r['speedup_vs_eager']:.1f}"),
+        harness.Column("inplace ms", 11, ms("in_place")),
+        harness.Column("b=0 ms", 8, ms("in_place_no_noise")),
+        harness.Column("in/b=0", 7, lambda r: f"{r['in_place_vs_no_noise']:.2f}"),
+        harness.Column("normal ms", 10, ms("normal")),
+        harness.Column("randn ms", 9, ms("torch.randn")),
+    ]
+    n = result["rows"][0]["numel"] if result["rows"] else 0
+    title = f"langevin_step ({result['backend']}) by particle size D, ~{n} elements, on {result['machine']}"
+    return harness.format_table(title, columns, result["rows"])

@@ -10,7 +10,9 @@ import sys
 
 from ..ops import FAMILIES
 from ..ops.chain import gmm_chain_ref
+from ..ops.diffusion import reverse_step_ref, snr_corrector_step_ref
 from ..ops.dsm import dsm_loss_ref, dsm_noise_ref, dsm_perturb_ref
+from ..ops.dsm_vp import dsm_vp_fused_loss_ref, dsm_vp_loss_ref, dsm_vp_noise_ref, dsm_vp_perturb_ref
 from ..ops.gmm import gmm_log_joint_ref, gmm_score_ref
 from ..ops.langevin import langevin_step_ref
 from ..ops.noise import (
@@ -27,6 +29,10 @@ __all__ = [
     "dsm_loss_ref",
     "dsm_noise_ref",
     "dsm_perturb_ref",
+    "dsm_vp_fused_loss_ref",
+    "dsm_vp_loss_ref",
+    "dsm_vp_noise_ref",
+    "dsm_vp_perturb_ref",
     "gmm_chain_ref",
     "gmm_log_joint_ref",
     "gmm_score_ref",
@@ -35,6 +41,8 @@ __all__ = [
     "normal_ref",
     "philox4x32_10",
     "philox_words_ref",
+    "reverse_step_ref",
+    "snr_corrector_step_ref",
     "uniform_ref",
 ]
 

@@ -3,9 +3,9 @@
 Reference checks (``scorefast.testing.checks``): each op x variant x dtype on each backend, within
 the error budget derived from the float64 reference (``scorefast.testing.budgets``): Philox words
 bit for bit, normals within the libm budget, langevin_step, gmm_score, gmm_chain (step by step),
-dsm_perturb and dsm_loss (forward and backward). Emulated backends (Triton's interpreter, the CUDA
-emulator) run tiny sizes. With ``statistical=True`` the samplers are also checked against their
-targets (``scorefast.verify.statistical``).
+dsm_perturb and dsm_loss, dsm_vp_perturb and dsm_vp_loss (forward and backward). Emulated backends
+(Triton's interpreter, the CUDA emulator) run tiny sizes. With ``statistical=True`` the samplers are
+also checked against their targets (``scorefast.verify.statistical``).
 
     report = scorefast.verify.verify(backends=["cpp", "numba"])
     report.exit_status      # 1 if any check failed, else 0

@@ -44,7 +44,7 @@ ENERGY_SAMPLES = 1_000
 SEED = 20_240
 START_SEED = 7
 ULA_STEP, ULA_STEPS = 0.01, 200
-SIGMAS, EPSILON, STEPS_PER_LEVEL = (1.0, 0.5, 0.25), 0.015, 200
+SIGMAS, EPSILON, STEPS_PER_LEVEL = (1.0, 0.5, 0.25), 0.03, 200
 MALA_STEP, MALA_STEPS = 0.5, 100
 GAUSSIAN_STEP, GAUSSIAN_STEPS = 0.2, 40
 
@@ -97,7 +97,7 @@ def cases() -> list[SamplerCase]:
     log_prob = lambda b: lambda y: two.log_prob(y, backend=b)  # noqa: E731
     fused = lambda target, method, kw: lambda x, b: chain.gmm_chain(x, target, method=method, backend=b, **kw).x  # noqa: E731
     ula_note = f"ULA bias ~ a/2 = {ULA_STEP / 2:.3f} of the covariance, far below the thresholds"
-    annealed_note = f"the mixture noised by {SIGMAS[-1]}; bias ~ epsilon/2 and e^-5 of the last level's change"
+    annealed_note = f"the mixture noised by {SIGMAS[-1]}; bias ~ a_L/2 = epsilon/4 and e^-5 of the last level's change"
     return [
         SamplerCase(
             "gmm_chain",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import chain, dsm, gmm, langevin, noise
+from . import chain, diffusion, dsm, dsm_vp, gmm, langevin, noise
 from ._common import DEFAULT_SIZE, EMULATED_SIZE, Size, Variant
 
 
@@ -30,6 +30,12 @@ OPS = {
     "gmm_chain": OpChecks("gmm_chain", chain.VARIANTS, chain.check, "gmm_chain_"),
     "dsm_perturb": OpChecks("dsm_perturb", dsm.PERTURB_VARIANTS, dsm.check_perturb, "dsm_perturb"),
     "dsm_loss": OpChecks("dsm_loss", dsm.LOSS_VARIANTS, dsm.check_loss, "dsm_loss"),
+    "dsm_vp_perturb": OpChecks("dsm_vp_perturb", dsm_vp.PERTURB_VARIANTS, dsm_vp.check_perturb, "dsm_vp_perturb"),
+    "dsm_vp_loss": OpChecks("dsm_vp_loss", dsm_vp.LOSS_VARIANTS, dsm_vp.check_loss, "dsm_vp_loss"),
+    "reverse_step": OpChecks("reverse_step", diffusion.REVERSE_VARIANTS, diffusion.check_reverse, "reverse_step"),
+    "snr_corrector_step": OpChecks(
+        "snr_corrector_step", diffusion.CORRECTOR_VARIANTS, diffusion.check_corrector, "snr_corrector_step"
+    ),
 }
 
 

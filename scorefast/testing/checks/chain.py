@@ -24,8 +24,8 @@ EMULATED_STEPS = 4
 def _schedule(method: str, steps: int):
     """(gmm_chain keyword arguments, step sizes [T], noise levels [T] or None)."""
     if method == "annealed":
-        sigmas, per_level, epsilon = [3.0, 1.0, 0.3], max(1, steps // 3), 0.002
-        a = [epsilon * s**2 / sigmas[-1] ** 2 for s in sigmas for _ in range(per_level)]
+        sigmas, per_level, epsilon = [3.0, 1.0, 0.3], max(1, steps // 3), 0.004
+        a = [epsilon / 2 * s**2 / sigmas[-1] ** 2 for s in sigmas for _ in range(per_level)]
         return (
             dict(sigmas=sigmas, steps_per_level=per_level, epsilon=epsilon),
             a,

@@ -1,0 +1,1 @@
+"""Drop-in adapters to other libraries; each module imports its library (an optional extra)."""
