@@ -319,6 +319,42 @@ MUTANTS = (
         "                step_size=2 * args.step_size,",
         _CLI_ULA,
     ),
+    # --- sharding, resumption, the NCSN convention, the diffusion ops and schedulers
+    Mutant(
+        "sharded_offset_dropped",
+        "scorefast/distributed/sampling.py",
+        "kwargs.update(x=x[rows].clone(), particle_offset=rows.start)",
+        "kwargs.update(x=x[rows].clone(), particle_offset=0)",
+        ("tests/test_distributed.py::test_particles_equal_the_single_process_run",),
+    ),
+    Mutant(
+        "resume_reruns_done_steps",
+        "scorefast/samplers.py",
+        "runner.resume_at = ckpt.step",
+        "runner.resume_at = 0",
+        ("tests/test_resume.py::test_stepwise_sampler_killed_between_checkpoints_resumes_to_the_same_chain",),
+    ),
+    Mutant(
+        "annealed_chain_epsilon_not_ncsn",
+        "scorefast/chain.py",
+        "eps / 2 * s**2 / sig[-1] ** 2",
+        "eps * s**2 / sig[-1] ** 2",
+        ("tests/test_ncsn_convention.py::test_fused_annealed_chain_is_ncsn",),
+    ),
+    Mutant(
+        "ddpm_scheduler_variance_for_its_root",
+        "scorefast/integrations/diffusers.py",
+        "scale = variance**0.5",
+        "scale = variance",
+        ("tests/test_diffusers_schedulers.py::test_ddpm_with_a_generator_reproduces_diffusers",),
+    ),
+    Mutant(
+        "vp_v_target_sign",
+        "scorefast/dsm_vp.py",
+        '"v": (alpha, -sigma),',
+        '"v": (alpha, sigma),',
+        ("tests/test_dsm_vp_diffusers.py::test_v_target_is_get_velocity",),
+    ),
     # --- sanity: bugs the kernel-against-reference tests are known to catch
     Mutant(
         "ref_chain_noise_sqrt_a",
