@@ -236,7 +236,7 @@ def _sample(args, parser_error) -> int:
 
     if sharded:  # statistics over every rank's particles; rank 0 reports them, the others stay quiet
         elapsed = distributed.all_reduce_max(elapsed)
-        stats = sharded_summary_statistics(x, target)
+        stats = summary_statistics(x, target, sharded=True)
         x = x if args.no_plot else distributed.gather(x)  # all particles on rank 0 for the plot
         if not distributed.is_main():
             return 0
@@ -284,14 +284,26 @@ def format_chain_diagnostics(d: dict) -> str:
     )
 
 
-def summary_statistics(x: torch.Tensor, target) -> dict:
-    """Fraction of particles per mode (nearest by responsibility), mean and covariance vs exact."""
+def summary_statistics(x: torch.Tensor, target, sharded: bool = False) -> dict:
+    """Fraction of particles per mode (nearest by responsibility), mean and covariance vs exact.
+
+    ``sharded``: x is this rank's rows of a torchrun run, and the statistics are of every rank's
+    particles: counts summed exactly, mean and covariance from float64 sums (equal to one
+    process's up to rounding)."""
     finite = torch.isfinite(x).all(dim=1)
-    xf = x[finite].double()
-    k = target.responsibilities(xf).argmax(dim=1)
-    fractions = torch.bincount(k, minlength=target.num_components).double() / max(1, xf.shape[0])
-    mean = xf.mean(0)
-    cov = torch.cov(xf.T) if xf.shape[0] > 1 else torch.full((2, 2), float("nan"))
+    if sharded:
+        from scorefast import distributed
+
+        fractions = distributed.mode_fractions(x, target)
+        mean, cov = distributed.mean_and_covariance(x[finite])
+        non_finite = int(distributed.all_reduce_sum((~finite).sum()))
+    else:
+        xf = x[finite].double()
+        k = target.responsibilities(xf).argmax(dim=1)
+        fractions = torch.bincount(k, minlength=target.num_components).double() / max(1, xf.shape[0])
+        mean = xf.mean(0)
+        cov = torch.cov(xf.T) if xf.shape[0] > 1 else torch.full((2, 2), float("nan"))
+        non_finite = int((~finite).sum())
     return {
         "mode_means": target.means.tolist(),
         "mode_fraction": fractions.tolist(),
@@ -300,26 +312,7 @@ def summary_statistics(x: torch.Tensor, target) -> dict:
         "mean_exact": target.mean().tolist(),
         "covariance": cov.tolist(),
         "covariance_exact": target.covariance().tolist(),
-        "non_finite_particles": int((~finite).sum()),
-    }
-
-
-def sharded_summary_statistics(x: torch.Tensor, target) -> dict:
-    """summary_statistics of every rank's particles, ``x`` being this rank's rows: counts summed
-    exactly, mean and covariance from float64 sums (equal to one process's up to rounding)."""
-    from scorefast import distributed
-
-    finite = torch.isfinite(x).all(dim=1)
-    mean, cov = distributed.mean_and_covariance(x[finite])
-    return {
-        "mode_means": target.means.tolist(),
-        "mode_fraction": distributed.mode_fractions(x, target).tolist(),
-        "mode_fraction_exact": target.weights.tolist(),
-        "mean": mean.tolist(),
-        "mean_exact": target.mean().tolist(),
-        "covariance": cov.tolist(),
-        "covariance_exact": target.covariance().tolist(),
-        "non_finite_particles": int(distributed.all_reduce_sum((~finite).sum())),
+        "non_finite_particles": non_finite,
     }
 
 

@@ -21,7 +21,7 @@ from . import _checks
 from . import backend_registry as backends
 from .noise import random_seed
 from .ops._common import acc_dtype
-from .ops.dsm_vp import PARAMETRIZATIONS, WEIGHTINGS, dsm_vp_fused_loss_ref, dsm_vp_perturb_ref
+from .ops.dsm_vp import PARAMETRIZATIONS, WEIGHTINGS, dsm_vp_fused_loss_ref, dsm_vp_perturb_ref, snr_weight_ref
 
 
 def _per_sample(value, x: torch.Tensor, name: str, *, positive: bool) -> torch.Tensor:
@@ -119,9 +119,9 @@ def loss_coefficients(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(a, c, w) of l_b = w_b ||pred - a_b z - c_b x||^2 for a parametrization and weighting.
 
-    alpha, sigma: (B,) in the math dtype; a and c come back in it, w in float64 (formed from
-    alpha and sigma widened to float64). The score form carries the factor 1/2 of
-    1/2 lambda ||s + z / sigma||^2 (dsm_loss's convention).
+    alpha, sigma: (B,) in the math dtype; a and c come back in it, w in float64 (the contract's
+    lambda, scorefast.ops.dsm_vp.snr_weight_ref, formed from alpha and sigma widened to float64).
+    The score form carries the factor 1/2 of 1/2 lambda ||s + z / sigma||^2 (dsm_loss's convention).
     """
     ones, zeros = torch.ones_like(alpha), torch.zeros_like(alpha)
     a, c = {
@@ -130,20 +130,7 @@ def loss_coefficients(
         "v": (alpha, -sigma),
         "x0": (zeros, ones),
     }[parametrization]
-    al, s = alpha.double(), sigma.double()
-    if weighting == "none":
-        lam = torch.ones_like(s)
-    elif weighting == "sigma^p":
-        lam = torch.pow(s, weighting_power)
-    else:
-        snr = (al * al) / (s * s)
-        if weighting == "snr":
-            lam = snr
-        else:
-            clipped = torch.clamp(snr, max=snr_gamma)  # min(SNR, gamma): the x0 weight
-            ratio = torch.clamp(snr_gamma / snr, max=1.0)  # min(SNR, gamma) / SNR, 1 at SNR = 0
-            # carried over by (x0 error / parametrization error)^2: eps 1/SNR, v 1/(SNR + 1), score sigma^2/SNR
-            lam = {"x0": clipped, "eps": ratio, "v": clipped / (snr + 1), "score": s * s * ratio}[parametrization]
+    lam = snr_weight_ref(alpha, sigma, parametrization, weighting, weighting_power, snr_gamma)
     w = 0.5 * lam if parametrization == "score" else lam
     return a.contiguous(), c.contiguous(), w.contiguous()
 

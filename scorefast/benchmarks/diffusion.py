@@ -89,16 +89,9 @@ def run_train_bench(shapes=SHAPES, device=torch.device("cpu"), backends=None, co
         for name, fn in _train_fns(x, pred, t, ac, backends, compile_reference).items():
             times[name] = harness.time_fn(fn, device, min_time=0.05 if quick else 0.3)
             memory[name] = peak_extra_bytes(fn) if device.type == "cpu" else _peak_extra_bytes_cuda(fn, device)
-        _ratios(times)
+        harness.add_speedups(times)
         rows.append({"shape": list(shape), "times": times, "peak_extra_bytes": memory, "input_bytes": 4 * x.numel()})
     return rows
-
-
-def _ratios(times: dict) -> None:
-    for t in times.values():
-        t["speedup_vs_eager"] = times["eager"]["median"] / t["median"]
-        if "torch.compile" in times:
-            t["speedup_vs_compile"] = times["torch.compile"]["median"] / t["median"]
 
 
 def run_scheduler_bench(shapes=SHAPES, device=torch.device("cpu"), quick=False):

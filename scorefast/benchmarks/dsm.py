@@ -101,10 +101,7 @@ def run_dsm_bench(
         for name, fn in fns.items():
             times[name] = harness.time_fn(fn, device, min_time=0.05 if quick else 0.3)
             memory[name] = peak_extra_bytes(fn) if device.type == "cpu" else _peak_extra_bytes_cuda(fn, device)
-        for t in times.values():
-            t["speedup_vs_eager"] = times["eager"]["median"] / t["median"]
-            if "torch.compile" in times:
-                t["speedup_vs_compile"] = times["torch.compile"]["median"] / t["median"]
+        harness.add_speedups(times)
         rows.append(
             {"B": B, "D": D, "times": times, "peak_extra_bytes": memory, "input_bytes": x.numel() * x.element_size()}
         )

@@ -61,6 +61,15 @@ def run_info(device: torch.device) -> dict:
 # --- timing --------------------------------------------------------------------------------
 
 
+def add_speedups(times: dict) -> None:
+    """Each provider's ``speedup_vs_eager`` and, with a torch.compile row, ``speedup_vs_compile``
+    (ratios of median times measured in the same run)."""
+    for t in times.values():
+        t["speedup_vs_eager"] = times["eager"]["median"] / t["median"]
+        if "torch.compile" in times:
+            t["speedup_vs_compile"] = times["torch.compile"]["median"] / t["median"]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -87,9 +87,7 @@ def run_langevin_bench(
             t["gbps"] = row["bytes"] / t["median"] / 1e9
             t["elements_per_s"] = n / t["median"]
             t["fraction_of_copy_bw"] = row["bytes"] / t["median"] / bw
-            t["speedup_vs_eager"] = row["times"]["eager"]["median"] / t["median"]
-            if "torch.compile" in row["times"]:
-                t["speedup_vs_compile"] = row["times"]["torch.compile"]["median"] / t["median"]
+        harness.add_speedups(row["times"])
         rows.append(row)
     return {
         "op": "langevin_step",
