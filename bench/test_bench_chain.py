@@ -61,10 +61,17 @@ def _check_rows(r, cases, providers):
     assert [(row["case"], row["N"], row["steps"]) for row in r["rows"]] == [
         (c["name"], 16, len(chain.schedule(c))) for c in cases
     ]
+    assert "multiply_adds_per_s" in r["fma_peak"] or "error" in r["fma_peak"]
     for row in r["rows"]:
         assert {"D", "K"} <= set(row) and list(row["times"]) == providers
+        assert row["multiply_adds_per_step"] == chain.multiply_adds_per_step(
+            next(c for c in cases if c["name"] == row["case"])
+        )
         for t in row["times"].values():
             assert {"median", "p20", "p80", "reps", "particle_steps_per_s", "speedup_vs_eager"} <= set(t)
+            if "multiply_adds_per_s" in r["fma_peak"]:
+                rate = row["multiply_adds_per_step"] * t["particle_steps_per_s"]
+                assert t["fma_peak_fraction"] == pytest.approx(rate / r["fma_peak"]["multiply_adds_per_s"])
 
 
 def test_chain_script_writes_json(tmp_path, monkeypatch, capsys):

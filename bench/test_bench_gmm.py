@@ -44,7 +44,34 @@ def test_gmm_script_writes_json(tmp_path, monkeypatch, capsys):
     assert [(row["kind"], row["N"], row["K"], row["D"]) for row in r["rows"]] == [
         (kind, 64, 3, 5) for kind in gmm.KINDS
     ]
+    peak = r["fma_peak"]
+    assert ("multiply_adds_per_s" in peak and peak["multiply_adds_per_s"] > 0) or "error" in peak
     for row in r["rows"]:
         assert row["best_torch_s"] == min(row["times"][p]["median"] for p in ("direct", "matmul"))
+        assert row["multiply_adds"] == gmm.multiply_adds(row["kind"], 64, 3, 5)
         for t in row["times"].values():
             assert {"median", "p20", "p80", "reps", "points_per_s", "speedup_vs_best_torch"} <= set(t)
+            if "multiply_adds_per_s" in peak:
+                rate = row["multiply_adds"] / t["median"]
+                assert t["fma_peak_fraction"] == pytest.approx(rate / peak["multiply_adds_per_s"])
+
+
+def test_multiply_add_counts():
+    # the kernels' inner products per point and component: sub + FMA over d, then an FMA per
+    # coordinate (isotropic); precisions in both passes (diagonal); u = P d, d . u and the sum (full)
+    assert gmm.multiply_adds("isotropic", 10, 4, 64) == 10 * 4 * 128
+    assert gmm.multiply_adds("diagonal", 10, 4, 64) == 10 * 4 * 256
+    assert gmm.multiply_adds("full", 1, 8, 32) == 8 * (32 * 32 + 96)
+
+
+def test_fma_peak_is_measured_with_the_widest_vectors():
+    from scorefast.benchmarks import fma_peak
+
+    peak = fma_peak.measure(threads=1, min_time=0.01)
+    if "error" in peak:  # no C compiler with OpenMP here: the reason is recorded instead
+        assert peak["error"]
+        return
+    assert peak["threads"] == 1 and peak["lanes"] in (4, 8, 16)
+    assert peak["gflops"] == pytest.approx(2 * peak["multiply_adds_per_s"] / 1e9)
+    assert fma_peak.fraction(peak["multiply_adds_per_s"], 2.0, peak) == pytest.approx(0.5)
+    assert fma_peak.fraction(1.0, 1.0, {"error": "none"}) is None

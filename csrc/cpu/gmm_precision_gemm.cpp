@@ -82,7 +82,9 @@ void run_block(const at::Tensor& xb, const at::Tensor& means, const at::Tensor& 
 
 }  // namespace
 
-bool gmm_use_precision_gemm(const GmmArgs& a) { return a.factor != nullptr && a.sigma2 == nullptr && a.dim >= kMinDim; }
+bool gmm_use_precision_gemm(const GmmArgs& a) {
+  return a.dtype == StorageType::kFloat64 && a.factor != nullptr && a.sigma2 == nullptr && a.dim >= kMinDim;
+}
 
 void gmm_precision_gemm(const at::Tensor& x, const at::Tensor& means, const at::Tensor& inv_var,
                         const at::Tensor& factor, const at::Tensor& log_const, at::Tensor& score,

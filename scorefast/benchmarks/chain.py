@@ -19,7 +19,8 @@ import torch
 from scorefast import gmm_chain, samplers, targets
 from scorefast.nn import geometric_sigmas
 
-from . import harness
+from . import fma_peak, harness
+from . import gmm as gmm_bench
 from .baselines import gmm_matmul
 
 
@@ -151,12 +152,20 @@ def _sampler_fn(case: dict, x0: torch.Tensor):
     )
 
 
+def multiply_adds_per_step(case: dict) -> int:
+    """Multiply-adds of one particle-step's mixture score, as gmm_score's kernels count them
+    (gmm.multiply_adds for one point); the noise and the update are not counted."""
+    mix = case["target"]
+    return gmm_bench.multiply_adds(mix.kind, 1, mix.num_components, mix.dim)
+
+
 def _run(op: str, chain_cases: list[dict], device, compile_reference: bool, fused_providers, blackjax=None) -> dict:
     """Time every case's eager loop, its compiled step and ``fused_providers(case, x0)``
     (name -> callable), each chain from the same start x0 (N, D) ~ N(0, 9 I); with
     ``blackjax`` (_blackjax_info's dict; None: not timed) also BlackJAX, into each row's and
     the result's "blackjax" field."""
     harness.allow_recompiles(256)
+    peak = fma_peak.measure() if device.type == "cpu" else {"error": "measured on CPUs only"}
     rows = []
     for case in chain_cases:
         mix, N = case["target"], case["N"]
@@ -167,16 +176,20 @@ def _run(op: str, chain_cases: list[dict], device, compile_reference: bool, fuse
             providers["torch.compile step"] = eager_loop(case, x0, compile_step=True)
         providers.update(fused_providers(case, x0))
         times = {name: harness.time_fn(fn, device, min_time=0.2, min_reps=2) for name, fn in providers.items()}
+        macs = multiply_adds_per_step(case)
         for t in times.values():
             t["particle_steps_per_s"] = N * T / t["median"]
             t["speedup_vs_eager"] = times["eager loop"]["median"] / t["median"]
+            t["fma_peak_fraction"] = fma_peak.fraction(macs * N * T, t["median"], peak)
         row = {"case": case["name"], "N": N, "D": mix.dim, "K": mix.num_components, "steps": T, "times": times}
+        row["multiply_adds_per_step"] = macs
         if blackjax is not None:
             row["blackjax"] = _blackjax_entry(case, x0, times, device, blackjax["reason"])
         rows.append(row)
     result = {
         "op": op,
         **harness.run_info(device),
+        "fma_peak": peak,
         "providers": list(rows[0]["times"]) if rows else [],
         "rows": rows,
     }
@@ -291,8 +304,26 @@ def format_table(result: dict) -> str:
     title = (
         f"{label} on {result['machine']}, torch {result['torch']} (particle-steps/s; x = speed-up over the eager loop)"
     )
-    table = harness.format_table(title, columns, result["rows"])
+    table = harness.format_table(title, columns, result["rows"]) + "\n" + _fma_notes(result)
     return table if "blackjax" not in result else table + "\n" + _blackjax_notes(result)
+
+
+def _fma_notes(result: dict) -> str:
+    """The measured multiply-add peak and each provider's share of it on the larger mixtures."""
+    peak = result.get("fma_peak", {})
+    if "gflops" not in peak:
+        return f"multiply-add peak: {peak.get('error', 'not measured')}"
+    lines = [f"multiply-add peak: {peak['gflops']:.0f} GFLOP/s ({peak['threads']} threads); share of it:"]
+    for r in result["rows"]:
+        if r["D"] < 16:
+            continue
+        shares = ", ".join(
+            f"{p} {100 * t['fma_peak_fraction']:.1f}%"
+            for p, t in r["times"].items()
+            if t.get("fma_peak_fraction") is not None
+        )
+        lines.append(f"  {r['case']} ({r['multiply_adds_per_step']} multiply-adds per particle-step): {shares}")
+    return "\n".join(lines)
 
 
 def _blackjax_columns() -> list:

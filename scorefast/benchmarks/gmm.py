@@ -10,7 +10,7 @@ import torch
 from scorefast import gmm_score
 from scorefast.targets import random_mixture
 
-from . import harness
+from . import fma_peak, harness
 from .baselines import gmm_direct, gmm_matmul
 
 SIZES = [(100_000, 2, 2), (100_000, 25, 2), (10_000, 64, 64), (4096, 16, 784)]
@@ -24,6 +24,15 @@ def sizes(quick: bool = False) -> list[tuple[int, int, int]]:
     if not quick:
         return list(SIZES)
     return [(max(64, n // 10), k, min(d, 128)) for n, k, d in SIZES]
+
+
+def multiply_adds(kind: str, N: int, K: int, D: int) -> int:
+    """Multiply-adds of gmm_score's inner products, as the CPU kernels form them (a separate
+    multiply or add counts as one): isotropic 2 NKD (the squared distances, then the weighted
+    means), diagonal 4 NKD (with the precisions in both passes), full NKD^2 + 3 NKD (the
+    product with the explicit precision, its quadratic form and the weighted sum)."""
+    per = {"isotropic": 2 * D, "diagonal": 4 * D, "full": D * D + 3 * D}[kind]
+    return N * K * per
 
 
 def run_gmm_bench(
@@ -41,11 +50,13 @@ def run_gmm_bench(
     ``quick``: 0.05 s of timed calls per provider instead of 0.3 s. A PyTorch form that fails
     (e.g. out of memory) is recorded as {"error": message}.
 
-    Returns the result dict (JSON fields as in bench/results/gmm_score-*.json): per row kind,
-    N, K, D, best_torch_s (the fastest PyTorch form) and per provider the times with
-    points_per_s and speedup_vs_best_torch.
+    Returns the result dict (JSON fields as in bench/results/gmm_score-*.json): the measured
+    multiply-add peak ("fma_peak", fma_peak.measure), per row kind, N, K, D, best_torch_s (the
+    fastest PyTorch form), multiply_adds (``multiply_adds``) and per provider the times with
+    points_per_s, speedup_vs_best_torch and fma_peak_fraction.
     """
     harness.allow_recompiles(256)
+    peak = fma_peak.measure() if device.type == "cpu" else {"error": "measured on CPUs only"}
     backends = harness.timed_backends(device, "gmm_score", backends)
     min_time = 0.05 if quick else 0.3
     rows = []
@@ -72,14 +83,18 @@ def run_gmm_bench(
             torch_best = min(
                 (t["median"] for p_, t in times.items() if p_ not in backends and "median" in t), default=float("nan")
             )
+            macs = multiply_adds(kind, N, K, D)
             for t in times.values():
                 if "median" in t:
                     t["points_per_s"] = N / t["median"]
                     t["speedup_vs_best_torch"] = torch_best / t["median"]
-            rows.append({"kind": kind, "N": N, "K": K, "D": D, "times": times, "best_torch_s": torch_best})
+                    t["fma_peak_fraction"] = fma_peak.fraction(macs, t["median"], peak)
+            row = {"kind": kind, "N": N, "K": K, "D": D, "times": times, "best_torch_s": torch_best}
+            rows.append({**row, "multiply_adds": macs})
     return {
         "op": "gmm_score",
         **harness.run_info(device),
+        "fma_peak": peak,
         "dtype": "float32",
         "providers": list(rows[0]["times"]) if rows else [],
         "rows": rows,
@@ -92,13 +107,20 @@ def _cell(row: dict, provider: str) -> str:
         return "-"
     if provider in TORCH_FORMS:
         return f"{t['median'] * 1e3:.3f}"
-    return f"{t['median'] * 1e3:8.3f} {t['speedup_vs_best_torch']:5.1f}x"
+    frac = t.get("fma_peak_fraction")
+    peak = f" {100 * frac:3.0f}%" if frac is not None else ""
+    return f"{t['median'] * 1e3:8.3f} {t['speedup_vs_best_torch']:5.1f}x{peak}"
 
 
 def format_table(result: dict) -> str:
     """Milliseconds per provider, and each scorefast backend's speed-up over the best PyTorch form."""
     columns = [harness.Column("kind", 10, lambda r: r["kind"], align="<")]
     columns += [harness.Column(k, w, lambda r, k=k: str(r[k])) for k, w in (("N", 7), ("K", 4), ("D", 4))]
-    columns += [harness.Column(p, 15, lambda r, p=p: _cell(r, p)) for p in result["providers"]]
-    title = f"gmm_score on {result['machine']}, torch {result['torch']} (ms; x = speed-up over the best PyTorch form)"
-    return harness.format_table(title, columns, result["rows"])
+    columns += [harness.Column(p, 20, lambda r, p=p: _cell(r, p)) for p in result["providers"]]
+    title = (
+        f"gmm_score on {result['machine']}, torch {result['torch']} (ms; x = speed-up over the best PyTorch form;"
+        " % = share of the measured multiply-add peak)"
+    )
+    peak = result.get("fma_peak", {})
+    note = f"multiply-add peak: {peak['gflops']:.0f} GFLOP/s" if "gflops" in peak else f"peak: {peak.get('error')}"
+    return harness.format_table(title, columns, result["rows"]) + "\n" + note
