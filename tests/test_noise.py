@@ -70,7 +70,8 @@ def test_words_bit_exact(kernel_backend, seed, step, offset):
     assert torch.equal(got.cpu(), expected)
 
 
-@pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 7, 8, 9, 31, 33, 64])  # quads split across rows, partial tails
+# quads split across rows, partial tails; 5 .. 255 elements fill the lanes with (particle, group) pairs
+@pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 7, 8, 9, 31, 33, 64, 100, 255])
 @pytest.mark.parametrize("seed,step,offset", COUNTERS[:4])
 def test_normals_match_reference(kernel_backend, D, seed, step, offset):
     P = 3 if kernel_backend.interpreted else 29
