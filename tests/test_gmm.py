@@ -293,6 +293,22 @@ def test_precision_gemm_path(dtype, sigma):
     assert bool(torch.isfinite(score[5]).all())
 
 
+def test_precision_path_with_many_components():
+    """Full covariance at D >= 32 with more components than the two-pass buffer holds
+    (K x D > 2^15): the online log-sum-exp over components, against the same budget; a NaN row
+    and a far point included."""
+    K, D = 1030, 32
+    mix = random_mixture(K, D, seed=5, kind="full", spread=2.0)
+    x = mix.sample(19, seed=2).float()  # 19: two blocks of 8 and a partial one
+    x[4] = 60.0
+    x[6, 0] = float("nan")
+    score, log_p = scorefast.gmm_score(x, mix, backend="cpp")
+    assert bool(torch.isnan(score[6]).all()) and bool(torch.isnan(log_p[6]))
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32, precision_gemm=True)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_numba_triangular_factors_give_the_dense_bits(dtype, monkeypatch):
     """numba leaves out the exact-zero terms of upper triangular factors (the Cholesky form
