@@ -505,6 +505,22 @@ def test_float32_vector_path_matches_reference(kind, case, D):
     assert a.x.dtype == torch.float32
 
 
+@pytest.mark.parametrize("case", ["ula", "mala"])
+def test_float32_full_chain_with_many_components_matches_reference(case):
+    # Full covariances at D >= 32 with one noise level run the explicit-precision tiles while
+    # every component's products for a block fit (K x D <= 2^15); K = 1030 at D = 32 is past
+    # that and takes the factor-form evaluator with its online log-sum-exp.
+    mix = random_mixture(1030, 32, seed=3, kind="full", spread=2.0)
+    x = mix.sample(9, seed=1).float()  # a block of 8 and a partial one
+    kw = dict(CASES[case], steps=2)
+    a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=1, backend="cpp", **kw)
+    b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=1, backend="reference", **kw)
+    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=13)
+    keep = a.accepted == b.accepted if case == "mala" else torch.ones(9, dtype=torch.bool)
+    assert int((~keep).sum()) <= 1
+    _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[:, keep], "trajectory")
+
+
 def test_float32_vector_chain_independent_of_chunking_and_equal_to_steps():
     mix = ring()
     x = mix.sample(45, seed=3).float()

@@ -294,8 +294,8 @@ def test_precision_gemm_path(dtype, sigma):
 
 
 def test_precision_path_with_many_components():
-    """Full covariance at D >= 32 with more components than the two-pass buffer holds
-    (K x D > 2^15): the online log-sum-exp over components, against the same budget; a NaN row
+    """Full covariance at D >= 32 with more precision entries than the float register tiles
+    take (K D^2 > 2^19): float32 through the blocked GEMMs, against the same budget; a NaN row
     and a far point included."""
     K, D = 1030, 32
     mix = random_mixture(K, D, seed=5, kind="full", spread=2.0)

@@ -1,5 +1,6 @@
-// gmm_score in float64 for full covariances of larger D with one sigma for every point (float
-// math takes PrecisionBlockEval's register tiles, isa_gmm_precision_block.inc): one GEMM per
+// gmm_score for full covariances of larger D with one sigma for every point, in float64, and in
+// float math where the K precisions outgrow a core's cache (below that, PrecisionBlockEval's
+// register tiles in isa_gmm_precision_block.inc): one GEMM per
 // component with the precision P_k = F_k diag(h_k) F_k^T. U = (X - mu_k) P_k gives both the
 // quadratic form d^T P_k d = sum_j d_j U_j and the component's score -U, where the factor
 // form needs two products (t = F^T d, then F (h . t)) of the same size. The differences are
@@ -14,8 +15,8 @@
 
 namespace scorefast {
 
-// Whether gmm_score_cpu takes this path: float64, full covariance, one sigma, D large enough
-// that the products dominate.
+// Whether gmm_score_cpu takes this path: full covariance, one sigma, D large enough that the
+// products dominate, and float64 or more precision entries than the register tiles take.
 bool gmm_use_precision_gemm(const GmmArgs& a);
 
 // score [N, D] and log_prob [N] (x's dtype) for x [N, D]; parameters as the op's, in the

@@ -30,11 +30,15 @@ _SOURCE = r"""
 typedef float vf __attribute__((vector_size(LANES * 4)));
 
 /* 12 independent accumulators (more than FMA latency x FMA pipes on current x86 cores), iters
-   rounds each; returns the sum so nothing is dropped. */
+   rounds each; returns the sum so nothing is dropped. The accumulators start apart and pass
+   through empty asm statements: chains the compiler could prove equal would be merged into one. */
 static float run(int64_t iters) {
-  vf a0 = {0}, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0,
-     a11 = a0;
-  vf b = a0 + 0.999999f, c = a0 + 1e-7f;
+  const vf zero = {0};
+  vf a0 = zero + 1.0f, a1 = zero + 2.0f, a2 = zero + 3.0f, a3 = zero + 4.0f, a4 = zero + 5.0f, a5 = zero + 6.0f,
+     a6 = zero + 7.0f, a7 = zero + 8.0f, a8 = zero + 9.0f, a9 = zero + 10.0f, a10 = zero + 11.0f, a11 = zero + 12.0f;
+  __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+  __asm__ volatile("" : "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
+  vf b = zero + 0.999999f, c = zero + 1e-7f;
   for (int64_t i = 0; i < iters; ++i) {
     __asm__ volatile("" : "+v"(b));  /* b is opaque: no folding across iterations */
     a0 = a0 * b + c; a1 = a1 * b + c; a2 = a2 * b + c; a3 = a3 * b + c;
