@@ -508,8 +508,8 @@ def test_float32_vector_path_matches_reference(kind, case, D):
 @pytest.mark.parametrize("case", ["ula", "mala"])
 def test_float32_full_chain_with_many_components_matches_reference(case):
     # Full covariances at D >= 32 with one noise level run the explicit-precision tiles while
-    # every component's products for a block fit (K x D <= 2^15); K = 1030 at D = 32 is past
-    # that and takes the factor-form evaluator with its online log-sum-exp.
+    # the K precisions stay in cache (K D^2 <= 2^19); K = 1030 at D = 32 is past that and takes
+    # the factor-form evaluator with its online log-sum-exp.
     mix = random_mixture(1030, 32, seed=3, kind="full", spread=2.0)
     x = mix.sample(9, seed=1).float()  # a block of 8 and a partial one
     kw = dict(CASES[case], steps=2)

@@ -14,11 +14,9 @@
 namespace scorefast {
 namespace {
 
-// Below this D the direct kernels (one pass over x per component, no GEMM call per block)
-// are faster.
-constexpr int64_t kMinDim = 32;
-// The most precision entries (K D^2) the float register tiles take: 2 MB, a core's L2 here.
-constexpr int64_t kTilePrecisionFloats = int64_t{1} << 19;
+// Below this D the direct kernels (one pass over x per component, no product per block) are
+// faster.
+constexpr int64_t kMinDim = kGmmPrecisionMinDim;
 // Points per block: large enough for efficient GEMMs, small enough that the block's three
 // [block, D] buffers stay in cache: about 2^16 elements each, and at least 256 points.
 int64_t block_points(int64_t D) { return std::max<int64_t>(256, (int64_t{1} << 16) / D); }
@@ -90,7 +88,7 @@ bool gmm_use_precision_gemm(const GmmArgs& a) {
   // stay in a core's L2 cache; beyond that each block of 8 points would stream them from
   // memory, and the GEMMs here reuse each one across a block of 256 points or more.
   const int64_t precision_floats = a.num_components * a.dim * a.dim;
-  return a.dtype == StorageType::kFloat64 || precision_floats > kTilePrecisionFloats;
+  return a.dtype == StorageType::kFloat64 || precision_floats > kGmmTilePrecisionFloats;
 }
 
 void gmm_precision_gemm(const at::Tensor& x, const at::Tensor& means, const at::Tensor& inv_var,

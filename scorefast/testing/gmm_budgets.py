@@ -11,7 +11,8 @@ from ..ops import gmm as gmm_ref
 from .budgets import U32, storage_rounding
 
 # The cpp backend forms full precisions P_k = F_k H_k F_k^T explicitly for D >= this and one
-# sigma for all points (csrc/cpu/gmm_precision_gemm.cpp).
+# sigma for all points (kGmmPrecisionMinDim in csrc/include/scorefast/gmm.h), in gmm_score and
+# in chains whose noise level does not change.
 PRECISION_GEMM_MIN_DIM = 32
 # float64 uses 2^-52: the kernels' float64 paths round a few terms more than the float32 analysis counts.
 _U = {torch.float32: U32, torch.float64: 2.0**-52, torch.float16: U32, torch.bfloat16: U32}

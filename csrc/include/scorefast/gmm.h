@@ -15,6 +15,13 @@
 
 namespace scorefast {
 
+// Full covariances of D >= kGmmPrecisionMinDim with one sigma go through explicit precisions
+// P_k = F_k diag(h_k) F_k^T (one D x D product per component instead of the factor form's two).
+// The CPU's float register tiles take them while the K precisions stay in a core's L2 cache
+// (K D^2 <= kGmmTilePrecisionFloats, 2 MB); beyond, blocked GEMMs reuse each across many points.
+constexpr int64_t kGmmPrecisionMinDim = 32;
+constexpr int64_t kGmmTilePrecisionFloats = int64_t{1} << 19;
+
 struct GmmArgs {
   int64_t num_points = 0;                     // N
   int64_t dim = 0;                            // D
