@@ -20,7 +20,7 @@ from . import _checks, _float_range
 from . import backend_registry as backends
 from .checkpoint import ChainCheckpoint
 from .gmm import gmm_score
-from .noise import random_seed
+from .noise import random_seed, resolve_seed
 from .ops._common import acc_dtype
 from .ops.chain import gmm_chain_ref
 
@@ -266,9 +266,7 @@ def gmm_chain(
             particle_offset=particle_offset,
         ),
     )
-    seed = ckpt.seed(random_seed)
-    seed64 = _checks.seed_to_int64(seed)
-    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
+    seed64, seed = resolve_seed(ckpt.seed(random_seed))
     mala = method == "mala"
     name = backends.resolve(backend, x.device, "gmm_chain_")
     N = x.shape[0]

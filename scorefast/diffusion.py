@@ -28,7 +28,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
-from .noise import random_seed
+from .noise import resolve_seed
 from .ops._common import acc_dtype, overlap_message, partially_overlaps
 from .ops.diffusion import reverse_step_ref, snr_corrector_step_ref
 
@@ -89,18 +89,6 @@ def _check_inplace(x, inputs, name):
         raise RuntimeError(f"{name}(inplace=True) does not track gradients; use inplace=False or torch.no_grad()")
 
 
-def _seed(seed, noise) -> tuple[int, int]:
-    """(seed as int64 bits for the ops, seed in [0, 2^64) for the references)."""
-    if noise is not None:
-        if seed is not None:
-            raise ValueError("pass either noise= (explicit noise) or seed= (counter-based noise), not both")
-        seed = 0
-    elif seed is None:
-        seed = random_seed()
-    seed64 = _checks.seed_to_int64(seed)
-    return seed64, seed64 % 2**64
-
-
 def reverse_step(
     x: torch.Tensor,
     score: torch.Tensor,
@@ -159,7 +147,7 @@ def reverse_step(
     b_s, b_t = _coefficient(noise_scale, x, "noise_scale", signed=False)
     if noise is not None:
         _checks.check_like(x, noise, "noise")
-    seed64, seed = _seed(seed, noise)
+    seed64, seed = resolve_seed(seed, noise)
     step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
     clamp_min, clamp_max = _clamp(clamp)
     if max_score_norm is not None:
@@ -280,7 +268,7 @@ def snr_corrector_step(
     snr = _checks.check_real(snr, "snr", minimum=0.0)
     if not isinstance(batch_mean, bool):
         raise TypeError(f"batch_mean must be a bool, got {type(batch_mean).__name__}")
-    seed64, seed = _seed(seed, None)
+    seed64, seed = resolve_seed(seed, None)
     step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
     clamp_min, clamp_max = _clamp(clamp)
     if inplace:

@@ -18,7 +18,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
-from .noise import random_seed
+from .noise import resolve_counter
 from .ops._common import acc_dtype
 from .ops.dsm import dsm_loss_ref, dsm_perturb_ref
 
@@ -40,15 +40,6 @@ def _sigma_tensor(sigma, x: torch.Tensor, backend: str) -> torch.Tensor:
     return torch.full((B,), s, dtype=acc, device=x.device)
 
 
-def _counter(seed, step, particle_offset, B):
-    if seed is None:
-        seed = random_seed()
-    seed64 = _checks.seed_to_int64(seed)
-    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
-    step, particle_offset = _checks.check_counter(step, particle_offset, B)
-    return seed, seed64, step, particle_offset
-
-
 def dsm_perturb(
     x: torch.Tensor, sigma, *, seed: int, step: int = 0, particle_offset: int = 0, backend: str = "auto"
 ) -> torch.Tensor:
@@ -67,7 +58,7 @@ def dsm_perturb(
     _checks.check_float_tensor(x, "x")
     name = backends.resolve(backend, x.device, "dsm_perturb")
     s = _sigma_tensor(sigma, x, name)
-    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, x.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, x.shape[0])
     if name == "reference":
         return dsm_perturb_ref(x, s, seed, step, particle_offset).contiguous()
     return backends.op_namespace(name).dsm_perturb(x, s, seed64, step, particle_offset)
@@ -114,7 +105,7 @@ def dsm_loss(
     power = _checks.check_real(weighting_power, "weighting_power")
     name = backends.resolve(backend, pred.device, "dsm_loss")
     s = _sigma_tensor(sigma, pred, name)
-    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, pred.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, pred.shape[0])
     eps_form = parametrization == "eps"
     if name == "reference":
         return dsm_loss_ref(pred, s, seed, step, particle_offset, power=power, eps_form=eps_form, reduction=reduction)

@@ -19,7 +19,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
-from .noise import random_seed
+from .noise import resolve_counter
 from .ops._common import acc_dtype
 from .ops.dsm_vp import PARAMETRIZATIONS, WEIGHTINGS, dsm_vp_fused_loss_ref, dsm_vp_perturb_ref, snr_weight_ref
 
@@ -38,15 +38,6 @@ def _per_sample(value, x: torch.Tensor, name: str, *, positive: bool) -> torch.T
         raise TypeError(f"{name} must be a number or a tensor of shape ({B},), got {type(value).__name__}")
     v = _checks.check_real(value, name, positive=positive, minimum=None if positive else 0.0)
     return torch.full((B,), v, dtype=acc, device=x.device)
-
-
-def _counter(seed, step, particle_offset, B):
-    if seed is None:
-        seed = random_seed()
-    seed64 = _checks.seed_to_int64(seed)
-    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
-    step, particle_offset = _checks.check_counter(step, particle_offset, B)
-    return seed, seed64, step, particle_offset
 
 
 def vp_coefficients(t, alphas_cumprod: torch.Tensor, dtype: torch.dtype | None = None):
@@ -103,7 +94,7 @@ def dsm_vp_perturb(
     name = backends.resolve(backend, x.device, "dsm_vp_perturb")
     a = _per_sample(alpha, x, "alpha", positive=False)
     s = _per_sample(sigma, x, "sigma", positive=True)
-    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, x.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, x.shape[0])
     if name == "reference":
         return dsm_vp_perturb_ref(x, a, s, seed, step, particle_offset).contiguous()
     return backends.op_namespace(name).dsm_vp_perturb(x, a, s, seed64, step, particle_offset)
@@ -201,7 +192,7 @@ def dsm_vp_loss(
     name = backends.resolve(backend, pred.device, "dsm_vp_loss")
     al = _per_sample(alpha, pred, "alpha", positive=False)
     s = _per_sample(sigma, pred, "sigma", positive=True)
-    seed, seed64, step, particle_offset = _counter(seed, step, particle_offset, pred.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, pred.shape[0])
     a, c, w = loss_coefficients(al, s, parametrization, weighting, power, gamma)
     # the target of 'score' and 'eps' does not involve x: the kernels do not read it then
     x_used = x.to(pred.dtype) if parametrization in ("v", "x0") else None

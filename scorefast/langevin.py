@@ -19,7 +19,7 @@ import torch
 
 from . import _checks
 from . import backend_registry as backends
-from .noise import random_seed
+from .noise import resolve_seed
 from .ops._common import acc_dtype, overlap_message, partially_overlaps
 from .ops.langevin import langevin_step_ref
 
@@ -118,13 +118,7 @@ def langevin_step(
 
     if noise is not None:
         _checks.check_like(x, noise, "noise")
-        if seed is not None:
-            raise ValueError("pass either noise= (explicit noise) or seed= (counter-based noise), not both")
-        seed = 0
-    elif seed is None:
-        seed = random_seed()
-    seed64 = _checks.seed_to_int64(seed)
-    seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
+    seed64, seed = resolve_seed(seed, noise)
     step_tensor = None
     if isinstance(step, torch.Tensor):
         step_tensor = _checks.check_step_tensor(step, x.device)

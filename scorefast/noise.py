@@ -112,3 +112,25 @@ def random_seed() -> int:
     """A fresh 64-bit seed drawn from torch's global generator (so torch.manual_seed applies)."""
     hi, lo = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
     return (hi << 32) | lo
+
+
+def resolve_seed(seed, noise=None) -> tuple[int, int]:
+    """The key of an op call's noise: (the int64 with the seed's bits, the ops' schema type;
+    the seed in [0, 2^64), a Python int for the references). ``seed`` None draws one with
+    random_seed(); with explicit ``noise`` the seed must be None (the ops are given 0, unread)."""
+    if noise is not None:
+        if seed is not None:
+            raise ValueError("pass either noise= (explicit noise) or seed= (counter-based noise), not both")
+        seed = 0
+    elif seed is None:
+        seed = random_seed()
+    seed64 = _checks.seed_to_int64(seed)
+    return seed64, seed64 % 2**64
+
+
+def resolve_counter(seed, step, particle_offset, num_particles: int) -> tuple[int, int, int, int]:
+    """(seed in [0, 2^64), its int64 bits, step, particle_offset) of a call that draws its own
+    noise: resolve_seed's and _checks.check_counter's checks."""
+    seed64, seed = resolve_seed(seed)
+    step, particle_offset = _checks.check_counter(step, particle_offset, num_particles)
+    return seed, seed64, step, particle_offset
