@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import sys
 
+from ..testing.checks import OPS
 from .records import FAIL, PASS, SKIP, Record
 
 _LABEL = {PASS: "PASS", FAIL: "FAIL", SKIP: "SKIP"}
+_OP_WIDTH = max(len(op) for op in (*OPS, "samplers"))  # the columns line up for every op
 
 
 def format_record(r: Record) -> str:
     """One line: status, backend, op, variant, dtype, then how close to its budget it came, e.g.
-    ``PASS  cpp       langevin_step clip                       float32   worst 0.06 of budget, max |err| 1.2e-07``."""
-    head = f"{_LABEL[r.status]}  {r.backend:<9} {r.op:<13} {r.variant:<26} {r.dtype:<8}"
+    ``PASS  cpp       langevin_step      clip   ...   float32   worst 0.06 of budget, max |err| 1.2e-07``."""
+    head = f"{_LABEL[r.status]}  {r.backend:<9} {r.op:<{_OP_WIDTH}} {r.variant:<26} {r.dtype:<8}"
     if r.status == PASS and r.budget == 0:  # an exact check (Philox words)
         return f"{head}  {r.detail}"
     if r.status == PASS and r.ratio is not None:
