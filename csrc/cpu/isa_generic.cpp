@@ -31,6 +31,12 @@ struct ChainNoise {
   explicit ChainNoise(uint64_t s) : seed(s) {}
 };
 
+// Word 0 of group q of particles first .. first + n - 1 (the MALA acceptance uniforms).
+static inline void acceptance_words(const ChainNoise& nz, uint64_t first, uint32_t step, uint32_t q, int64_t n,
+                                    uint32_t* w0) {
+  for (int64_t i = 0; i < n; ++i) w0[i] = noise_words(nz.seed, first + static_cast<uint64_t>(i), step, q).w0;
+}
+
 // Particles per vector of the chain kernels, and their normals planar as in the AVX2 build:
 // element d of particle first + 8g + i at out[(g * D + d) * 8 + i].
 constexpr int kChainLanes = 8;
