@@ -1,6 +1,7 @@
-"""Two builds side by side: gmm_score at (N, K, D) = (1e4, 64, 64) for each covariance kind
-and the 64-D and 32-D full-covariance MALA chains of bench_samplers.py, timed for the
-scorefast on sys.path. Run it once per build, back to back, and pass the earlier runs'
+"""Two builds side by side: gmm_score at (N, K, D) = (1e4, 64, 64) for each covariance kind,
+the 64-D and 32-D full-covariance MALA chains of bench_samplers.py (8 components, a = 0.01)
+and the same chains with 16 components and a = 0.05 (acceptance about 0.98 and 0.95), timed
+for the scorefast on sys.path. Run it once per build, back to back, and pass the earlier runs'
 JSON lines with --before to get one file with both and the ratios:
 
     PYTHONPATH=/path/to/old/checkout python bench/bench_builds.py --label old > old.json
@@ -21,6 +22,15 @@ from scorefast.targets import random_mixture
 
 GMM_SIZE = (10_000, 64, 64)
 CHAIN_CASES = ("random 64-D MALA", "random 32-D full MALA")
+# (name, components, dimension, covariance kind, steps), 1e4 particles, MALA with a = 0.05
+WIDE_CHAINS = (
+    ("random 64-D MALA, K = 16, a = 0.05", 16, 64, "isotropic", 200),
+    ("random 32-D full MALA, K = 16, a = 0.05", 16, 32, "full", 100),
+)
+
+
+def _mixture_shape(mix) -> dict:
+    return {"kind": mix.kind, "K": mix.num_components, "D": mix.dim}
 
 
 def measure(label: str, quick: bool = False) -> dict:
@@ -42,19 +52,50 @@ def measure(label: str, quick: bool = False) -> dict:
         steps = len(chain.schedule(case))
         t = harness.time_fn(lambda: gmm_chain(x0, case["target"], **kw), cpu, min_time=min_time, min_reps=2)
         out["chains"][case["name"]] = {
+            **_mixture_shape(case["target"]),
             "N": case["N"],
             "steps": steps,
             "particle_steps_per_s": case["N"] * steps / t["median"],
         }
+    for name, K, D, kind, steps in WIDE_CHAINS:
+        mix = random_mixture(K, D, seed=0, spread=1.0, kind=kind)
+        N, steps = (1000, steps // 10) if quick else (10_000, steps)
+        x0 = (3.0 * torch.randn(N, D, generator=torch.Generator().manual_seed(0))).float()
+        kw = dict(method="mala", steps=steps, step_size=0.05, seed=1)
+        t = harness.time_fn(lambda: gmm_chain(x0, mix, **kw), cpu, min_time=min_time, min_reps=2)
+        accepted = gmm_chain(x0, mix, **kw).accepted
+        out["chains"][name] = {
+            **_mixture_shape(mix),
+            "N": N,
+            "steps": steps,
+            "particle_steps_per_s": N * steps / t["median"],
+            "acceptance": float(accepted.double().mean()) / steps,
+        }
     return out
 
 
-def combine(before: dict, after: dict) -> dict:
-    """Both runs and the speed-ups of ``after`` over ``before``."""
+def combine(before: dict, after: dict, peak: dict | None = None) -> dict:
+    """Both runs and the speed-ups of ``after`` over ``before``; with ``peak``
+    (fma_peak.measure()'s result) also the after run's share of the multiply-add peak."""
     speedup = {f"gmm_score {k}": before["gmm_score_ms"][k] / v for k, v in after["gmm_score_ms"].items()}
     for name, c in after["chains"].items():
         speedup[name] = c["particle_steps_per_s"] / before["chains"][name]["particle_steps_per_s"]
-    return {"op": "builds", "machine": after["machine"], "runs": [before, after], "speedup": speedup}
+    out = {"op": "builds", "machine": after["machine"], "runs": [before, after], "speedup": speedup}
+    if peak is not None:
+        out["fma_peak"] = peak
+        rate = peak.get("multiply_adds_per_s")
+        if rate:
+            from scorefast.benchmarks.gmm import multiply_adds  # this build's (an older one may not have it)
+
+            N, K, D = after["gmm_size"]
+            share = {}
+            for kind, ms in after["gmm_score_ms"].items():
+                share[f"gmm_score {kind}"] = multiply_adds(kind, N, K, D) / (ms * 1e-3) / rate
+            for name, c in after["chains"].items():
+                per_step = multiply_adds(c["kind"], 1, c["K"], c["D"])
+                share[name] = per_step * c["particle_steps_per_s"] / rate
+            out["after_fma_peak_fraction"] = share
+    return out
 
 
 def main(argv=None) -> int:
@@ -71,7 +112,9 @@ def main(argv=None) -> int:
     if args.before:
         with open(args.before) as f:
             before = json.loads(f.readline())
-        combined = combine(before, result)
+        from scorefast.benchmarks import fma_peak  # this build's, as multiply_adds
+
+        combined = combine(before, result, fma_peak.measure())
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(combined, f, indent=1)
