@@ -150,6 +150,25 @@ def test_inplace_equals_out_of_place(kernel_backend):
     assert torch.equal(y, out)
 
 
+@pytest.mark.parametrize("D", [33, 100, 1024])
+def test_large_out_of_place_equals_in_place_on_cpu(D):
+    # Over 2^20 float32 elements the CPU kernel writes a fresh output with streaming stores, one
+    # tile at a time; tiles end on particle boundaries, so with D = 33 and 100 they start off
+    # the 32-byte grid (plain stores up to it). In place nothing is streamed.
+    if not scorefast.backend_registry.status("cpp").available:
+        require_or_skip("cpp", "cpp backend unavailable")
+    P = 2**20 // D + 3
+    x, s, _, _ = _inputs((P, D), torch.float32, "cpu", seed=3)
+    kw = dict(step_size=0.05, noise_scale=0.4, seed=8, step=5, backend="cpp")
+    out = scorefast.langevin_step(x, s, **kw)
+    y = x.clone()
+    scorefast.langevin_step_(y, s, **kw)
+    assert torch.equal(out, y)
+    expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=8, step=5, compute_dtype=torch.float64)
+    tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
+    assert_within(out, expected, tol, f"streamed D={D}")
+
+
 def test_noncontiguous_inputs(kernel_backend):
     # Transposed x, strided score: the noise follows the logical [P, D] index, not memory.
     base = torch.randn(9, 6, generator=torch.Generator().manual_seed(1)).to(kernel_backend.device)
