@@ -548,9 +548,12 @@ def test_blocked_chain_independent_of_chunking(kind, case):
         assert torch.equal(torch.cat([p.accepted for p in parts]), whole.accepted)
 
 
-def test_vector_chain_is_the_same_on_every_cpu_kernel_build():
+@pytest.mark.parametrize("D, kind", [(2, "full"), (9, "isotropic"), (9, "diagonal")])
+def test_vector_chain_is_the_same_on_every_cpu_kernel_build(D, kind):
+    # D = 2: particles in vector lanes; D = 9: blocks of 8 (29 = 3 blocks and a short one),
+    # with each build's MALA uniforms drawn a vector of particles at a time
     ext = scorefast._extension.extension()
-    mix = random_mixture(3, 2, seed=4, kind="full", spread=2.0)
+    mix = random_mixture(3, D, seed=4, kind=kind, spread=2.0)
     x = mix.sample(29, seed=2).float()
     results = {}
     previous = ext.cpu_isa()
