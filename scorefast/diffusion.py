@@ -5,8 +5,8 @@
     snr_corrector_step:  x_new = clamp(x + ε_p·g + sqrt(2 ε_p)·z),  ε_p = 2 (snr ‖z_p‖ / ‖g_p‖)²
                          (or from the batch means of the norms, as score_sde and diffusers)
 
-z is the noise contract's normals for (seed, step, particle) (or an explicit ``noise`` for
-reverse_step). With the coefficients of a schedule, one call is
+z is the noise contract's normals for (seed, step, particle), or an explicit ``noise``. With
+the coefficients of a schedule, one call is
 
     DDPM ancestral   c_x = 1/sqrt(α_t), c_s = −β_t / (sqrt(α_t) sqrt(1 − ᾱ_t)), b = σ_t   (g = ε̂)
     DDIM (eta)       c_x = sqrt(ᾱ_prev/ᾱ_t),
@@ -30,7 +30,7 @@ from . import _checks
 from . import backend_registry as backends
 from .noise import resolve_seed
 from .ops._common import acc_dtype, overlap_message, partially_overlaps
-from .ops.diffusion import reverse_step_ref, snr_corrector_step_ref
+from .ops.diffusion import corrector_coefficients, reverse_step_ref, snr_corrector_step_ref
 
 
 def _coefficient(value, x: torch.Tensor, name: str, *, signed: bool):
@@ -223,6 +223,7 @@ def snr_corrector_step(
     batch_mean: bool = False,
     score_cond: torch.Tensor | None = None,
     guidance: float | None = None,
+    noise: torch.Tensor | None = None,
     seed: int | None = None,
     step: int = 0,
     particle_offset: int = 0,
@@ -250,6 +251,10 @@ def snr_corrector_step(
         snr: the signal-to-noise ratio r >= 0 (finite).
         batch_mean: ε from the batch means of the norms instead of each particle's own.
         score_cond, guidance: classifier-free guidance, g = s_u + w·(s_c − s_u).
+        noise: explicit standard-normal noise z, shape of x, any float dtype (e.g. drawn with
+            a torch.Generator), taken in x's math dtype for both its norm and the step.
+            Excludes ``seed``. The kernels draw only the contract's noise, so with ``noise``
+            the norms are torch reductions and the step one fused :func:`reverse_step`.
         seed, step, particle_offset: the counter-based noise, as in :func:`reverse_step`.
             With ``batch_mean``, particles sharded across calls average over their own call.
         clamp: (min, max) applied to the result; either end may be None.
@@ -268,13 +273,19 @@ def snr_corrector_step(
     snr = _checks.check_real(snr, "snr", minimum=0.0)
     if not isinstance(batch_mean, bool):
         raise TypeError(f"batch_mean must be a bool, got {type(batch_mean).__name__}")
-    seed64, seed = resolve_seed(seed, None)
+    if noise is not None:
+        _checks.check_like(x, noise, "noise")
+    seed64, seed = resolve_seed(seed, noise)
     step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
     clamp_min, clamp_max = _clamp(clamp)
     if inplace:
-        _check_inplace(x, ((score, "score"), (score_cond, "score_cond")), "snr_corrector_step")
+        _check_inplace(x, ((score, "score"), (score_cond, "score_cond"), (noise, "noise")), "snr_corrector_step")
 
     name = backends.resolve(backend, x.device, "snr_corrector_step")
+    if noise is not None and name != "reference":
+        return _corrector_with_noise(
+            x, score, score_cond, w, snr, batch_mean, noise, (clamp_min, clamp_max), inplace, name
+        )
     if name == "reference":
         out, eps = snr_corrector_step_ref(
             x,
@@ -283,6 +294,7 @@ def snr_corrector_step(
             batch_mean=batch_mean,
             score_cond=score_cond,
             guidance=w,
+            noise=noise,
             seed=seed,
             step=step,
             particle_offset=particle_offset,
@@ -298,6 +310,53 @@ def snr_corrector_step(
     if inplace:
         return x, ns.snr_corrector_step_(x, *args)
     return ns.snr_corrector_step(x, *args)
+
+
+class _NoGradThroughNorms(torch.autograd.Function):
+    """The identity on x_new that refuses gradients to the score and an explicit noise, as the
+    corrector op's autograd refuses the score's (ε depends on their norms)."""
+
+    @staticmethod
+    def forward(ctx, out, *inputs):
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if any(ctx.needs_input_grad[1:]):
+            raise RuntimeError(
+                "snr_corrector_step: gradients with respect to the score or the noise are not supported "
+                "(the step size depends on their norms)"
+            )
+        return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+def _corrector_with_noise(x, score, score_cond, w, snr, batch_mean, noise, clamp, inplace, backend):
+    """snr_corrector_step with an explicit z: ε from torch's float64 norms (as the reference
+    forms them), then one fused reverse_step. Gradients flow to x only, as in the kernels."""
+    cd = acc_dtype(x.dtype)
+    P = x.shape[0]
+    with torch.no_grad():
+        g = score.reshape(P, -1).to(cd)
+        if score_cond is not None:
+            g = g + w * (score_cond.reshape(P, -1).to(cd) - g)
+        z = noise.reshape(P, -1).to(cd)
+        eps, b = corrector_coefficients((g.double() ** 2).sum(1), (z.double() ** 2).sum(1), snr, batch_mean, cd)
+    out = reverse_step(
+        x,
+        score.detach(),
+        score_coef=eps,
+        noise_scale=b,
+        score_cond=None if score_cond is None else score_cond.detach(),
+        guidance=None if score_cond is None else w,
+        noise=noise.detach(),
+        clamp=clamp,
+        inplace=inplace,
+        backend=backend,
+    )
+    others = [t for t in (score, score_cond, noise) if t is not None and t.requires_grad]
+    if others and torch.is_grad_enabled() and not inplace:
+        out = _NoGradThroughNorms.apply(out, *others)
+    return out, eps
 
 
 def snr_corrector_step_(x: torch.Tensor, score: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -125,6 +125,8 @@ CORRECTOR_CASES = {
     "batch_mean": dict(batch_mean=True),
     "guided_clamp": dict(guidance=-0.6, clamp=(-1.0, 1.2)),
     "batch_mean_guided_offset": dict(batch_mean=True, guidance=1.5, particle_offset=2**40 + 3, step=2**32 - 1),
+    "explicit_noise": dict(explicit_noise=True),
+    "explicit_noise_guided": dict(explicit_noise=True, batch_mean=True, guidance=0.7, clamp=(-1.5, None)),
 }
 
 
@@ -134,7 +136,12 @@ def _check_corrector(kb, case, shape, dtype, seed):
     kw.setdefault("step", 4)
     if "guidance" in kw:
         kw["score_cond"] = _randn(shape, dtype, kb.device, seed + 200)
-    out, eps = scorefast.snr_corrector_step(x, s, backend=kb.name, **kw)
+    noise = _randn(shape, dtype, kb.device, seed + 300) if kw.pop("explicit_noise", False) else None
+    call = dict(kw)
+    if noise is not None:  # an explicit z excludes the seed
+        del call["seed"]
+        call["noise"] = noise
+    out, eps = scorefast.snr_corrector_step(x, s, backend=kb.name, **call)
     assert out.shape == x.shape and out.dtype == dtype
     assert eps.shape == (shape[0],) and eps.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     clamp = kw.get("clamp") or (None, None)
@@ -146,6 +153,7 @@ def _check_corrector(kb, case, shape, dtype, seed):
         batch_mean=kw.get("batch_mean", False),
         score_cond=None if sc is None else sc.cpu().double(),
         guidance=kw.get("guidance", 1.0),
+        noise=None if noise is None else noise.cpu().double(),
         seed=kw["seed"],
         step=kw["step"],
         particle_offset=kw.get("particle_offset", 0),
@@ -164,6 +172,7 @@ def _check_corrector(kb, case, shape, dtype, seed):
         ref,
         ref_eps,
         dtype,
+        None if noise is None else noise.cpu(),
     )
     what = f"{kb} {case} {shape} {dtype}"
     assert_within(eps.cpu(), ref_eps, eps_tol, what + " step sizes")
@@ -479,6 +488,26 @@ def test_corrector_autograd(kernel_backend):
         out.sum().backward()
     with pytest.raises(RuntimeError, match="does not track gradients"):
         scorefast.snr_corrector_step_(x.detach().clone().requires_grad_(), s, snr=0.3, backend=kernel_backend.name)
+
+
+def test_corrector_with_explicit_noise_autograd(kernel_backend):
+    # With an explicit z the step runs as norms plus reverse_step; gradients as the op's.
+    dev = kernel_backend.device
+    x = _randn((4, 5), torch.float32, dev, 0).requires_grad_()
+    s, z = _randn((4, 5), torch.float32, dev, 1), _randn((4, 5), torch.float32, dev, 2)
+    kw = dict(snr=0.3, noise=z, clamp=(-0.5, None), backend=kernel_backend.name)
+    out, eps = scorefast.snr_corrector_step(x, s, **kw)
+    assert not eps.requires_grad
+    out.sum().backward()
+    assert torch.equal(x.grad, (out > -0.5).to(x.dtype))
+    for leaf in ("score", "noise"):
+        s_in = s.clone().requires_grad_() if leaf == "score" else s
+        z_in = z.clone().requires_grad_() if leaf == "noise" else z
+        out, _ = scorefast.snr_corrector_step(x, s_in, **dict(kw, noise=z_in))
+        with pytest.raises(RuntimeError, match="depends on their norms"):
+            out.sum().backward()
+    with pytest.raises(ValueError, match="seed"):
+        scorefast.snr_corrector_step(x.detach(), s, snr=0.3, noise=z, seed=1, backend=kernel_backend.name)
 
 
 def test_autograd_refuses_unsupported_gradients(kernel_backend):

@@ -250,33 +250,12 @@ class ScoreSdeVeScheduler(_CounterNoise, diffusers.ScoreSdeVeScheduler):
             raise ValueError(f"corrector_rule must be 'batch_mean' or 'per_sample', got {self.corrector_rule!r}")
         batch_mean = self.corrector_rule == "batch_mean"
         if generator is None:
-            prev, _ = snr_corrector_step(
-                sample,
-                model_output,
-                snr=self.config.snr,
-                batch_mean=batch_mean,
-                seed=self.noise_seed,
-                step=self._next_counter(),
-                particle_offset=self.particle_offset,
-                backend=self.backend,
-            )
-        else:
-            # diffusers' draw, then its step size from the norms of that noise.
-            noise = randn_tensor(sample.shape, layout=sample.layout, generator=generator).to(sample.device)
-            B = sample.shape[0]
-            grad_norm = torch.norm(model_output.reshape(B, -1), dim=-1)
-            noise_norm = torch.norm(noise.reshape(B, -1), dim=-1)
-            if batch_mean:
-                grad_norm, noise_norm = grad_norm.mean(), noise_norm.mean()
-            step_size = ((self.config.snr * noise_norm / grad_norm) ** 2 * 2) * torch.ones(B, device=sample.device)
-            prev = reverse_step(
-                sample,
-                model_output,
-                score_coef=step_size,
-                noise_scale=(step_size * 2) ** 0.5,
-                noise=noise,
-                backend=self.backend,
-            )
+            noise = dict(seed=self.noise_seed, step=self._next_counter(), particle_offset=self.particle_offset)
+        else:  # diffusers' draw; the step size from the norms of that noise
+            noise = dict(noise=randn_tensor(sample.shape, layout=sample.layout, generator=generator).to(sample.device))
+        prev, _ = snr_corrector_step(
+            sample, model_output, snr=self.config.snr, batch_mean=batch_mean, backend=self.backend, **noise
+        )
         if not return_dict:
             return (prev,)
         return SchedulerOutput(prev_sample=prev)

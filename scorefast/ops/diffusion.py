@@ -338,6 +338,7 @@ def snr_corrector_step_ref(
     batch_mean: bool = False,
     score_cond: torch.Tensor | None = None,
     guidance: float = 1.0,
+    noise: torch.Tensor | None = None,  # like x; None: the contract's z(seed, step)
     seed: int = 0,
     step: int = 0,
     particle_offset: int = 0,
@@ -345,9 +346,10 @@ def snr_corrector_step_ref(
     clamp_max: float | None = None,
     compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_new, ε): the Langevin corrector x + ε·g + sqrt(2 ε)·z with the contract's z and the
-    SNR step size ε per particle (``corrector_coefficients``), norms in float64 of g computed
-    in ``compute_dtype`` (default: x's math dtype) and of the float32 z."""
+    """(x_new, ε): the Langevin corrector x + ε·g + sqrt(2 ε)·z with the contract's z (or an
+    explicit ``noise``, taken in ``compute_dtype``) and the SNR step size ε per particle
+    (``corrector_coefficients``), norms in float64 of g computed in ``compute_dtype`` (default:
+    x's math dtype) and of the float32 z (the explicit z in ``compute_dtype``)."""
     if compute_dtype is None:
         compute_dtype = acc_dtype(x.dtype)
     P = x.shape[0]
@@ -355,7 +357,10 @@ def snr_corrector_step_ref(
     g = score.reshape(P, D).to(compute_dtype)
     if score_cond is not None:
         g = g + guidance * (score_cond.reshape(P, D).to(compute_dtype) - g)
-    z = normal_ref(P, D, seed, step, particle_offset, x.device)
+    if noise is None:
+        z = normal_ref(P, D, seed, step, particle_offset, x.device)
+    else:
+        z = noise.reshape(P, D).to(compute_dtype)
     g_sq = (g.double() ** 2).sum(dim=1)
     z_sq = (z.double() ** 2).sum(dim=1)
     eps, b = corrector_coefficients(g_sq, z_sq, snr, batch_mean, compute_dtype)
@@ -364,6 +369,7 @@ def snr_corrector_step_ref(
         g.reshape(x.shape),
         score_coef=eps,
         noise_scale=b,
+        noise=None if noise is None else z.reshape(x.shape),
         seed=seed,
         step=step,
         particle_offset=particle_offset,

@@ -45,7 +45,7 @@ def reverse_step_tolerance(
 
 
 def corrector_tolerance(
-    x, score, score_cond, guidance, batch_mean: bool, seed, step, particle_offset, ref_out, ref_eps, dtype
+    x, score, score_cond, guidance, batch_mean: bool, seed, step, particle_offset, ref_out, ref_eps, dtype, noise=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(bound on |x_new - ref| of x's shape, bound on |ε - ref ε| of shape (P,)) for snr_corrector_step.
 
@@ -54,19 +54,30 @@ def corrector_tolerance(
     within r·NOISE_REL_TOL of the reference's), ‖g‖ by the rounding of g (2u |g| per element
     with guidance, none without) and of the float64 sums (D u64). With the batch means the
     relative errors of the means are bounded by the sums of the errors over the sums of the norms.
-    The step then adds |δε||g| + |δb| r_max, b = sqrt(2 ε), to the bound of reverse_step.
+    The step then adds |δε||g| + |δb||z|, b = sqrt(2 ε), to the bound of reverse_step.
+
+    ``noise``: the explicit z of the call (the reference given it in float64). It is exact in the
+    compute dtype unless it is float64 and the math float32 (then u |z| per element, in its norm
+    and in the step); reverse_step's bound counts |z| up to r_max, the rest is added here.
     """
     P = x.shape[0]
     D = math.prod(x.shape[1:])
     u = unit_roundoff(dtype)
     g_mag = _score_magnitude(score, score_cond, guidance, P)
     g = _flat(score, P) if score_cond is None else _flat(score, P) + guidance * (_flat(score_cond, P) - _flat(score, P))
-    r = contract_radius(P, D, seed % 2**64, step, particle_offset)
-    from ..ops.noise import normal_ref
+    rounds = noise is not None and noise.dtype == torch.float64 and dtype != torch.float64
+    if noise is None:
+        from ..ops.noise import normal_ref
 
-    z_norm = torch.linalg.vector_norm(normal_ref(P, D, seed % 2**64, step, particle_offset).double(), dim=1)
+        r = contract_radius(P, D, seed % 2**64, step, particle_offset)
+        z_norm = torch.linalg.vector_norm(normal_ref(P, D, seed % 2**64, step, particle_offset).double(), dim=1)
+        z_mag = MAX_RADIUS
+        dz = NOISE_REL_TOL * torch.linalg.vector_norm(r, dim=1) + 4 * D * U64 * z_norm
+    else:
+        z_mag = _flat(noise, P).abs()
+        z_norm = torch.linalg.vector_norm(z_mag, dim=1)
+        dz = (u if rounds else 0.0) * z_norm + 4 * D * U64 * z_norm
     g_norm = torch.linalg.vector_norm(g, dim=1)
-    dz = NOISE_REL_TOL * torch.linalg.vector_norm(r, dim=1) + 4 * D * U64 * z_norm
     dg = (0.0 if score_cond is None else 2 * u * torch.linalg.vector_norm(g_mag, dim=1)) + 4 * D * U64 * g_norm
     if batch_mean:
         rel = 2 * (dz.sum() / z_norm.sum() + dg.sum() / g_norm.sum())
@@ -77,6 +88,9 @@ def corrector_tolerance(
     d_eps = eps * (rel + 2 * u)
     b = torch.sqrt(2 * eps)
     d_b = b * (rel / 2 + 2 * u)
-    step_tol = reverse_step_tolerance(x, score, score_cond, guidance, 1.0, eps, b, ref_out, dtype, True)
-    extra = d_eps[:, None] * g_mag + d_b[:, None] * MAX_RADIUS
+    step_tol = reverse_step_tolerance(x, score, score_cond, guidance, 1.0, eps, b, ref_out, dtype, noise is None)
+    extra = d_eps[:, None] * g_mag + d_b[:, None] * z_mag
+    if noise is not None:
+        b_col = b[:, None]
+        extra = extra + 8 * u * b_col * (z_mag - MAX_RADIUS).clamp(min=0) + (u if rounds else 0.0) * b_col * z_mag
     return step_tol + extra.reshape(x.shape), d_eps

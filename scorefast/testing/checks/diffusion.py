@@ -21,6 +21,7 @@ CORRECTOR_VARIANTS = {
     "per_sample": Variant({}),
     "batch_mean": Variant({"batch_mean": True}),
     "guided_clamp": Variant({"guidance": 1.5, "clamp": (-1.0, 1.0)}),
+    "explicit_noise": Variant({"explicit_noise": True}),
     "inplace": Variant({"inplace": True}),
 }
 
@@ -112,6 +113,7 @@ def check_corrector(
     batch_mean: bool = False,
     guidance: float | None = None,
     clamp=None,
+    explicit_noise: bool = False,
     inplace: bool = False,
 ) -> Comparison:
     """One snr_corrector_step on x (particles, dim) in ``dtype`` against the float64 reference:
@@ -119,7 +121,11 @@ def check_corrector(
     g = torch.Generator().manual_seed(3)
     P, D = size.particles, size.dim
     x, s = randn((P, D), dtype, device, g), randn((P, D), dtype, device, g)
-    kw: dict = dict(snr=snr, batch_mean=batch_mean, clamp=clamp, seed=SEED, step=STEP, particle_offset=PARTICLE_OFFSET)
+    kw: dict = dict(snr=snr, batch_mean=batch_mean, clamp=clamp)
+    if explicit_noise:
+        kw["noise"] = randn((P, D), dtype, device, g)
+    else:
+        kw.update(seed=SEED, step=STEP, particle_offset=PARTICLE_OFFSET)
     if guidance is not None:
         kw.update(score_cond=randn((P, D), dtype, device, g), guidance=guidance)
     if inplace:
@@ -136,6 +142,7 @@ def check_corrector(
     sc64 = None if sc is None else sc.cpu().double()
     lo, hi = clamp if clamp is not None else (None, None)
     w = 1.0 if guidance is None else guidance
+    noise = kw.get("noise")
     expected, expected_eps = ref.snr_corrector_step_ref(
         x.cpu().double(),
         s.cpu().double(),
@@ -143,6 +150,7 @@ def check_corrector(
         batch_mean=batch_mean,
         score_cond=sc64,
         guidance=w,
+        noise=None if noise is None else noise.cpu().double(),
         seed=SEED,
         step=STEP,
         particle_offset=PARTICLE_OFFSET,
@@ -151,7 +159,7 @@ def check_corrector(
     )
     sc_cpu = None if sc is None else sc.cpu()
     tol, eps_tol = corrector_tolerance(
-        x.cpu(), s.cpu(), sc_cpu, w, batch_mean, SEED, STEP, PARTICLE_OFFSET, expected, expected_eps, dtype
+        x.cpu(), s.cpu(), sc_cpu, w, batch_mean, SEED, STEP, PARTICLE_OFFSET, expected, expected_eps, dtype, noise
     )
     steps = compare(eps, expected_eps, eps_tol, "step sizes")
     return steps if not steps.ok else compare(out, expected, tol)
