@@ -24,6 +24,8 @@ pick the backend.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _checks
@@ -332,29 +334,28 @@ class _NoGradThroughNorms(torch.autograd.Function):
 
 def _corrector_with_noise(x, score, score_cond, w, snr, batch_mean, noise, clamp, inplace, backend):
     """snr_corrector_step with an explicit z: ε from torch's float64 norms (as the reference
-    forms them), then one fused reverse_step. Gradients flow to x only, as in the kernels."""
+    forms them), then the backend's fused reverse_step op (called directly: ε is inf or NaN
+    where the score's norm is 0 or NaN, which the public function's checks refuse). Gradients
+    flow to x only, as in the kernels."""
     cd = acc_dtype(x.dtype)
-    P = x.shape[0]
+    P, D = x.shape[0], math.prod(x.shape[1:])
     with torch.no_grad():
-        g = score.reshape(P, -1).to(cd)
+        g = score.reshape(P, D).to(cd)
         if score_cond is not None:
-            g = g + w * (score_cond.reshape(P, -1).to(cd) - g)
-        z = noise.reshape(P, -1).to(cd)
+            g = g + w * (score_cond.reshape(P, D).to(cd) - g)
+        z = noise.reshape(P, D).to(cd)
         eps, b = corrector_coefficients((g.double() ** 2).sum(1), (z.double() ** 2).sum(1), snr, batch_mean, cd)
-    out = reverse_step(
-        x,
-        score.detach(),
-        score_coef=eps,
-        noise_scale=b,
-        score_cond=None if score_cond is None else score_cond.detach(),
-        guidance=None if score_cond is None else w,
-        noise=noise.detach(),
-        clamp=clamp,
-        inplace=inplace,
-        backend=backend,
-    )
+    cond = None if score_cond is None else score_cond.detach()
+    # (score, score_cond, w, c_x, c_x per particle, c_s, c_s per particle, b, b per particle,
+    # noise, seed, step, particle_offset, clamp_min, clamp_max, max_score_norm)
+    args = (score.detach(), cond, w, 1.0, None, 0.0, eps, 0.0, b, noise.detach(), 0, 0, 0, *clamp, None)
+    ns = backends.op_namespace(backend)
+    if inplace:
+        ns.reverse_step_(x, *args)
+        return x, eps
+    out = ns.reverse_step(x, *args)
     others = [t for t in (score, score_cond, noise) if t is not None and t.requires_grad]
-    if others and torch.is_grad_enabled() and not inplace:
+    if others and torch.is_grad_enabled():
         out = _NoGradThroughNorms.apply(out, *others)
     return out, eps
 

@@ -258,15 +258,19 @@ def test_nan_in_nan_out(kernel_backend):
         if "max_score_norm" in kw:  # the NaN score poisons its particle's norm, only that particle
             assert torch.isnan(out[2]).all()
         assert torch.isfinite(out[[0, 3]]).all(), kw
-    out, eps = scorefast.snr_corrector_step(x, s, snr=0.2, seed=1, backend=kernel_backend.name)
-    assert torch.isnan(out[1, 2]) and torch.isnan(out[2]).all() and torch.isnan(eps[2])
-    assert torch.isfinite(out[[0, 3]]).all() and torch.isfinite(eps[[0, 1, 3]]).all()
-    out, eps = scorefast.snr_corrector_step(x, s, snr=0.2, batch_mean=True, seed=1, backend=kernel_backend.name)
-    assert torch.isnan(eps).all() and torch.isnan(out).all()  # a NaN norm poisons the batch mean
+    z = _randn((4, 5), torch.float32, dev, 2)
+    for noise in (dict(seed=1), dict(noise=z)):
+        out, eps = scorefast.snr_corrector_step(x, s, snr=0.2, backend=kernel_backend.name, **noise)
+        assert torch.isnan(out[1, 2]) and torch.isnan(out[2]).all() and torch.isnan(eps[2])
+        assert torch.isfinite(out[[0, 3]]).all() and torch.isfinite(eps[[0, 1, 3]]).all()
+        out, eps = scorefast.snr_corrector_step(x, s, snr=0.2, batch_mean=True, backend=kernel_backend.name, **noise)
+        assert torch.isnan(eps).all() and torch.isnan(out).all()  # a NaN norm poisons the batch mean
 
 
 def test_empty_batch(kernel_backend):
     x = torch.empty(0, 3, device=kernel_backend.device)
+    out, eps = scorefast.snr_corrector_step(x, x, snr=0.1, noise=x, backend=kernel_backend.name)
+    assert out.shape == (0, 3) and eps.shape == (0,)
     assert scorefast.reverse_step(x, x, score_coef=0.1, noise_scale=0.1, seed=1, backend=kernel_backend.name).shape == (
         0,
         3,

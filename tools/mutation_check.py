@@ -349,6 +349,13 @@ MUTANTS = (
         ("tests/test_diffusers_schedulers.py::test_ddpm_with_a_generator_reproduces_diffusers",),
     ),
     Mutant(
+        "corrector_explicit_noise_ignores_batch_mean",
+        "scorefast/diffusion.py",
+        "(z.double() ** 2).sum(1), snr, batch_mean, cd)",
+        "(z.double() ** 2).sum(1), snr, False, cd)",
+        ("tests/test_diffusion_step.py::test_corrector_matches_reference[numba-explicit_noise_guided-torch.float32]",),
+    ),
+    Mutant(
         "vp_v_target_sign",
         "scorefast/dsm_vp.py",
         '"v": (alpha, -sigma),',
