@@ -32,7 +32,7 @@ from . import _checks
 from . import backend_registry as backends
 from .noise import resolve_seed
 from .ops._common import acc_dtype, overlap_message, partially_overlaps
-from .ops.diffusion import corrector_coefficients, reverse_step_ref, snr_corrector_step_ref
+from .ops.diffusion import corrector_step_sizes, reverse_step_ref, snr_corrector_step_ref
 
 
 def _coefficient(value, x: torch.Tensor, name: str, *, signed: bool):
@@ -340,11 +340,8 @@ def _corrector_with_noise(x, score, score_cond, w, snr, batch_mean, noise, clamp
     cd = acc_dtype(x.dtype)
     P, D = x.shape[0], math.prod(x.shape[1:])
     with torch.no_grad():
-        g = score.reshape(P, D).to(cd)
-        if score_cond is not None:
-            g = g + w * (score_cond.reshape(P, D).to(cd) - g)
         z = noise.reshape(P, D).to(cd)
-        eps, b = corrector_coefficients((g.double() ** 2).sum(1), (z.double() ** 2).sum(1), snr, batch_mean, cd)
+        _, eps, b = corrector_step_sizes(score, score_cond, w, z, snr, batch_mean, cd)
     cond = None if score_cond is None else score_cond.detach()
     # (score, score_cond, w, c_x, c_x per particle, c_s, c_s per particle, b, b per particle,
     # noise, seed, step, particle_offset, clamp_min, clamp_max, max_score_norm)

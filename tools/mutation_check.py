@@ -351,8 +351,8 @@ MUTANTS = (
     Mutant(
         "corrector_explicit_noise_ignores_batch_mean",
         "scorefast/diffusion.py",
-        "(z.double() ** 2).sum(1), snr, batch_mean, cd)",
-        "(z.double() ** 2).sum(1), snr, False, cd)",
+        "corrector_step_sizes(score, score_cond, w, z, snr, batch_mean, cd)",
+        "corrector_step_sizes(score, score_cond, w, z, snr, False, cd)",
         ("tests/test_diffusion_step.py::test_corrector_matches_reference[numba-explicit_noise_guided-torch.float32]",),
     ),
     Mutant(

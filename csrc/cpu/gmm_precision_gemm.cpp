@@ -87,8 +87,7 @@ bool gmm_use_precision_gemm(const GmmArgs& a) {
   // Float math takes the register tiles (isa_gmm_precision_block.inc) while all K precisions
   // stay in a core's L2 cache; beyond that each block of 8 points would stream them from
   // memory, and the GEMMs here reuse each one across a block of 256 points or more.
-  const int64_t precision_floats = a.num_components * a.dim * a.dim;
-  return a.dtype == StorageType::kFloat64 || precision_floats > kGmmTilePrecisionFloats;
+  return a.dtype == StorageType::kFloat64 || !gmm_precision_tiles_fit(a);
 }
 
 void gmm_precision_gemm(const at::Tensor& x, const at::Tensor& means, const at::Tensor& inv_var,

@@ -330,6 +330,28 @@ def corrector_coefficients(
     return eps.to(dtype), torch.sqrt(2.0 * eps).to(dtype)
 
 
+def corrector_step_sizes(
+    score: torch.Tensor,
+    score_cond: torch.Tensor | None,
+    guidance: float,
+    z: torch.Tensor,
+    snr: float,
+    batch_mean: bool,
+    compute_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(g [P, D], ε, sqrt(2 ε)) of the corrector: g = s + w (s_c - s) in ``compute_dtype``, the
+    float64 squared norms of g and of z [P, D] (in its own dtype), ``corrector_coefficients``."""
+    P = score.shape[0]
+    D = math.prod(score.shape[1:])
+    g = score.reshape(P, D).to(compute_dtype)
+    if score_cond is not None:
+        g = g + guidance * (score_cond.reshape(P, D).to(compute_dtype) - g)
+    g_sq = (g.double() ** 2).sum(dim=1)
+    z_sq = (z.double() ** 2).sum(dim=1)
+    eps, b = corrector_coefficients(g_sq, z_sq, snr, batch_mean, compute_dtype)
+    return g, eps, b
+
+
 def snr_corrector_step_ref(
     x: torch.Tensor,  # [P, ...]
     score: torch.Tensor,  # like x
@@ -354,16 +376,11 @@ def snr_corrector_step_ref(
         compute_dtype = acc_dtype(x.dtype)
     P = x.shape[0]
     D = math.prod(x.shape[1:])
-    g = score.reshape(P, D).to(compute_dtype)
-    if score_cond is not None:
-        g = g + guidance * (score_cond.reshape(P, D).to(compute_dtype) - g)
     if noise is None:
         z = normal_ref(P, D, seed, step, particle_offset, x.device)
     else:
         z = noise.reshape(P, D).to(compute_dtype)
-    g_sq = (g.double() ** 2).sum(dim=1)
-    z_sq = (z.double() ** 2).sum(dim=1)
-    eps, b = corrector_coefficients(g_sq, z_sq, snr, batch_mean, compute_dtype)
+    g, eps, b = corrector_step_sizes(score, score_cond, guidance, z, snr, batch_mean, compute_dtype)
     out = reverse_step_ref(
         x,
         g.reshape(x.shape),

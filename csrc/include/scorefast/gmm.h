@@ -42,4 +42,11 @@ struct GmmArgs {
   void* log_prob = nullptr;  // [N] contiguous, dtype
 };
 
+// Whether the CPU's float register tiles of explicit precisions take a mixture (the rule above):
+// full covariances, D >= kGmmPrecisionMinDim, K D^2 <= kGmmTilePrecisionFloats.
+inline bool gmm_precision_tiles_fit(const GmmArgs& a) {
+  return a.factor != nullptr && a.dim >= kGmmPrecisionMinDim &&
+         a.num_components * a.dim * a.dim <= kGmmTilePrecisionFloats;
+}
+
 }  // namespace scorefast
