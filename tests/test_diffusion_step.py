@@ -335,6 +335,9 @@ _CORRECTOR_ERRORS = [
     (dict(score_cond=torch.zeros(2, 3)), ValueError, "score_cond must have the shape of x"),
     (dict(particle_offset=-1), ValueError, "particle_offset must be in"),
     (dict(clamp=(None, float("nan"))), ValueError, "clamp max must be finite"),
+    (dict(noise=torch.zeros(4, 3), seed=1), ValueError, "either noise= .* or seed="),
+    (dict(noise=torch.zeros(4, 2)), ValueError, r"noise must have the shape of x \[4, 3\]"),
+    (dict(noise=torch.zeros(4, 3, dtype=torch.int32)), TypeError, "noise must be float32"),
 ]
 
 
@@ -342,6 +345,8 @@ _CORRECTOR_ERRORS = [
 def test_corrector_errors_name_the_argument(i):
     overrides, error, match = _CORRECTOR_ERRORS[i]
     kw = dict(x=torch.zeros(4, 3), score=torch.zeros(4, 3), snr=0.1, seed=1)
+    if overrides.get("noise") is not None and "seed" not in overrides:
+        kw.pop("seed")
     kw.update(overrides)
     with pytest.raises(error, match=match):
         scorefast.snr_corrector_step(kw.pop("x"), kw.pop("score"), **kw)
