@@ -22,10 +22,11 @@ inline void check_philox_fill(const at::Tensor& out, int64_t step, int64_t parti
   TORCH_CHECK(out.size(1) <= (int64_t{1} << 32), "Q must be <= 2^32, got ", out.size(1));
 }
 
-// normal_fill_'s out, once it is known to be on the device: float32, dim 0 = particles,
-// contiguous. The caller checks the particle size of a non-empty out (check_particle_size).
+// normal_fill_'s out, once it is known to be on the device: a storage dtype (the float32
+// normals are rounded to it), dim 0 = particles, contiguous. The caller checks the particle
+// size of a non-empty out (check_particle_size).
 inline void check_normal_fill(const at::Tensor& out, int64_t step, int64_t particle_offset) {
-  TORCH_CHECK(out.scalar_type() == at::kFloat, "out must be float32, got ", out.scalar_type());
+  storage_type_of(out, "out");
   TORCH_CHECK(out.dim() >= 1, "out must have at least one dimension (dim 0 = particles)");
   TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
   check_noise_counter(step, particle_offset);

@@ -70,9 +70,11 @@ def normal(
 ) -> torch.Tensor:
     """Standard normals of the contract for a tensor of ``shape`` (dim 0 = particles).
 
-    The values are float32 (Box-Muller in float32, as Triton's randn); ``dtype`` only sets
-    the storage of the result. ``seed`` in [0, 2^64), ``step`` in [0, 2^32) (an int, or an
-    int64 tensor of one element on ``device``, read when the kernel runs).
+    The values are float32 (Box-Muller in float32, as Triton's randn); ``dtype`` (float32,
+    float64, float16 or bfloat16; default float32) only sets the storage of the result, the
+    float32 values rounded to nearest even as the kernels store them. ``seed`` in [0, 2^64),
+    ``step`` in [0, 2^32) (an int, or an int64 tensor of one element on ``device``, read when
+    the kernel runs).
     """
     dims = shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)
     shape = tuple(_checks.check_int(s, "shape entry", 0, 2**63 - 1) for s in dims)
@@ -91,13 +93,13 @@ def normal(
     if name == "reference":
         step = step if step_tensor is None else int(step_tensor)  # a host read: not for CUDA graphs
         out = normal_ref(P, D, seed, step, particle_offset, device).reshape(shape)
+        return out.to(dtype)
+    out = torch.empty(shape, dtype=dtype, device=device)  # the kernels round to dtype as they store
+    if step_tensor is None:
+        backends.op_namespace(name).normal_fill_(out, seed64, step, particle_offset)
     else:
-        out = torch.empty(shape, dtype=torch.float32, device=device)
-        if step_tensor is None:
-            backends.op_namespace(name).normal_fill_(out, seed64, step, particle_offset)
-        else:
-            backends.op_namespace(name).normal_fill_counter_(out, seed64, step_tensor, particle_offset)
-    return out.to(dtype)
+        backends.op_namespace(name).normal_fill_counter_(out, seed64, step_tensor, particle_offset)
+    return out
 
 
 def normal_like(x: torch.Tensor, *, seed: int, step=0, particle_offset: int = 0, backend: str = "auto") -> torch.Tensor:

@@ -120,6 +120,31 @@ def test_fill_ops_on_unaligned_out(kernel_backend, D):
     assert torch.equal(words.cpu(), philox_words_ref(P, Q, 9, 2, 3)) and wbuf[0] == 0
 
 
+@pytest.mark.parametrize("D", [1, 5, 8, 19])
+def test_normals_rounded_to_every_storage_dtype(kernel_backend, D):
+    # The kernels store float32 normals in out's dtype: exactly the float32 normals rounded
+    # to nearest even (D = 5 and 19 take the one-particle-per-lane path on the CPU).
+    P = 3 if kernel_backend.interpreted else 41
+    kw = dict(seed=12, step=5, particle_offset=2**32 - 7, device=kernel_backend.device, backend=kernel_backend.name)
+    z32 = scorefast.normal((P, D), **kw)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        got = scorefast.normal((P, D), dtype=dtype, **kw)
+        assert got.dtype == dtype and got.shape == (P, D)
+        assert torch.equal(got, z32.to(dtype)), dtype
+
+
+def test_fill_op_on_unaligned_16bit_out(kernel_backend):
+    name, dev = kernel_backend.name, kernel_backend.device
+    ns = scorefast.backend_registry.op_namespace(scorefast.backend_registry.resolve(name, dev))
+    P, D = 5, 6
+    buf = torch.zeros(P * D + 1, dtype=torch.bfloat16, device=dev)
+    ns.normal_fill_(buf[1:].view(P, D), 9, 2, 3)
+    expected = scorefast.normal((P, D), seed=9, step=2, particle_offset=3, device=dev, backend=name)
+    assert torch.equal(buf[1:].view(P, D), expected.to(torch.bfloat16)) and buf[0] == 0
+    with pytest.raises(RuntimeError, match="out must be float32, float64, float16 or bfloat16, got"):
+        ns.normal_fill_(torch.zeros(P, D, dtype=torch.int32, device=dev), 9, 2, 3)
+
+
 def test_normals_independent_of_shape_beyond_dim0(kernel_backend):
     # Only (P, D) matters: [P, 2, 3, 4] gives the noise of [P, 24].
     kw = dict(seed=8, step=1, device=kernel_backend.device, backend=kernel_backend.name)

@@ -91,6 +91,8 @@ def run_every_op(device: torch.device) -> None:
     triton = dict(backend="triton")
     for shape in ((3, 5), (16, 64), (4,)):
         scorefast.normal(shape, seed=1, device=device, **triton)
+    for dtype in DTYPES[1:]:
+        scorefast.normal((3, 5), seed=1, dtype=dtype, device=device, **triton)
     for P, Q in ((3, 2), (16, 16)):
         scorefast.philox_words(P, Q, seed=2**63 + 5, step=3, particle_offset=7, device=device, **triton)
 

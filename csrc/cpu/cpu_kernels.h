@@ -12,6 +12,7 @@
 #include "scorefast/dsm_vp.h"
 #include "scorefast/gmm.h"
 #include "scorefast/langevin.h"
+#include "scorefast/storage.h"
 
 namespace scorefast {
 namespace cpu {
@@ -19,9 +20,9 @@ namespace cpu {
 // A new op's CPU kernels take a slot here and an entry in isa_kernel_table.inc.
 struct KernelTable {
   const char* isa;
-  // z for the flattened elements [begin, end) of a [P, D] tensor, as float32.
-  void (*normal_fill)(float* out, int64_t particle_size, uint64_t seed, uint32_t step, uint64_t particle_offset,
-                      int64_t begin, int64_t end);
+  // z for the flattened elements [begin, end) of a [P, D] tensor: float32, rounded to out's type.
+  void (*normal_fill)(void* out, StorageType type, int64_t particle_size, uint64_t seed, uint32_t step,
+                      uint64_t particle_offset, int64_t begin, int64_t end);
   // langevin_step over the flattened elements [begin, end).
   void (*langevin)(const LangevinArgs& args, int64_t begin, int64_t end);
   // Per-particle score multiplier min(1, max_norm / ||g_p||) for particles [begin, end).

@@ -43,13 +43,14 @@ struct NoiseCpu : CpuDevice {
     if (out.numel() == 0) return;
     const int64_t D = out.numel() / out.size(0);
     check_particle_size(D);
-    float* data = out.data_ptr<float>();
+    void* data = out.data_ptr();
+    const StorageType type = storage_type_of(out, "out");
     // normal() fills a fresh tensor: huge pages spare its first-touch faults (on pages that
     // are already there the hint changes nothing)
     cpu::advise_huge_pages(data, out.nbytes());
     const auto& k = cpu::kernels();
     at::parallel_for(0, out.numel(), kGrainElements, [&](int64_t begin, int64_t end) {
-      k.normal_fill(data, D, static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
+      k.normal_fill(data, type, D, static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
                     static_cast<uint64_t>(particle_offset), begin, end);
     });
   }

@@ -38,10 +38,11 @@ struct NoiseCuda : CudaDevice {
     const int64_t D = out.numel() / out.size(0);
     check_particle_size(D);
     const c10::DeviceGuard guard(out.device());
-    check_cuda_result(cuda::launch_normal_fill(out.data_ptr<float>(), out.size(0), D, static_cast<uint64_t>(seed),
-                                               static_cast<uint32_t>(step), static_cast<uint64_t>(particle_offset),
-                                               current_stream(out.device()), step_counter),
-                      "normal_fill_");
+    check_cuda_result(
+        cuda::launch_normal_fill(out.data_ptr(), storage_type_of(out, "out"), out.size(0), D,
+                                 static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
+                                 static_cast<uint64_t>(particle_offset), current_stream(out.device()), step_counter),
+        "normal_fill_");
   }
 };
 

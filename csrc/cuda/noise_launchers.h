@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "scorefast/storage.h"
+
 namespace scorefast {
 namespace cuda {
 
@@ -22,9 +24,11 @@ namespace cuda {
 cudaError_t launch_philox_fill(int64_t* out, int64_t num_particles, int64_t num_groups, uint64_t seed, uint32_t step,
                                uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter = nullptr);
 
-// Standard normals of the noise contract: out is float32 [P, D] (contiguous).
-cudaError_t launch_normal_fill(float* out, int64_t num_particles, int64_t particle_size, uint64_t seed, uint32_t step,
-                               uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter = nullptr);
+// Standard normals of the noise contract: out is [P, D] (contiguous) of storage type `type`,
+// the float32 normals rounded to it.
+cudaError_t launch_normal_fill(void* out, StorageType type, int64_t num_particles, int64_t particle_size, uint64_t seed,
+                               uint32_t step, uint64_t particle_offset, cudaStream_t stream,
+                               const int64_t* step_counter = nullptr);
 
 }  // namespace cuda
 }  // namespace scorefast

@@ -238,11 +238,17 @@ def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
     schema=contract.SCHEMAS["normal_fill_"],
 )
 def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
-    """Standard normals of the contract into out: float32, dim 0 = particles, contiguous."""
+    """Standard normals of the contract into out (dim 0 = particles, contiguous): float32,
+    rounded to out's dtype (float32, float64, float16 or bfloat16)."""
     contract.check_normal_fill(out, step, particle_offset)
     if out.numel() == 0:
         return
     D = out.numel() // out.shape[0]
     sync_threads()
     k0, k1 = key_words(seed)
-    _normal_fill_kernel(out.detach().view(-1).numpy(), D, k0, k1, np.uint64(step), np.uint64(particle_offset), CHUNK)
+    # numpy has no bfloat16: 16-bit outputs are filled in float32 and rounded by torch
+    direct = out.dtype in (torch.float32, torch.float64)
+    dst = out.detach().view(-1) if direct else torch.empty(out.numel(), dtype=torch.float32)
+    _normal_fill_kernel(dst.numpy(), D, k0, k1, np.uint64(step), np.uint64(particle_offset), CHUNK)
+    if not direct:
+        out.view(-1).copy_(dst)

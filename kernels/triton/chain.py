@@ -30,7 +30,7 @@ import triton.language as tl
 from ..._env import triton_interpreting
 from ...ops import chain as contract
 from .gmm import MAX_BLOCK_D, gmm_tile
-from .noise import contract_words, custom_op, launch, particle_normals, seed_halves, to_acc
+from .noise import contract_words, custom_op, launch, particle_normals, round_bf16, seed_halves, to_acc
 
 # Elements of one [BLOCK_N, BLOCK_D] state tile: a program keeps about six tiles live (state,
 # score, noise, MALA's proposal and its score, the gmm accumulator), half the gmm kernel's.
@@ -51,11 +51,7 @@ def _sqrt(v, F64: tl.constexpr):
 def _round_to_storage(v, x_ptr, F64: tl.constexpr, BF16: tl.constexpr):
     """v rounded to nearest even in x's storage type, returned in the compute type."""
     if BF16:
-        # Spelled out on the float32 bits, because the interpreter's float32 -> bfloat16
-        # cast truncates; NaN is kept (its bits could carry into the sign).
-        bits = v.to(tl.uint32, bitcast=True)
-        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-        return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
+        return round_bf16(v)
     else:
         return to_acc(v.to(x_ptr.dtype.element_ty), F64)
 

@@ -89,6 +89,19 @@ def particle_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D: tl.constexpr)
 
 
 @triton.jit
+def round_bf16(v):
+    """float32 v rounded to nearest even at bfloat16 precision, still float32 (NaN kept).
+
+    Spelled out on the float32 bits, because the interpreter's float32 -> bfloat16 cast
+    truncates; the bfloat16 store of the result is then exact everywhere. A NaN is kept as
+    it is (its bits could carry into the sign).
+    """
+    bits = v.to(tl.uint32, bitcast=True)
+    bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+    return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
+
+
+@triton.jit
 def to_acc(v, F64: tl.constexpr):
     """The compute type of every kernel here: float64 for float64 storage, float32 otherwise."""
     if F64:
@@ -146,11 +159,24 @@ def _philox_fill_kernel(
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "step", "offset"])
 def _normal_fill_kernel(
-    out_ptr, n_groups, Q, D, seed_lo: tl.int64, seed_hi: tl.int64, step: tl.int64, offset: tl.int64, BLOCK: tl.constexpr
+    out_ptr,
+    n_groups,
+    Q,
+    D,
+    seed_lo: tl.int64,
+    seed_hi: tl.int64,
+    step: tl.int64,
+    offset: tl.int64,
+    BLOCK: tl.constexpr,
+    BF16: tl.constexpr,
 ):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
-    tl.store(out_ptr + e, select4(k, z0, z1, z2, z3), mask=mask)
+    z = select4(k, z0, z1, z2, z3)
+    if BF16:
+        z = round_bf16(z)
+    # float32 normals rounded to nearest even in out's dtype
+    tl.store(out_ptr + e, z.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -237,7 +263,8 @@ def philox_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
 
 @custom_op("scorefast_triton::normal_fill_", mutates_args={"out"})
 def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) -> None:
-    """Standard normals of the contract into ``out`` (float32, dim 0 = particles, contiguous)."""
+    """Standard normals of the contract into ``out`` (dim 0 = particles, contiguous): float32,
+    rounded to out's dtype (float32, float64, float16 or bfloat16)."""
     contract.check_normal_fill(out, step, particle_offset)
     P = out.shape[0]
     if out.numel() == 0:
@@ -260,4 +287,5 @@ def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
         step,
         particle_offset,
         BLOCK=block,
+        BF16=out.dtype == torch.bfloat16,
     )

@@ -3,7 +3,9 @@ contract, and their definition: the reference at the end of this module.
 
     philox_fill_(out, seed, step, particle_offset)   out: int64 [P, Q, 4], contiguous, values in
                                                      [0, 2^32): Philox of counter (p', step, q)
-    normal_fill_(out, seed, step, particle_offset)   out: float32, dim 0 = particles, contiguous
+    normal_fill_(out, seed, step, particle_offset)   out: float32, float64, float16 or bfloat16,
+                                                     dim 0 = particles, contiguous: the float32
+                                                     normals rounded to out's dtype
     *_counter_                                       the same with ``step`` an int64 tensor of one
                                                      element, read when the kernel runs (CUDA graphs)
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_counter, check_particle_size, fail, scalar_name
+from ._common import check_counter, check_particle_size, check_storage, fail, scalar_name
 
 SCHEMAS = {
     "philox_fill_": "(Tensor(a!) out, SymInt seed, SymInt step, SymInt particle_offset) -> ()",
@@ -39,8 +41,7 @@ def check_philox_fill(out: torch.Tensor, step: int, particle_offset: int) -> Non
 
 def check_normal_fill(out: torch.Tensor, step: int, particle_offset: int) -> None:
     """The checks of ``normal_fill_``."""
-    if out.dtype != torch.float32:
-        fail(f"out must be float32, got {scalar_name(out.dtype)}")
+    check_storage(out, "out")
     if out.dim() < 1:
         fail("out must have at least one dimension (dim 0 = particles)")
     if not out.is_contiguous():
