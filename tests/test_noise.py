@@ -70,7 +70,8 @@ def test_words_bit_exact(kernel_backend, seed, step, offset):
     assert torch.equal(got.cpu(), expected)
 
 
-# quads split across rows, partial tails; 5 .. 255 elements fill the lanes with (particle, group) pairs
+# quads split across rows, partial tails; 5 .. 255 elements fill the lanes with (particle, group)
+# pairs, or with one particle each (a partial last group, or D <= 24)
 @pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 7, 8, 9, 31, 33, 64, 100, 255])
 @pytest.mark.parametrize("seed,step,offset", COUNTERS[:4])
 def test_normals_match_reference(kernel_backend, D, seed, step, offset):
@@ -263,10 +264,11 @@ def test_independence(pair):
     assert abs(_corr(a**2, b**2)) < 5 / math.sqrt(n) * 2, f"{pair} (squares)"
 
 
-@pytest.mark.parametrize("D", [1, 2, 3, 4])
+@pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 6, 7, 12, 17, 101])
 @pytest.mark.parametrize("offset", [0, 2**32 - 13, 2**40 - 1])
 def test_small_particles_across_the_32bit_carry(kernel_backend, D, offset):
-    # Small particles are vectorised across particles: ids in one vector straddle 2^32 here.
+    # Particles of up to 4 elements, of up to 24, and those with a partial last group are
+    # vectorised across particles (one lane each): ids in one vector straddle 2^32 here.
     P = 5 if kernel_backend.interpreted else 67
     seed, step = 2**63 + 9, 3
     expected = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend="reference")
