@@ -4,7 +4,11 @@ torch.compile and autograd."""
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -167,6 +171,51 @@ def test_large_out_of_place_equals_in_place_on_cpu(D):
     expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=8, step=5, compute_dtype=torch.float64)
     tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
     assert_within(out, expected, tol, f"streamed D={D}")
+
+
+def test_large_outputs_reuse_released_buffers_on_cpu():
+    # Outputs of 8 MB and more come from a cache of released outputs (csrc/cpu/output_cache.h):
+    # live outputs never share a buffer, a reused one is fully overwritten, and the storages
+    # behave as torch's own (resizable, picklable).
+    if not scorefast.backend_registry.status("cpp").available:
+        require_or_skip("cpp", "cpp backend unavailable")
+    x, s, _, _ = _inputs((2**19, 5), torch.float32, "cpu", seed=4)  # 10 MB
+    kw = dict(step_size=0.05, noise_scale=0.4, seed=8, backend="cpp")
+    first = scorefast.langevin_step(x, s, step=1, **kw)
+    kept = first.clone()
+    second = scorefast.langevin_step(x, s, step=2, **kw)
+    assert second.data_ptr() != first.data_ptr() and torch.equal(first, kept)
+    second.fill_(float("nan"))
+    del second  # released with NaN in it: the next output must overwrite every element
+    third = scorefast.langevin_step(x, s, step=2, **kw)
+    y = x.clone()
+    scorefast.langevin_step_(y, s, step=2, **kw)
+    assert torch.equal(third, y)
+    junk = scorefast.langevin_step(x, s, step=3, **kw)
+    junk.fill_(float("nan"))
+    del junk
+    rs = scorefast.reverse_step(x, s, score_coef=0.1, noise_scale=0.2, seed=3, backend="cpp")
+    assert not rs.isnan().any()
+    buf = io.BytesIO()
+    torch.save(third, buf)
+    assert torch.equal(torch.load(io.BytesIO(buf.getvalue())), y)
+    third.resize_(3, 2)
+    third.resize_(2**20, 3)  # grows through the same allocator
+    assert third.shape == (2**20, 3)
+
+
+def test_output_cache_can_be_turned_off():
+    if not scorefast.backend_registry.status("cpp").available:
+        require_or_skip("cpp", "cpp backend unavailable")
+    code = (
+        "import torch, scorefast\n"
+        "x = torch.ones(2**21, 2); s = torch.ones(2**21, 2)\n"
+        "kw = dict(step_size=0.1, noise_scale=0.0, backend='cpp')\n"
+        "for _ in range(3): out = scorefast.langevin_step(x, s, **kw)\n"
+        "assert torch.equal(out, torch.full_like(x, 1.1))\n"
+    )
+    env = dict(os.environ, SCOREFAST_OUTPUT_CACHE="0")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
 
 
 def test_noncontiguous_inputs(kernel_backend):

@@ -3,11 +3,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 
-#include "memory_hints.h"
+#include "output_cache.h"
 
 namespace scorefast {
 
@@ -24,13 +23,9 @@ struct CpuDevice {
     TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor for the CPU kernel, got ", t.device());
   }
 
-  // A large fresh output asks for huge pages (first-touch page faults cost more than the
-  // kernel's own work).
-  static at::Tensor new_output(const at::Tensor& like) {
-    at::Tensor out = at::empty_like(like, at::MemoryFormat::Contiguous);
-    cpu::advise_huge_pages(out.data_ptr(), out.nbytes());
-    return out;
-  }
+  // Large outputs come from a cache of released ones, on huge pages (first-touch page faults
+  // cost more than the kernel's own work): output_cache.h.
+  static at::Tensor new_output(const at::Tensor& like) { return cpu::cached_empty_like(like); }
 };
 
 }  // namespace scorefast

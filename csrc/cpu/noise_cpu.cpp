@@ -7,6 +7,7 @@
 #include "../noise_op.h"
 #include "cpu_device.h"
 #include "cpu_kernels.h"
+#include "memory_hints.h"
 #include "scorefast/philox.h"
 
 namespace scorefast {
