@@ -2,11 +2,13 @@
 // Python (scorefast/ops/, one module per op family); csrc/cpu and csrc/cuda register kernels.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/extension.h>  // at::Tensor and at::ScalarType to and from Python
 
 #include <string>
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
+#include "cpu/output_cache.h"
 
 namespace {
 
@@ -29,4 +31,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_cpu_isas", &scorefast::cpu::supported_isas, "CPU kernel builds this machine can run.");
   m.def("select_cpu_isa", &scorefast::cpu::select_isa, pybind11::arg("name"),
         "Use the 'auto', 'generic' or 'avx2' CPU kernels; returns False if unsupported here.");
+  m.def(
+      "empty_cpu_output",
+      [](const std::vector<int64_t>& sizes, at::ScalarType dtype) {
+        return scorefast::cpu::cached_empty(sizes, dtype);
+      },
+      pybind11::arg("sizes"), pybind11::arg("dtype"),
+      "An uninitialised contiguous CPU tensor; 8 MB or more from the cache of released outputs.");
 }

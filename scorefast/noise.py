@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from . import _checks
+from . import _checks, _extension
 from . import backend_registry as backends
 from .ops.noise import normal_ref, philox_words_ref
 
@@ -94,7 +94,13 @@ def normal(
         step = step if step_tensor is None else int(step_tensor)  # a host read: not for CUDA graphs
         out = normal_ref(P, D, seed, step, particle_offset, device).reshape(shape)
         return out.to(dtype)
-    out = torch.empty(shape, dtype=dtype, device=device)  # the kernels round to dtype as they store
+    if name == "cpp" and not torch.compiler.is_compiling():
+        # large outputs from the CPU kernels' cache of released outputs (no page faults); a
+        # compiled graph allocates its own
+        out = _extension.extension().empty_cpu_output(list(shape), dtype)
+    else:
+        out = torch.empty(shape, dtype=dtype, device=device)
+    # the kernels round to dtype as they store
     if step_tensor is None:
         backends.op_namespace(name).normal_fill_(out, seed64, step, particle_offset)
     else:

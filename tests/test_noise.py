@@ -134,6 +134,21 @@ def test_normals_rounded_to_every_storage_dtype(kernel_backend, D):
         assert torch.equal(got, z32.to(dtype)), dtype
 
 
+def test_large_normals_overwrite_a_reused_output():
+    # On the CPU, outputs of 8 MB and more come from a cache of released outputs: every element
+    # of a reused one is written.
+    if not scorefast.backend_registry.status("cpp").available:
+        require_or_skip("cpp", "cpp backend unavailable")
+    kw = dict(seed=4, step=2, backend="cpp")
+    for shape, dtype in (((2**20, 3), torch.float32), ((2**21, 5), torch.bfloat16)):
+        first = scorefast.normal(shape, dtype=dtype, **kw)
+        kept = first.clone()
+        first.fill_(float("nan"))
+        del first
+        again = scorefast.normal(shape, dtype=dtype, **kw)
+        assert torch.equal(again, kept)
+
+
 def test_fill_op_on_unaligned_16bit_out(kernel_backend):
     name, dev = kernel_backend.name, kernel_backend.device
     ns = scorefast.backend_registry.op_namespace(scorefast.backend_registry.resolve(name, dev))

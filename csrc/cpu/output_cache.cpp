@@ -116,10 +116,15 @@ CachingAllocator& caching_allocator() {
 
 }  // namespace
 
+at::Tensor cached_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
+  // below kMinBytes the allocator hands the request to torch's own
+  return at::detail::empty_generic(sizes, &caching_allocator(), c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
+                                   at::MemoryFormat::Contiguous);
+}
+
 at::Tensor cached_empty_like(const at::Tensor& like) {
   if (like.nbytes() < kMinBytes) return at::empty_like(like, at::MemoryFormat::Contiguous);
-  return at::detail::empty_generic(like.sizes(), &caching_allocator(), c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                   like.scalar_type(), at::MemoryFormat::Contiguous);
+  return cached_empty(like.sizes(), like.scalar_type());
 }
 
 }  // namespace cpu

@@ -14,5 +14,8 @@ namespace cpu {
 // smaller ones from torch's allocator.
 at::Tensor cached_empty_like(const at::Tensor& like);
 
+// The same for a contiguous CPU tensor of `sizes` and `dtype` (scorefast.normal's output).
+at::Tensor cached_empty(at::IntArrayRef sizes, at::ScalarType dtype);
+
 }  // namespace cpu
 }  // namespace scorefast
