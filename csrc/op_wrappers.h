@@ -7,7 +7,8 @@
 //
 //   check(t, name)          t is on this device
 //   Guard                   constructed from a c10::Device: makes it current while alive
-//   new_output(like)        a fresh contiguous tensor like `like` (out-of-place results)
+//   new_output(like)        an uninitialised contiguous tensor like `like` (out-of-place results;
+//                           on the CPU a released one of the same size may be reused)
 //   kKernelReadsStepTensor  whether the kernels read a *_counter_ op's step from device
 //                           memory when they run (CUDA: a captured graph replays whatever
 //                           step the tensor then holds) or take it by value (read here)
