@@ -4,8 +4,11 @@
 
 32-bit words are held in uint64 values below 2^32: Philox's mulhilo is then one uint64
 product, and nothing mixes signed with unsigned integers (numba would type that as
-float64). Floats are float32 throughout, with fastmath off, so the results equal the
-C++ kernels' up to libm rounding. The helpers here are shared with the other kernels.
+float64). Floats are float32 throughout, with fastmath off; log, sin and cos are vmath's
+polynomials (the C++ kernels' Cephes forms, ~1 ulp), so the results equal the reference up to
+libm rounding, and the scalar and the vectorised fills give the same bits. Runs of 1024
+elements or more are filled in batches of 64 (particle, group) pairs whose Philox rounds and
+Box-Muller pairs are loops LLVM vectorises. The helpers here are shared with the other kernels.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from numba import njit, prange
 
 from ...ops import noise as contract
 from ...ops._common import check_particle_size  # noqa: F401  (shared with the other kernels)
+from .vmath import vlog, vsincos
 
 # Integer constants as uint64 scalars: a plain Python int is typed int64, and
 # int64 op uint64 would give float64.
@@ -134,13 +138,13 @@ def box_muller(word_a, word_b):
     u2 = uniform(word_b)
     if u1 < _MIN_UNIFORM:
         u1 = _MIN_UNIFORM
-    theta = _TWO_PI * u2
-    radius = math.sqrt(_NEG_TWO * math.log(u1))
-    return radius * math.cos(theta), radius * math.sin(theta)
+    radius = math.sqrt(_NEG_TWO * vlog(u1))
+    s, c = vsincos(_TWO_PI * u2)  # vmath's polynomials, as the vectorised fill: bit for bit the same
+    return radius * c, radius * s
 
 
 @jit(helper=True)
-def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
+def fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
 
     Box-Muller runs only for the word pairs that are used (D = 1 or 2 uses one pair).
@@ -179,6 +183,106 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
                     d += 1
         d = 0
         p += 1
+
+
+# Groups per batch of the vectorised fill: the lanes of its loops.
+_LANES = 64
+# Below this many elements the scalar fill is used: a batch allocates its lane arrays (a chain
+# fills one particle of D elements per call).
+_VECTOR_MIN = 1024
+
+
+@jit(helper=True)
+def _philox_lanes(c0, c1, c2, c3, m, k0, k1):
+    """philox4x32_10 of lanes 0 .. m - 1 of uint32 word arrays, in place: the rounds outside,
+    the lanes inside, so each round is one loop LLVM vectorises."""
+    for _ in range(10):
+        for i in range(m):
+            prod_b = _ROUND_B * np.uint64(c2[i])
+            prod_a = _ROUND_A * np.uint64(c0[i])
+            w0 = (prod_b >> _S32) ^ np.uint64(c1[i]) ^ k0
+            w2 = (prod_a >> _S32) ^ np.uint64(c3[i]) ^ k1
+            c0[i] = np.uint32(w0)
+            c1[i] = np.uint32(prod_b & _M32)
+            c2[i] = np.uint32(w2)
+            c3[i] = np.uint32(prod_a & _M32)
+        k0 = (k0 + _KEY_A) & _M32
+        k1 = (k1 + _KEY_B) & _M32
+
+
+@jit(helper=True)
+def _box_muller_lanes(wa, wb, zc, zs, m):
+    """box_muller of lanes 0 .. m - 1, with the vectorisable log, sin and cos of vmath."""
+    for i in range(m):
+        a = np.uint64(wa[i])
+        b = np.uint64(wb[i])
+        a = a ^ _M32 if a >= _SIGN32 else a
+        b = b ^ _M32 if b >= _SIGN32 else b
+        u1 = np.float32(a) * _UNIFORM_SCALE
+        u2 = np.float32(b) * _UNIFORM_SCALE
+        u1 = _MIN_UNIFORM if u1 < _MIN_UNIFORM else u1
+        radius = math.sqrt(_NEG_TWO * vlog(u1))
+        s, c = vsincos(_TWO_PI * u2)
+        zc[i] = radius * c
+        zs[i] = radius * s
+
+
+@jit(helper=True)
+def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
+    """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
+
+    Batches of up to _LANES consecutive (particle, group) pairs: their Philox words and
+    Box-Muller pairs in vectorised loops, then the used normals in element order (the second
+    pair only where D > 2). Short runs take fill_normals_scalar.
+    """
+    if n < _VECTOR_MIN:
+        fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n)
+        return
+    c0 = np.empty(_LANES, np.uint32)
+    c1 = np.empty(_LANES, np.uint32)
+    c2 = np.empty(_LANES, np.uint32)
+    c3 = np.empty(_LANES, np.uint32)
+    z = np.empty((4, _LANES), np.float32)
+    first = np.empty(_LANES, np.int64)
+    count = np.empty(_LANES, np.int64)
+    p = begin // D
+    d = begin - p * D
+    i = 0
+    while i < n:
+        m = 0
+        j = i
+        whole = True  # every group of the batch whole: its normals are contiguous in dst
+        while m < _LANES and j < n:
+            pid = offset + np.uint64(p)
+            q = d >> 2
+            c0[m] = np.uint32(pid & _M32)
+            c1[m] = np.uint32(pid >> _S32)
+            c2[m] = np.uint32(step)
+            c3[m] = np.uint32(q)
+            first[m] = d & 3
+            cnt = min(min(4 * q + 4, D) - d, n - j)
+            count[m] = cnt
+            whole = whole and cnt == 4
+            j += cnt
+            d += cnt
+            if d == D:
+                d = 0
+                p += 1
+            m += 1
+        _philox_lanes(c0, c1, c2, c3, m, k0, k1)
+        _box_muller_lanes(c0, c1, z[0], z[1], m)
+        if D > 2:
+            _box_muller_lanes(c2, c3, z[2], z[3], m)
+        if whole:
+            for lane in range(m):
+                for e in range(4):
+                    dst[dst0 + i + 4 * lane + e] = z[e, lane]
+            i += 4 * m
+            continue
+        for lane in range(m):
+            for e in range(first[lane], first[lane] + count[lane]):
+                dst[dst0 + i] = z[e, lane]
+                i += 1
 
 
 # ---------------------------------------------------------------------------------------

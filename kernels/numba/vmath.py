@@ -1,12 +1,14 @@
-"""exp and log for loops that vectorise: numba's math.exp / math.log on float32 are calls
-into libm, which keep a loop scalar (and expf's underflow path is slow). The float32 forms
-here are the C++ kernels' polynomials (Cephes expf / logf, ~1 ulp; csrc/cpu/isa_gmm_kernels.inc),
-branch-free, with float <-> int bit casts as LLVM intrinsics. float64 keeps libm.
+"""exp, log, sin and cos for loops that vectorise: numba's math.exp / math.log / math.sin on
+float32 are calls into libm, which keep a loop scalar (and expf's underflow path is slow). The
+float32 forms here are the C++ kernels' polynomials (Cephes expf / logf / sinf / cosf, ~1 ulp;
+csrc/cpu/isa_gmm_kernels.inc, csrc/cpu/isa_noise_avx2.inc), branch-free, with float <-> int bit
+casts as LLVM intrinsics. float64 keeps libm.
 
     vexp(x): exp(x) for x <= 88 (inf from 88.4 on); NaN stays NaN. 0 below -87, where the
              result is at most a few times 2^-126: no subnormal arithmetic (measured ~3x
              slower per element), and such a weight cannot move a log-sum-exp sum holding 1.
     vlog(x): log(x); log 0 = -inf, log inf = inf, NaN for x < 0 or NaN.
+    vsincos(x): (sin x, cos x) for x in [0, 2 pi] (float32 only: the Box-Muller angle).
 """
 
 from __future__ import annotations
@@ -78,12 +80,38 @@ _TINY = _F(1.17549435e-38)  # smallest normal float32
 _TWO23 = _F(8388608.0)
 
 
+_FOUR_OVER_PI = _F(1.27323954473516)
+_PIO4_PARTS = (_F(0.78515625), _F(2.4187564849853515625e-4), _F(3.77489497744594108e-8))
+_COS_P = (_F(2.443315711809948e-5), _F(-1.388731625493765e-3), _F(4.166664568298827e-2))
+_SIN_P = (_F(-1.9515295891e-4), _F(8.3321608736e-3), _F(-1.6666654611e-1))
+
+
 def vexp(x):
     return math.exp(x)
 
 
 def vlog(x):
     return math.log(x)
+
+
+def vsincos(x):
+    return math.sin(x), math.cos(x)
+
+
+def _sincos32(x):
+    # the octant j (even) of x and x - j pi/4 in three parts (the first two exact for j <= 8)
+    j = (_I(x * _FOUR_OVER_PI) + _I(1)) & _I(-2)
+    y = _F(j)
+    r = ((x - y * _PIO4_PARTS[0]) - y * _PIO4_PARTS[1]) - y * _PIO4_PARTS[2]
+    z = r * r
+    pc = ((_COS_P[0] * z + _COS_P[1]) * z + _COS_P[2]) * z * z - _HALF * z + _ONE
+    ps = ((_SIN_P[0] * z + _SIN_P[1]) * z + _SIN_P[2]) * z * r + r
+    swap = (j & _I(2)) != _I(0)
+    s = pc if swap else ps
+    c = ps if swap else pc
+    s = -s if (j & _I(4)) != _I(0) else s
+    c = -c if ((j - _I(2)) & _I(4)) == _I(0) else c
+    return s, c
 
 
 def _exp32(x):
@@ -138,3 +166,8 @@ def _vexp(x):
 @overload(vlog, jit_options=dict(fastmath=False))
 def _vlog(x):
     return _log32 if x == types.float32 else (lambda x: math.log(x))
+
+
+@overload(vsincos, jit_options=dict(fastmath=False))
+def _vsincos(x):
+    return _sincos32 if x == types.float32 else None
