@@ -249,6 +249,23 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     d = begin - p * D
     i = 0
     while i < n:
+        if D <= 4 and d == 0 and n - i >= _LANES * D:  # whole small particles: one group each
+            for lane in range(_LANES):
+                pid = offset + np.uint64(p + lane)
+                c0[lane] = np.uint32(pid & _M32)
+                c1[lane] = np.uint32(pid >> _S32)
+                c2[lane] = np.uint32(step)
+                c3[lane] = np.uint32(0)
+            _philox_lanes(c0, c1, c2, c3, _LANES, k0, k1)
+            _box_muller_lanes(c0, c1, z[0], z[1], _LANES)
+            if D > 2:
+                _box_muller_lanes(c2, c3, z[2], z[3], _LANES)
+            for lane in range(_LANES):
+                for e in range(D):
+                    dst[dst0 + i + D * lane + e] = z[e, lane]
+            i += _LANES * D
+            p += _LANES
+            continue
         m = 0
         j = i
         whole = True  # every group of the batch whole: its normals are contiguous in dst
