@@ -46,8 +46,9 @@ struct NoiseCpu : CpuDevice {
     check_particle_size(D);
     void* data = out.data_ptr();
     const StorageType type = storage_type_of(out, "out");
-    // normal() fills a fresh tensor: huge pages spare its first-touch faults (on pages that
-    // are already there the hint changes nothing)
+    // A fresh out from torch's allocator (normal() under torch.compile, or a caller's) takes
+    // huge pages this way, sparing its first-touch faults; on pages that are already there
+    // (normal()'s outputs from the cache of released ones) the hint changes nothing.
     cpu::advise_huge_pages(data, out.nbytes());
     const auto& k = cpu::kernels();
     at::parallel_for(0, out.numel(), kGrainElements, [&](int64_t begin, int64_t end) {

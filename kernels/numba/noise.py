@@ -195,7 +195,9 @@ _VECTOR_MIN = 1024
 @jit(helper=True)
 def _philox_lanes(c0, c1, c2, c3, m, k0, k1):
     """philox4x32_10 of lanes 0 .. m - 1 of uint32 word arrays, in place: the rounds outside,
-    the lanes inside, so each round is one loop LLVM vectorises."""
+    the lanes inside, so each round is one loop LLVM vectorises. (Its rounds repeat
+    philox4x32_10's: a call to that njit function in the lane loop is not inlined and keeps
+    the loop scalar, about 8 ns per normal against 2.4.)"""
     for _ in range(10):
         for i in range(m):
             prod_b = _ROUND_B * np.uint64(c2[i])
@@ -212,7 +214,8 @@ def _philox_lanes(c0, c1, c2, c3, m, k0, k1):
 
 @jit(helper=True)
 def _box_muller_lanes(wa, wb, zc, zs, m):
-    """box_muller of lanes 0 .. m - 1, with the vectorisable log, sin and cos of vmath."""
+    """box_muller of lanes 0 .. m - 1, with the vectorisable log, sin and cos of vmath, spelled
+    out for the reason _philox_lanes gives (the same operations, so the same bits)."""
     for i in range(m):
         a = np.uint64(wa[i])
         b = np.uint64(wb[i])
