@@ -7,6 +7,7 @@
 #include "output_cache.h"
 
 #include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/DispatchKeySet.h>
@@ -121,7 +122,11 @@ at::Tensor cached_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
                                    at::MemoryFormat::Contiguous);
 }
 
-at::Tensor cached_empty_like(const at::Tensor& like) { return cached_empty(like.sizes(), like.scalar_type()); }
+at::Tensor cached_empty_like(const at::Tensor& like) {
+  // small outputs straight from torch's allocator: their storages keep torch's own allocator
+  if (like.nbytes() < kMinBytes) return at::empty_like(like, at::MemoryFormat::Contiguous);
+  return cached_empty(like.sizes(), like.scalar_type());
+}
 
 }  // namespace cpu
 }  // namespace scorefast
