@@ -550,6 +550,10 @@ def cmd_train(args, parser_error) -> int:
         # Every rank draws the same global batch and trains on its slice of it.
         batch = data[torch.randint(0, data.shape[0], (args.batch,), generator=g)]
         losses.append(data_parallel.train_step(net, loss_fn, opt, batch, it))
+    # DDP's reducer holds the group and would free it holding the GIL, which gloo's workers may
+    # still need to release a finished collective's tensors: a deadlock at exit. Without the
+    # wrapper the group's last holder is torch's own handle, whose destructor releases the GIL.
+    del net
     _runtime.shutdown()
     if not is_main:
         return 0

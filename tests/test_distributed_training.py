@@ -12,8 +12,10 @@ sums, then the all-reduce), so its error is of the same size and the two runs li
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,40 @@ def test_torchrun_train_rank0_alone_prints_and_saves_the_one_process_model(tmp_p
         assert torch.equal(replay[key], single[key]), f"the replay no longer follows scorefast train ({key})"
         tol = _budget(single[key], exact[key])
         assert float((ddp[key] - single[key]).abs().max()) <= tol, (key, ddp[key], single[key])
+
+
+def test_train_drops_the_ddp_wrapper_before_destroying_the_group(tmp_path, monkeypatch):
+    """DDP's reducer holds the group; as its last holder it frees the group holding the GIL while
+    gloo's workers may need the GIL to release a finished collective's tensors, and the process
+    hangs at exit (now and then: a race). So ``train`` must drop the wrapper before ``shutdown``."""
+    from torch.nn import parallel
+
+    from scorefast.distributed import _runtime
+
+    wrappers = []
+
+    class Recorded(DistributedDataParallel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            wrappers.append(weakref.ref(self))
+
+    alive_at_shutdown = []
+    real_shutdown = _runtime.shutdown
+
+    def shutdown():
+        alive_at_shutdown.extend(w() is not None for w in wrappers)
+        real_shutdown()
+
+    with socket.socket() as s:  # a free port for this process's one-rank group
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setattr(parallel, "DistributedDataParallel", Recorded)
+    monkeypatch.setattr(_runtime, "shutdown", shutdown)
+    try:
+        assert cli.main(TRAIN + ["--save", str(tmp_path / "one.pt")]) == 0
+    finally:
+        real_shutdown()
+    assert len(wrappers) == 1 and alive_at_shutdown == [False]

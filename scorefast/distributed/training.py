@@ -15,6 +15,10 @@ then differ by one sample). Only the order of float32 sums differs from one proc
     from scorefast.distributed import training
     model = DistributedDataParallel(net)                   # after init_process_group
     loss = training.train_step(model, DSMLoss(sigmas, seed=0), opt, global_batch_x, step)
+    del model                                              # before destroy_process_group
+
+Drop the DDP wrapper before destroying the group: its reducer holds the group and, as the last
+holder, frees it with the GIL held while gloo's worker threads may need the GIL (a hang at exit).
 """
 
 from __future__ import annotations
