@@ -34,6 +34,7 @@ def test_gmm_score(benchmark, size, kind, provider):
 
 def test_gmm_script_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gmm, "SIZES", [(640, 3, 5)])  # --quick: 64 points
+    monkeypatch.setattr(gmm, "OVERLAPPING", [(640, 3, 5)])
     path = tmp_path / "g.json"
     assert bench_gmm.main(["--quick", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
     out = capsys.readouterr().out
@@ -41,8 +42,11 @@ def test_gmm_script_writes_json(tmp_path, monkeypatch, capsys):
     r = json.loads(path.read_text())
     assert r["op"] == "gmm_score" and r["machine"] and r["dtype"] == "float32"
     assert r["providers"] == ["direct", "matmul", "cpp"]
-    assert [(row["kind"], row["N"], row["K"], row["D"]) for row in r["rows"]] == [
-        (kind, 64, 3, 5) for kind in gmm.KINDS
+    assert [(row["kind"], row["N"], row["K"], row["D"], row["spread"]) for row in r["rows"]] == [
+        (kind, 64, 3, 5, spread)
+        for kind in gmm.KINDS
+        for spread in (gmm.SPREAD, gmm.OVERLAPPING_SPREAD)
+        if kind != "full" or spread == gmm.SPREAD
     ]
     peak = r["fma_peak"]
     assert ("multiply_adds_per_s" in peak and peak["multiply_adds_per_s"] > 0) or "error" in peak

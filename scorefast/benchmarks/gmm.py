@@ -14,6 +14,12 @@ from . import fma_peak, harness
 from .baselines import gmm_direct, gmm_matmul
 
 SIZES = [(100_000, 2, 2), (100_000, 25, 2), (10_000, 64, 64), (4096, 16, 784)]
+# The mixtures' means are drawn with spread 4 (separated components: at a point, all but a few
+# have weight +0, which the kernels' score pass skips). These cases run once more with spread
+# 0.1, overlapping components that all weigh at every point: the dense cost.
+SPREAD = 4.0
+OVERLAPPING = [(10_000, 64, 64)]
+OVERLAPPING_SPREAD = 0.1
 KINDS = ("isotropic", "diagonal", "full")
 TORCH_FORMS = ("direct", "matmul", "direct+compile", "matmul+compile")
 
@@ -30,7 +36,9 @@ def multiply_adds(kind: str, N: int, K: int, D: int) -> int:
     """Multiply-adds of gmm_score's inner products, as the CPU kernels form them (a separate
     multiply or add counts as one): isotropic 2 NKD (the squared distances, then the weighted
     means), diagonal 4 NKD (with the precisions in both passes), full NKD^2 + 3 NKD (the
-    product with the explicit precision, its quadratic form and the weighted sum)."""
+    product with the explicit precision, its quadratic form and the weighted sum). Every
+    component is counted: where the score pass skips components of weight +0 (separated
+    mixtures), the kernels make fewer, and the share of the peak is an equivalent rate."""
     per = {"isotropic": 2 * D, "diagonal": 4 * D, "full": D * D + 3 * D}[kind]
     return N * K * per
 
@@ -51,7 +59,8 @@ def run_gmm_bench(
     (e.g. out of memory) is recorded as {"error": message}.
 
     Returns the result dict (JSON fields as in bench/results/gmm_score-*.json): the measured
-    multiply-add peak ("fma_peak", fma_peak.measure), per row kind, N, K, D, best_torch_s (the
+    multiply-add peak ("fma_peak", fma_peak.measure), per row kind, N, K, D, spread (of the
+    means: SPREAD, or OVERLAPPING_SPREAD for the OVERLAPPING cases), best_torch_s (the
     fastest PyTorch form), multiply_adds (``multiply_adds``) and per provider the times with
     points_per_s, speedup_vs_best_torch and fma_peak_fraction.
     """
@@ -60,9 +69,13 @@ def run_gmm_bench(
     backends = harness.timed_backends(device, "gmm_score", backends)
     min_time = 0.05 if quick else 0.3
     rows = []
+    cases = [(size, SPREAD) for size in sizes]
+    cases += [(size, OVERLAPPING_SPREAD) for size in sizes if size[1:] in {c[1:] for c in OVERLAPPING}]
     for kind in kinds:
-        for N, K, D in sizes:
-            mix = random_mixture(K, D, seed=0, kind=kind, device=device)
+        for (N, K, D), spread in cases:
+            if spread != SPREAD and kind == "full":  # the full kernels skip nothing
+                continue
+            mix = random_mixture(K, D, seed=0, kind=kind, spread=spread, device=device)
             x = mix.sample(N, seed=1).float().to(device)
             p = mix.kernel_params(torch.float32, device, None, per_point=False)
             args = (x, p["means"], p["inv_var"], p["factor"], p["log_const"])
@@ -89,7 +102,7 @@ def run_gmm_bench(
                     t["points_per_s"] = N / t["median"]
                     t["speedup_vs_best_torch"] = torch_best / t["median"]
                     t["fma_peak_fraction"] = fma_peak.fraction(macs, t["median"], peak)
-            row = {"kind": kind, "N": N, "K": K, "D": D, "times": times, "best_torch_s": torch_best}
+            row = {"kind": kind, "N": N, "K": K, "D": D, "spread": spread, "times": times, "best_torch_s": torch_best}
             rows.append({**row, "multiply_adds": macs})
     return {
         "op": "gmm_score",
@@ -116,6 +129,7 @@ def format_table(result: dict) -> str:
     """Milliseconds per provider, and each scorefast backend's speed-up over the best PyTorch form."""
     columns = [harness.Column("kind", 10, lambda r: r["kind"], align="<")]
     columns += [harness.Column(k, w, lambda r, k=k: str(r[k])) for k, w in (("N", 7), ("K", 4), ("D", 4))]
+    columns.append(harness.Column("spread", 6, lambda r: f"{r.get('spread', SPREAD):g}"))
     columns += [harness.Column(p, 20, lambda r, p=p: _cell(r, p)) for p in result["providers"]]
     title = (
         f"gmm_score on {result['machine']}, torch {result['torch']} (ms; x = speed-up over the best PyTorch form;"
