@@ -218,6 +218,36 @@ def test_output_cache_can_be_turned_off():
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_output_cache_works_in_processes_forked_while_a_thread_uses_it():
+    # fork() copies the cache's lock as it is; the cache takes it around fork so that a child
+    # forked while another thread holds it does not wait on it forever. (A smoke test: the
+    # window is short, so a missing handler shows only now and then.)
+    if not scorefast.backend_registry.status("cpp").available:
+        require_or_skip("cpp", "cpp backend unavailable")
+    code = (
+        "import os, threading, time, torch, scorefast\n"
+        "x = torch.ones(2**21, 2); s = torch.ones(2**21, 2)\n"
+        "kw = dict(step_size=0.05, noise_scale=0.0, backend='cpp')\n"
+        "stop = threading.Event()\n"
+        "def churn():\n"
+        "    while not stop.is_set(): scorefast.langevin_step(x, s, **kw)\n"
+        "t = threading.Thread(target=churn, daemon=True); t.start()\n"
+        "for _ in range(8):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        torch.set_num_threads(1)  # OpenMP's threads are not forked (as in DataLoader workers)\n"
+        "        out = scorefast.langevin_step(x, s, **kw)\n"
+        "        os._exit(0 if torch.equal(out, torch.full_like(x, 1.05)) else 3)\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, done\n"
+        "stop.set(); t.join()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
 def test_noncontiguous_inputs(kernel_backend):
     # Transposed x, strided score: the noise follows the logical [P, D] index, not memory.
     base = torch.randn(9, 6, generator=torch.Generator().manual_seed(1)).to(kernel_backend.device)

@@ -12,6 +12,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/DispatchKeySet.h>
 
+#include <pthread.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +39,10 @@ struct Buffer {
 
 class Cache {
  public:
+  // fork() copies the mutex as it is; held by another thread at that moment, the child would
+  // wait on it forever. Taken around fork, it is free in both processes after.
+  Cache() { pthread_atfork(&lock_for_fork, &unlock_after_fork, &unlock_after_fork); }
+
   // A buffer of `bytes` (a multiple of kPage): a released one of that size, else a new one.
   void* take(size_t bytes) {
     {
@@ -74,6 +80,9 @@ class Cache {
   }
 
  private:
+  static void lock_for_fork();
+  static void unlock_after_fork();
+
   static bool read_enabled() {
     const char* v = std::getenv("SCOREFAST_OUTPUT_CACHE");
     return v == nullptr || std::strcmp(v, "0") != 0;
@@ -90,6 +99,9 @@ Cache& cache() {
   static Cache* c = new Cache();
   return *c;
 }
+
+void Cache::lock_for_fork() { cache().mutex_.lock(); }
+void Cache::unlock_after_fork() { cache().mutex_.unlock(); }
 
 void release(void* ctx) {
   auto* b = static_cast<Buffer*>(ctx);
