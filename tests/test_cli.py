@@ -161,7 +161,11 @@ def test_gmm_bench_forms_agree_and_write_json(tmp_path):
     path = tmp_path / "g.json"
     assert cli.main(["bench", "--op", "gmm_score", "--quick", "--no-compile", "--out", str(path)]) == 0
     r = json.loads(path.read_text())
-    assert len(r["rows"]) == 12 and all("cpp" in row["times"] for row in r["rows"])
+    # 4 sizes x 3 kinds, and the (K, D) = (64, 64) size once more with overlapping isotropic
+    # and diagonal components
+    assert len(r["rows"]) == 14 and all("cpp" in row["times"] for row in r["rows"])
+    overlapping = [(row["kind"], row["K"], row["D"]) for row in r["rows"] if row["spread"] != 4.0]
+    assert overlapping == [("isotropic", 64, 64), ("diagonal", 64, 64)]
 
 
 @pytest.mark.parametrize("sampler", ["annealed", "mala"])
