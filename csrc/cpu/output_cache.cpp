@@ -7,7 +7,6 @@
 #include "output_cache.h"
 
 #include <ATen/EmptyTensor.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/DispatchKeySet.h>
@@ -112,7 +111,7 @@ void release(void* ctx) {
 class CachingAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t nbytes) override {
-    if (nbytes < kMinBytes) return c10::GetCPUAllocator()->allocate(nbytes);  // resized small
+    if (nbytes < kMinBytes) return c10::GetCPUAllocator()->allocate(nbytes);  // small: torch's own
     const size_t bytes = (nbytes + kPage - 1) / kPage * kPage;
     void* data = cache().take(bytes);
     return {data, new Buffer{data, bytes}, &release, c10::Device(c10::DeviceType::CPU)};
@@ -134,11 +133,7 @@ at::Tensor cached_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
                                    at::MemoryFormat::Contiguous);
 }
 
-at::Tensor cached_empty_like(const at::Tensor& like) {
-  // small outputs straight from torch's allocator: their storages keep torch's own allocator
-  if (like.nbytes() < kMinBytes) return at::empty_like(like, at::MemoryFormat::Contiguous);
-  return cached_empty(like.sizes(), like.scalar_type());
-}
+at::Tensor cached_empty_like(const at::Tensor& like) { return cached_empty(like.sizes(), like.scalar_type()); }
 
 }  // namespace cpu
 }  // namespace scorefast
