@@ -250,30 +250,34 @@ def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("sigma_mode", SIGMAS)
 def test_blocks_of_points_and_components(kernel_backend, kind, sigma_mode):
-    """Larger D: a point count and a component count that leave partial blocks, D that
-    leaves a partial vector, a zero weight, a far point and a NaN row (full covariances at a
-    D below the explicit-precision path of cpp)."""
+    """Larger D: point and component counts that leave partial blocks, D that leaves a partial
+    vector, a zero weight, a far point and NaN rows (full covariances at a D below the
+    explicit-precision path of cpp). cpp's AVX-512 build takes blocks of 8 points for 19
+    components and of 16 (two tiles of 8, the second partial here) for 13."""
     _require_gmm(kernel_backend)
-    N, K, D = (5, 3, 6) if kernel_backend.interpreted else (11, 19, 21 if kind == "full" else 37)
-    mix = random_mixture(K, D, seed=21, kind=kind, spread=3.0)
-    w = mix.weights.clone()
-    w[4 % K] = 0.0
-    cov = {"isotropic": "variance", "diagonal": "diagonal", "full": "covariance"}[kind]
-    mix = GaussianMixture(mix.means, w, **{cov: mix.cov})
-    x = mix.sample(N, seed=2).float()
-    x[1] = 300.0
-    x[3, 5] = float("nan")
-    sigma = _sigma(sigma_mode, N, torch.device("cpu"), torch.float32)
-    score, log_p = scorefast.gmm_score(
-        x.to(kernel_backend.device),
-        mix,
-        backend=kernel_backend.name,
-        sigma=sigma.to(kernel_backend.device) if isinstance(sigma, torch.Tensor) else sigma,
-    )
-    assert bool(torch.isnan(score[3]).all()) and bool(torch.isnan(log_p[3]))
-    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
-    assert_budget(score, ref_s, tol_s, "score")
-    assert_budget(log_p, ref_l, tol_l, "log_prob")
+    shapes = [(5, 3, 6)] if kernel_backend.interpreted else [(11, K, 21 if kind == "full" else 37) for K in (19, 13)]
+    for N, K, D in shapes:
+        mix = random_mixture(K, D, seed=21, kind=kind, spread=3.0)
+        w = mix.weights.clone()
+        w[4 % K] = 0.0
+        cov = {"isotropic": "variance", "diagonal": "diagonal", "full": "covariance"}[kind]
+        mix = GaussianMixture(mix.means, w, **{cov: mix.cov})
+        x = mix.sample(N, seed=2).float()
+        x[1] = 300.0
+        nan_rows = [3, 9][: 1 + (N > 9)]
+        x[nan_rows, 5] = float("nan")
+        sigma = _sigma(sigma_mode, N, torch.device("cpu"), torch.float32)
+        score, log_p = scorefast.gmm_score(
+            x.to(kernel_backend.device),
+            mix,
+            backend=kernel_backend.name,
+            sigma=sigma.to(kernel_backend.device) if isinstance(sigma, torch.Tensor) else sigma,
+        )
+        for r in nan_rows:
+            assert bool(torch.isnan(score[r]).all()) and bool(torch.isnan(log_p[r])), (K, r)
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
+        assert_budget(score, ref_s, tol_s, f"score {(N, K, D)}")
+        assert_budget(log_p, ref_l, tol_l, f"log_prob {(N, K, D)}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
