@@ -173,6 +173,24 @@ def test_large_out_of_place_equals_in_place_on_cpu(D):
     assert_within(out, expected, tol, f"streamed D={D}")
 
 
+@pytest.mark.parametrize("D", [5, 64])
+def test_noise_in_parts_with_prefetching_matches_reference_on_cpu(D):
+    # From 16 MB per tensor the CPU kernel draws each tile's noise in quarters and requests the
+    # next tile's x and score between them; the noise must not depend on the cut (D = 5: the
+    # quarters end on particle boundaries, not on the tile's vectors of particles).
+    if not scorefast.backend_registry.status("cpp").available:
+        require_or_skip("cpp", "cpp backend unavailable")
+    P = 2**22 // D + 3
+    x, s, _, _ = _inputs((P, D), torch.float32, "cpu", seed=4)
+    kw = dict(step_size=0.05, noise_scale=0.4, seed=9, step=3, backend="cpp")
+    out = scorefast.langevin_step(x, s, **kw)
+    expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=9, step=3, compute_dtype=torch.float64)
+    tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
+    assert_within(out, expected, tol, f"noise in parts D={D}")
+    small = scorefast.langevin_step(x[-1000:].clone(), s[-1000:].clone(), particle_offset=P - 1000, **kw)
+    assert torch.equal(out[-1000:], small)  # the same bits from a call below the threshold
+
+
 def test_large_outputs_reuse_released_buffers_on_cpu():
     # Outputs of 8 MB and more come from a cache of released outputs (csrc/cpu/output_cache.h):
     # live outputs never share a buffer, a reused one is fully overwritten, and the storages
