@@ -175,9 +175,9 @@ def test_large_out_of_place_equals_in_place_on_cpu(D):
 
 @pytest.mark.parametrize("D", [5, 64])
 def test_noise_in_parts_with_prefetching_matches_reference_on_cpu(D):
-    # From 16 MB per tensor the CPU kernel draws each tile's noise in quarters and requests the
-    # next tile's x and score between them; the noise must not depend on the cut (D = 5: the
-    # quarters end on particle boundaries, not on the tile's vectors of particles).
+    # From 16 MB per tensor the CPU kernel draws each tile's noise in pieces and requests the
+    # next tile's x and score between them; the noise must not depend on the cut (D = 5: pieces
+    # of 64 particles, a tile of 2048 elements holds 409 and a part of one).
     if not scorefast.backend_registry.status("cpp").available:
         require_or_skip("cpp", "cpp backend unavailable")
     P = 2**22 // D + 3
