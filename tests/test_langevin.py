@@ -154,14 +154,17 @@ def test_inplace_equals_out_of_place(kernel_backend):
     assert torch.equal(y, out)
 
 
-@pytest.mark.parametrize("D", [33, 100, 1024])
-def test_large_out_of_place_equals_in_place_on_cpu(D):
+@pytest.mark.parametrize("log2_n, D", [(20, 33), (20, 100), (20, 1024), (22, 5), (22, 64)])
+def test_large_calls_match_reference_on_cpu(log2_n, D):
     # Over 2^20 float32 elements the CPU kernel writes a fresh output with streaming stores, one
     # tile at a time; tiles end on particle boundaries, so with D = 33 and 100 they start off
-    # the 32-byte grid (plain stores up to it). In place nothing is streamed.
+    # the 32-byte grid (plain stores up to it). In place nothing is streamed. From 16 MB per
+    # tensor (2^22) it also draws each tile's noise in pieces and requests the next tile's x and
+    # score between them (D = 5: tiles of 400 particles, pieces of 96): the noise must not
+    # depend on the cut, so a small call on the last particles gives the same bits.
     if not scorefast.backend_registry.status("cpp").available:
         require_or_skip("cpp", "cpp backend unavailable")
-    P = 2**20 // D + 3
+    P = 2**log2_n // D + 3
     x, s, _, _ = _inputs((P, D), torch.float32, "cpu", seed=3)
     kw = dict(step_size=0.05, noise_scale=0.4, seed=8, step=5, backend="cpp")
     out = scorefast.langevin_step(x, s, **kw)
@@ -170,25 +173,9 @@ def test_large_out_of_place_equals_in_place_on_cpu(D):
     assert torch.equal(out, y)
     expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=8, step=5, compute_dtype=torch.float64)
     tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
-    assert_within(out, expected, tol, f"streamed D={D}")
-
-
-@pytest.mark.parametrize("D", [5, 64])
-def test_noise_in_parts_with_prefetching_matches_reference_on_cpu(D):
-    # From 16 MB per tensor the CPU kernel draws each tile's noise in pieces and requests the
-    # next tile's x and score between them; the noise must not depend on the cut (D = 5: pieces
-    # of 64 particles, a tile of 2048 elements holds 409 and a part of one).
-    if not scorefast.backend_registry.status("cpp").available:
-        require_or_skip("cpp", "cpp backend unavailable")
-    P = 2**22 // D + 3
-    x, s, _, _ = _inputs((P, D), torch.float32, "cpu", seed=4)
-    kw = dict(step_size=0.05, noise_scale=0.4, seed=9, step=3, backend="cpp")
-    out = scorefast.langevin_step(x, s, **kw)
-    expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=9, step=3, compute_dtype=torch.float64)
-    tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
-    assert_within(out, expected, tol, f"noise in parts D={D}")
+    assert_within(out, expected, tol, f"2^{log2_n} elements, D={D}")
     small = scorefast.langevin_step(x[-1000:].clone(), s[-1000:].clone(), particle_offset=P - 1000, **kw)
-    assert torch.equal(out[-1000:], small)  # the same bits from a call below the threshold
+    assert torch.equal(out[-1000:], small)
 
 
 def test_large_outputs_reuse_released_buffers_on_cpu():
