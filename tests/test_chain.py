@@ -524,6 +524,29 @@ def test_float32_two_pass_chain_with_either_block_matches_reference(kind, case, 
     _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[4::5][:, keep], "trajectory")
 
 
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("case", ["ula", "mala"])
+@pytest.mark.parametrize("K", [5, 20])
+def test_two_pass_chain_equals_one_step_chains_bit_for_bit(kind, case, K):
+    # The blocked chains (16 particles a block for K = 5 in the AVX-512 build, 8 for K = 20)
+    # carry the state, its score and log-density from step to step, and a MALA step takes its
+    # proposal's buffers as the state: T one-step chains give the same bits.
+    mix = random_mixture(K, 37, seed=K, kind=kind, spread=2.0)
+    x = mix.sample(37, seed=3).float()
+    kw = dict(method=case, step_size=0.1 if case == "mala" else 0.05, seed=11, backend="cpp")
+    fused = scorefast.gmm_chain(x, mix, steps=6, step_offset=4, **kw)
+    y, accepted = x, torch.zeros(37, dtype=torch.int64)
+    for t in range(6):
+        one = scorefast.gmm_chain(y, mix, steps=1, step_offset=4 + t, **kw)
+        y = one.x
+        if case == "mala":
+            accepted += one.accepted
+    assert torch.equal(fused.x, y)
+    if case == "mala":
+        assert torch.equal(fused.accepted, accepted)
+        assert 0 < int(accepted.sum()) < 6 * 37  # both outcomes happen
+
+
 @pytest.mark.parametrize("case", ["ula", "mala"])
 def test_float32_full_chain_with_many_components_matches_reference(case):
     # Full covariances at D >= 32 with one noise level run the explicit-precision tiles while
