@@ -74,6 +74,23 @@ def _within_bound(actual, expected, bound, what):
     assert bool((err <= bound).all()), f"{what}: error {float(err.max()):.3g} is {worst:.3g} of its bound"
 
 
+def _float32_chain_within_bound(mix, x, kw, every):
+    """cpp's float32 chain from x (N, D) against the float64 reference chain from the same
+    (float32-exact) start, every `every`-th state and the last within chain_error_bound (float32
+    rounding and the score's float32 budget every step, carried on by the noised mixture's
+    drift). MALA: a rounding-level flip of one decision is allowed, and parts that particle's
+    path. Returns cpp's result."""
+    a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=every, backend="cpp", **kw)
+    b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=every, backend="reference", **kw)
+    mala = kw["method"] == "mala"
+    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=mala, seed=13)
+    keep = a.accepted == b.accepted if mala else torch.ones(x.shape[0], dtype=torch.bool)
+    assert int((~keep).sum()) <= 1
+    _within_bound(a.x[keep], b.x[keep], bound[-1][keep], "final state")
+    _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[every - 1 :: every][:, keep], "trajectory")
+    return a
+
+
 def _chain_op(kb, x, mix, steps, mala, seed, step_offset, trajectory_every=0):
     """The op itself on per-step (a, sigma^2) lists: (x, accepted, trajectory)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -485,23 +502,10 @@ def test_errors(kwargs, error, match, monkeypatch):
 def test_float32_vector_path_matches_reference(kind, case, D):
     # float32 with D <= 4 runs whole vectors of particles, D > 4 blocks of particles through
     # the two-pass evaluator (isotropic, diagonal) or the full-covariance one (D = 70: more
-    # vectors per row than it keeps in registers); compare with the float64 reference
-    # chain from the same (float32-exact) start, within chain_error_bound (float32 rounding
-    # and the score's float32 budget every step, carried on by the noised mixture's drift).
+    # vectors per row than it keeps in registers); against the float64 reference chain.
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
     x = mix.sample(37, seed=1).float()  # 37: a partial vector at the end
-    kw = CASES[case]
-    a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=5, backend="cpp", **kw)
-    b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=5, backend="reference", **kw)
-    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=13)
-    if case == "mala":
-        same = a.accepted == b.accepted  # a rounding-level flip of one decision is allowed
-        assert int((~same).sum()) <= 1
-        keep = same  # a flipped decision parts that particle's path
-    else:
-        keep = torch.ones(37, dtype=torch.bool)
-    _within_bound(a.x[keep], b.x[keep], bound[-1][keep], "final state")
-    _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[4::5][:, keep], "trajectory")
+    a = _float32_chain_within_bound(mix, x, CASES[case], every=5)
     assert a.x.dtype == torch.float32
 
 
@@ -513,15 +517,7 @@ def test_float32_two_pass_chain_with_either_block_matches_reference(kind, case, 
     # vector (K = 12) and of 8 where they do not (K = 20); 37 particles leave a partial block
     # (5 in the second tile of 8 of the last 16), D = 37 a partial vector of coordinates.
     mix = random_mixture(K, 37, seed=K, kind=kind, spread=2.0)
-    x = mix.sample(37, seed=1).float()
-    kw = CASES[case]
-    a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=5, backend="cpp", **kw)
-    b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=5, backend="reference", **kw)
-    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=13)
-    keep = a.accepted == b.accepted if case == "mala" else torch.ones(37, dtype=torch.bool)
-    assert int((~keep).sum()) <= 1  # a rounding-level flip of one decision parts that path
-    _within_bound(a.x[keep], b.x[keep], bound[-1][keep], "final state")
-    _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[4::5][:, keep], "trajectory")
+    _float32_chain_within_bound(mix, mix.sample(37, seed=1).float(), CASES[case], every=5)
 
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
@@ -554,13 +550,7 @@ def test_float32_full_chain_with_many_components_matches_reference(case):
     # the factor-form evaluator with its online log-sum-exp.
     mix = random_mixture(1030, 32, seed=3, kind="full", spread=2.0)
     x = mix.sample(9, seed=1).float()  # a block of 8 and a partial one
-    kw = dict(CASES[case], steps=2)
-    a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=1, backend="cpp", **kw)
-    b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=1, backend="reference", **kw)
-    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=13)
-    keep = a.accepted == b.accepted if case == "mala" else torch.ones(9, dtype=torch.bool)
-    assert int((~keep).sum()) <= 1
-    _within_bound(a.trajectory[:, keep], b.trajectory[:, keep], bound[:, keep], "trajectory")
+    _float32_chain_within_bound(mix, x, dict(CASES[case], steps=2), every=1)
 
 
 def test_float32_vector_chain_independent_of_chunking_and_equal_to_steps():
