@@ -209,18 +209,23 @@ def test_large_outputs_reuse_released_buffers_on_cpu():
     assert third.shape == (2**20, 3)
 
 
-def test_output_cache_can_be_turned_off():
+def _run_on_cached_outputs(body, **env):
+    """Runs `body` in a fresh Python process (environment variables `env` added) after
+    `import torch, scorefast` and x, s = ones of (2^21, 2): float32 inputs whose outputs (16 MB)
+    come from the output cache. A failed assertion or exit status fails the test."""
     if not scorefast.backend_registry.status("cpp").available:
         require_or_skip("cpp", "cpp backend unavailable")
-    code = (
-        "import torch, scorefast\n"
-        "x = torch.ones(2**21, 2); s = torch.ones(2**21, 2)\n"
+    code = "import torch, scorefast\nx = torch.ones(2**21, 2); s = torch.ones(2**21, 2)\n" + body
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), check=True, timeout=300)
+
+
+def test_output_cache_can_be_turned_off():
+    _run_on_cached_outputs(
         "kw = dict(step_size=0.1, noise_scale=0.0, backend='cpp')\n"
         "for _ in range(3): out = scorefast.langevin_step(x, s, **kw)\n"
-        "assert torch.equal(out, torch.full_like(x, 1.1))\n"
+        "assert torch.equal(out, torch.full_like(x, 1.1))\n",
+        SCOREFAST_OUTPUT_CACHE="0",
     )
-    env = dict(os.environ, SCOREFAST_OUTPUT_CACHE="0")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
@@ -228,11 +233,8 @@ def test_output_cache_works_in_processes_forked_while_a_thread_uses_it():
     # fork() copies the cache's lock as it is; the cache takes it around fork so that a child
     # forked while another thread holds it does not wait on it forever. (A smoke test: the
     # window is short, so a missing handler shows only now and then.)
-    if not scorefast.backend_registry.status("cpp").available:
-        require_or_skip("cpp", "cpp backend unavailable")
-    code = (
-        "import os, threading, time, torch, scorefast\n"
-        "x = torch.ones(2**21, 2); s = torch.ones(2**21, 2)\n"
+    _run_on_cached_outputs(
+        "import os, threading, time\n"
         "kw = dict(step_size=0.05, noise_scale=0.0, backend='cpp')\n"
         "stop = threading.Event()\n"
         "def churn():\n"
@@ -250,7 +252,6 @@ def test_output_cache_works_in_processes_forked_while_a_thread_uses_it():
         "    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, done\n"
         "stop.set(); t.join()\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_noncontiguous_inputs(kernel_backend):
