@@ -156,10 +156,12 @@ def test_inplace_equals_out_of_place(kernel_backend):
 
 @pytest.mark.parametrize("log2_n, D", [(20, 33), (20, 100), (20, 1024), (22, 5), (22, 64)])
 def test_large_calls_match_reference_on_cpu(log2_n, D):
-    # Over 2^20 float32 elements the CPU kernel writes a fresh output with streaming stores, one
-    # tile at a time; tiles end on particle boundaries, so with D = 33 and 100 they start off
-    # the 32-byte grid (plain stores up to it). In place nothing is streamed. From 16 MB per
-    # tensor (2^22) it also draws each tile's noise in pieces and requests the next tile's x and
+    # Over 2^20 float32 elements the CPU kernels write a fresh output with streaming stores, one
+    # tile at a time, whole 64-byte lines only; tiles end on particle boundaries, so with D = 33
+    # and 5 they start off the line grid (plain stores up to it and after the last whole line).
+    # In place nothing is streamed. Each build streams its own way (16-lane stores with AVX-512,
+    # two 8-lane ones per line with AVX2, none in the generic build). From 16 MB per tensor
+    # (2^22) the kernels also draw each tile's noise in pieces and request the next tile's x and
     # score between them (D = 5: tiles of 400 particles, pieces of 96): the noise must not
     # depend on the cut, so a small call on the last particles gives the same bits.
     if not scorefast.backend_registry.status("cpp").available:
@@ -167,15 +169,22 @@ def test_large_calls_match_reference_on_cpu(log2_n, D):
     P = 2**log2_n // D + 3
     x, s, _, _ = _inputs((P, D), torch.float32, "cpu", seed=3)
     kw = dict(step_size=0.05, noise_scale=0.4, seed=8, step=5, backend="cpp")
-    out = scorefast.langevin_step(x, s, **kw)
-    y = x.clone()
-    scorefast.langevin_step_(y, s, **kw)
-    assert torch.equal(out, y)
     expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=8, step=5, compute_dtype=torch.float64)
     tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
-    assert_within(out, expected, tol, f"2^{log2_n} elements, D={D}")
-    small = scorefast.langevin_step(x[-1000:].clone(), s[-1000:].clone(), particle_offset=P - 1000, **kw)
-    assert torch.equal(out[-1000:], small)
+    ext = scorefast._extension.extension()
+    previous = ext.cpu_isa()
+    try:
+        for isa in ext.supported_cpu_isas():
+            assert ext.select_cpu_isa(isa)
+            out = scorefast.langevin_step(x, s, **kw)
+            y = x.clone()
+            scorefast.langevin_step_(y, s, **kw)
+            assert torch.equal(out, y), isa
+            assert_within(out, expected, tol, f"{isa}: 2^{log2_n} elements, D={D}")
+            small = scorefast.langevin_step(x[-1000:].clone(), s[-1000:].clone(), particle_offset=P - 1000, **kw)
+            assert torch.equal(out[-1000:], small), isa
+    finally:
+        ext.select_cpu_isa(previous)
 
 
 def test_large_outputs_reuse_released_buffers_on_cpu():
