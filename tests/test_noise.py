@@ -84,10 +84,11 @@ def test_normals_match_reference(kernel_backend, D, seed, step, offset):
     assert_within(got.cpu(), expected, noise_tolerance(P, D, seed, step, offset), f"normals D={D}")
 
 
-@pytest.mark.parametrize("D", [1, 2, 3, 5, 6, 12])
+@pytest.mark.parametrize("D", [1, 2, 3, 5, 6, 12, 28, 100])
 def test_normals_long_runs_of_small_particles(kernel_backend, D):
     # Runs of thousands of elements take the batched paths (numba: vectorised batches of
-    # (particle, group) pairs from 1024 elements on), here across the 2^32 carry of the ids.
+    # (particle, group) pairs from 1024 elements on; cpp: lanes of (particle, group) pairs for
+    # D = 28 and 100, their counters formed in vectors), here across the 2^32 carry of the ids.
     P = 3 if kernel_backend.interpreted else 1500
     seed, step, offset = 2**63 + 5, 9, 2**32 - 700
     expected = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend="reference")
