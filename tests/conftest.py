@@ -101,6 +101,21 @@ def _availability(variant: str) -> str | None:
     return None
 
 
+def on_each_cpu_isa(fn):
+    """{isa: fn(isa)} with each CPU kernel build this CPU runs selected in turn; the build
+    selected before is restored afterwards, also when fn raises."""
+    ext = scorefast._extension.extension()
+    previous = ext.cpu_isa()
+    results = {}
+    try:
+        for isa in ext.supported_cpu_isas():
+            assert ext.select_cpu_isa(isa)
+            results[isa] = fn(isa)
+    finally:
+        ext.select_cpu_isa(previous)
+    return results
+
+
 @pytest.fixture(params=KERNEL_BACKENDS)
 def kernel_backend(request):
     """Each compiled backend variant that can run here (others skip with the reason)."""

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, require_or_skip, storage_ulp
+from conftest import MAX_RADIUS, NOISE_REL_TOL, U32, U64, on_each_cpu_isa, require_or_skip, storage_ulp
 
 import scorefast
 from scorefast import backend_registry, samplers
@@ -587,17 +587,11 @@ def test_vector_chain_is_the_same_on_every_cpu_kernel_build(D, kind):
     # D = 2: particles in vector lanes; D = 9: blocks of 16 in the AVX-512 build, 8 in the
     # others (29: a short block at the end), with each build's MALA uniforms drawn a vector of
     # particles at a time
-    ext = scorefast._extension.extension()
     mix = random_mixture(3, D, seed=4, kind=kind, spread=2.0)
     x = mix.sample(29, seed=2).float()
-    results = {}
-    previous = ext.cpu_isa()
-    try:
-        for isa in ext.supported_cpu_isas():
-            assert ext.select_cpu_isa(isa)
-            results[isa] = scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.05, seed=6, backend="cpp")
-    finally:
-        ext.select_cpu_isa(previous)
+    results = on_each_cpu_isa(
+        lambda isa: scorefast.gmm_chain(x, mix, method="mala", steps=10, step_size=0.05, seed=6, backend="cpp")
+    )
     base = results["generic"]
     for isa, res in results.items():
         # the builds' normals differ within the noise budget only

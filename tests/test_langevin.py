@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_within, langevin_tolerance, require_or_skip
+from conftest import assert_within, langevin_tolerance, on_each_cpu_isa, require_or_skip
 
 import scorefast
 from scorefast import backend_registry
@@ -171,20 +171,17 @@ def test_large_calls_match_reference_on_cpu(log2_n, D):
     kw = dict(step_size=0.05, noise_scale=0.4, seed=8, step=5, backend="cpp")
     expected = langevin_step_ref(x, s, step_size=0.05, noise_scale=0.4, seed=8, step=5, compute_dtype=torch.float64)
     tol = langevin_tolerance(x, s, None, 1.0, 0.05, 0.4, expected, torch.float32, noise_from_contract=True)
-    ext = scorefast._extension.extension()
-    previous = ext.cpu_isa()
-    try:
-        for isa in ext.supported_cpu_isas():
-            assert ext.select_cpu_isa(isa)
-            out = scorefast.langevin_step(x, s, **kw)
-            y = x.clone()
-            scorefast.langevin_step_(y, s, **kw)
-            assert torch.equal(out, y), isa
-            assert_within(out, expected, tol, f"{isa}: 2^{log2_n} elements, D={D}")
-            small = scorefast.langevin_step(x[-1000:].clone(), s[-1000:].clone(), particle_offset=P - 1000, **kw)
-            assert torch.equal(out[-1000:], small), isa
-    finally:
-        ext.select_cpu_isa(previous)
+
+    def check(isa):
+        out = scorefast.langevin_step(x, s, **kw)
+        y = x.clone()
+        scorefast.langevin_step_(y, s, **kw)
+        assert torch.equal(out, y), isa
+        assert_within(out, expected, tol, f"{isa}: 2^{log2_n} elements, D={D}")
+        small = scorefast.langevin_step(x[-1000:].clone(), s[-1000:].clone(), particle_offset=P - 1000, **kw)
+        assert torch.equal(out[-1000:], small), isa
+
+    on_each_cpu_isa(check)
 
 
 def test_large_outputs_reuse_released_buffers_on_cpu():
