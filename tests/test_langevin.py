@@ -156,14 +156,14 @@ def test_inplace_equals_out_of_place(kernel_backend):
 
 @pytest.mark.parametrize("log2_n, D", [(20, 33), (20, 100), (20, 1024), (22, 5), (22, 64)])
 def test_large_calls_match_reference_on_cpu(log2_n, D):
-    # Over 2^20 float32 elements the CPU kernels write a fresh output with streaming stores, one
-    # tile at a time, whole 64-byte lines only; tiles end on particle boundaries, so with D = 33
-    # and 5 they start off the line grid (plain stores up to it and after the last whole line).
-    # In place nothing is streamed. Each build streams its own way (16-lane stores with AVX-512,
-    # two 8-lane ones per line with AVX2, none in the generic build). From 16 MB per tensor
-    # (2^22) the kernels also draw each tile's noise in pieces and request the next tile's x and
-    # score between them (D = 5: tiles of 400 particles, pieces of 96): the noise must not
-    # depend on the cut, so a small call on the last particles gives the same bits.
+    # Over 2^20 float32 elements the CPU kernels write a fresh output with streaming stores,
+    # whole 64-byte lines only, each tile's result a few lines at a time while the next tile's
+    # noise is drawn (the last tile's after the loop); tiles end on particle boundaries, so with
+    # D = 33 and 5 they start off the line grid (plain stores up to it and after the last whole
+    # line). In place nothing is streamed. Each build streams its own way (16-lane stores with
+    # AVX-512, two 8-lane ones per line with AVX2, none in the generic build). From 16 MB per
+    # tensor (2^22) the next tile's x and score are also requested while the noise is drawn. A
+    # small call on the last particles gives the same bits.
     if not scorefast.backend_registry.status("cpp").available:
         require_or_skip("cpp", "cpp backend unavailable")
     P = 2**log2_n // D + 3
