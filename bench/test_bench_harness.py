@@ -57,3 +57,12 @@ def test_table_columns_are_aligned_and_space_separated():
     ]
     table = harness.format_table("title", columns, [{"name": "ab", "ms": 1.5}, {"name": "abcdefgh", "ms": 12.25}])
     assert table.splitlines() == ["title", "name         ms", "ab        1.500", "abcdefgh   12.250"]
+
+
+def test_interleaved_timing_calls_each_function_once_per_round():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    result = harness.time_fns_interleaved(fns, torch.device("cpu"), min_time=0.0, min_reps=5)
+    assert list(result) == ["a", "b", "c"]
+    assert all(r["reps"] == 5 and 0 <= r["p20"] <= r["median"] <= r["p80"] for r in result.values())
+    assert calls == ["a", "b", "c"] * 8  # 3 warm-up rounds, then 5 timed ones, in order

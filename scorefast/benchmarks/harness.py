@@ -116,6 +116,46 @@ def time_fn(fn, device: torch.device, *, min_time: float = 0.2, min_reps: int = 
     return {"median": statistics.median(times), "p20": q(0.2), "p80": q(0.8), "reps": len(times)}
 
 
+def time_fns_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, min_time: float = 0.2, min_reps: int = 3
+) -> dict[str, dict]:
+    """``time_fn`` of several functions at once, their calls interleaved: each round calls every
+    function once, so the slow spells of a shared, busy host fall on all of them alike and their
+    ratios hold (timed one after another, a spell can land on one function only).
+
+    Warm-up: 3 rounds. Rounds continue until every function has min_time seconds and min_reps
+    calls (a call slower than 2 s: one round). Returns {name: time_fn's dict}.
+    """
+    for _ in range(3):
+        for fn in fns.values():
+            fn()
+            _sync(device)
+    times = {name: [] for name in fns}
+    while True:
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        if max(max(t) for t in times.values()) > 2.0:
+            break
+        if all(sum(t) >= min_time and len(t) >= min_reps for t in times.values()):
+            break
+    result = {}
+    for name, t in times.items():
+        t.sort()
+        q = lambda f, t=t: t[min(len(t) - 1, int(f * len(t)))]  # noqa: E731
+        result[name] = {"median": statistics.median(t), "p20": q(0.2), "p80": q(0.8), "reps": len(t)}
+    return result
+
+
 def copy_bandwidth(device: torch.device, numel: int = 2**26) -> float:
     """Measured bytes/s of ``dst.copy_(src)`` for float32 (read + write), the memory limit."""
     src = torch.randn(numel, device=device)

@@ -142,7 +142,8 @@ def run_d_sweep(
     For each D and dtype, x and score of about ``numel`` elements as (numel // D, D): eager
     ``x + a*s + b*randn_like(x)``, the fused step out of place, in place, and in place with
     ``noise_scale=0`` (the memory-bound floor: same traffic, no noise), and the normals alone
-    (``scorefast.normal`` against ``torch.randn``). The ratios the kernels aim at:
+    (``scorefast.normal`` against ``torch.randn``), their calls interleaved
+    (``harness.time_fns_interleaved``). The ratios the kernels aim at:
     ``in_place_vs_no_noise`` (in place over the noise-free call) and ``speedup_vs_eager``.
     """
     from scorefast import langevin_step_, normal
@@ -162,20 +163,19 @@ def run_d_sweep(
                 kw = dict(step_size=a, noise_scale=b if noise else 0.0, seed=7, step=step[0], backend=backend)
                 return langevin_step_(x, s, **kw) if inplace else langevin_step(x, s, **kw)
 
-            times = {
-                "eager": harness.time_fn(lambda: eager_langevin(x, s, a, b), device, min_time=min_time),
-                "out_of_place": harness.time_fn(lambda: fused(False, True), device, min_time=min_time),
-                "in_place": harness.time_fn(lambda: fused(True, True), device, min_time=min_time),
-                "in_place_no_noise": harness.time_fn(lambda: fused(True, False), device, min_time=min_time),
-                "normal": harness.time_fn(
-                    lambda: normal(shape, seed=7, step=1, dtype=dtype, device=device, backend=backend),
-                    device,
-                    min_time=min_time,
-                ),
-                "torch.randn": harness.time_fn(
-                    lambda: torch.randn(shape, dtype=dtype, device=device), device, min_time=min_time
-                ),
-            }
+            # interleaved: a busy host's slow spells fall on every provider alike
+            times = harness.time_fns_interleaved(
+                {
+                    "eager": lambda: eager_langevin(x, s, a, b),
+                    "out_of_place": lambda: fused(False, True),
+                    "in_place": lambda: fused(True, True),
+                    "in_place_no_noise": lambda: fused(True, False),
+                    "normal": lambda: normal(shape, seed=7, step=1, dtype=dtype, device=device, backend=backend),
+                    "torch.randn": lambda: torch.randn(shape, dtype=dtype, device=device),
+                },
+                device,
+                min_time=min_time,
+            )
             med = {k: v["median"] for k, v in times.items()}
             rows.append(
                 {
