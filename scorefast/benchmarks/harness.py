@@ -98,20 +98,28 @@ def time_fn(fn, device: torch.device, *, min_time: float = 0.2, min_reps: int = 
     times = []
     total = 0.0
     while (total < min_time or len(times) < min_reps) and len(times) < max_reps:
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            dt = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
+        dt = _timed_call(fn, device)
         times.append(dt)
         total += dt
-    times.sort()
+    return _summary(times)
+
+
+def _timed_call(fn, device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes (CUDA: timed with events)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _summary(times: list[float]) -> dict:
+    times = sorted(times)
     q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
     return {"median": statistics.median(times), "p20": q(0.2), "p80": q(0.8), "reps": len(times)}
 
@@ -133,27 +141,12 @@ def time_fns_interleaved(
     times = {name: [] for name in fns}
     while True:
         for name, fn in fns.items():
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+            times[name].append(_timed_call(fn, device))
         if max(max(t) for t in times.values()) > 2.0:
             break
         if all(sum(t) >= min_time and len(t) >= min_reps for t in times.values()):
             break
-    result = {}
-    for name, t in times.items():
-        t.sort()
-        q = lambda f, t=t: t[min(len(t) - 1, int(f * len(t)))]  # noqa: E731
-        result[name] = {"median": statistics.median(t), "p20": q(0.2), "p80": q(0.8), "reps": len(t)}
-    return result
+    return {name: _summary(t) for name, t in times.items()}
 
 
 def copy_bandwidth(device: torch.device, numel: int = 2**26) -> float:
