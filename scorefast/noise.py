@@ -1,7 +1,9 @@
 """The noise contract as public functions, on every backend.
 
-    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, w >> 2)))[w & 3]
     p' = particle_offset + p,  t = step,  tensor viewed as [P, D] (dim 0 = particles)
+    c = p',  w = d                                 (D >= 3)
+    c = (p' D + d) >> 2,  w = (p' D + d) & 3       (D = 1 or 2: 4 / D particles share a counter)
 
 The same (seed, particle, step) gives the same noise on every backend, whatever the
 batch chunking, thread count or launch configuration. See ``scorefast.reference.noise``.

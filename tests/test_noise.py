@@ -107,6 +107,19 @@ def test_normals_large_run_matches_reference(kernel_backend):
     assert_within(got.cpu(), expected, noise_tolerance(P, D, seed, 5), "normals")
 
 
+@pytest.mark.parametrize("D, offset", [(1, 0), (1, 7), (2, 0), (2, 5)])
+def test_short_particles_draw_the_noise_of_their_four_element_view(kernel_backend, D, offset):
+    # Particles of one or two elements share Philox counters, 4 / D to one: element d of
+    # particle p' is element p' D + d of the [P D / 4, 4] view's stream (every word used), and
+    # an offset that is not a multiple of 4 / D starts inside a counter.
+    P = 10 if kernel_backend.interpreted else 1001
+    kw = dict(seed=2**40 + 3, step=6, device=kernel_backend.device, backend=kernel_backend.name)
+    got = scorefast.normal((P, D), particle_offset=offset, **kw).cpu()
+    first, start = offset * D // 4, offset * D % 4
+    view = scorefast.normal(((start + P * D + 3) // 4, 4), particle_offset=first, **kw).cpu()
+    assert torch.equal(got.reshape(-1), view.reshape(-1)[start : start + P * D])
+
+
 def test_normals_independent_of_chunking(kernel_backend):
     # Particles computed in two calls with particle_offset equal one call.
     P, D = (6, 5) if kernel_backend.interpreted else (101, 13)

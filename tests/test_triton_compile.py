@@ -53,18 +53,18 @@ KNOWN_SPILLS = {
         "*fp64,*i64 FULL=1 ISO=0 MALA=1 TRAJ=0 F64=1 BF16=0 BLOCK_N=64 BLOCK_D=8 every%16": {80: 20, 90: 68},
     },
     "_dsm_backward_kernel": {
-        "*fp32,*bf16,*fp64 EPS=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
-        "*fp32,*fp16,*fp64 EPS=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
-        "*fp32,*fp64 EPS=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*bf16,*fp64 EPS=0 F64=0 PER_COUNTER=1 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*fp16,*fp64 EPS=0 F64=0 PER_COUNTER=1 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*fp64 EPS=0 F64=0 PER_COUNTER=1 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
     },
     "_vp_backward_kernel": {  # the same 4 bytes as _dsm_backward_kernel's, in its eps-like form (no x)
-        "*fp32,*bf16,*fp64 HAS_X=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
-        "*fp32,*fp16,*fp64 HAS_X=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
-        "*fp32,*fp64 HAS_X=0 F64=0 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*bf16,*fp64 HAS_X=0 F64=0 PER_COUNTER=1 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*fp16,*fp64 HAS_X=0 F64=0 PER_COUNTER=1 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
+        "*fp32,*fp64 HAS_X=0 F64=0 PER_COUNTER=1 BLOCK=256 n_groups%16 Q%16 D%16": {90: 4},
     },
     "_dsm_loss_kernel": {
-        "*fp64 EPS=0 F64=1 FINAL=0 BLOCK=256 D%16 Q%16": {90: 12},
-        "*fp64 EPS=1 F64=1 FINAL=0 BLOCK=256 D%16 Q%16": {90: 12},
+        "*fp64 EPS=0 F64=1 FINAL=0 PER_COUNTER=1 BLOCK=256 D%16 Q%16": {90: 12},
+        "*fp64 EPS=1 F64=1 FINAL=0 PER_COUNTER=1 BLOCK=256 D%16 Q%16": {90: 12},
     },
     "_gmm_full_score_kernel": {
         "*fp64 ISO=0 PER_POINT=1 LAST=1 BLOCK_N=8 BLOCK_D=256 unaligned:log_const_ptr": {80: 16},

@@ -20,8 +20,8 @@ namespace generic {
 
 #include "isa_noise_kernels.inc"
 
-static void fill_normals(float* dst, int64_t D, uint64_t seed, uint32_t step, uint64_t particle_offset, int64_t begin,
-                         int64_t n, NoiseSideWork* side) {
+static void fill_normal_groups(float* dst, int64_t D, uint64_t seed, uint32_t step, uint64_t particle_offset,
+                               int64_t begin, int64_t n, NoiseSideWork* side) {
   if (side != nullptr) side->rest();  // the scalar noise is slow enough to hide a burst
   fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
 }

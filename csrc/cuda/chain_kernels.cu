@@ -3,7 +3,8 @@
 //
 //   ULA / annealed:  x <- round(x + a_t s_t(x) + sqrt(2 a_t) z),  s_t: mixture noised by sigma2_t
 //   MALA:            y = round(x + a_t s(x) + sqrt(2 a_t) z), accepted when log u < log alpha
-//                    (alpha in double; u = word 0 of Philox group ceil(D/4); NaN: rejected)
+//                    (alpha in double; u = word 0 of counter p', group ceil(D/4), for every D;
+//                    NaN: rejected)
 //
 // round() is the storage type's rounding; z and u come from the noise contract at
 // (seed, step_offset + t, particle_offset + p), so a chain equals T single steps whatever
@@ -25,6 +26,7 @@
 #include <cstdint>
 
 #include "chain_launchers.h"
+#include "contract_noise.cuh"
 #include "gmm_device.cuh"
 #include "kernel_common.cuh"
 #include "quad_io.cuh"
@@ -48,8 +50,9 @@ __device__ __forceinline__ double mala_log_alpha(double lpy, double lpx, double 
   return lpy - lpx - back / (4.0 * a) + 0.5 * fwd;
 }
 
-// Whether MALA accepts at (particle, step): log u < log alpha, u = uniform of word 0 of
-// Philox group q_uniform. A NaN log alpha compares false: a rejection.
+// Whether MALA accepts at (particle, step): log u < log alpha, u = uniform of word 0 of the
+// particle's own counter, group q_uniform, for every D (the packed normals of D <= 2 use
+// group 0, so never these words). A NaN log alpha compares false: a rejection.
 __device__ __forceinline__ bool mala_accepts(double log_alpha, uint64_t seed, uint64_t particle, uint32_t step,
                                              uint32_t q_uniform) {
   const PhiloxWords w = noise_words(seed, particle, step, q_uniform);
@@ -123,13 +126,9 @@ __global__ void __launch_bounds__(kThreads, 1) chain_small_kernel(const ChainArg
       const Acc b = sf_sqrt(Acc(2) * a);
       Acc z[kD];
       {
-        // D <= 4: one Philox group; its second pair only for D > 2 (as the contract's fill)
+        // D <= 4: one group, q = 0 (particles of D <= 2 share a counter)
         float zf[4] = {0.f, 0.f, 0.f, 0.f};
-        if (active) {
-          const PhiloxWords w = noise_words(c.seed, particle, step, 0);
-          box_muller(w.w0, w.w1, zf[0], zf[1]);
-          if (kD > 2) box_muller(w.w2, w.w3, zf[2], zf[3]);
-        }
+        if (active) contract_normals4<(kD <= 2)>(c.seed, particle, step, kD, 0, kD, zf);
 #pragma unroll
         for (int d = 0; d < kD; ++d) z[d] = static_cast<Acc>(zf[d]);
       }
@@ -247,18 +246,6 @@ __device__ Acc gmm_point(const GmmArgs& g, SlotVec<Acc> x, Acc s2, SlotVec<Acc> 
   return m + sf_log(S);
 }
 
-// The contract's normals of group q (elements 4q .. 4q + n - 1, n <= 4) for the particle.
-__device__ __forceinline__ void group_normals(uint64_t seed, uint64_t particle, uint32_t step, int64_t q, int n,
-                                              float (&z)[4]) {
-  const PhiloxWords w = noise_words(seed, particle, step, static_cast<uint32_t>(q));
-  box_muller(w.w0, w.w1, z[0], z[1]);
-  if (n > 2) {
-    box_muller(w.w2, w.w3, z[2], z[3]);
-  } else {
-    z[2] = z[3] = 0.f;
-  }
-}
-
 // Thread slot j (of gridDim.x * blockDim.x) runs particles j, j + slots, ...; its vectors
 // are workspace rows [b * D, (b + 1) * D) of column j, b = 0 .. (mala ? 5 : 3) - 1.
 template <typename T>
@@ -293,7 +280,7 @@ __global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs 
         for (int64_t q = 0; q < Q; ++q) {
           const int nq = D - 4 * q < 4 ? static_cast<int>(D - 4 * q) : 4;
           float z[4];
-          group_normals(c.seed, particle, step, q, nq, z);
+          contract_normals4<false>(c.seed, particle, step, D, q, nq, z);  // D > 4
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             if (i < nq) {
@@ -307,7 +294,7 @@ __global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs 
         for (int64_t q = 0; q < Q; ++q) {
           const int nq = D - 4 * q < 4 ? static_cast<int>(D - 4 * q) : 4;
           float z[4];
-          group_normals(c.seed, particle, step, q, nq, z);
+          contract_normals4<false>(c.seed, particle, step, D, q, nq, z);  // D > 4
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             if (i < nq) {

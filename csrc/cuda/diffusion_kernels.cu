@@ -4,8 +4,9 @@
 //   corrector: c_x = 1, c_s = eps_p, b = sqrt(2 eps_p), eps_p = 2 (snr ||z_p|| / ||g_p||)^2
 //
 // * step kernel: one thread per (particle, group of 4 elements), so one Philox call gives
-//   the group's four normals; 128-bit loads/stores when D % 4 == 0 and every buffer is
-//   aligned, scalar otherwise; grid-stride, int64 indexing.
+//   the group's normals (particles of D <= 2 share a counter: contract_noise.cuh); 128-bit
+//   loads/stores when D % 4 == 0 and every buffer is aligned, scalar otherwise; grid-stride,
+//   int64 indexing.
 // * particle kernel: one warp (small D) or one block (large D) per particle. It sums the
 //   float64 squares of g and, for the corrector, of the contract normals regenerated group
 //   by group (never stored), in a fixed order (deterministic), and then writes the clip
@@ -21,6 +22,7 @@
 
 #include <cstdint>
 
+#include "contract_noise.cuh"
 #include "diffusion_launchers.h"
 #include "kernel_common.cuh"
 #include "quad_io.cuh"
@@ -33,7 +35,9 @@ namespace scorefast {
 namespace cuda {
 namespace {
 
-enum NoiseMode : int { kNoNoise = 0, kContractNoise = 1, kExplicitNoise = 2 };
+// kPackedNoise: the contract's noise of particles of D <= 2, which share counters (scalar path
+// only: D % 4 != 0).
+enum NoiseMode : int { kNoNoise = 0, kContractNoise = 1, kExplicitNoise = 2, kPackedNoise = 3 };
 
 template <typename Acc>
 struct StepParams {
@@ -57,17 +61,6 @@ struct StepParams {
   uint64_t particle_offset;
   uint32_t step;
 };
-
-// The four contract normals of group q of global particle pid (n valid elements).
-template <typename Acc>
-__device__ __forceinline__ void contract_z4(uint64_t seed, uint64_t pid, uint32_t step, int64_t q, int n, Acc (&z)[4]) {
-  const PhiloxWords words = noise_words(seed, pid, step, static_cast<uint32_t>(q));
-  float z0, z1, z2 = 0.f, z3 = 0.f;
-  box_muller(words.w0, words.w1, z0, z1);
-  if (n > 2) box_muller(words.w2, words.w3, z2, z3);  // D % 4 == 1, 2 tails use one pair
-  z[0] = static_cast<Acc>(z0), z[1] = static_cast<Acc>(z1);
-  z[2] = static_cast<Acc>(z2), z[3] = static_cast<Acc>(z3);
-}
 
 // g = s + w (s_c - s) for the n elements of a group at e.
 template <typename T, bool kVec, typename Acc = typename Storage<T>::acc>
@@ -104,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) reverse_step_kernel(const StepParams
   const int64_t D = prm.particle_size;
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t p, q;
-    split_index(i, prm.num_groups, prm.index32, p, q);
+    particle_group<kNoise == kPackedNoise>(i, prm.num_groups, prm.index32, p, q);
     const int64_t d0 = 4 * q;
     const int64_t rest = D - d0;
     const int n = kVec ? 4 : (rest < 4 ? static_cast<int>(rest) : 4);
@@ -117,8 +110,9 @@ __global__ void __launch_bounds__(kThreads) reverse_step_kernel(const StepParams
     Acc z[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
     Acc b = Acc(0);
     if (kNoise != kNoNoise) b = prm.b_pp != nullptr ? prm.b_pp[p] : prm.b;
-    if (kNoise == kContractNoise) {
-      contract_z4(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), prm.step, q, n, z);
+    if (kNoise == kContractNoise || kNoise == kPackedNoise) {
+      contract_normals4<kNoise == kPackedNoise>(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), prm.step, D,
+                                                q, n, z);
     } else if (kNoise == kExplicitNoise) {
       if (prm.noise_vec) {
         const float4 r = *reinterpret_cast<const float4*>(static_cast<const float*>(prm.noise) + e);
@@ -177,7 +171,8 @@ __device__ __forceinline__ double group_sum(double v, double* partial) {
   return total;
 }
 
-template <typename T, bool kWarp, int kMode>
+// kPacked: D <= 2, whose particles share noise counters (one warp per particle).
+template <typename T, bool kWarp, int kMode, bool kPacked>
 __global__ void __launch_bounds__(kThreads) particle_kernel(const ParticleParams<typename Storage<T>::acc> prm) {
   using Acc = typename Storage<T>::acc;
   __shared__ double partial[kThreads / 32 + 1];
@@ -204,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) particle_kernel(const ParticleParams
       }
       if (kMode != kClipFactor) {
         Acc z[4];
-        contract_z4(sp.seed, pid, sp.step, q, n, z);
+        contract_normals4<kPacked>(sp.seed, pid, sp.step, D, q, n, z);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           if (j < n) z_sq += static_cast<double>(z[j]) * static_cast<double>(z[j]);
@@ -230,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) particle_kernel(const ParticleParams
         const int64_t e = p * D + 4 * q;
         Acc g[4], z[4];
         guided4<T, false>(score, score_cond, sp.w, e, n, g);
-        contract_z4(sp.seed, pid, sp.step, q, n, z);
+        contract_normals4<kPacked>(sp.seed, pid, sp.step, D, q, n, z);
         step4<T, false, true>(x, out, e, n, Acc(1), a, b, g, z, sp.lo, sp.hi);
       }
     }
@@ -292,7 +287,9 @@ cudaError_t reverse_step_typed(const ReverseArgs& args, cudaStream_t stream) {
   StepParams<Acc> prm = step_params<Acc>(args);
   const int64_t D = args.particle_size;
   // b == 0 for every particle: no noise is drawn (nor an explicit noise tensor read).
-  const int mode = !reverse_needs_noise(args) ? kNoNoise : (args.noise != nullptr ? kExplicitNoise : kContractNoise);
+  const int mode = !reverse_needs_noise(args) ? kNoNoise
+                   : args.noise != nullptr    ? kExplicitNoise
+                                              : (D <= 2 ? kPackedNoise : kContractNoise);
   const uintptr_t align = quad_alignment<T>();
   const bool vec = D % 4 == 0 && is_aligned(args.x, align) && is_aligned(args.score, align) &&
                    is_aligned(args.out, align) && (args.score_cond == nullptr || is_aligned(args.score_cond, align));
@@ -312,6 +309,8 @@ cudaError_t reverse_step_typed(const ReverseArgs& args, cudaStream_t stream) {
   } else {
     if (mode == kContractNoise)
       SF_LAUNCH(kContractNoise, false);
+    else if (mode == kPackedNoise)
+      SF_LAUNCH(kPackedNoise, false);
     else if (mode == kExplicitNoise)
       SF_LAUNCH(kExplicitNoise, false);
     else
@@ -333,11 +332,17 @@ cudaError_t particle_typed(const ReverseArgs& args, ParticleParams<typename Stor
   if (args.particle_size <= kWarpPerParticleMaxD) {
     err = grid_size(P * 32, kThreads, blocks);
     if (err != cudaSuccess) return err;
-    particle_kernel<T, true, kMode><<<blocks, kThreads, 0, stream>>>(prm);
+    if constexpr (kMode != kClipFactor) {  // the clip factor draws no noise
+      if (args.particle_size <= 2) {
+        particle_kernel<T, true, kMode, true><<<blocks, kThreads, 0, stream>>>(prm);
+        return cudaGetLastError();
+      }
+    }
+    particle_kernel<T, true, kMode, false><<<blocks, kThreads, 0, stream>>>(prm);
   } else {
     err = grid_size(P * kThreads, kThreads, blocks);
     if (err != cudaSuccess) return err;
-    particle_kernel<T, false, kMode><<<blocks, kThreads, 0, stream>>>(prm);
+    particle_kernel<T, false, kMode, false><<<blocks, kThreads, 0, stream>>>(prm);
   }
   return cudaGetLastError();
 }

@@ -3,8 +3,9 @@
 //
 // * perturb  (out = x + sigma_b z) and backward (out = g_b sigma_b^p (pred + z / sigma_b),
 //   or 2 g_b (pred - z)): one thread per (sample, group of 4 elements), so one Philox call
-//   gives the group's four normals; 128-bit loads/stores (64-bit for 16-bit storage) when
-//   D % 4 == 0 and the buffers are aligned, scalar otherwise; grid-stride, int64 indexing.
+//   gives the group's normals (samples of D <= 2 share a counter: contract_noise.cuh);
+//   128-bit loads/stores (64-bit for 16-bit storage) when D % 4 == 0 and the buffers are
+//   aligned, scalar otherwise; grid-stride, int64 indexing.
 // * loss (l_b = 1/2 sigma_b^p ||pred_b + z_b / sigma_b||^2, or ||pred_b - z_b||^2): one
 //   block per sample for large D, a team of 1..32 lanes of a warp per sample for small D;
 //   the team walks the sample's groups and reduces with shuffles (and shared memory across
@@ -22,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "contract_noise.cuh"
 #include "dsm_launchers.h"
 #include "kernel_common.cuh"
 #include "quad_io.cuh"
@@ -69,17 +71,13 @@ DsmParams make_params(const DsmArgs& a) {
   return prm;
 }
 
-// The normals of group q of sample b (n of the 4 used; the second Box-Muller pair only
-// when the group uses it, as in the other kernels).
-template <typename Acc>
+// The contract's normals of group q of sample b (n of the 4 used; see contract_noise.cuh).
+// kPacked (here and in the kernels): D <= 2, whose samples share noise counters; never with
+// kVec (D % 4 == 0).
+template <bool kPacked, typename Acc>
 __device__ __forceinline__ void group_normals(const DsmParams& prm, int64_t b, int64_t q, int n, Acc (&z)[4]) {
-  const PhiloxWords w =
-      noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(b), prm.step, static_cast<uint32_t>(q));
-  float z0, z1, z2 = 0.f, z3 = 0.f;
-  box_muller(w.w0, w.w1, z0, z1);
-  if (n > 2) box_muller(w.w2, w.w3, z2, z3);
-  z[0] = static_cast<Acc>(z0), z[1] = static_cast<Acc>(z1);
-  z[2] = static_cast<Acc>(z2), z[3] = static_cast<Acc>(z3);
+  contract_normals4<kPacked>(prm.seed, prm.particle_offset + static_cast<uint64_t>(b), prm.step, prm.sample_size, q, n,
+                             z);
 }
 
 // Elements of group q in a sample of D: 4 on the vector path, 1..4 otherwise.
@@ -92,13 +90,13 @@ __device__ __forceinline__ int group_count(int64_t D, int64_t q) {
 
 // r = pred - z (eps form) or pred + z * (1 / sigma_b) (score form) for group q of sample b;
 // returns the number of elements n (r[j] for j >= n is meaningless).
-template <typename T, bool kVec, typename Acc = typename Storage<T>::acc>
+template <typename T, bool kVec, bool kPacked, typename Acc = typename Storage<T>::acc>
 __device__ __forceinline__ int group_residual(const DsmParams& prm, int64_t b, int64_t q, Acc inv_sigma, Acc (&r)[4]) {
   const int64_t D = prm.sample_size;
   const int n = group_count<kVec>(D, q);
   load4<T, kVec>(static_cast<const T*>(prm.input) + b * D + 4 * q, n, r);
   Acc z[4];
-  group_normals(prm, b, q, n, z);
+  group_normals<kPacked>(prm, b, q, n, z);
   if (prm.eps_form) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) r[j] = sub_rn(r[j], z[j]);
@@ -112,7 +110,7 @@ __device__ __forceinline__ int group_residual(const DsmParams& prm, int64_t b, i
 // ---------------------------------------------------------------------------------------
 // Elementwise: perturb and backward.
 
-template <typename T, bool kVec>
+template <typename T, bool kVec, bool kPacked>
 __global__ void __launch_bounds__(kThreads) dsm_perturb_kernel(const DsmParams prm) {
   using Acc = typename Storage<T>::acc;
   const T* x = static_cast<const T*>(prm.input);
@@ -121,21 +119,21 @@ __global__ void __launch_bounds__(kThreads) dsm_perturb_kernel(const DsmParams p
   const int64_t D = prm.sample_size;
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t b, q;
-    split_index(i, prm.num_groups, prm.index32, b, q);
+    particle_group<kPacked>(i, prm.num_groups, prm.index32, b, q);
     const int n = group_count<kVec>(D, q);
     const int64_t e = b * D + 4 * q;
     Acc v[4];
     load4<T, kVec>(x + e, n, v);
     const Acc sig = sigma[b];
     Acc z[4];
-    group_normals(prm, b, q, n, z);
+    group_normals<kPacked>(prm, b, q, n, z);
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = add_rn(v[j], mul_rn(sig, z[j]));
     store4<T, kVec>(out + e, n, v);
   }
 }
 
-template <typename T, bool kVec>
+template <typename T, bool kVec, bool kPacked>
 __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams prm) {
   using Acc = typename Storage<T>::acc;
   T* out = static_cast<T*>(prm.out);
@@ -147,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
   Acc scale = Acc(0), inv_sigma = Acc(0);
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t b, q;
-    split_index(i, prm.num_groups, prm.index32, b, q);
+    particle_group<kPacked>(i, prm.num_groups, prm.index32, b, q);
     if (b != row) {
       row = b;
       const Acc sig = sigma[b];
@@ -157,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
           prm.eps_form ? mul_rn(Acc(2), g) : mul_rn(g, static_cast<Acc>(::pow(static_cast<double>(sig), prm.power)));
     }
     Acc r[4];
-    const int n = group_residual<T, kVec>(prm, b, q, inv_sigma, r);
+    const int n = group_residual<T, kVec, kPacked>(prm, b, q, inv_sigma, r);
 #pragma unroll
     for (int j = 0; j < 4; ++j) r[j] = mul_rn(scale, r[j]);
     store4<T, kVec>(out + b * prm.sample_size + 4 * q, n, r);
@@ -168,14 +166,14 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
 // Loss: per-sample reductions.
 
 // Sum of squared residuals over groups first, first + stride, ... of sample b, in double.
-template <typename T, bool kVec>
+template <typename T, bool kVec, bool kPacked>
 __device__ __forceinline__ double sample_partial(const DsmParams& prm, int64_t b, int64_t first, int64_t stride) {
   using Acc = typename Storage<T>::acc;
   const Acc inv_sigma = div_rn(Acc(1), static_cast<const Acc*>(prm.sigma)[b]);
   double s = 0.0;
   for (int64_t q = first; q < prm.num_groups; q += stride) {
     Acc r[4];
-    const int n = group_residual<T, kVec>(prm, b, q, inv_sigma, r);
+    const int n = group_residual<T, kVec, kPacked>(prm, b, q, inv_sigma, r);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (j < n) {
@@ -210,7 +208,7 @@ constexpr int64_t kTeamMaxGroups = 128;
 
 // A team of 2^team_log2 (<= 32) consecutive lanes per sample. The loop runs over the warp's
 // samples so every lane of a warp takes the same trip count (the shuffles need all 32).
-template <typename T, bool kVec>
+template <typename T, bool kVec, bool kPacked>
 __global__ void __launch_bounds__(kThreads) dsm_loss_team_kernel(const DsmParams prm, int team_log2) {
   using Acc = typename Storage<T>::acc;
   const int lane = threadIdx.x & 31;
@@ -221,13 +219,14 @@ __global__ void __launch_bounds__(kThreads) dsm_loss_team_kernel(const DsmParams
   const int64_t warps = grid_stride() >> 5;
   for (int64_t base = warp * teams_per_warp; base < prm.batch; base += warps * teams_per_warp) {
     const int64_t b = base + (lane >> team_log2);
-    double s = b < prm.batch ? sample_partial<T, kVec>(prm, b, member, team) : 0.0;
+    double s = b < prm.batch ? sample_partial<T, kVec, kPacked>(prm, b, member, team) : 0.0;
     for (int offset = team >> 1; offset > 0; offset >>= 1) s += __shfl_down_sync(0xffffffffu, s, offset, team);
     if (member == 0 && b < prm.batch) store_loss<Acc>(prm, b, s);
   }
 }
 
-// One block per sample (grid-stride over samples).
+// One block per sample (grid-stride over samples); more than kTeamMaxGroups groups, so never
+// packed.
 template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreads) dsm_loss_block_kernel(const DsmParams prm) {
   using Acc = typename Storage<T>::acc;
@@ -235,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) dsm_loss_block_kernel(const DsmParam
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int num_warps = static_cast<int>(blockDim.x >> 5);
   for (int64_t b = blockIdx.x; b < prm.batch; b += gridDim.x) {
-    double s = warp_sum(sample_partial<T, kVec>(prm, b, threadIdx.x, blockDim.x));
+    double s = warp_sum(sample_partial<T, kVec, false>(prm, b, threadIdx.x, blockDim.x));
     if (lane == 0) partial[warp] = s;
     __syncthreads();
     if (warp == 0) {
@@ -258,6 +257,7 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
   const uintptr_t align = quad_alignment<T>();
   bool vec = prm.sample_size % 4 == 0 && is_aligned(args.input, align);
   if (op != Op::kLoss) vec = vec && is_aligned(args.out, align);
+  const bool packed = prm.sample_size <= 2;  // samples share noise counters (never vec)
 
   unsigned int blocks = 0;
   cudaError_t err;
@@ -268,9 +268,11 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
       err = grid_size(prm.batch << team_log2, kThreads, blocks);
       if (err != cudaSuccess) return err;
       if (vec)
-        dsm_loss_team_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+        dsm_loss_team_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+      else if (packed)
+        dsm_loss_team_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
       else
-        dsm_loss_team_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+        dsm_loss_team_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
     } else {
       err = grid_size(prm.batch * kThreads, kThreads, blocks);
       if (err != cudaSuccess) return err;
@@ -286,14 +288,18 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   if (op == Op::kPerturb) {
     if (vec)
-      dsm_perturb_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
+      dsm_perturb_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(prm);
+    else if (packed)
+      dsm_perturb_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(prm);
     else
-      dsm_perturb_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
+      dsm_perturb_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(prm);
   } else {
     if (vec)
-      dsm_backward_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
+      dsm_backward_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(prm);
+    else if (packed)
+      dsm_backward_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(prm);
     else
-      dsm_backward_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
+      dsm_backward_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(prm);
   }
   return cudaGetLastError();
 }

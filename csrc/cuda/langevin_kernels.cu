@@ -3,8 +3,9 @@
 //   out = clamp(x + a_p * c_p * g + b_p * z),   g = s + w (s_c - s)
 //
 // * update kernel: one thread per (particle, group of 4 elements), so one Philox call
-//   gives the group's four normals; 128-bit loads/stores (64-bit for 16-bit storage) when
-//   D % 4 == 0 and every buffer is aligned, scalar otherwise; grid-stride, int64 indexing.
+//   gives the group's normals (particles of D <= 2 share a counter: contract_noise.cuh);
+//   128-bit loads/stores (64-bit for 16-bit storage) when D % 4 == 0 and every buffer is
+//   aligned, scalar otherwise; grid-stride, int64 indexing.
 // * clip-factor kernel (only with max_score_norm): c_p = min(1, max_norm / ||g_p||) per
 //   particle, one warp (small D) or one block (large D) per particle, accumulated in double.
 //
@@ -17,6 +18,7 @@
 
 #include <cstdint>
 
+#include "contract_noise.cuh"
 #include "kernel_common.cuh"
 #include "langevin_launchers.h"
 #include "quad_io.cuh"
@@ -31,7 +33,9 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // The update.
 
-enum NoiseMode : int { kNoNoise = 0, kContractNoise = 1, kExplicitNoise = 2 };
+// kPackedNoise: the contract's noise of particles of D <= 2, which share counters (scalar path
+// only: D % 4 != 0).
+enum NoiseMode : int { kNoNoise = 0, kContractNoise = 1, kExplicitNoise = 2, kPackedNoise = 3 };
 
 template <typename Acc>
 struct UpdateParams {
@@ -64,11 +68,12 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
   const T* score_cond = static_cast<const T*>(prm.score_cond);
   T* out = static_cast<T*>(prm.out);
   const int64_t D = prm.particle_size;
-  const uint32_t step = kNoise == kContractNoise ? current_step(prm.step, prm.step_counter) : 0u;
+  constexpr bool kDraws = kNoise == kContractNoise || kNoise == kPackedNoise;
+  const uint32_t step = kDraws ? current_step(prm.step, prm.step_counter) : 0u;
 
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t p, q;
-    split_index(i, prm.num_groups, prm.index32, p, q);
+    particle_group<kNoise == kPackedNoise>(i, prm.num_groups, prm.index32, p, q);
     const int64_t d0 = 4 * q;
     const int64_t rest = D - d0;
     const int n = kVec ? 4 : (rest < 4 ? static_cast<int>(rest) : 4);
@@ -90,14 +95,9 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
     Acc z[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
     Acc b = Acc(0);
     if (kNoise != kNoNoise) b = prm.noise_pp != nullptr ? prm.noise_pp[p] : prm.b;
-    if (kNoise == kContractNoise) {
-      const PhiloxWords words =
-          noise_words(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), step, static_cast<uint32_t>(q));
-      float z0, z1, z2 = 0.f, z3 = 0.f;
-      box_muller(words.w0, words.w1, z0, z1);
-      if (n > 2) box_muller(words.w2, words.w3, z2, z3);  // D % 4 == 1, 2 tails use one pair
-      z[0] = static_cast<Acc>(z0), z[1] = static_cast<Acc>(z1);
-      z[2] = static_cast<Acc>(z2), z[3] = static_cast<Acc>(z3);
+    if (kDraws) {
+      contract_normals4<kNoise == kPackedNoise>(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), step, D, q, n,
+                                                z);
     } else if (kNoise == kExplicitNoise) {
       if (prm.noise_vec) {
         const float4 r = *reinterpret_cast<const float4*>(static_cast<const float*>(prm.noise) + e);
@@ -245,7 +245,9 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
   prm.step_counter = step_counter;
 
   // b == 0 for every particle: no noise is drawn (nor an explicit noise tensor read).
-  const int mode = !needs_noise(args) ? kNoNoise : (args.noise != nullptr ? kExplicitNoise : kContractNoise);
+  const int mode = !needs_noise(args)      ? kNoNoise
+                   : args.noise != nullptr ? kExplicitNoise
+                                           : (D <= 2 ? kPackedNoise : kContractNoise);
   const uintptr_t align = quad_alignment<T>();
   const bool vec = D % 4 == 0 && is_aligned(args.x, align) && is_aligned(args.score, align) &&
                    is_aligned(args.out, align) && (args.score_cond == nullptr || is_aligned(args.score_cond, align));
@@ -266,6 +268,8 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
   } else {
     if (mode == kContractNoise)
       SF_LAUNCH(kContractNoise, false);
+    else if (mode == kPackedNoise)
+      SF_LAUNCH(kPackedNoise, false);
     else if (mode == kExplicitNoise)
       SF_LAUNCH(kExplicitNoise, false);
     else

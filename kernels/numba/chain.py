@@ -103,7 +103,7 @@ def _chain_range(
     """Particles [begin, end): all T steps each, state in (1, D) buffers (gmm_point's layout)."""
     K, D = means.shape
     T = a_t.shape[0]
-    Q = (D + 3) // 4  # MALA's uniform: the Philox group after the particle's normals
+    Q = (D + 3) // 4  # MALA's uniform: group Q of counter p', a group no normal draws from
     dt = means.dtype
     xs = np.empty((1, D), dt)
     sx = np.empty((1, D), dt)

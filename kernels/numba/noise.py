@@ -1,6 +1,11 @@
 """The noise contract in numba: ``scorefast_numba::philox_fill_`` and ``normal_fill_``.
 
-    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, q)))[j]
+    p' = particle_offset + p;  D >= 3: c = p', q = d >> 2, j = d & 3
+    D = 1 or 2 (packed): g = p' D + d, c = g >> 2, q = 0, j = g & 3
+
+(a [P, 1] or [P, 2] tensor draws the noise of its [P D / 4, 4] view, every word used; the
+fills take that view at their entry, see packed_view).
 
 32-bit words are held in uint64 values below 2^32: Philox's mulhilo is then one uint64
 product, and nothing mixes signed with unsigned integers (numba would type that as
@@ -144,11 +149,24 @@ def box_muller(word_a, word_b):
 
 
 @jit(helper=True)
+def packed_view(D, offset, begin):
+    """(D, offset, begin) of a fill of [P, D] elements restated in the view whose noise it
+    draws: for D = 1 or 2 the [P D / 4, 4] view, where particle p' starts at flat element
+    p' D (p' < 2^63, so p' D fits in uint64), and a start mid-counter moves into begin;
+    other D are returned as they are."""
+    if D > 2:
+        return D, offset, begin
+    flat = offset * np.uint64(D)
+    return 4, flat >> np.uint64(2), begin + np.int64(flat & np.uint64(3))
+
+
+@jit(helper=True)
 def fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
 
-    Box-Muller runs only for the word pairs that are used (D = 1 or 2 uses one pair).
+    Box-Muller runs only for the word pairs that are used.
     """
+    D, offset, begin = packed_view(D, offset, begin)
     p = begin // D
     d = begin - p * D
     i = 0
@@ -235,9 +253,10 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
 
     Batches of up to _LANES consecutive (particle, group) pairs: their Philox words and
-    Box-Muller pairs in vectorised loops, then the used normals in element order (the second
-    pair only where D > 2). Short runs take fill_normals_scalar.
+    Box-Muller pairs in vectorised loops, then the used normals in element order (D = 1 and 2
+    run as the packed view's D = 4, so every pair is used). Short runs take fill_normals_scalar.
     """
+    D, offset, begin = packed_view(D, offset, begin)
     if n < _VECTOR_MIN:
         fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n)
         return
@@ -252,7 +271,7 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     d = begin - p * D
     i = 0
     while i < n:
-        if D <= 4 and d == 0 and n - i >= _LANES * D:  # whole small particles: one group each
+        if D <= 4 and d == 0 and n - i >= _LANES * D:  # whole particles of 3 or 4 (packed 1, 2 as 4): one group each
             for lane in range(_LANES):
                 pid = offset + np.uint64(p + lane)
                 c0[lane] = np.uint32(pid & _M32)
@@ -261,8 +280,7 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
                 c3[lane] = np.uint32(0)
             _philox_lanes(c0, c1, c2, c3, _LANES, k0, k1)
             _box_muller_lanes(c0, c1, z[0], z[1], _LANES)
-            if D > 2:
-                _box_muller_lanes(c2, c3, z[2], z[3], _LANES)
+            _box_muller_lanes(c2, c3, z[2], z[3], _LANES)
             for lane in range(_LANES):
                 for e in range(D):
                     dst[dst0 + i + D * lane + e] = z[e, lane]
@@ -291,8 +309,7 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
             m += 1
         _philox_lanes(c0, c1, c2, c3, m, k0, k1)
         _box_muller_lanes(c0, c1, z[0], z[1], m)
-        if D > 2:
-            _box_muller_lanes(c2, c3, z[2], z[3], m)
+        _box_muller_lanes(c2, c3, z[2], z[3], m)
         if whole:
             for lane in range(m):
                 for e in range(4):

@@ -124,7 +124,8 @@ def _chain_kernel(
                 - tl.sum(r * r, axis=1) / (4.0 * a64)
                 + 0.5 * tl.sum(z64 * z64, axis=1)
             )
-            # the uniform: word 0 of the group after the particle's normals
+            # the uniform: word 0 of group ceil(D / 4) of counter p' (after a particle's own groups;
+            # for D <= 2 the normals come from counters shared by particles, the uniform not)
             w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, ids, 0 * ids + (D + 3) // 4)
             take = tl.log(tl.random.uint_to_uniform_float(w0).to(tl.float64)) < log_alpha  # NaN: rejected
             x = tl.where(take[:, None], y, x)

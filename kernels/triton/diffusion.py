@@ -7,7 +7,7 @@
 
 Two kernels: per-particle norms (float64 ‖g_p‖², the clip factor c_p, and for the corrector
 ‖z_p‖² of the contract normals regenerated in registers), then one fused pass over Philox
-groups that draws the noise again (``noise.contract_normals``) or reads an explicit noise
+groups that draws the noise again (``noise.group_normals``) or reads an explicit noise
 tensor. The corrector's step sizes are formed from the norms by the contract's
 ``corrector_coefficients`` between the two launches (float64, rounded once). Storage
 float16/bfloat16/float32 computes in float32, float64 in float64.
@@ -25,7 +25,7 @@ import triton.language as tl
 from ...ops import diffusion as contract
 from ...ops._common import check_particle_size
 from .langevin import f64_bits
-from .noise import block_for, contract_normals, custom_op, group_tile, launch, seed_halves, select4, to_acc
+from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
 
 NORM_TILE = 2048  # groups per program of the norm kernel: BLOCK_Q of one particle by BLOCK_P
 MAX_BLOCK_Q = 128
@@ -82,13 +82,14 @@ def _norms_kernel(
     CLIP: tl.constexpr,
     WANT_Z: tl.constexpr,
     F64: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_Q: tl.constexpr,
 ):
     """Per particle: ‖g_p‖² (float64), or with CLIP the factor min(1, max_norm / ‖g_p‖) in the
     compute type; with WANT_Z also ‖z_p‖² of the contract normals (float64). Tiles of Philox
-    groups: element 4q + k of group q is output k of its Philox call (order does not matter
-    to a sum of squares)."""
+    groups: z_k of ``group_normals`` is element 4q + k of group q (order does not matter to a
+    sum of squares)."""
     p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     row_ok = p < P
     w = _f64(w)
@@ -107,7 +108,7 @@ def _norms_kernel(
             d = 4 * q
             ids = (offset + p)[:, None] + 0 * q[None, :]
             groups = q[None, :] + 0 * p[:, None]
-            z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, ids, groups)
+            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, ids, groups, PER_COUNTER)
             z_acc += _z_sq(z0, d, row_ok, D) + _z_sq(z1, d + 1, row_ok, D)
             z_acc += _z_sq(z2, d + 2, row_ok, D) + _z_sq(z3, d + 3, row_ok, D)
     g_sum = tl.sum(g_acc, axis=1)
@@ -164,6 +165,7 @@ def _reverse_kernel(
     NOISE: tl.constexpr,
     CLAMP: tl.constexpr,
     F64: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # One lane per Philox group: its four elements share one Philox call.
@@ -177,7 +179,7 @@ def _reverse_kernel(
     v = c_x * x + a_p * g
     if NOISE != 0:
         if NOISE == 1:
-            z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
+            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
             z = to_acc(select4(k, z0, z1, z2, z3), F64)
         else:
             z = to_acc(tl.load(noise_ptr + e, mask=mask, other=0.0), F64)
@@ -232,6 +234,7 @@ def _norms(score, score_cond, guidance, max_norm, want_z, seed, step, offset, P,
         CLIP=clip,
         WANT_Z=want_z,
         F64=f64,
+        PER_COUNTER=per_counter(D),
         BLOCK_P=block_p,
         BLOCK_Q=block_q,
     )
@@ -291,6 +294,7 @@ def _run(out, x, score, score_cond, w, cx, cx_pp, a, a_pp, b, b_pp, noise, seed,
         NOISE=mode,
         CLAMP=lo is not None or hi is not None,
         F64=x.dtype == torch.float64,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
 

@@ -9,7 +9,7 @@ triton_op infers its schema from the annotations).
     backward: g_b sigma_b^p (s + z / sigma_b)  or  2 g_b (eps - z)
 
 z is the noise contract's normals for (seed, step, particle_offset + b), drawn in registers
-(``noise.contract_normals``) by every kernel, never stored. Perturb and backward are
+(``noise.group_normals``) by every kernel, never stored. Perturb and backward are
 elementwise passes over Philox groups. The loss walks each sample's groups in BLOCK-sized
 chunks; a sample may be split over several programs (few samples, long samples), whose
 partial sums a second kernel adds. Storage float16/bfloat16/float32 computes and
@@ -27,7 +27,7 @@ import triton.language as tl
 from ..._env import triton_interpreting
 from ...ops import dsm as contract
 from ...ops._common import acc_dtype
-from .noise import block_for, contract_normals, custom_op, group_tile, launch, seed_halves, select4, to_acc
+from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
 
 # Philox groups per chunk of the loss kernel (4 elements each).
 LOSS_GROUPS = 256
@@ -65,12 +65,13 @@ def _dsm_perturb_kernel(
     step: tl.int64,
     offset: tl.int64,
     F64: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # One lane per Philox group: its four elements share one Philox call.
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     sig = to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
-    z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
     v = x + sig[:, None] * z
@@ -93,6 +94,7 @@ def _dsm_loss_kernel(
     EPS: tl.constexpr,
     F64: tl.constexpr,
     FINAL: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Program (b, s): groups [s * chunks_per_split * BLOCK, (s + 1) * chunks_per_split * BLOCK)
@@ -114,7 +116,7 @@ def _dsm_loss_kernel(
         q = q_begin + c * BLOCK + lanes
         d = q[:, None] * 4 + k[None, :]
         mask = d < D
-        z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q)
+        z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q, PER_COUNTER)
         z = to_acc(select4(k, z0, z1, z2, z3), F64)
         pred = to_acc(tl.load(pred_ptr + base + d, mask=mask, other=0.0), F64)
         r = tl.where(mask, _residual(pred, z, inv_sigma, EPS), 0.0)
@@ -169,6 +171,7 @@ def _dsm_backward_kernel(
     offset: tl.int64,
     EPS: tl.constexpr,
     F64: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
@@ -181,7 +184,7 @@ def _dsm_backward_kernel(
         scale = g * to_acc(tl.load(weight_ptr + p, mask=row_ok, other=0.0), F64)
         inv_sigma = 1.0 / to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
         inv_sigma = inv_sigma[:, None]
-    z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     pred = to_acc(tl.load(pred_ptr + e, mask=mask, other=0.0), F64)
     v = scale[:, None] * _residual(pred, z, inv_sigma, EPS)
@@ -246,6 +249,7 @@ def dsm_perturb(x: torch.Tensor, sigma: torch.Tensor, seed: int, step: int, part
         step,
         particle_offset,
         F64=x_c.dtype == torch.float64,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
     return out
@@ -286,6 +290,7 @@ def dsm_loss(
             EPS=eps_form,
             F64=f64,
             FINAL=True,
+            PER_COUNTER=per_counter(D),
             BLOCK=block,
         )
         return out
@@ -308,6 +313,7 @@ def dsm_loss(
         EPS=eps_form,
         F64=f64,
         FINAL=False,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
     block_s = triton.next_power_of_2(splits)
@@ -370,6 +376,7 @@ def dsm_loss_backward(
         particle_offset,
         EPS=eps_form,
         F64=pred.dtype == torch.float64,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
     return out

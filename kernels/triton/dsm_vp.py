@@ -7,7 +7,7 @@ of scorefast.ops.dsm_vp; the int arguments are inferred as SymInt from the annot
     backward: g_b (2 w_b) (pred - a_b z - c_b x)
 
 z is the noise contract's normals for (seed, step, particle_offset + b), drawn in registers
-(``noise.contract_normals``) by every kernel, never stored. The launch layout is that of the
+(``noise.group_normals``) by every kernel, never stored. The launch layout is that of the
 DSM kernels (kernels/triton/dsm.py): perturb and backward are elementwise passes over Philox
 groups; the loss walks each sample's groups in BLOCK-sized chunks, a sample possibly split
 over several programs whose partial sums a second kernel adds. Storage float16/bfloat16/float32
@@ -24,7 +24,7 @@ import triton.language as tl
 from ...ops import dsm_vp as contract
 from ...ops._common import acc_dtype
 from .dsm import FINISH_TILE, LOSS_GROUPS, _loss_split
-from .noise import block_for, contract_normals, custom_op, group_tile, launch, seed_halves, select4, to_acc
+from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
 
 
 @triton.jit
@@ -50,13 +50,14 @@ def _vp_perturb_kernel(
     step: tl.int64,
     offset: tl.int64,
     F64: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # One lane per Philox group: its four elements share one Philox call.
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
     al = to_acc(tl.load(alpha_ptr + p, mask=row_ok, other=1.0), F64)
     sig = to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
-    z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
     v = al[:, None] * x + sig[:, None] * z
@@ -81,6 +82,7 @@ def _vp_loss_kernel(
     HAS_X: tl.constexpr,
     F64: tl.constexpr,
     FINAL: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Program (b, s): groups [s * chunks_per_split * BLOCK, (s + 1) * chunks_per_split * BLOCK)
@@ -102,7 +104,7 @@ def _vp_loss_kernel(
         q = q_begin + i * BLOCK + lanes
         d = q[:, None] * 4 + k[None, :]
         mask = d < D
-        z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q)
+        z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q, PER_COUNTER)
         z = to_acc(select4(k, z0, z1, z2, z3), F64)
         pred = to_acc(tl.load(pred_ptr + base + d, mask=mask, other=0.0), F64)
         x = pred
@@ -157,6 +159,7 @@ def _vp_backward_kernel(
     offset: tl.int64,
     HAS_X: tl.constexpr,
     F64: tl.constexpr,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
@@ -165,7 +168,7 @@ def _vp_backward_kernel(
     scale = g * to_acc(tl.load(weight2_ptr + p, mask=row_ok, other=0.0), F64)
     a = to_acc(tl.load(a_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
     c = to_acc(tl.load(c_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
-    z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     pred = to_acc(tl.load(pred_ptr + e, mask=mask, other=0.0), F64)
     x = pred
@@ -215,6 +218,7 @@ def dsm_vp_perturb(
         step,
         particle_offset,
         F64=x_c.dtype == torch.float64,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
     return out
@@ -267,6 +271,7 @@ def dsm_vp_loss(
         HAS_X=x is not None,
         F64=f64,
         FINAL=splits == 1,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
     if splits == 1:
@@ -333,6 +338,7 @@ def dsm_vp_loss_backward(
         particle_offset,
         HAS_X=x is not None,
         F64=pred.dtype == torch.float64,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
     )
     return out

@@ -1,13 +1,18 @@
 """Triton kernels of the noise contract, and the ops ``scorefast_triton::philox_fill_`` and
 ``scorefast_triton::normal_fill_``.
 
-    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, grp)))[j]
     p' = particle_offset + p
+    D >= 3:       c = p',              grp = d >> 2,  j = d & 3
+    D in {1, 2}:  c = (p' D + d) >> 2,  grp = 0,       j = (p' D + d) & 3
 
-The jit helpers ``contract_words`` and ``contract_normals`` compute one Philox group (four
-words, four normals) per lane, and ``particle_normals`` a [particles, D] tile, so fused
-kernels of other ops draw the same noise by calling them. Philox, the uniform map and
-Box-Muller are Triton's own (``tl.random``), so the contract holds by construction here.
+(particles of one or two elements share a counter, so every word of a Philox call is used:
+such a tensor draws the noise of its [P D / 4, 4] view). The jit helpers ``contract_words``
+and ``contract_normals`` compute one Philox call (four words, four normals) per lane,
+``group_normals`` the normals of elements 4q .. 4q + 3 of a particle under either rule, and
+``particle_normals`` a [particles, D] tile, so fused kernels of other ops draw the same
+noise by calling them. Philox, the uniform map and Box-Muller are Triton's own
+(``tl.random``), so the contract holds by construction here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import triton.language as tl
 
 from ..._env import triton_interpreting
 from ...ops import noise as contract
+from ...ops.noise import particles_per_counter
 
 MASK32 = 0xFFFFFFFF
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -31,31 +37,32 @@ GROUPS_PER_PROGRAM = 256
 
 
 @triton.jit
-def contract_words(seed_lo, seed_hi, step, particle_id, group):
-    """Philox4x32-10 words of the counters (lo32(particle_id), hi32(particle_id), step, group).
+def contract_words(seed_lo, seed_hi, step, counter, group):
+    """Philox4x32-10 words of the counters (lo32(counter), hi32(counter), step, group).
 
     seed_lo, seed_hi: the 32-bit halves of the 64-bit key (scalars); step: scalar in [0, 2^32);
-    particle_id: int64 block of global particle ids (p' = particle_offset + p); group: block of
-    the same shape with the group index d >> 2. Returns four uint32 blocks.
+    counter: int64 block in [0, 2^63), the global particle id p' = particle_offset + p (or the
+    packed counter of ``packed_normals``); group: block of the same shape (d >> 2, or 0 when
+    packed). Returns four uint32 blocks.
     """
     # The key is rebuilt as the uint64 tl.random.philox splits again: its lo/hi halves are
     # (seed_lo, seed_hi), so the key matches the unsigned seed whatever its sign as int64.
     seed = (seed_hi.to(tl.uint64) << 32) | seed_lo.to(tl.uint64)
-    c0 = particle_id.to(tl.uint32)  # int64 -> uint32 truncates: lo32
-    c1 = (particle_id >> 32).to(tl.uint32)  # ids are < 2^63, so the arithmetic shift is exact
+    c0 = counter.to(tl.uint32)  # int64 -> uint32 truncates: lo32
+    c1 = (counter >> 32).to(tl.uint32)  # counters are < 2^63, so the arithmetic shift is exact
     c3 = group.to(tl.uint32)
     c2 = c3 * 0 + step.to(tl.uint32)  # broadcast the scalar step to the block
     return tl.random.philox(seed, c0, c1, c2, c3)
 
 
 @triton.jit
-def contract_normals(seed_lo, seed_hi, step, particle_id, group):
-    """The four float32 normals (z0, z1, z2, z3) of each Philox group (see ``contract_words``).
+def contract_normals(seed_lo, seed_hi, step, counter, group):
+    """The four float32 normals (z0, z1, z2, z3) of each Philox call (see ``contract_words``).
 
-    Element d of particle p is output d & 3 of group d >> 2: words 0, 1 give (r cos, r sin)
-    as outputs 0, 1; words 2, 3 give outputs 2, 3.
+    Words 0, 1 give (r cos, r sin) as outputs 0, 1; words 2, 3 give outputs 2, 3. For D >= 3,
+    element d of particle p' is output d & 3 of counter (p', group d >> 2).
     """
-    w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, particle_id, group)
+    w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, counter, group)
     u0 = tl.random.uint_to_uniform_float(w0)
     u1 = tl.random.uint_to_uniform_float(w1)
     u2 = tl.random.uint_to_uniform_float(w2)
@@ -66,12 +73,52 @@ def contract_normals(seed_lo, seed_hi, step, particle_id, group):
 
 
 @triton.jit
+def packed_normals(seed_lo, seed_hi, step, particle_id, D: tl.constexpr):
+    """(z0, z1): the normals of elements 0 and 1 of particles of D = 1 or 2 elements (z1 only
+    means something for D = 2), one Philox call and one Box-Muller pair per lane.
+
+    Element d of particle p' is element g = p' D + d of the flat stream: output g & 3 of
+    counter g >> 2, group 0. D divides 4, so a particle's elements are outputs first = p' D & 3
+    (from lo32(p')) and first + 1 of counter p' >> (3 - D), one Box-Muller pair (p' D itself
+    may pass 2^63).
+    """
+    counter = particle_id >> (3 - D)
+    first = (particle_id.to(tl.int32) * D) & 3
+    w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, counter, 0 * particle_id)
+    upper = first >= 2  # outputs 2, 3 come from words 2, 3
+    u_a = tl.random.uint_to_uniform_float(tl.where(upper, w2, w0))
+    u_b = tl.random.uint_to_uniform_float(tl.where(upper, w3, w1))
+    z_cos, z_sin = tl.random.pair_uniform_to_normal(u_a, u_b)
+    return tl.where((first & 1) == 1, z_sin, z_cos), z_sin
+
+
+@triton.jit
+def group_normals(seed_lo, seed_hi, step, particle_id, group, PER_COUNTER: tl.constexpr):
+    """The normals (z0, z1, z2, z3) of elements 4 group + 0 .. 3 of the particles particle_id
+    (int64 global ids) of a [P, D] tensor; particle_id and group are blocks of one shape.
+
+    PER_COUNTER = ``particles_per_counter(D)``, a constexpr (so kernels of D >= 3 compile the
+    code they always had): 1 gives the four outputs of counter (p', group); 2 or 4 (D = 2 or
+    1, group 0 only) the packed rule of ``packed_normals``, z2 and z3 padding like elements
+    d >= D.
+    """
+    if PER_COUNTER == 1:
+        z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, particle_id, group)
+    else:
+        z0, z1 = packed_normals(seed_lo, seed_hi, step, particle_id, 4 // PER_COUNTER)
+        z2 = z1
+        z3 = z1
+    return z0, z1, z2, z3
+
+
+@triton.jit
 def particle_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D: tl.constexpr):
     """[BLOCK_P, BLOCK_D] tile of the normals of elements d = 0 .. BLOCK_D - 1 of the particles
-    particle_id ([BLOCK_P], int64 global ids), one Philox call per group of four elements.
+    particle_id ([BLOCK_P], int64 global ids) of a [P, D] tensor with BLOCK_D = 2^ceil(log2 D).
 
-    BLOCK_D >= 4: groups are tiled [BLOCK_P, BLOCK_D / 4] and their four outputs interleaved
-    into place (element 4q + k); BLOCK_D < 4 (D <= 2): outputs 0 and 1 of group 0 only.
+    BLOCK_D >= 4 (D >= 3): one Philox call per group of four elements, groups tiled
+    [BLOCK_P, BLOCK_D / 4] and their four outputs interleaved into place (element 4q + k);
+    BLOCK_D < 4 (D = BLOCK_D <= 2): the packed rule (``packed_normals``).
     """
     if BLOCK_D >= 4:
         q = tl.arange(0, BLOCK_D // 4)
@@ -80,10 +127,7 @@ def particle_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D: tl.constexpr)
         z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, ids, groups)
         return tl.interleave(tl.interleave(z0, z2), tl.interleave(z1, z3))
     else:
-        w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, particle_id, 0 * particle_id)
-        z0, z1 = tl.random.pair_uniform_to_normal(
-            tl.random.uint_to_uniform_float(w0), tl.random.uint_to_uniform_float(w1)
-        )
+        z0, z1 = packed_normals(seed_lo, seed_hi, step, particle_id, BLOCK_D)
         d = tl.arange(0, BLOCK_D)
         return tl.where(d[None, :] == 0, z0[:, None], z1[:, None])
 
@@ -123,7 +167,8 @@ def group_tile(n_groups, Q, D, BLOCK: tl.constexpr):
 
     Returns (p, q, k, e, row_ok, mask): particle and group index of each group ([BLOCK],
     int64), k = 0..3, the flat element index e = p * D + 4 q + k ([BLOCK, 4], int64), the
-    valid groups and the valid elements (a particle's last group may be partial).
+    valid groups and the valid elements (a particle's last group may be partial). For D <= 2
+    a group is one particle, whose noise ``group_normals`` draws from a shared counter.
     """
     # int64 from the start: P * D may exceed 2^31 even when each factor does not.
     g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -167,11 +212,12 @@ def _normal_fill_kernel(
     seed_hi: tl.int64,
     step: tl.int64,
     offset: tl.int64,
+    PER_COUNTER: tl.constexpr,
     BLOCK: tl.constexpr,
     BF16: tl.constexpr,
 ):
     p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
-    z0, z1, z2, z3 = contract_normals(seed_lo, seed_hi, step, offset + p, q)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
     z = select4(k, z0, z1, z2, z3)
     if BF16:
         z = round_bf16(z)
@@ -187,6 +233,13 @@ def seed_halves(seed: int) -> tuple[int, int]:
     """(lo32, hi32) of a seed given as int64 bits (the schema type) or as uint64."""
     seed = int(seed) & MASK64
     return seed & MASK32, seed >> 32
+
+
+def per_counter(particle_size) -> int:
+    """The kernels' PER_COUNTER constexpr: how many particles share a Philox counter (4 // D
+    for D = 1 or 2, else 1: ``ops.noise.particles_per_counter``). A plain int: a symbolic
+    size gets a guard, as the noise depends on it."""
+    return int(particles_per_counter(particle_size))
 
 
 def block_for(n_groups: int) -> int:
@@ -286,6 +339,7 @@ def normal_fill_(out: torch.Tensor, seed: int, step: int, particle_offset: int) 
         hi,
         step,
         particle_offset,
+        PER_COUNTER=per_counter(D),
         BLOCK=block,
         BF16=out.dtype == torch.bfloat16,
     )

@@ -66,8 +66,9 @@ def run_langevin_bench(
 
     sizes: element counts n; float32 x and score of n elements are laid out as
     (n / particle_size, particle_size) particles (one particle of n elements when n <
-    particle_size): the noise contract draws one Philox call per 4 elements of a particle, so
-    particles of 1-3 elements cost more noise per element. backends: names, or None for every
+    particle_size): the noise contract draws one Philox call per 4 elements of a particle
+    (particles of 1 or 2 elements share calls), so particles of 3 or 5 to 7 elements cost more
+    noise per element. backends: names, or None for every
     backend that runs natively on ``device``. ``quick``: 0.05 s of timed calls per provider
     instead of 0.3 s.
 

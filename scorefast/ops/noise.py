@@ -68,9 +68,12 @@ def register(namespace: str, ops, *, fakes: bool = True) -> None:
 #
 # A tensor viewed as [P, D] gets, at sampler step t,
 #
-#     z[p, d] = BoxMuller(Philox4x32-10(key = seed,
-#                                       counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
-#     p' = particle_offset + p
+#     z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, w >> 2)))[w & 3]
+#     p' = particle_offset + p;  k = 4 // D for D = 1 or 2, else 1
+#     c = p' div k;  w = (p' mod k) * D + d
+#
+# (D >= 3: c = p', w = d. Particles of one or two elements share a counter, k to a counter, so
+# every word of a Philox call is used: such a tensor draws the noise of its [P D / 4, 4] view.)
 #
 # Philox, the uint32 -> uniform map and Box-Muller are exactly Triton's ``tl.philox``,
 # ``uint_to_uniform_float`` and ``pair_uniform_to_normal``. Words are held in int64
@@ -140,17 +143,43 @@ def box_muller_ref(u1: torch.Tensor, u2: torch.Tensor) -> tuple[torch.Tensor, to
     return radius * torch.cos(theta), radius * torch.sin(theta)
 
 
+def _normals_of_words(w: torch.Tensor) -> torch.Tensor:
+    """The four normals of each Philox group: int64 words [..., 4] -> float32 [..., 4]."""
+    u = uniform_ref(w)
+    z0, z1 = box_muller_ref(u[..., 0], u[..., 1])
+    z2, z3 = box_muller_ref(u[..., 2], u[..., 3])
+    return torch.stack((z0, z1, z2, z3), dim=-1)
+
+
+def particles_per_counter(particle_size: int) -> int:
+    """How many particles share one Philox counter: 4 // D for D = 1 or 2 (packed), else 1."""
+    return 4 // particle_size if particle_size in (1, 2) else 1
+
+
+def contract_outputs_ref(
+    num_particles: int, particle_size: int, seed: int, step: int, particle_offset: int, outputs_of_words, device=None
+) -> torch.Tensor:
+    """[P, D] of element (p, d)'s output of the contract's Philox group: ``outputs_of_words`` maps
+    int64 words [..., 4] to the four outputs [..., 4] (the normals, or any function of them)."""
+    P, D = num_particles, particle_size
+    k = particles_per_counter(D)
+    if k > 1:  # packed: k particles per counter, particle p' at words (p' mod k) D ..
+        first, last = particle_offset // k, (particle_offset + P - 1) // k
+        w = philox_words_ref(max(last - first + 1, 0), 1, seed, step, first, device)
+        z = outputs_of_words(w).reshape(-1)
+        start = (particle_offset % k) * D
+        return z[start : start + P * D].reshape(P, D).contiguous()
+    num_groups = (D + 3) // 4
+    w = philox_words_ref(P, num_groups, seed, step, particle_offset, device)
+    z = outputs_of_words(w).reshape(P, 4 * num_groups)
+    return z[:, :D].contiguous()
+
+
 def normal_ref(
     num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0, device=None
 ) -> torch.Tensor:
     """The contract's standard normals z: float32 [P, D]."""
-    num_groups = (particle_size + 3) // 4
-    w = philox_words_ref(num_particles, num_groups, seed, step, particle_offset, device)
-    u = uniform_ref(w)
-    z0, z1 = box_muller_ref(u[..., 0], u[..., 1])
-    z2, z3 = box_muller_ref(u[..., 2], u[..., 3])
-    z = torch.stack((z0, z1, z2, z3), dim=-1).reshape(num_particles, 4 * num_groups)
-    return z[:, :particle_size].contiguous()
+    return contract_outputs_ref(num_particles, particle_size, seed, step, particle_offset, _normals_of_words, device)
 
 
 def normal_like_ref(x: torch.Tensor, seed: int, step: int = 0, particle_offset: int = 0) -> torch.Tensor:

@@ -55,13 +55,14 @@ def contract_radius(
     num_particles: int, particle_size: int, seed: int, step: int = 0, particle_offset: int = 0
 ) -> torch.Tensor:
     """Box-Muller radius r = sqrt(-2 log u1) of every element's pair, float64 (P, D)."""
-    from ..ops.noise import philox_words_ref, uniform_ref
+    from ..ops.noise import contract_outputs_ref, uniform_ref
 
-    q = (particle_size + 3) // 4
-    u = uniform_ref(philox_words_ref(num_particles, q, seed, step, particle_offset)).double()
-    u1 = torch.stack((u[..., 0], u[..., 0], u[..., 2], u[..., 2]), dim=-1).clamp(min=1e-7)
-    r = torch.sqrt(-2.0 * torch.log(u1)).reshape(num_particles, 4 * q)
-    return r[:, :particle_size]
+    def radii(words: torch.Tensor) -> torch.Tensor:
+        u = uniform_ref(words).double()
+        u1 = torch.stack((u[..., 0], u[..., 0], u[..., 2], u[..., 2]), dim=-1).clamp(min=1e-7)
+        return torch.sqrt(-2.0 * torch.log(u1))
+
+    return contract_outputs_ref(num_particles, particle_size, seed, step, particle_offset, radii)
 
 
 def noise_tolerance(

@@ -2,9 +2,10 @@
 //
 // A tensor viewed as [P, D] gets, at sampler step t, the standard normal
 //
-//   z[p, d] = BoxMuller(Philox4x32-10(key = seed,
-//                                     counter = (lo32(p'), hi32(p'), t, d >> 2)))[d & 3]
-//   p' = particle_offset + p
+//   z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, w >> 2)))[w & 3]
+//   p' = particle_offset + p;  k = 4 / D for D = 1 or 2, else 1;  c = p' div k;  w = (p' mod k) D + d
+//
+// (noise_site below: particles of one or two elements share a counter, so every word is used)
 //
 // with Philox, the uint32 -> uniform map and Box-Muller exactly as Triton's
 // tl.philox / uint_to_uniform_float / pair_uniform_to_normal, so every backend
@@ -107,17 +108,35 @@ SF_HOST_DEVICE float normal_component(const Normal4& n, int j) {
   return j == 0 ? n.z0 : j == 1 ? n.z1 : j == 2 ? n.z2 : n.z3;
 }
 
-// One element of the contract: z[p, d] (particle already offset).
-SF_HOST_DEVICE float contract_normal(uint64_t seed, uint64_t particle, uint32_t step, uint64_t d) {
-  const PhiloxWords w = noise_words(seed, particle, step, static_cast<uint32_t>(d >> 2));
-  const int j = static_cast<int>(d & 3);
+// Where element d of particle p' (already offset) of a [P, D] tensor draws its normal: output
+// `output` of the four of counter (lo32(counter), hi32(counter), t, group). Particles of one or
+// two elements share a counter (element g = p' D + d of the tensor's [P D / 4, 4] view: every
+// word of a Philox call used); longer ones start a counter of their own.
+struct NoiseSite {
+  uint64_t counter;
+  uint32_t group;
+  int output;
+};
+
+SF_HOST_DEVICE NoiseSite noise_site(uint64_t particle, uint64_t D, uint64_t d) {
+  if (D <= 2) {
+    const uint64_t g = particle * D + d;  // particle < 2^63, so no overflow
+    return NoiseSite{g >> 2, 0u, static_cast<int>(g & 3)};
+  }
+  return NoiseSite{particle, static_cast<uint32_t>(d >> 2), static_cast<int>(d & 3)};
+}
+
+// One element of the contract: z[p, d] of a [P, D] tensor (particle already offset).
+SF_HOST_DEVICE float contract_normal(uint64_t seed, uint64_t particle, uint32_t step, uint64_t D, uint64_t d) {
+  const NoiseSite site = noise_site(particle, D, d);
+  const PhiloxWords w = noise_words(seed, site.counter, step, site.group);
   float zc, zs;
-  if (j < 2) {
+  if (site.output < 2) {
     box_muller(w.w0, w.w1, zc, zs);
   } else {
     box_muller(w.w2, w.w3, zc, zs);
   }
-  return (j & 1) ? zs : zc;
+  return (site.output & 1) ? zs : zc;
 }
 
 }  // namespace scorefast
