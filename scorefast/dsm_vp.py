@@ -114,13 +114,15 @@ def loss_coefficients(
     lambda, scorefast.ops.dsm_vp.snr_weight_ref, formed from alpha and sigma widened to float64).
     The score form carries the factor 1/2 of 1/2 lambda ||s + z / sigma||^2 (dsm_loss's convention).
     """
-    ones, zeros = torch.ones_like(alpha), torch.zeros_like(alpha)
-    a, c = {
-        "score": (-(1 / sigma), zeros),  # 1 / sigma rounded once, as dsm_loss's kernels
-        "eps": (ones, zeros),
-        "v": (alpha, -sigma),
-        "x0": (zeros, ones),
-    }[parametrization]
+    # only the parametrization's own pair is formed: each is a pass over B samples
+    if parametrization == "score":
+        a, c = -(1 / sigma), torch.zeros_like(alpha)  # 1 / sigma rounded once, as dsm_loss's kernels
+    elif parametrization == "eps":
+        a, c = torch.ones_like(alpha), torch.zeros_like(alpha)
+    elif parametrization == "v":
+        a, c = alpha, -sigma
+    else:  # x0
+        a, c = torch.zeros_like(alpha), torch.ones_like(alpha)
     lam = snr_weight_ref(alpha, sigma, parametrization, weighting, weighting_power, snr_gamma)
     w = 0.5 * lam if parametrization == "score" else lam
     return a.contiguous(), c.contiguous(), w.contiguous()

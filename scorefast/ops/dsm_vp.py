@@ -311,12 +311,13 @@ def dsm_vp_fused_loss_ref(
 
 def snr_weight_ref(alpha, sigma, parametrization: str, weighting: str, power: float = 2.0, gamma: float = 5.0):
     """lambda_b of the weighting for the parametrization, float64 [B] (alpha, sigma: [B] tensors)."""
-    a, s = alpha.double(), sigma.double()
-    snr = a * a / (s * s)
     if weighting == "none":
-        return torch.ones_like(s)
+        return torch.ones_like(sigma, dtype=torch.float64)
+    s = sigma.double()
     if weighting == "sigma^p":
         return s**power
+    a = alpha.double()
+    snr = a * a / (s * s)
     if weighting == "snr":
         return snr
     clipped = torch.clamp(snr, max=gamma)
