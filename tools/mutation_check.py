@@ -358,8 +358,8 @@ MUTANTS = (
     Mutant(
         "vp_v_target_sign",
         "scorefast/dsm_vp.py",
-        '"v": (alpha, -sigma),',
-        '"v": (alpha, sigma),',
+        "a, c = alpha, -sigma",
+        "a, c = alpha, sigma",
         ("tests/test_dsm_vp_diffusers.py::test_v_target_is_get_velocity",),
     ),
     # --- sanity: bugs the kernel-against-reference tests are known to catch
