@@ -44,11 +44,7 @@ constexpr int kChainLanes = 8;
 
 template <int D, int G>
 static inline void normals_planar(const ChainNoise& n, uint64_t first, uint32_t step, float* out) {
-  float z[8 * G * D];
-  fill_normals(z, D, n.seed, step, first, 0, 8 * G * D);
-  for (int g = 0; g < G; ++g)
-    for (int i = 0; i < 8; ++i)
-      for (int d = 0; d < D; ++d) out[(g * D + d) * 8 + i] = z[(8 * g + i) * D + d];
+  planar_normals_from_fill<kChainLanes, D, G>(n.seed, first, step, out);
 }
 
 // Plain stores here; the AVX2 build streams large results past the cache.
