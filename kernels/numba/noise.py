@@ -18,8 +18,11 @@ Box-Muller pairs are loops LLVM vectorises. The helpers here are shared with the
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +59,40 @@ CHUNK = 8192
 _CACHE = os.environ.get("SCOREFAST_NUMBA_CACHE", "1") != "0"
 
 
+def kernel_sources() -> list[Path]:
+    """The sources a kernel's machine code depends on: this backend's modules (a kernel's
+    cached code holds the helpers it calls, from other files) and the op contracts (their
+    constants are compiled in)."""
+    files = sorted(Path(__file__).resolve().parent.glob("*.py"))
+    return files + sorted(Path(contract.__file__).resolve().parent.glob("*.py"))
+
+
+def digest(files) -> str:
+    """sha256 of the files' names and contents, in the order given."""
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def sources_digest() -> str:
+    """digest(kernel_sources()), once per process."""
+    return digest(kernel_sources())
+
+
+def stamp_cache_with_sources(dispatcher) -> bool:
+    """Make the on-disk cache of ``dispatcher`` stale when any source of sources_digest()
+    changes. Numba checks only the file that defines a function, so a kernel would keep the
+    machine code of a helper changed since. Returns whether the stamp was set (False: no
+    cache, or a numba whose cache keeps its stamp elsewhere)."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is None or not hasattr(cache_file, "_source_stamp"):
+        return False
+    cache_file._source_stamp = (cache_file._source_stamp, sources_digest())
+    return True
+
+
 def jit(parallel: bool = False, helper: bool = False, ieee_division: bool = False, reassoc: bool = False):
     """``numba.njit`` with the package's settings: no fastmath (float32 results must match
     the reference to libm rounding), on-disk cache when possible. ``helper``: called only
@@ -72,7 +109,9 @@ def jit(parallel: bool = False, helper: bool = False, ieee_division: bool = Fals
 
     def wrap(fn):
         try:
-            return njit(cache=_CACHE, **opts)(fn)
+            dispatcher = njit(cache=_CACHE, **opts)(fn)
+            stamp_cache_with_sources(dispatcher)
+            return dispatcher
         except RuntimeError:  # no writable cache location at all: compile in each process
             return njit(cache=False, **opts)(fn)
 
