@@ -184,3 +184,24 @@ def test_blackjax_ula_has_the_law_of_scorefasts_ula_step():
     law = v / (1 - a / (2 * v))
     assert abs(float(x.mean()) - 1.0) < 5 * math.sqrt(law / N)
     assert abs(float(x.var()) / law - 1) < 5 * math.sqrt(2 / N)
+
+
+def test_dtype_sweep_writes_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(chain, "cases", lambda quick: TINY_CASES)
+    path = tmp_path / "d.json"
+    assert bench_chain.main(["--dtypes", "--out", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("gmm_chain (cpp) by storage type on ") and f"results: {path}" in out
+    r = json.loads(path.read_text())
+    assert r["op"] == "gmm_chain by storage type" and r["backend"] == "cpp" and r["machine"]
+    assert r["dtypes"] == ["float32", "bfloat16", "float16", "float64"]
+    assert [(row["case"], row["N"], row["steps"]) for row in r["rows"]] == [
+        (c["name"], 16, len(chain.schedule(c))) for c in TINY_CASES
+    ]
+    for row in r["rows"]:
+        assert list(row["times"]) == r["dtypes"] and row["times"]["float32"]["vs_float32"] == 1.0
+        for t in row["times"].values():
+            assert t["particle_steps_per_s"] > 0 and t["vs_float32"] > 0
+    with pytest.raises(SystemExit):  # one backend at a time
+        bench_chain.main(["--dtypes", "--backends", "cpp,numba", "--out", str(path)])
+    assert "--dtypes times one backend" in capsys.readouterr().err

@@ -597,3 +597,28 @@ def test_vector_chain_is_the_same_on_every_cpu_kernel_build(D, kind):
         # the builds' normals differ within the noise budget only
         torch.testing.assert_close(res.x, base.x, rtol=0, atol=1e-4)
         assert int((res.accepted != base.accepted).sum()) <= 1, isa
+
+
+class _Cpp:
+    name = "cpp"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("D, kind", [(2, "isotropic"), (3, "full"), (9, "diagonal"), (9, "full")])
+@pytest.mark.parametrize("case", ["ula", "annealed"])
+def test_16bit_chain_is_the_float32_chain_rounded_every_step(dtype, D, kind, case):
+    # 16-bit states run the float32 vector chains (D <= 4: particles in lanes; D = 9: blocks),
+    # rounded to their storage after every update: each step equals the float32 step of the
+    # rounded state, rounded, bit for bit. 37 particles: a partial vector and block at the end.
+    mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
+    x = mix.sample(37, seed=1).to(dtype)
+    steps = [(a, 0.0 if s is None else s * s) for s, a in _levels(CASES[case])]
+    fused, _, traj = _chain_op(_Cpp, x, mix, steps, False, seed=SEED_TOP_BIT, step_offset=3, trajectory_every=5)
+    y = x
+    for t, step in enumerate(steps):
+        y32, _, _ = _chain_op(_Cpp, y.float(), mix, [step], False, seed=SEED_TOP_BIT, step_offset=3 + t)
+        y = y32.to(dtype)
+        if (t + 1) % 5 == 0:
+            assert torch.equal(traj[t // 5], y), f"trajectory frame {t // 5}"
+    assert fused.dtype == dtype
+    assert torch.equal(fused, y)

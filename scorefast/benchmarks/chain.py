@@ -283,6 +283,65 @@ def run_gmm_chain_bench(
     return _run("gmm_chain", cases(quick), device, compile_reference, fused)
 
 
+STORAGE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def run_dtype_bench(
+    quick: bool = False, device=torch.device("cpu"), backend: str = "cpp", dtypes=STORAGE_DTYPES
+) -> dict:
+    """gmm_chain of one backend with the state in each storage type, on the cases of
+    run_gmm_chain_bench: the same start x0 (N, D) ~ N(0, 9 I) rounded to each dtype, the calls
+    of the dtypes interleaved (``harness.time_fns_interleaved``), so their ratios hold on a
+    busy host. Rows carry each dtype's particle-steps/s and its ratio to float32
+    (``vs_float32``; float32 first in ``dtypes``)."""
+    rows = []
+    for case in cases(quick):
+        mix, N = case["target"], case["N"]
+        x0 = (3.0 * torch.randn(N, mix.dim, generator=torch.Generator().manual_seed(0))).float().to(device)
+        T = len(schedule(case))
+        fns = {
+            str(dt).removeprefix("torch."): (
+                lambda x=x0.to(dt): gmm_chain(x, case["target"], backend=backend, **_chain_kwargs(case))
+            )
+            for dt in dtypes
+        }
+        times = harness.time_fns_interleaved(fns, device, min_time=0.2, min_reps=2)
+        first = next(iter(times.values()))["median"]
+        for t in times.values():
+            t["particle_steps_per_s"] = N * T / t["median"]
+            t["vs_float32"] = first / t["median"]
+        rows.append({"case": case["name"], "N": N, "D": mix.dim, "K": mix.num_components, "steps": T, "times": times})
+    return {
+        "op": "gmm_chain by storage type",
+        **harness.run_info(device),
+        "backend": backend,
+        "dtypes": [str(dt).removeprefix("torch.") for dt in dtypes],
+        "rows": rows,
+    }
+
+
+def format_dtype_table(result: dict) -> str:
+    """Particle-steps per second per storage type, with the ratio to float32."""
+    columns = [
+        harness.Column("case", 24, lambda r: r["case"], align="<"),
+        harness.Column("N", 7, lambda r: str(r["N"])),
+        harness.Column("steps", 6, lambda r: str(r["steps"])),
+    ]
+    columns += [
+        harness.Column(
+            dt,
+            22,
+            lambda r, dt=dt: f"{r['times'][dt]['particle_steps_per_s']:12.3g} {r['times'][dt]['vs_float32']:7.2f}x",
+        )
+        for dt in result["dtypes"]
+    ]
+    title = (
+        f"gmm_chain ({result['backend']}) by storage type on {result['machine']}, torch {result['torch']} "
+        f"(particle-steps/s; x = over {result['dtypes'][0]})"
+    )
+    return harness.format_table(title, columns, result["rows"])
+
+
 def format_table(result: dict) -> str:
     """Particle-steps per second per provider, with the speed-up over the eager loop."""
     label = "Samplers" if result["op"].startswith("samplers") else result["op"]
