@@ -609,16 +609,51 @@ class _Cpp:
 def test_16bit_chain_is_the_float32_chain_rounded_every_step(dtype, D, kind, case):
     # 16-bit states run the float32 vector chains (D <= 4: particles in lanes; D = 9: blocks),
     # rounded to their storage after every update: each step equals the float32 step of the
-    # rounded state, rounded, bit for bit. 37 particles: a partial vector and block at the end.
+    # rounded state, rounded, bit for bit, on every CPU kernel build (each rounds its own way:
+    # whole vectors, the hardware's float16 conversions, or lane by lane). 37 particles: a
+    # partial vector and block at the end.
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
     x = mix.sample(37, seed=1).to(dtype)
     steps = [(a, 0.0 if s is None else s * s) for s, a in _levels(CASES[case])]
-    fused, _, traj = _chain_op(_Cpp, x, mix, steps, False, seed=SEED_TOP_BIT, step_offset=3, trajectory_every=5)
-    y = x
-    for t, step in enumerate(steps):
-        y32, _, _ = _chain_op(_Cpp, y.float(), mix, [step], False, seed=SEED_TOP_BIT, step_offset=3 + t)
-        y = y32.to(dtype)
-        if (t + 1) % 5 == 0:
-            assert torch.equal(traj[t // 5], y), f"trajectory frame {t // 5}"
-    assert fused.dtype == dtype
-    assert torch.equal(fused, y)
+
+    def check(isa):
+        fused, _, traj = _chain_op(_Cpp, x, mix, steps, False, seed=SEED_TOP_BIT, step_offset=3, trajectory_every=5)
+        y = x
+        for t, step in enumerate(steps):
+            y32, _, _ = _chain_op(_Cpp, y.float(), mix, [step], False, seed=SEED_TOP_BIT, step_offset=3 + t)
+            y = y32.to(dtype)
+            if (t + 1) % 5 == 0:
+                assert torch.equal(traj[t // 5], y), f"{isa}: trajectory frame {t // 5}"
+        assert fused.dtype == dtype
+        assert torch.equal(fused, y), isa
+
+    on_each_cpu_isa(check)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_16bit_chain_rounds_overflow_subnormals_and_nan_as_torch(dtype):
+    # One ULA step that overflows the storage (a mean far beyond the state), one whose result
+    # is subnormal in float16 (a tiny state, a tiny step), and NaN states: the stored bits are
+    # torch's rounding of the float32 step, NaN where it is NaN.
+    far = scorefast.targets.GaussianMixture(torch.tensor([[1e6, -1e6]], dtype=torch.float64))
+    near = scorefast.targets.GaussianMixture(torch.tensor([[0.0, 0.0]], dtype=torch.float64))
+    big = torch.full((37, 2), 6.0e4)
+    tiny = torch.linspace(-3e-5, 3e-5, 74).reshape(37, 2)
+    for mix, x0, a in ((far, big, 0.05), (near, tiny, 1e-12)):
+        x0 = x0.clone()
+        x0[5, 0] = float("nan")
+        x = x0.to(dtype)
+
+        def check(isa, mix=mix, x=x, a=a):
+            out, _, _ = _chain_op(_Cpp, x, mix, [(a, 0.0)], False, seed=3, step_offset=0)
+            want = _chain_op(_Cpp, x.float(), mix, [(a, 0.0)], False, seed=3, step_offset=0)[0].to(dtype)
+            assert torch.equal(out.isnan(), want.isnan()) and bool(out[5, 0].isnan()), isa
+            finite = ~want.isnan()
+            assert torch.equal(out[finite], want[finite]), isa
+            return out
+
+        out = on_each_cpu_isa(check)["generic"]
+        if mix is far:
+            assert bool(out.isinf().any()) == (dtype == torch.float16)  # beyond float16's range
+        elif dtype == torch.float16:
+            assert bool(((out != 0) & (out.abs() < 2.0**-14)).any())  # float16 subnormals occur
