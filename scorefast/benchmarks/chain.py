@@ -320,14 +320,18 @@ def run_dtype_bench(
     }
 
 
-def format_dtype_table(result: dict) -> str:
-    """Particle-steps per second per storage type, with the ratio to float32."""
-    columns = [
+def _case_columns() -> list:
+    """The columns naming a row's chain: case, N and steps."""
+    return [
         harness.Column("case", 24, lambda r: r["case"], align="<"),
         harness.Column("N", 7, lambda r: str(r["N"])),
         harness.Column("steps", 6, lambda r: str(r["steps"])),
     ]
-    columns += [
+
+
+def format_dtype_table(result: dict) -> str:
+    """Particle-steps per second per storage type, with the ratio to float32."""
+    columns = _case_columns() + [
         harness.Column(
             dt,
             22,
@@ -345,12 +349,7 @@ def format_dtype_table(result: dict) -> str:
 def format_table(result: dict) -> str:
     """Particle-steps per second per provider, with the speed-up over the eager loop."""
     label = "Samplers" if result["op"].startswith("samplers") else result["op"]
-    columns = [
-        harness.Column("case", 24, lambda r: r["case"], align="<"),
-        harness.Column("N", 7, lambda r: str(r["N"])),
-        harness.Column("steps", 6, lambda r: str(r["steps"])),
-    ]
-    columns += [
+    columns = _case_columns() + [
         harness.Column(
             p,
             24,
