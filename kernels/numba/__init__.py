@@ -13,8 +13,9 @@ same schemas as the C++ ops:
 Kernels compile on first use and are cached on disk (next to the package, or in
 numba's per-user cache when that is read-only; SCOREFAST_NUMBA_CACHE=0 turns the cache
 off). A change to any module of this backend or of the op contracts makes every cached
-kernel stale (noise.stamp_cache_with_sources): numba itself checks only a kernel's own file. Work is split into fixed chunks of elements, so results do not depend on the
-thread count; numba uses torch's thread count (torch.set_num_threads).
+kernel stale (noise.stamp_cache_with_sources): numba itself checks only a kernel's own file.
+Work is split into fixed chunks of elements, so results do not depend on the thread count;
+numba uses torch's thread count (torch.set_num_threads).
 """
 
 from __future__ import annotations
