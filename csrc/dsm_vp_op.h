@@ -38,6 +38,7 @@ inline DsmVpCall prepare_dsm_vp_input(const at::Tensor& input, const char* input
   DsmVpArgs& a = c.args;
   a.batch = input.size(0);
   a.sample_size = a.batch == 0 ? 0 : input.numel() / a.batch;
+  check_flat_extent(particle_offset, a.batch, a.sample_size);
   a.dtype = dtype;
   a.input = c.input.data_ptr();
   a.seed = static_cast<uint64_t>(seed);

@@ -30,6 +30,7 @@ inline void check_normal_fill(const at::Tensor& out, int64_t step, int64_t parti
   TORCH_CHECK(out.dim() >= 1, "out must have at least one dimension (dim 0 = particles)");
   TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
   check_noise_counter(step, particle_offset);
+  if (out.numel() > 0) check_flat_extent(particle_offset, out.size(0), out.numel() / out.size(0));
 }
 
 // The entry points of philox_fill_, normal_fill_ and their *_counter_ variants on one device.

@@ -50,8 +50,18 @@ inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, co
 }
 
 inline void check_particle_size(int64_t D) {
-  TORCH_CHECK(D <= (int64_t{1} << 34), "elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got ",
-              D);
+  TORCH_CHECK(D <= (int64_t{1} << 34),
+              "elements per particle must be <= 2^34 (ceil(D / 4) is a 32-bit counter word), got ", D);
+}
+
+// The noise's flat element indices (particle_offset + p) D + d must stay below 2^63.
+inline void check_flat_extent(int64_t particle_offset, int64_t num_particles, int64_t D) {
+  if (num_particles == 0 || D == 0) return;
+  const uint64_t end = static_cast<uint64_t>(particle_offset) + static_cast<uint64_t>(num_particles);  // < 2^64
+  TORCH_CHECK(end <= (uint64_t{1} << 63) / static_cast<uint64_t>(D),
+              "(particle_offset + number of particles) * elements per particle must be <= 2^63 (the noise's flat "
+              "element index), got (",
+              particle_offset, " + ", num_particles, ") * ", D);
 }
 
 // An input of an in-place update of x must not share part of x's memory (the kernels would

@@ -9,6 +9,7 @@ import numbers
 import torch
 
 from .ops._common import MAX_STEP, STORAGE_DTYPES, acc_dtype
+from .ops._common import elements_per_particle as elements_per_particle  # re-exported for the public checks
 
 FLOAT_DTYPES = STORAGE_DTYPES
 MAX_PARTICLE_ID = 2**63  # particle ids are 64-bit; offsets travel as int64
@@ -111,12 +112,19 @@ def seed_to_int64(seed) -> int:
     return seed - 2**64 if seed >= 2**63 else seed
 
 
-def check_counter(step, particle_offset, num_particles: int) -> tuple[int, int]:
+def check_counter(step, particle_offset, num_particles: int, particle_size: int = 1) -> tuple[int, int]:
+    """step in [0, 2^32); particle_offset >= 0 with particle_offset + num_particles <= 2^63 and
+    the noise's flat element indices (particle_offset + p) * particle_size + d below 2^63."""
     step = check_int(step, "step", 0, MAX_STEP)
     particle_offset = check_int(particle_offset, "particle_offset", 0, MAX_PARTICLE_ID - 1)
     if particle_offset + num_particles > MAX_PARTICLE_ID:
         raise ValueError(
             f"particle_offset + number of particles must be <= 2^63, got {particle_offset} + {num_particles}"
+        )
+    if num_particles and (particle_offset + num_particles) * particle_size > MAX_PARTICLE_ID:
+        raise ValueError(
+            f"(particle_offset + number of particles) * elements per particle must be <= 2^63 (the noise's flat "
+            f"element index), got ({particle_offset} + {num_particles}) * {particle_size}"
         )
     return step, particle_offset
 

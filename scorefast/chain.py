@@ -236,7 +236,7 @@ def gmm_chain(
     schedule = _schedule(method, steps, step_size, sigmas, steps_per_level, epsilon)
     T = schedule.steps
     k = _checks.check_int(trajectory_every, "trajectory_every", 0, 2**31)
-    step_offset, particle_offset = _checks.check_counter(step_offset, particle_offset, x.shape[0])
+    step_offset, particle_offset = _checks.check_counter(step_offset, particle_offset, x.shape[0], x.shape[1])
     if step_offset + T - 1 > _checks.MAX_STEP:
         raise ValueError("step_offset + number of steps must stay below 2^32")
     if k and resume:

@@ -150,7 +150,7 @@ def reverse_step(
     if noise is not None:
         _checks.check_like(x, noise, "noise")
     seed64, seed = resolve_seed(seed, noise)
-    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
+    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0], _checks.elements_per_particle(x))
     clamp_min, clamp_max = _clamp(clamp)
     if max_score_norm is not None:
         max_score_norm = _checks.check_real(max_score_norm, "max_score_norm", positive=True)
@@ -278,7 +278,7 @@ def snr_corrector_step(
     if noise is not None:
         _checks.check_like(x, noise, "noise")
     seed64, seed = resolve_seed(seed, noise)
-    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
+    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0], _checks.elements_per_particle(x))
     clamp_min, clamp_max = _clamp(clamp)
     if inplace:
         _check_inplace(x, ((score, "score"), (score_cond, "score_cond"), (noise, "noise")), "snr_corrector_step")

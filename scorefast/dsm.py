@@ -58,7 +58,9 @@ def dsm_perturb(
     _checks.check_float_tensor(x, "x")
     name = backends.resolve(backend, x.device, "dsm_perturb")
     s = _sigma_tensor(sigma, x, name)
-    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, x.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(
+        seed, step, particle_offset, x.shape[0], _checks.elements_per_particle(x)
+    )
     if name == "reference":
         return dsm_perturb_ref(x, s, seed, step, particle_offset).contiguous()
     return backends.op_namespace(name).dsm_perturb(x, s, seed64, step, particle_offset)
@@ -105,7 +107,9 @@ def dsm_loss(
     power = _checks.check_real(weighting_power, "weighting_power")
     name = backends.resolve(backend, pred.device, "dsm_loss")
     s = _sigma_tensor(sigma, pred, name)
-    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, pred.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(
+        seed, step, particle_offset, pred.shape[0], _checks.elements_per_particle(pred)
+    )
     eps_form = parametrization == "eps"
     if name == "reference":
         return dsm_loss_ref(pred, s, seed, step, particle_offset, power=power, eps_form=eps_form, reduction=reduction)

@@ -94,7 +94,9 @@ def dsm_vp_perturb(
     name = backends.resolve(backend, x.device, "dsm_vp_perturb")
     a = _per_sample(alpha, x, "alpha", positive=False)
     s = _per_sample(sigma, x, "sigma", positive=True)
-    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, x.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(
+        seed, step, particle_offset, x.shape[0], _checks.elements_per_particle(x)
+    )
     if name == "reference":
         return dsm_vp_perturb_ref(x, a, s, seed, step, particle_offset).contiguous()
     return backends.op_namespace(name).dsm_vp_perturb(x, a, s, seed64, step, particle_offset)
@@ -194,7 +196,9 @@ def dsm_vp_loss(
     name = backends.resolve(backend, pred.device, "dsm_vp_loss")
     al = _per_sample(alpha, pred, "alpha", positive=False)
     s = _per_sample(sigma, pred, "sigma", positive=True)
-    seed, seed64, step, particle_offset = resolve_counter(seed, step, particle_offset, pred.shape[0])
+    seed, seed64, step, particle_offset = resolve_counter(
+        seed, step, particle_offset, pred.shape[0], _checks.elements_per_particle(pred)
+    )
     a, c, w = loss_coefficients(al, s, parametrization, weighting, power, gamma)
     # the target of 'score' and 'eps' does not involve x: the kernels do not read it then
     x_used = x.to(pred.dtype) if parametrization in ("v", "x0") else None

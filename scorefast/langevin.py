@@ -125,7 +125,7 @@ def langevin_step(
         step = 0
         if noise is not None:
             step_tensor = None  # explicit noise: the step is not used
-    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0])
+    step, particle_offset = _checks.check_counter(step, particle_offset, x.shape[0], _checks.elements_per_particle(x))
 
     clamp_min = clamp_max = None
     if clamp is not None:

@@ -1,12 +1,12 @@
 """The noise contract as public functions, on every backend.
 
-    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, w >> 2)))[w & 3]
-    p' = particle_offset + p,  t = step,  tensor viewed as [P, D] (dim 0 = particles)
-    c = p',  w = d                                 (D >= 3)
-    c = (p' D + d) >> 2,  w = (p' D + d) & 3       (D = 1 or 2: 4 / D particles share a counter)
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(g >> 2), hi32(g >> 2), t, 0)))[g & 3]
+    g = (particle_offset + p) D + d  (< 2^63),  t = step,  tensor viewed as [P, D] (dim 0 = particles)
 
-The same (seed, particle, step) gives the same noise on every backend, whatever the
-batch chunking, thread count or launch configuration. See ``scorefast.reference.noise``.
+Every tensor draws the noise of its flat [P D / 4, 4] view, so every word of a Philox call is
+used whatever D is. The same (seed, particle, step, D) gives the same noise on every backend,
+whatever the batch chunking, thread count or launch configuration. See
+``scorefast.reference.noise``.
 
 ``step`` may also be a one-element int64 tensor on the output's device, read by the kernel
 when it runs (ops ``<ns>::philox_fill_counter_`` / ``normal_fill_counter_``): a CUDA graph
@@ -88,7 +88,7 @@ def normal(
     seed = seed64 % 2**64  # a Python int for the reference (numpy integers overflow there)
     device = torch.device(device)
     step, step_tensor, op = _step_and_op(step, device, "normal_fill_")
-    step, particle_offset = _checks.check_counter(step, particle_offset, shape[0])
+    step, particle_offset = _checks.check_counter(step, particle_offset, shape[0], math.prod(shape[1:]))
     name = backends.resolve(backend, device, op)
     P = shape[0]
     D = math.prod(shape[1:]) if P else 0
@@ -138,9 +138,9 @@ def resolve_seed(seed, noise=None) -> tuple[int, int]:
     return seed64, seed64 % 2**64
 
 
-def resolve_counter(seed, step, particle_offset, num_particles: int) -> tuple[int, int, int, int]:
+def resolve_counter(seed, step, particle_offset, num_particles: int, particle_size: int) -> tuple[int, int, int, int]:
     """(seed in [0, 2^64), its int64 bits, step, particle_offset) of a call that draws its own
     noise: resolve_seed's and _checks.check_counter's checks."""
     seed64, seed = resolve_seed(seed)
-    step, particle_offset = _checks.check_counter(step, particle_offset, num_particles)
+    step, particle_offset = _checks.check_counter(step, particle_offset, num_particles, particle_size)
     return seed, seed64, step, particle_offset

@@ -70,8 +70,8 @@ def test_words_bit_exact(kernel_backend, seed, step, offset):
     assert torch.equal(got.cpu(), expected)
 
 
-# quads split across rows, partial tails; 5 .. 255 elements fill the lanes with (particle, group)
-# pairs, or with one particle each (a partial last group, or D <= 24)
+# counters of the flat view split across rows, at every start inside a counter (p' D mod 4), and
+# partial tails
 @pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 7, 8, 9, 31, 33, 64, 100, 255])
 @pytest.mark.parametrize("seed,step,offset", COUNTERS[:4])
 def test_normals_match_reference(kernel_backend, D, seed, step, offset):
@@ -107,11 +107,11 @@ def test_normals_large_run_matches_reference(kernel_backend):
     assert_within(got.cpu(), expected, noise_tolerance(P, D, seed, 5), "normals")
 
 
-@pytest.mark.parametrize("D, offset", [(1, 0), (1, 7), (2, 0), (2, 5)])
-def test_short_particles_draw_the_noise_of_their_four_element_view(kernel_backend, D, offset):
-    # Particles of one or two elements share Philox counters, 4 / D to one: element d of
-    # particle p' is element p' D + d of the [P D / 4, 4] view's stream (every word used), and
-    # an offset that is not a multiple of 4 / D starts inside a counter.
+@pytest.mark.parametrize("D, offset", [(1, 0), (1, 7), (2, 0), (2, 5), (3, 0), (3, 5), (5, 2), (8, 3), (17, 1)])
+def test_particles_draw_the_noise_of_the_flat_four_element_view(kernel_backend, D, offset):
+    # Element d of particle p' is element p' D + d of the [P D / 4, 4] view's stream (every word
+    # of a Philox call used at any D), and an offset with p' D not a multiple of 4 starts inside
+    # a counter.
     P = 10 if kernel_backend.interpreted else 1001
     kw = dict(seed=2**40 + 3, step=6, device=kernel_backend.device, backend=kernel_backend.name)
     got = scorefast.normal((P, D), particle_offset=offset, **kw).cpu()
@@ -232,12 +232,28 @@ def test_normal_dtype_and_shape_options():
         (dict(seed=1, step=-1), ValueError, "step"),
         (dict(seed=1, particle_offset=-1), ValueError, "particle_offset"),
         (dict(seed=1, particle_offset=2**63 - 2), ValueError, "particle_offset"),
+        (dict(seed=1, particle_offset=2**62), ValueError, r"\* elements per particle must be <= 2\^63"),
         (dict(seed=1, backend="gpu"), ValueError, "backend"),
     ],
 )
 def test_noise_argument_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         scorefast.normal((4, 3), **kwargs)
+
+
+def test_fill_op_refuses_flat_indices_past_2_63(kernel_backend):
+    # The flat index (particle_offset + p) D + d of the last element must stay below 2^63, on
+    # every backend's op called directly; the largest offset that keeps it there is accepted.
+    name, dev = kernel_backend.name, kernel_backend.device
+    ns = scorefast.backend_registry.op_namespace(scorefast.backend_registry.resolve(name, dev))
+    P, D = 2, 3
+    out = torch.zeros(P, D, device=dev)
+    with pytest.raises(RuntimeError, match=r"\(particle_offset \+ number of particles\) \* elements per particle"):
+        ns.normal_fill_(out, 9, 2, 2**63 // D - P + 1)
+    last = 2**63 // D - P
+    ns.normal_fill_(out, 9, 2, last)
+    expected = scorefast.normal((P, D), seed=9, step=2, particle_offset=last, backend="reference")
+    assert_within(out.cpu(), expected, noise_tolerance(P, D, 9, 2, last), "normals at the last offset")
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,10 +323,11 @@ def test_independence(pair):
 
 
 @pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 6, 7, 12, 17, 101])
-@pytest.mark.parametrize("offset", [0, 2**32 - 13, 2**40 - 1])
-def test_small_particles_across_the_32bit_carry(kernel_backend, D, offset):
-    # Particles of up to 4 elements, of up to 24, and those with a partial last group are
-    # vectorised across particles (one lane each): ids in one vector straddle 2^32 here.
+@pytest.mark.parametrize("counter", [0, 2**32 - 13, 2**40 - 1])
+def test_small_particles_across_the_32bit_carry(kernel_backend, D, counter):
+    # The fills vectorise across counters of the flat view: the particles start near counter
+    # `counter`, so the counters of one vector straddle 2^32 (the carry into the high word).
+    offset = counter * 4 // D
     P = 5 if kernel_backend.interpreted else 67
     seed, step = 2**63 + 9, 3
     expected = scorefast.normal((P, D), seed=seed, step=step, particle_offset=offset, backend="reference")

@@ -104,10 +104,11 @@ def _run_examples(name: str, body) -> None:
     run()
 
 
-def _counter(data, P: int) -> tuple[int, int, int]:
-    """(seed, step, particle_offset) anywhere in their ranges."""
+def _counter(data, P: int, D: int) -> tuple[int, int, int]:
+    """(seed, step, particle_offset) anywhere in their ranges: the flat element indices
+    (particle_offset + p) D + d of the noise below 2^63."""
     seed, step = data.draw(COUNTERS["seed"], label="seed"), data.draw(COUNTERS["step"], label="step")
-    return seed, step, data.draw(st.integers(0, 2**63 - 1 - P), label="particle_offset")
+    return seed, step, data.draw(st.integers(0, 2**63 // max(D, 1) - P), label="particle_offset")
 
 
 # --- langevin_step -------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_langevin_step(name):
             b = b_arg = data.draw(st.one_of(st.just(math.sqrt(2 * a)), st.floats(0, 5)), label="b")
         clamp = data.draw(st.sampled_from([None, (-1.0, 1.0), (None, 0.5), (-0.5, None)]), label="clamp")
         clip = data.draw(st.one_of(st.none(), st.floats(0.01, 10)), label="max_score_norm")
-        seed, step, offset = _counter(data, P)
+        seed, step, offset = _counter(data, P, D)
         inplace = data.draw(st.booleans(), label="inplace")
         before = _snapshot(x, s, sc)
         kw = dict(step_size=a_arg, noise_scale=b_arg, seed=seed, step=step, particle_offset=offset)
@@ -185,7 +186,7 @@ def test_noise(name):
     def run(data):
         P, D = _sizes(name, data)
         dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
-        seed, step, offset = _counter(data, P)
+        seed, step, offset = _counter(data, P, D)
         counter = dict(seed=seed, step=step, particle_offset=offset, device=device, backend=name)
         words = scorefast.philox_words(P, (D + 3) // 4, **counter).cpu()
         assert torch.equal(words, noise_ref.philox_words_ref(P, (D + 3) // 4, seed, step, offset))
@@ -254,7 +255,7 @@ def test_dsm(name):
         pred = _tensor(data, (B, D), dtype, device, data.draw(st.sampled_from(LAYOUTS)))
         math_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         sigma = (0.05 + 3 * torch.rand(B, dtype=torch.float64)).to(math_dtype)
-        seed, step, offset = _counter(data, B)
+        seed, step, offset = _counter(data, B, D)
         counter = dict(seed=seed, step=step, particle_offset=offset, backend=name)
         before = _snapshot(x, pred)
         got = scorefast.dsm_perturb(x, sigma.to(device), **counter)

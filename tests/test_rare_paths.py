@@ -28,9 +28,17 @@ CLAMPED = (4.362164394665686, 3.634241749777743)  # float64 of the formula, u1 =
 UNCLAMPED = (4.381569307067709, 3.650408527648024)  # the same with u1 = 8.66e-8
 # Two float32 Box-Muller implementations are within r * NOISE_REL_TOL of the formula's value.
 LITERAL_TOL = MAX_RADIUS * NOISE_REL_TOL
-# (particles, D, row of the clamped particle): its own group alone, a partial group (D = 3),
-# and the element inside vector-width runs of several particles.
+# (particles, D, row of the clamped element): its counter's four elements alone, a particle that
+# ends inside the counter (D = 3), and the element inside vector-width runs of several particles.
 CLAMP_SHAPES = [(1, 4, 0), (1, 3, 0), (16, 8, 5), (5, 33, 2)]
+
+
+def _clamped_site(D: int, row: int) -> tuple[int, int]:
+    """(particle_offset, column) that put flat element 4 CLAMP_PARTICLE + 2 (output 2 of counter
+    CLAMP_PARTICLE) at (row, column) of a [P, D] tensor."""
+    g = 4 * CLAMP_PARTICLE + 2
+    column = next(c for c in range(D) if (g - c) % D == 0)
+    return (g - column) // D - row, column
 
 
 def test_reference_clamps_the_tiny_uniform():
@@ -50,12 +58,15 @@ def test_reference_clamps_the_tiny_uniform():
 @pytest.mark.parametrize("P, D, row", CLAMP_SHAPES)
 def test_every_backend_clamps_the_tiny_uniform(kernel_backend, P, D, row):
     kb = kernel_backend
-    offset = CLAMP_PARTICLE - row
+    offset, column = _clamped_site(D, row)
     got = scorefast.normal((P, D), seed=0, step=0, particle_offset=offset, device=kb.device, backend=kb.name).cpu()
     expected = normal_ref(P, D, 0, 0, offset)
     assert_within(got, expected, noise_tolerance(P, D, 0, 0, offset), f"normals {P}x{D}")
-    for j in range(min(2, D - 2)):
-        assert abs(float(got[row, 2 + j]) - CLAMPED[j]) <= LITERAL_TOL, (row, 2 + j)
+    flat, first = got.reshape(-1), row * D + column  # outputs 2 and 3 of the counter, where present
+    checked = [j for j in range(2) if first + j < P * D]
+    assert checked
+    for j in checked:
+        assert abs(float(flat[first + j]) - CLAMPED[j]) <= LITERAL_TOL, (row, column + j)
 
 
 # ---------------------------------------------------------------------------------------

@@ -89,9 +89,16 @@ def test_words_equal_triton_randint4x(device, seed, first_id):
     assert torch.equal(ours.cpu(), philox_words_ref(P, 1, seed, 0, first_id)[:, 0, :])
 
 
-@pytest.mark.parametrize("seed,first_id", TRITON_COUNTERS)
+# The same for normals of particles of four elements, whose flat indices 4 p' + d must stay below
+# 2^63: the last id is the largest that six such particles may start at.
+TRITON_NORMAL_COUNTERS = [*TRITON_COUNTERS[:-1], (0x9E3779B97F4A7C15, 2**61 - 6)]
+
+
+@pytest.mark.parametrize("seed,first_id", TRITON_NORMAL_COUNTERS)
 def test_normals_equal_triton_randn4x(device, seed, first_id):
-    # tl.randn4x gives the contract's elements d = 0..3 at step 0; tl.randn gives d = 0.
+    # tl.randn4x(seed, offset) is Box-Muller of Philox of (lo32(offset), hi32(offset), 0, 0): for
+    # D = 4 the contract's elements d = 0..3 (flat indices 4 offset + d) of particle offset at
+    # step 0; tl.randn gives d = 0.
     P = 6
     out = torch.empty(P, 5, dtype=torch.float32, device=device)
     _randn4x_kernel[(1,)](out, seed, first_id, P, BLOCK=8)

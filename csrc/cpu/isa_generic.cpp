@@ -20,10 +20,10 @@ namespace generic {
 
 #include "isa_noise_kernels.inc"
 
-static void fill_normal_groups(float* dst, int64_t D, uint64_t seed, uint32_t step, uint64_t particle_offset,
-                               int64_t begin, int64_t n, NoiseSideWork* side) {
+static void fill_flat_normals(float* dst, uint64_t seed, uint32_t step, uint64_t first, int64_t begin, int64_t n,
+                              NoiseSideWork* side) {
   if (side != nullptr) side->rest();  // the scalar noise is slow enough to hide a burst
-  fill_normals_scalar(dst, D, seed, step, particle_offset, begin, n);
+  fill_flat_normals_scalar(dst, seed, step, first, begin, n);
 }
 
 // The noise seed of a chain (the AVX2 build keeps its key schedule here).

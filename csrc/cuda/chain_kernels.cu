@@ -50,9 +50,9 @@ __device__ __forceinline__ double mala_log_alpha(double lpy, double lpx, double 
   return lpy - lpx - back / (4.0 * a) + 0.5 * fwd;
 }
 
-// Whether MALA accepts at (particle, step): log u < log alpha, u = uniform of word 0 of the
-// particle's own counter, group q_uniform, for every D (the packed normals of D <= 2 use
-// group 0, so never these words). A NaN log alpha compares false: a rejection.
+// Whether MALA accepts at (particle, step): log u < log alpha, u = uniform of word 0 of counter
+// (lo32(p'), hi32(p'), step, q_uniform = ceil(D / 4)), for every D (the normals draw counters
+// of last word 0 only, so never these). A NaN log alpha compares false: a rejection.
 __device__ __forceinline__ bool mala_accepts(double log_alpha, uint64_t seed, uint64_t particle, uint32_t step,
                                              uint32_t q_uniform) {
   const PhiloxWords w = noise_words(seed, particle, step, q_uniform);
@@ -66,6 +66,7 @@ template <typename T, int kD, bool kFull, bool kMala>
 __global__ void __launch_bounds__(kThreads, 1) chain_small_kernel(const ChainArgs c) {
   using Acc = typename Storage<T>::acc;
   using Tile = SmallTile<Acc, kD, kFull>;
+  constexpr int kSmallLayout = noise_layout(kD);
   __shared__ Acc tile[Tile::kSize];
 
   const GmmArgs& g = c.mixture;
@@ -126,9 +127,9 @@ __global__ void __launch_bounds__(kThreads, 1) chain_small_kernel(const ChainArg
       const Acc b = sf_sqrt(Acc(2) * a);
       Acc z[kD];
       {
-        // D <= 4: one group, q = 0 (particles of D <= 2 share a counter)
+        // D <= 4: one group, q = 0
         float zf[4] = {0.f, 0.f, 0.f, 0.f};
-        if (active) contract_normals4<(kD <= 2)>(c.seed, particle, step, kD, 0, kD, zf);
+        if (active) contract_normals4<kSmallLayout>(c.seed, particle * kD, step, kD, zf);
 #pragma unroll
         for (int d = 0; d < kD; ++d) z[d] = static_cast<Acc>(zf[d]);
       }
@@ -247,9 +248,13 @@ __device__ Acc gmm_point(const GmmArgs& g, SlotVec<Acc> x, Acc s2, SlotVec<Acc> 
 }
 
 // Thread slot j (of gridDim.x * blockDim.x) runs particles j, j + slots, ...; its vectors
-// are workspace rows [b * D, (b + 1) * D) of column j, b = 0 .. (mala ? 5 : 3) - 1.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs c, typename Storage<T>::acc* ws) {
+// are workspace rows [b * D, (b + 1) * D) of column j, b = 0 .. (mala ? 5 : 3) - 1. A step's
+// normals are drawn group by group in layout kLayout (aligned or general: D > 4) into u, which
+// is free between evaluations, before the update reads them (drawn inside the update, the
+// noise costs the kernel registers it would spill).
+template <typename T, int kLayout>
+__global__ void __launch_bounds__(kThreads)
+    chain_thread_kernel(const ChainArgs c, typename Storage<T>::acc* ws, uint64_t flat_offset) {
   using Acc = typename Storage<T>::acc;
   const GmmArgs& g = c.mixture;
   const int64_t N = g.num_points, D = g.dim, num_steps = c.num_steps;
@@ -265,7 +270,6 @@ __global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs 
   SlotVec<Acc> y = row(c.mala ? 3 : 0), sy = row(c.mala ? 4 : 1);  // MALA only (the workspace's size)
 
   for (int64_t n = j; n < N; n += slots) {
-    const uint64_t particle = c.particle_offset + static_cast<uint64_t>(n);
     for (int64_t d = 0; d < D; ++d) xs[d] = Storage<T>::load(x + n * D + d);
     Acc lpx = 0;
     if (c.mala) lpx = gmm_point(g, xs, Acc(0), sx, u);
@@ -275,35 +279,25 @@ __global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs 
       const uint32_t step = c.step_offset + static_cast<uint32_t>(s);
       const Acc a = a_t[s];
       const Acc b = sf_sqrt(Acc(2) * a);
-      if (!c.mala) {
-        gmm_point(g, xs, s2_t[s], sx, u);
-        for (int64_t q = 0; q < Q; ++q) {
-          const int nq = D - 4 * q < 4 ? static_cast<int>(D - 4 * q) : 4;
-          float z[4];
-          contract_normals4<false>(c.seed, particle, step, D, q, nq, z);  // D > 4
+      if (!c.mala) gmm_point(g, xs, s2_t[s], sx, u);
+      // The step's normals into u.
+      for (int64_t q = 0; q < Q; ++q) {
+        const int nq = D - 4 * q < 4 ? static_cast<int>(D - 4 * q) : 4;
+        float z[4];
+        contract_normals4<kLayout>(c.seed, flat_offset + static_cast<uint64_t>(n * D + 4 * q), step, nq, z);
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            if (i < nq) {
-              const int64_t d = 4 * q + i;
-              xs[d] = langevin_update<T>(xs[d], a, sx[d], b, static_cast<Acc>(z[i]));
-            }
-          }
+        for (int i = 0; i < 4; ++i) {
+          if (i < nq) u[4 * q + i] = static_cast<Acc>(z[i]);
         }
+      }
+      if (!c.mala) {
+        for (int64_t d = 0; d < D; ++d) xs[d] = langevin_update<T>(xs[d], a, sx[d], b, u[d]);
       } else {
         double fwd = 0;
-        for (int64_t q = 0; q < Q; ++q) {
-          const int nq = D - 4 * q < 4 ? static_cast<int>(D - 4 * q) : 4;
-          float z[4];
-          contract_normals4<false>(c.seed, particle, step, D, q, nq, z);  // D > 4
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            if (i < nq) {
-              const int64_t d = 4 * q + i;
-              const Acc zd = static_cast<Acc>(z[i]);
-              y[d] = langevin_update<T>(xs[d], a, sx[d], b, zd);
-              fwd += static_cast<double>(zd) * static_cast<double>(zd);
-            }
-          }
+        for (int64_t d = 0; d < D; ++d) {
+          const Acc zd = u[d];
+          y[d] = langevin_update<T>(xs[d], a, sx[d], b, zd);
+          fwd += static_cast<double>(zd) * static_cast<double>(zd);
         }
         const Acc lpy = gmm_point(g, y, Acc(0), sy, u);
         double back = 0;
@@ -313,7 +307,8 @@ __global__ void __launch_bounds__(kThreads) chain_thread_kernel(const ChainArgs 
           back += r * r;
         }
         const double log_alpha = mala_log_alpha(lpy, lpx, back, fwd, a);
-        if (mala_accepts(log_alpha, c.seed, particle, step, static_cast<uint32_t>(Q))) {
+        if (mala_accepts(log_alpha, c.seed, c.particle_offset + static_cast<uint64_t>(n), step,
+                         static_cast<uint32_t>(Q))) {
           // y and s(y) become the state: swap the slot's vectors instead of copying
           const SlotVec<Acc> tx = xs, ts = sx;
           xs = y;
@@ -410,7 +405,13 @@ cudaError_t chain_typed(const ChainArgs& c, void* workspace, size_t workspace_by
   if (err != cudaSuccess) return err;
   if (workspace == nullptr || workspace_bytes < plan.bytes) return cudaErrorInvalidValue;
   using Acc = typename Storage<T>::acc;
-  chain_thread_kernel<T><<<plan.blocks, plan.threads, 0, stream>>>(c, static_cast<Acc*>(workspace));
+  const uint64_t flat = flat_offset(c.particle_offset, c.mixture.dim);
+  if (noise_layout(c.mixture.dim) == kAlignedNoise)
+    chain_thread_kernel<T, kAlignedNoise>
+        <<<plan.blocks, plan.threads, 0, stream>>>(c, static_cast<Acc*>(workspace), flat);
+  else
+    chain_thread_kernel<T, kGeneralNoise>
+        <<<plan.blocks, plan.threads, 0, stream>>>(c, static_cast<Acc*>(workspace), flat);
   return cudaGetLastError();
 }
 

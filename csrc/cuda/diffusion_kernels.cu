@@ -3,10 +3,10 @@
 //   out = clamp(c_x x + c_s c_p g + b z),   g = s + w (s_c - s)
 //   corrector: c_x = 1, c_s = eps_p, b = sqrt(2 eps_p), eps_p = 2 (snr ||z_p|| / ||g_p||)^2
 //
-// * step kernel: one thread per (particle, group of 4 elements), so one Philox call gives
-//   the group's normals (particles of D <= 2 share a counter: contract_noise.cuh); 128-bit
-//   loads/stores when D % 4 == 0 and every buffer is aligned, scalar otherwise; grid-stride,
-//   int64 indexing.
+// * step kernel: one thread per (particle, group of 4 elements), which draws the group's
+//   normals from the one or two Philox calls they lie in (the layouts of contract_noise.cuh);
+//   128-bit loads/stores when D % 4 == 0 and every buffer is aligned, scalar otherwise;
+//   grid-stride, int64 indexing.
 // * particle kernel: one warp (small D) or one block (large D) per particle. It sums the
 //   float64 squares of g and, for the corrector, of the contract normals regenerated group
 //   by group (never stored), in a fixed order (deterministic), and then writes the clip
@@ -35,10 +35,6 @@ namespace scorefast {
 namespace cuda {
 namespace {
 
-// kPackedNoise: the contract's noise of particles of D <= 2, which share counters (scalar path
-// only: D % 4 != 0).
-enum NoiseMode : int { kNoNoise = 0, kContractNoise = 1, kExplicitNoise = 2, kPackedNoise = 3 };
-
 template <typename Acc>
 struct StepParams {
   const void* x;
@@ -58,7 +54,7 @@ struct StepParams {
   int64_t total;          // P * num_groups
   bool index32;
   uint64_t seed;
-  uint64_t particle_offset;
+  uint64_t flat_offset;  // particle_offset D (contract_noise.cuh)
   uint32_t step;
 };
 
@@ -89,6 +85,7 @@ __device__ __forceinline__ void step4(const T* x, T* out, int64_t e, int n, Acc 
   store4<T, kVec>(out + e, n, v);
 }
 
+// kNoise: an UpdateNoise or, for the contract's noise, its NoiseLayout (contract_noise.cuh).
 template <typename T, int kNoise, bool kVec>
 __global__ void __launch_bounds__(kThreads) reverse_step_kernel(const StepParams<typename Storage<T>::acc> prm) {
   using Acc = typename Storage<T>::acc;
@@ -97,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) reverse_step_kernel(const StepParams
   const int64_t D = prm.particle_size;
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t p, q;
-    particle_group<kNoise == kPackedNoise>(i, prm.num_groups, prm.index32, p, q);
+    particle_group<kNoise>(i, prm.num_groups, prm.index32, p, q);
     const int64_t d0 = 4 * q;
     const int64_t rest = D - d0;
     const int n = kVec ? 4 : (rest < 4 ? static_cast<int>(rest) : 4);
@@ -110,10 +107,9 @@ __global__ void __launch_bounds__(kThreads) reverse_step_kernel(const StepParams
     Acc z[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
     Acc b = Acc(0);
     if (kNoise != kNoNoise) b = prm.b_pp != nullptr ? prm.b_pp[p] : prm.b;
-    if (kNoise == kContractNoise || kNoise == kPackedNoise) {
-      contract_normals4<kNoise == kPackedNoise>(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), prm.step, D,
-                                                q, n, z);
-    } else if (kNoise == kExplicitNoise) {
+    if constexpr (is_contract_noise(kNoise)) {
+      contract_normals4<kNoise>(prm.seed, prm.flat_offset + static_cast<uint64_t>(e), prm.step, n, z);
+    } else if constexpr (kNoise == kExplicitNoise) {
       if (prm.noise_vec) {
         const float4 r = *reinterpret_cast<const float4*>(static_cast<const float*>(prm.noise) + e);
         z[0] = static_cast<Acc>(r.x), z[1] = static_cast<Acc>(r.y);
@@ -171,8 +167,9 @@ __device__ __forceinline__ double group_sum(double v, double* partial) {
   return total;
 }
 
-// kPacked: D <= 2, whose particles share noise counters (one warp per particle).
-template <typename T, bool kWarp, int kMode, bool kPacked>
+// kLayout: the NoiseLayout of the contract's normals (contract_noise.cuh; any for kClipFactor,
+// which draws none).
+template <typename T, bool kWarp, int kMode, int kLayout>
 __global__ void __launch_bounds__(kThreads) particle_kernel(const ParticleParams<typename Storage<T>::acc> prm) {
   using Acc = typename Storage<T>::acc;
   __shared__ double partial[kThreads / 32 + 1];
@@ -186,20 +183,20 @@ __global__ void __launch_bounds__(kThreads) particle_kernel(const ParticleParams
                               : static_cast<int64_t>(blockIdx.x);
   const int64_t stride = kWarp ? static_cast<int64_t>(gridDim.x) * (blockDim.x / 32) : gridDim.x;
   for (int64_t p = first; p < prm.num_particles; p += stride) {
-    const uint64_t pid = sp.particle_offset + static_cast<uint64_t>(p);
     double g_sq = 0.0, z_sq = 0.0;
     for (int64_t q = lane; q < Q; q += width) {
       const int64_t rest = D - 4 * q;
       const int n = rest < 4 ? static_cast<int>(rest) : 4;
+      const int64_t e = p * D + 4 * q;
       Acc g[4];
-      guided4<T, false>(score, score_cond, sp.w, p * D + 4 * q, n, g);
+      guided4<T, false>(score, score_cond, sp.w, e, n, g);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         if (j < n) g_sq += static_cast<double>(g[j]) * static_cast<double>(g[j]);
       }
       if (kMode != kClipFactor) {
         Acc z[4];
-        contract_normals4<kPacked>(sp.seed, pid, sp.step, D, q, n, z);
+        contract_normals4<kLayout>(sp.seed, sp.flat_offset + static_cast<uint64_t>(e), sp.step, n, z);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           if (j < n) z_sq += static_cast<double>(z[j]) * static_cast<double>(z[j]);
@@ -225,7 +222,7 @@ __global__ void __launch_bounds__(kThreads) particle_kernel(const ParticleParams
         const int64_t e = p * D + 4 * q;
         Acc g[4], z[4];
         guided4<T, false>(score, score_cond, sp.w, e, n, g);
-        contract_normals4<kPacked>(sp.seed, pid, sp.step, D, q, n, z);
+        contract_normals4<kLayout>(sp.seed, sp.flat_offset + static_cast<uint64_t>(e), sp.step, n, z);
         step4<T, false, true>(x, out, e, n, Acc(1), a, b, g, z, sp.lo, sp.hi);
       }
     }
@@ -275,7 +272,7 @@ StepParams<Acc> step_params(const ReverseArgs& args) {
   prm.total = args.num_particles * prm.num_groups;
   prm.index32 = prm.total <= static_cast<int64_t>(UINT32_MAX);
   prm.seed = args.seed;
-  prm.particle_offset = args.particle_offset;
+  prm.flat_offset = flat_offset(args.particle_offset, args.particle_size);
   prm.step = args.step;
   return prm;
 }
@@ -287,9 +284,7 @@ cudaError_t reverse_step_typed(const ReverseArgs& args, cudaStream_t stream) {
   StepParams<Acc> prm = step_params<Acc>(args);
   const int64_t D = args.particle_size;
   // b == 0 for every particle: no noise is drawn (nor an explicit noise tensor read).
-  const int mode = !reverse_needs_noise(args) ? kNoNoise
-                   : args.noise != nullptr    ? kExplicitNoise
-                                              : (D <= 2 ? kPackedNoise : kContractNoise);
+  const int mode = !reverse_needs_noise(args) ? kNoNoise : args.noise != nullptr ? kExplicitNoise : noise_layout(D);
   const uintptr_t align = quad_alignment<T>();
   const bool vec = D % 4 == 0 && is_aligned(args.x, align) && is_aligned(args.score, align) &&
                    is_aligned(args.out, align) && (args.score_cond == nullptr || is_aligned(args.score_cond, align));
@@ -299,18 +294,20 @@ cudaError_t reverse_step_typed(const ReverseArgs& args, cudaStream_t stream) {
   cudaError_t err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
 #define SF_LAUNCH(MODE, VEC) reverse_step_kernel<T, MODE, VEC><<<blocks, kThreads, 0, stream>>>(prm)
-  if (vec) {
-    if (mode == kContractNoise)
-      SF_LAUNCH(kContractNoise, true);
+  if (vec) {  // D % 4 == 0: the contract's noise is aligned
+    if (mode == kAlignedNoise)
+      SF_LAUNCH(kAlignedNoise, true);
     else if (mode == kExplicitNoise)
       SF_LAUNCH(kExplicitNoise, true);
     else
       SF_LAUNCH(kNoNoise, true);
   } else {
-    if (mode == kContractNoise)
-      SF_LAUNCH(kContractNoise, false);
+    if (mode == kAlignedNoise)
+      SF_LAUNCH(kAlignedNoise, false);
     else if (mode == kPackedNoise)
       SF_LAUNCH(kPackedNoise, false);
+    else if (mode == kGeneralNoise)
+      SF_LAUNCH(kGeneralNoise, false);
     else if (mode == kExplicitNoise)
       SF_LAUNCH(kExplicitNoise, false);
     else
@@ -327,23 +324,34 @@ cudaError_t particle_typed(const ReverseArgs& args, ParticleParams<typename Stor
   if (P == 0) return cudaSuccess;
   prm.step = step_params<Acc>(args);
   prm.num_particles = P;
+  const int64_t D = args.particle_size;
+  const bool warp = D <= kWarpPerParticleMaxD;
   unsigned int blocks = 0;
-  cudaError_t err;
-  if (args.particle_size <= kWarpPerParticleMaxD) {
-    err = grid_size(P * 32, kThreads, blocks);
-    if (err != cudaSuccess) return err;
-    if constexpr (kMode != kClipFactor) {  // the clip factor draws no noise
-      if (args.particle_size <= 2) {
-        particle_kernel<T, true, kMode, true><<<blocks, kThreads, 0, stream>>>(prm);
-        return cudaGetLastError();
-      }
-    }
-    particle_kernel<T, true, kMode, false><<<blocks, kThreads, 0, stream>>>(prm);
+  const cudaError_t err = grid_size(warp ? P * 32 : P * kThreads, kThreads, blocks);
+  if (err != cudaSuccess) return err;
+#define SF_LAUNCH(WARP, LAYOUT) particle_kernel<T, WARP, kMode, LAYOUT><<<blocks, kThreads, 0, stream>>>(prm)
+  if constexpr (kMode == kClipFactor) {  // draws no noise: one layout, whatever D is
+    if (warp)
+      SF_LAUNCH(true, kAlignedNoise);
+    else
+      SF_LAUNCH(false, kAlignedNoise);
   } else {
-    err = grid_size(P * kThreads, kThreads, blocks);
-    if (err != cudaSuccess) return err;
-    particle_kernel<T, false, kMode, false><<<blocks, kThreads, 0, stream>>>(prm);
+    const int layout = noise_layout(D);
+    if (warp) {
+      if (layout == kAlignedNoise)
+        SF_LAUNCH(true, kAlignedNoise);
+      else if (layout == kPackedNoise)
+        SF_LAUNCH(true, kPackedNoise);
+      else
+        SF_LAUNCH(true, kGeneralNoise);
+    } else {  // D > kWarpPerParticleMaxD: never packed
+      if (layout == kAlignedNoise)
+        SF_LAUNCH(false, kAlignedNoise);
+      else
+        SF_LAUNCH(false, kGeneralNoise);
+    }
   }
+#undef SF_LAUNCH
   return cudaGetLastError();
 }
 

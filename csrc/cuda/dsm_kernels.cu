@@ -2,10 +2,10 @@
 // is regenerated from (seed, step, sample) in every kernel, never stored.
 //
 // * perturb  (out = x + sigma_b z) and backward (out = g_b sigma_b^p (pred + z / sigma_b),
-//   or 2 g_b (pred - z)): one thread per (sample, group of 4 elements), so one Philox call
-//   gives the group's normals (samples of D <= 2 share a counter: contract_noise.cuh);
-//   128-bit loads/stores (64-bit for 16-bit storage) when D % 4 == 0 and the buffers are
-//   aligned, scalar otherwise; grid-stride, int64 indexing.
+//   or 2 g_b (pred - z)): one thread per (sample, group of 4 elements), which draws the
+//   group's normals from the one or two Philox calls they lie in (the layouts of
+//   contract_noise.cuh); 128-bit loads/stores (64-bit for 16-bit storage) when D % 4 == 0
+//   and the buffers are aligned, scalar otherwise; grid-stride, int64 indexing.
 // * loss (l_b = 1/2 sigma_b^p ||pred_b + z_b / sigma_b||^2, or ||pred_b - z_b||^2): one
 //   block per sample for large D, a team of 1..32 lanes of a warp per sample for small D;
 //   the team walks the sample's groups and reduces with shuffles (and shared memory across
@@ -48,7 +48,7 @@ struct DsmParams {
   bool eps_form;
   double power;
   uint64_t seed;
-  uint64_t particle_offset;
+  uint64_t flat_offset;  // particle_offset D (contract_noise.cuh)
   uint32_t step;
 };
 
@@ -66,18 +66,17 @@ DsmParams make_params(const DsmArgs& a) {
   prm.eps_form = a.eps_form;
   prm.power = a.power;
   prm.seed = a.seed;
-  prm.particle_offset = a.particle_offset;
+  prm.flat_offset = flat_offset(a.particle_offset, a.sample_size);
   prm.step = a.step;
   return prm;
 }
 
-// The contract's normals of group q of sample b (n of the 4 used; see contract_noise.cuh).
-// kPacked (here and in the kernels): D <= 2, whose samples share noise counters; never with
-// kVec (D % 4 == 0).
-template <bool kPacked, typename Acc>
-__device__ __forceinline__ void group_normals(const DsmParams& prm, int64_t b, int64_t q, int n, Acc (&z)[4]) {
-  contract_normals4<kPacked>(prm.seed, prm.particle_offset + static_cast<uint64_t>(b), prm.step, prm.sample_size, q, n,
-                             z);
+// The contract's normals of the group of sample b at element e = b D + 4q (n of the 4 used;
+// see contract_noise.cuh). kLayout (here and in the kernels): the NoiseLayout of the normals,
+// kAlignedNoise with kVec (D % 4 == 0).
+template <int kLayout, typename Acc>
+__device__ __forceinline__ void group_normals(const DsmParams& prm, int64_t e, int n, Acc (&z)[4]) {
+  contract_normals4<kLayout>(prm.seed, prm.flat_offset + static_cast<uint64_t>(e), prm.step, n, z);
 }
 
 // Elements of group q in a sample of D: 4 on the vector path, 1..4 otherwise.
@@ -90,13 +89,14 @@ __device__ __forceinline__ int group_count(int64_t D, int64_t q) {
 
 // r = pred - z (eps form) or pred + z * (1 / sigma_b) (score form) for group q of sample b;
 // returns the number of elements n (r[j] for j >= n is meaningless).
-template <typename T, bool kVec, bool kPacked, typename Acc = typename Storage<T>::acc>
+template <typename T, bool kVec, int kLayout, typename Acc = typename Storage<T>::acc>
 __device__ __forceinline__ int group_residual(const DsmParams& prm, int64_t b, int64_t q, Acc inv_sigma, Acc (&r)[4]) {
   const int64_t D = prm.sample_size;
   const int n = group_count<kVec>(D, q);
-  load4<T, kVec>(static_cast<const T*>(prm.input) + b * D + 4 * q, n, r);
+  const int64_t e = b * D + 4 * q;
+  load4<T, kVec>(static_cast<const T*>(prm.input) + e, n, r);
   Acc z[4];
-  group_normals<kPacked>(prm, b, q, n, z);
+  group_normals<kLayout>(prm, e, n, z);
   if (prm.eps_form) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) r[j] = sub_rn(r[j], z[j]);
@@ -110,7 +110,7 @@ __device__ __forceinline__ int group_residual(const DsmParams& prm, int64_t b, i
 // ---------------------------------------------------------------------------------------
 // Elementwise: perturb and backward.
 
-template <typename T, bool kVec, bool kPacked>
+template <typename T, bool kVec, int kLayout>
 __global__ void __launch_bounds__(kThreads) dsm_perturb_kernel(const DsmParams prm) {
   using Acc = typename Storage<T>::acc;
   const T* x = static_cast<const T*>(prm.input);
@@ -119,21 +119,21 @@ __global__ void __launch_bounds__(kThreads) dsm_perturb_kernel(const DsmParams p
   const int64_t D = prm.sample_size;
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t b, q;
-    particle_group<kPacked>(i, prm.num_groups, prm.index32, b, q);
+    particle_group<kLayout>(i, prm.num_groups, prm.index32, b, q);
     const int n = group_count<kVec>(D, q);
     const int64_t e = b * D + 4 * q;
     Acc v[4];
     load4<T, kVec>(x + e, n, v);
     const Acc sig = sigma[b];
     Acc z[4];
-    group_normals<kPacked>(prm, b, q, n, z);
+    group_normals<kLayout>(prm, e, n, z);
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = add_rn(v[j], mul_rn(sig, z[j]));
     store4<T, kVec>(out + e, n, v);
   }
 }
 
-template <typename T, bool kVec, bool kPacked>
+template <typename T, bool kVec, int kLayout>
 __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams prm) {
   using Acc = typename Storage<T>::acc;
   T* out = static_cast<T*>(prm.out);
@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
   Acc scale = Acc(0), inv_sigma = Acc(0);
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t b, q;
-    particle_group<kPacked>(i, prm.num_groups, prm.index32, b, q);
+    particle_group<kLayout>(i, prm.num_groups, prm.index32, b, q);
     if (b != row) {
       row = b;
       const Acc sig = sigma[b];
@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
           prm.eps_form ? mul_rn(Acc(2), g) : mul_rn(g, static_cast<Acc>(::pow(static_cast<double>(sig), prm.power)));
     }
     Acc r[4];
-    const int n = group_residual<T, kVec, kPacked>(prm, b, q, inv_sigma, r);
+    const int n = group_residual<T, kVec, kLayout>(prm, b, q, inv_sigma, r);
 #pragma unroll
     for (int j = 0; j < 4; ++j) r[j] = mul_rn(scale, r[j]);
     store4<T, kVec>(out + b * prm.sample_size + 4 * q, n, r);
@@ -166,14 +166,14 @@ __global__ void __launch_bounds__(kThreads) dsm_backward_kernel(const DsmParams 
 // Loss: per-sample reductions.
 
 // Sum of squared residuals over groups first, first + stride, ... of sample b, in double.
-template <typename T, bool kVec, bool kPacked>
+template <typename T, bool kVec, int kLayout>
 __device__ __forceinline__ double sample_partial(const DsmParams& prm, int64_t b, int64_t first, int64_t stride) {
   using Acc = typename Storage<T>::acc;
   const Acc inv_sigma = div_rn(Acc(1), static_cast<const Acc*>(prm.sigma)[b]);
   double s = 0.0;
   for (int64_t q = first; q < prm.num_groups; q += stride) {
     Acc r[4];
-    const int n = group_residual<T, kVec, kPacked>(prm, b, q, inv_sigma, r);
+    const int n = group_residual<T, kVec, kLayout>(prm, b, q, inv_sigma, r);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (j < n) {
@@ -208,8 +208,8 @@ constexpr int64_t kTeamMaxGroups = 128;
 
 // A team of 2^team_log2 (<= 32) consecutive lanes per sample. The loop runs over the warp's
 // samples so every lane of a warp takes the same trip count (the shuffles need all 32).
-template <typename T, bool kVec, bool kPacked>
-__global__ void __launch_bounds__(kThreads) dsm_loss_team_kernel(const DsmParams prm, int team_log2) {
+template <typename T, bool kVec, int kLayout>
+__global__ void __launch_bounds__(kThreads, kLossMinBlocks) dsm_loss_team_kernel(const DsmParams prm, int team_log2) {
   using Acc = typename Storage<T>::acc;
   const int lane = threadIdx.x & 31;
   const int team = 1 << team_log2;
@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(kThreads) dsm_loss_team_kernel(const DsmParams
   const int64_t warps = grid_stride() >> 5;
   for (int64_t base = warp * teams_per_warp; base < prm.batch; base += warps * teams_per_warp) {
     const int64_t b = base + (lane >> team_log2);
-    double s = b < prm.batch ? sample_partial<T, kVec, kPacked>(prm, b, member, team) : 0.0;
+    double s = b < prm.batch ? sample_partial<T, kVec, kLayout>(prm, b, member, team) : 0.0;
     for (int offset = team >> 1; offset > 0; offset >>= 1) s += __shfl_down_sync(0xffffffffu, s, offset, team);
     if (member == 0 && b < prm.batch) store_loss<Acc>(prm, b, s);
   }
@@ -227,14 +227,14 @@ __global__ void __launch_bounds__(kThreads) dsm_loss_team_kernel(const DsmParams
 
 // One block per sample (grid-stride over samples); more than kTeamMaxGroups groups, so never
 // packed.
-template <typename T, bool kVec>
-__global__ void __launch_bounds__(kThreads) dsm_loss_block_kernel(const DsmParams prm) {
+template <typename T, bool kVec, int kLayout>
+__global__ void __launch_bounds__(kThreads, kLossMinBlocks) dsm_loss_block_kernel(const DsmParams prm) {
   using Acc = typename Storage<T>::acc;
   __shared__ double partial[kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int num_warps = static_cast<int>(blockDim.x >> 5);
   for (int64_t b = blockIdx.x; b < prm.batch; b += gridDim.x) {
-    double s = warp_sum(sample_partial<T, kVec, false>(prm, b, threadIdx.x, blockDim.x));
+    double s = warp_sum(sample_partial<T, kVec, kLayout>(prm, b, threadIdx.x, blockDim.x));
     if (lane == 0) partial[warp] = s;
     __syncthreads();
     if (warp == 0) {
@@ -250,15 +250,9 @@ __global__ void __launch_bounds__(kThreads) dsm_loss_block_kernel(const DsmParam
 
 enum class Op { kPerturb, kLoss, kBackward };
 
-template <typename T>
-cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
-  if (args.batch == 0 || args.sample_size == 0) return cudaSuccess;
-  const DsmParams prm = make_params(args);
-  const uintptr_t align = quad_alignment<T>();
-  bool vec = prm.sample_size % 4 == 0 && is_aligned(args.input, align);
-  if (op != Op::kLoss) vec = vec && is_aligned(args.out, align);
-  const bool packed = prm.sample_size <= 2;  // samples share noise counters (never vec)
-
+// The launches of one op with the vector path and noise layout fixed.
+template <typename T, bool kVec, int kLayout>
+cudaError_t dsm_launch(const DsmParams& prm, Op op, cudaStream_t stream) {
   unsigned int blocks = 0;
   cudaError_t err;
   if (op == Op::kLoss) {
@@ -267,41 +261,43 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
       while (team_log2 < 5 && (int64_t{1} << team_log2) < prm.num_groups) ++team_log2;
       err = grid_size(prm.batch << team_log2, kThreads, blocks);
       if (err != cudaSuccess) return err;
-      if (vec)
-        dsm_loss_team_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
-      else if (packed)
-        dsm_loss_team_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
-      else
-        dsm_loss_team_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+      dsm_loss_team_kernel<T, kVec, kLayout><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
     } else {
+      // More than kTeamMaxGroups groups, so never packed: the general layout stands in for it
+      // (correct for every D), not instantiated for a kernel never launched.
+      constexpr int kBlockLayout = kLayout == kPackedNoise ? kGeneralNoise : kLayout;
       err = grid_size(prm.batch * kThreads, kThreads, blocks);
       if (err != cudaSuccess) return err;
-      if (vec)
-        dsm_loss_block_kernel<T, true><<<blocks, kThreads, 0, stream>>>(prm);
-      else
-        dsm_loss_block_kernel<T, false><<<blocks, kThreads, 0, stream>>>(prm);
+      dsm_loss_block_kernel<T, kVec, kBlockLayout><<<blocks, kThreads, 0, stream>>>(prm);
     }
     return cudaGetLastError();
   }
-
   err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
-  if (op == Op::kPerturb) {
-    if (vec)
-      dsm_perturb_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(prm);
-    else if (packed)
-      dsm_perturb_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(prm);
-    else
-      dsm_perturb_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(prm);
-  } else {
-    if (vec)
-      dsm_backward_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(prm);
-    else if (packed)
-      dsm_backward_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(prm);
-    else
-      dsm_backward_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(prm);
-  }
+  if (op == Op::kPerturb)
+    dsm_perturb_kernel<T, kVec, kLayout><<<blocks, kThreads, 0, stream>>>(prm);
+  else
+    dsm_backward_kernel<T, kVec, kLayout><<<blocks, kThreads, 0, stream>>>(prm);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
+  if (args.batch == 0 || args.sample_size == 0) return cudaSuccess;
+  const DsmParams prm = make_params(args);
+  const uintptr_t align = quad_alignment<T>();
+  bool vec = prm.sample_size % 4 == 0 && is_aligned(args.input, align);
+  if (op != Op::kLoss) vec = vec && is_aligned(args.out, align);
+  if (vec) return dsm_launch<T, true, kAlignedNoise>(prm, op, stream);  // D % 4 == 0
+  switch (noise_layout(prm.sample_size)) {
+    case kAlignedNoise:
+      return dsm_launch<T, false, kAlignedNoise>(prm, op, stream);
+    case kPackedNoise:
+      return dsm_launch<T, false, kPackedNoise>(prm, op, stream);
+    case kGeneralNoise:
+      break;
+  }
+  return dsm_launch<T, false, kGeneralNoise>(prm, op, stream);
 }
 
 cudaError_t dsm_dispatch(const DsmArgs& args, Op op, cudaStream_t stream) {

@@ -3,10 +3,10 @@
 // layout is that of the DSM kernels (dsm_kernels.cu):
 //
 // * perturb (out = alpha_b x + sigma_b z) and backward (out = g_b (2 w_b) (pred - a_b z - c_b x)):
-//   one thread per (sample, group of 4 elements), so one Philox call gives the group's normals
-//   (samples of D <= 2 share a counter: contract_noise.cuh); 128-bit loads/stores (64-bit for
-//   16-bit storage) when D % 4 == 0 and the buffers are aligned, scalar otherwise; grid-stride,
-//   int64 indexing.
+//   one thread per (sample, group of 4 elements), which draws the group's normals from the one
+//   or two Philox calls they lie in (the layouts of contract_noise.cuh); 128-bit loads/stores
+//   (64-bit for 16-bit storage) when D % 4 == 0 and the buffers are aligned, scalar otherwise;
+//   grid-stride, int64 indexing.
 // * loss (l_b = w_b ||pred_b - a_b z_b - c_b x_b||^2): one block per sample for large D, a team
 //   of 1..32 lanes of a warp per sample for small D, reducing with shuffles (and shared memory
 //   across the warps of a block). The squares are accumulated in double for every storage
@@ -47,7 +47,7 @@ struct DsmVpParams {
   int64_t total;        // B * num_groups
   bool index32;
   uint64_t seed;
-  uint64_t particle_offset;
+  uint64_t flat_offset;  // particle_offset D (contract_noise.cuh)
   uint32_t step;
 };
 
@@ -66,18 +66,17 @@ DsmVpParams make_params(const DsmVpArgs& a) {
   prm.total = a.batch * prm.num_groups;
   prm.index32 = prm.total <= static_cast<int64_t>(UINT32_MAX);
   prm.seed = a.seed;
-  prm.particle_offset = a.particle_offset;
+  prm.flat_offset = flat_offset(a.particle_offset, a.sample_size);
   prm.step = a.step;
   return prm;
 }
 
-// The contract's normals of group q of sample b (n of the 4 used; see contract_noise.cuh).
-// kPacked (here and in the kernels): D <= 2, whose samples share noise counters; never with
-// kVec (D % 4 == 0).
-template <bool kPacked, typename Acc>
-__device__ __forceinline__ void group_normals(const DsmVpParams& prm, int64_t b, int64_t q, int n, Acc (&z)[4]) {
-  contract_normals4<kPacked>(prm.seed, prm.particle_offset + static_cast<uint64_t>(b), prm.step, prm.sample_size, q, n,
-                             z);
+// The contract's normals of the group of sample b at element e = b D + 4q (n of the 4 used;
+// see contract_noise.cuh). kLayout (here and in the kernels): the NoiseLayout of the normals,
+// kAlignedNoise with kVec (D % 4 == 0).
+template <int kLayout, typename Acc>
+__device__ __forceinline__ void group_normals(const DsmVpParams& prm, int64_t e, int n, Acc (&z)[4]) {
+  contract_normals4<kLayout>(prm.seed, prm.flat_offset + static_cast<uint64_t>(e), prm.step, n, z);
 }
 
 // Elements of group q in a sample of D: 4 on the vector path, 1..4 otherwise.
@@ -90,14 +89,14 @@ __device__ __forceinline__ int group_count(int64_t D, int64_t q) {
 
 // r = pred - a z - c x (no c x term without data) for group q of sample b; returns the number
 // of elements n (r[j] for j >= n is meaningless).
-template <typename T, bool kVec, bool kPacked, bool kHasX, typename Acc = typename Storage<T>::acc>
+template <typename T, bool kVec, int kLayout, bool kHasX, typename Acc = typename Storage<T>::acc>
 __device__ __forceinline__ int group_residual(const DsmVpParams& prm, int64_t b, int64_t q, Acc a, Acc c, Acc (&r)[4]) {
   const int64_t D = prm.sample_size;
   const int n = group_count<kVec>(D, q);
   const int64_t e = b * D + 4 * q;
   load4<T, kVec>(static_cast<const T*>(prm.input) + e, n, r);
   Acc z[4];
-  group_normals<kPacked>(prm, b, q, n, z);
+  group_normals<kLayout>(prm, e, n, z);
 #pragma unroll
   for (int j = 0; j < 4; ++j) r[j] = sub_rn(r[j], mul_rn(a, z[j]));
   if (kHasX) {
@@ -112,7 +111,7 @@ __device__ __forceinline__ int group_residual(const DsmVpParams& prm, int64_t b,
 // ---------------------------------------------------------------------------------------
 // Elementwise: perturb and backward.
 
-template <typename T, bool kVec, bool kPacked>
+template <typename T, bool kVec, int kLayout>
 __global__ void __launch_bounds__(kThreads) dsm_vp_perturb_kernel(const DsmVpParams prm) {
   using Acc = typename Storage<T>::acc;
   const T* x = static_cast<const T*>(prm.input);
@@ -122,21 +121,21 @@ __global__ void __launch_bounds__(kThreads) dsm_vp_perturb_kernel(const DsmVpPar
   const int64_t D = prm.sample_size;
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t b, q;
-    particle_group<kPacked>(i, prm.num_groups, prm.index32, b, q);
+    particle_group<kLayout>(i, prm.num_groups, prm.index32, b, q);
     const int n = group_count<kVec>(D, q);
     const int64_t e = b * D + 4 * q;
     Acc v[4];
     load4<T, kVec>(x + e, n, v);
     const Acc al = alpha[b], sig = sigma[b];
     Acc z[4];
-    group_normals<kPacked>(prm, b, q, n, z);
+    group_normals<kLayout>(prm, e, n, z);
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = add_rn(mul_rn(al, v[j]), mul_rn(sig, z[j]));
     store4<T, kVec>(out + e, n, v);
   }
 }
 
-template <typename T, bool kVec, bool kPacked, bool kHasX>
+template <typename T, bool kVec, int kLayout, bool kHasX>
 __global__ void __launch_bounds__(kThreads) dsm_vp_backward_kernel(const DsmVpParams prm) {
   using Acc = typename Storage<T>::acc;
   T* out = static_cast<T*>(prm.out);
@@ -148,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) dsm_vp_backward_kernel(const DsmVpPa
   Acc scale = Acc(0), a = Acc(0), c = Acc(0);
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t b, q;
-    particle_group<kPacked>(i, prm.num_groups, prm.index32, b, q);
+    particle_group<kLayout>(i, prm.num_groups, prm.index32, b, q);
     if (b != row) {
       row = b;
       a = coef_a[b];
@@ -156,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) dsm_vp_backward_kernel(const DsmVpPa
       scale = mul_rn(grad[b], static_cast<Acc>(2.0 * prm.weight[b]));
     }
     Acc r[4];
-    const int n = group_residual<T, kVec, kPacked, kHasX>(prm, b, q, a, c, r);
+    const int n = group_residual<T, kVec, kLayout, kHasX>(prm, b, q, a, c, r);
 #pragma unroll
     for (int j = 0; j < 4; ++j) r[j] = mul_rn(scale, r[j]);
     store4<T, kVec>(out + b * prm.sample_size + 4 * q, n, r);
@@ -167,7 +166,7 @@ __global__ void __launch_bounds__(kThreads) dsm_vp_backward_kernel(const DsmVpPa
 // Loss: per-sample reductions.
 
 // Sum of squared residuals over groups first, first + stride, ... of sample b, in double.
-template <typename T, bool kVec, bool kPacked, bool kHasX>
+template <typename T, bool kVec, int kLayout, bool kHasX>
 __device__ __forceinline__ double sample_partial(const DsmVpParams& prm, int64_t b, int64_t first, int64_t stride) {
   using Acc = typename Storage<T>::acc;
   const Acc a = static_cast<const Acc*>(prm.coef_a)[b];
@@ -175,7 +174,7 @@ __device__ __forceinline__ double sample_partial(const DsmVpParams& prm, int64_t
   double s = 0.0;
   for (int64_t q = first; q < prm.num_groups; q += stride) {
     Acc r[4];
-    const int n = group_residual<T, kVec, kPacked, kHasX>(prm, b, q, a, c, r);
+    const int n = group_residual<T, kVec, kLayout, kHasX>(prm, b, q, a, c, r);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (j < n) {
@@ -203,8 +202,9 @@ constexpr int64_t kTeamMaxGroups = 128;
 
 // A team of 2^team_log2 (<= 32) consecutive lanes per sample. The loop runs over the warp's
 // samples so every lane of a warp takes the same trip count (the shuffles need all 32).
-template <typename T, bool kVec, bool kPacked, bool kHasX>
-__global__ void __launch_bounds__(kThreads) dsm_vp_loss_team_kernel(const DsmVpParams prm, int team_log2) {
+template <typename T, bool kVec, int kLayout, bool kHasX>
+__global__ void __launch_bounds__(kThreads, kLossMinBlocks)
+    dsm_vp_loss_team_kernel(const DsmVpParams prm, int team_log2) {
   using Acc = typename Storage<T>::acc;
   const int lane = threadIdx.x & 31;
   const int team = 1 << team_log2;
@@ -214,21 +214,22 @@ __global__ void __launch_bounds__(kThreads) dsm_vp_loss_team_kernel(const DsmVpP
   const int64_t warps = grid_stride() >> 5;
   for (int64_t base = warp * teams_per_warp; base < prm.batch; base += warps * teams_per_warp) {
     const int64_t b = base + (lane >> team_log2);
-    double s = b < prm.batch ? sample_partial<T, kVec, kPacked, kHasX>(prm, b, member, team) : 0.0;
+    double s = b < prm.batch ? sample_partial<T, kVec, kLayout, kHasX>(prm, b, member, team) : 0.0;
     for (int offset = team >> 1; offset > 0; offset >>= 1) s += __shfl_down_sync(0xffffffffu, s, offset, team);
     if (member == 0 && b < prm.batch) store_loss<Acc>(prm, b, s);
   }
 }
 
-// One block per sample (grid-stride over samples).
-template <typename T, bool kVec, bool kHasX>
-__global__ void __launch_bounds__(kThreads) dsm_vp_loss_block_kernel(const DsmVpParams prm) {
+// One block per sample (grid-stride over samples); more than kTeamMaxGroups groups, so never
+// packed.
+template <typename T, bool kVec, int kLayout, bool kHasX>
+__global__ void __launch_bounds__(kThreads, kLossMinBlocks) dsm_vp_loss_block_kernel(const DsmVpParams prm) {
   using Acc = typename Storage<T>::acc;
   __shared__ double partial[kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int num_warps = static_cast<int>(blockDim.x >> 5);
   for (int64_t b = blockIdx.x; b < prm.batch; b += gridDim.x) {
-    double s = warp_sum(sample_partial<T, kVec, false, kHasX>(prm, b, threadIdx.x, blockDim.x));
+    double s = warp_sum(sample_partial<T, kVec, kLayout, kHasX>(prm, b, threadIdx.x, blockDim.x));
     if (lane == 0) partial[warp] = s;
     __syncthreads();
     if (warp == 0) {
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) dsm_vp_loss_block_kernel(const DsmVp
 
 enum class Op { kPerturb, kLoss, kBackward };
 
-template <typename T, bool kVec, bool kPacked, bool kHasX>
+template <typename T, bool kVec, int kLayout, bool kHasX>
 cudaError_t launch_loss(const DsmVpParams& prm, cudaStream_t stream) {
   unsigned int blocks = 0;
   cudaError_t err;
@@ -253,29 +254,32 @@ cudaError_t launch_loss(const DsmVpParams& prm, cudaStream_t stream) {
     while (team_log2 < 5 && (int64_t{1} << team_log2) < prm.num_groups) ++team_log2;
     err = grid_size(prm.batch << team_log2, kThreads, blocks);
     if (err != cudaSuccess) return err;
-    dsm_vp_loss_team_kernel<T, kVec, kPacked, kHasX><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
-  } else {  // more than kTeamMaxGroups groups: never packed
+    dsm_vp_loss_team_kernel<T, kVec, kLayout, kHasX><<<blocks, kThreads, 0, stream>>>(prm, team_log2);
+  } else {
+    // More than kTeamMaxGroups groups, so never packed: the general layout stands in for it
+    // (correct for every D), not instantiated for a kernel never launched.
+    constexpr int kBlockLayout = kLayout == kPackedNoise ? kGeneralNoise : kLayout;
     err = grid_size(prm.batch * kThreads, kThreads, blocks);
     if (err != cudaSuccess) return err;
-    dsm_vp_loss_block_kernel<T, kVec, kHasX><<<blocks, kThreads, 0, stream>>>(prm);
+    dsm_vp_loss_block_kernel<T, kVec, kBlockLayout, kHasX><<<blocks, kThreads, 0, stream>>>(prm);
   }
   return cudaGetLastError();
 }
 
-template <typename T, bool kVec, bool kPacked>
+template <typename T, bool kVec, int kLayout>
 cudaError_t launch_vec(const DsmVpParams& prm, Op op, cudaStream_t stream) {
   const bool has_x = prm.data != nullptr;
   if (op == Op::kLoss)
-    return has_x ? launch_loss<T, kVec, kPacked, true>(prm, stream) : launch_loss<T, kVec, kPacked, false>(prm, stream);
+    return has_x ? launch_loss<T, kVec, kLayout, true>(prm, stream) : launch_loss<T, kVec, kLayout, false>(prm, stream);
   unsigned int blocks = 0;
   const cudaError_t err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
   if (op == Op::kPerturb)
-    dsm_vp_perturb_kernel<T, kVec, kPacked><<<blocks, kThreads, 0, stream>>>(prm);
+    dsm_vp_perturb_kernel<T, kVec, kLayout><<<blocks, kThreads, 0, stream>>>(prm);
   else if (has_x)
-    dsm_vp_backward_kernel<T, kVec, kPacked, true><<<blocks, kThreads, 0, stream>>>(prm);
+    dsm_vp_backward_kernel<T, kVec, kLayout, true><<<blocks, kThreads, 0, stream>>>(prm);
   else
-    dsm_vp_backward_kernel<T, kVec, kPacked, false><<<blocks, kThreads, 0, stream>>>(prm);
+    dsm_vp_backward_kernel<T, kVec, kLayout, false><<<blocks, kThreads, 0, stream>>>(prm);
   return cudaGetLastError();
 }
 
@@ -287,10 +291,16 @@ cudaError_t dsm_vp_typed(const DsmVpArgs& args, Op op, cudaStream_t stream) {
   bool vec = prm.sample_size % 4 == 0 && is_aligned(args.input, align);
   if (op != Op::kPerturb && args.data != nullptr) vec = vec && is_aligned(args.data, align);
   if (op != Op::kLoss) vec = vec && is_aligned(args.out, align);
-  if (vec) return launch_vec<T, true, false>(prm, op, stream);
-  // D <= 2: samples share noise counters (never vec)
-  if (prm.sample_size <= 2) return launch_vec<T, false, true>(prm, op, stream);
-  return launch_vec<T, false, false>(prm, op, stream);
+  if (vec) return launch_vec<T, true, kAlignedNoise>(prm, op, stream);  // D % 4 == 0
+  switch (noise_layout(prm.sample_size)) {
+    case kAlignedNoise:
+      return launch_vec<T, false, kAlignedNoise>(prm, op, stream);
+    case kPackedNoise:
+      return launch_vec<T, false, kPackedNoise>(prm, op, stream);
+    case kGeneralNoise:
+      break;
+  }
+  return launch_vec<T, false, kGeneralNoise>(prm, op, stream);
 }
 
 cudaError_t dsm_vp_dispatch(const DsmVpArgs& args, Op op, cudaStream_t stream) {

@@ -12,6 +12,11 @@ namespace cuda {
 constexpr int kThreads = 256;
 // Resident blocks per SM the grid-stride launches aim for (2048 threads on sm_80/sm_90).
 constexpr int kBlocksPerSm = 8;
+// The occupancy floor the per-sample loss kernels (dsm_kernels.cu, dsm_vp_kernels.cu) declare
+// in their launch bounds (so at most 64 registers a thread). Without one, ptxas trades a few
+// bytes of register spills for full occupancy in some of their instantiations (the noise
+// contract's per-group Philox counters cost them a few registers); with it, none spills.
+constexpr int kLossMinBlocks = 4;
 
 // Blocks for `work` items of one thread each, capped so a grid-stride loop covers the rest.
 inline cudaError_t grid_size(int64_t work, int threads, unsigned int& blocks) {

@@ -2,8 +2,8 @@
 //
 //   out = clamp(x + a_p * c_p * g + b_p * z),   g = s + w (s_c - s)
 //
-// * update kernel: one thread per (particle, group of 4 elements), so one Philox call
-//   gives the group's normals (particles of D <= 2 share a counter: contract_noise.cuh);
+// * update kernel: one thread per (particle, group of 4 elements), which draws the group's
+//   normals from the one or two Philox calls they lie in (the layouts of contract_noise.cuh);
 //   128-bit loads/stores (64-bit for 16-bit storage) when D % 4 == 0 and every buffer is
 //   aligned, scalar otherwise; grid-stride, int64 indexing.
 // * clip-factor kernel (only with max_score_norm): c_p = min(1, max_norm / ||g_p||) per
@@ -33,10 +33,6 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // The update.
 
-// kPackedNoise: the contract's noise of particles of D <= 2, which share counters (scalar path
-// only: D % 4 != 0).
-enum NoiseMode : int { kNoNoise = 0, kContractNoise = 1, kExplicitNoise = 2, kPackedNoise = 3 };
-
 template <typename Acc>
 struct UpdateParams {
   const void* x;
@@ -55,11 +51,12 @@ struct UpdateParams {
   int64_t total;          // P * num_groups
   bool index32;
   uint64_t seed;
-  uint64_t particle_offset;
+  uint64_t flat_offset;  // particle_offset D (contract_noise.cuh)
   uint32_t step;
   const int64_t* step_counter;  // null: step (see noise_launchers.h)
 };
 
+// kNoise: an UpdateNoise or, for the contract's noise, its NoiseLayout (contract_noise.cuh).
 template <typename T, int kNoise, bool kVec>
 __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<typename Storage<T>::acc> prm) {
   using Acc = typename Storage<T>::acc;
@@ -68,12 +65,12 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
   const T* score_cond = static_cast<const T*>(prm.score_cond);
   T* out = static_cast<T*>(prm.out);
   const int64_t D = prm.particle_size;
-  constexpr bool kDraws = kNoise == kContractNoise || kNoise == kPackedNoise;
+  constexpr bool kDraws = is_contract_noise(kNoise);
   const uint32_t step = kDraws ? current_step(prm.step, prm.step_counter) : 0u;
 
   for (int64_t i = global_thread_id(); i < prm.total; i += grid_stride()) {
     int64_t p, q;
-    particle_group<kNoise == kPackedNoise>(i, prm.num_groups, prm.index32, p, q);
+    particle_group<kNoise>(i, prm.num_groups, prm.index32, p, q);
     const int64_t d0 = 4 * q;
     const int64_t rest = D - d0;
     const int n = kVec ? 4 : (rest < 4 ? static_cast<int>(rest) : 4);
@@ -95,10 +92,9 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const UpdateParams<t
     Acc z[4] = {Acc(0), Acc(0), Acc(0), Acc(0)};
     Acc b = Acc(0);
     if (kNoise != kNoNoise) b = prm.noise_pp != nullptr ? prm.noise_pp[p] : prm.b;
-    if (kDraws) {
-      contract_normals4<kNoise == kPackedNoise>(prm.seed, prm.particle_offset + static_cast<uint64_t>(p), step, D, q, n,
-                                                z);
-    } else if (kNoise == kExplicitNoise) {
+    if constexpr (kDraws) {
+      contract_normals4<kNoise>(prm.seed, prm.flat_offset + static_cast<uint64_t>(e), step, n, z);
+    } else if constexpr (kNoise == kExplicitNoise) {
       if (prm.noise_vec) {
         const float4 r = *reinterpret_cast<const float4*>(static_cast<const float*>(prm.noise) + e);
         z[0] = static_cast<Acc>(r.x), z[1] = static_cast<Acc>(r.y);
@@ -240,14 +236,12 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
   prm.total = P * prm.num_groups;
   prm.index32 = prm.total <= static_cast<int64_t>(UINT32_MAX);
   prm.seed = args.seed;
-  prm.particle_offset = args.particle_offset;
+  prm.flat_offset = flat_offset(args.particle_offset, D);
   prm.step = args.step;
   prm.step_counter = step_counter;
 
   // b == 0 for every particle: no noise is drawn (nor an explicit noise tensor read).
-  const int mode = !needs_noise(args)      ? kNoNoise
-                   : args.noise != nullptr ? kExplicitNoise
-                                           : (D <= 2 ? kPackedNoise : kContractNoise);
+  const int mode = !needs_noise(args) ? kNoNoise : args.noise != nullptr ? kExplicitNoise : noise_layout(D);
   const uintptr_t align = quad_alignment<T>();
   const bool vec = D % 4 == 0 && is_aligned(args.x, align) && is_aligned(args.score, align) &&
                    is_aligned(args.out, align) && (args.score_cond == nullptr || is_aligned(args.score_cond, align));
@@ -258,18 +252,20 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
   cudaError_t err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
 #define SF_LAUNCH(MODE, VEC) langevin_kernel<T, MODE, VEC><<<blocks, kThreads, 0, stream>>>(prm)
-  if (vec) {
-    if (mode == kContractNoise)
-      SF_LAUNCH(kContractNoise, true);
+  if (vec) {  // D % 4 == 0: the contract's noise is aligned
+    if (mode == kAlignedNoise)
+      SF_LAUNCH(kAlignedNoise, true);
     else if (mode == kExplicitNoise)
       SF_LAUNCH(kExplicitNoise, true);
     else
       SF_LAUNCH(kNoNoise, true);
   } else {
-    if (mode == kContractNoise)
-      SF_LAUNCH(kContractNoise, false);
+    if (mode == kAlignedNoise)
+      SF_LAUNCH(kAlignedNoise, false);
     else if (mode == kPackedNoise)
       SF_LAUNCH(kPackedNoise, false);
+    else if (mode == kGeneralNoise)
+      SF_LAUNCH(kGeneralNoise, false);
     else if (mode == kExplicitNoise)
       SF_LAUNCH(kExplicitNoise, false);
     else

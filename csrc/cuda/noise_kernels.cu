@@ -1,7 +1,8 @@
 // CUDA kernels of the noise contract: philox_fill_ (raw Philox words) and normal_fill_
-// (standard normals). One thread per (particle, group of 4): one Philox call gives the
-// group's four words / normals; for normal_fill_ of particles of D <= 2, which share
-// counters, one thread per counter of the tensor's flat run of the stream instead.
+// (standard normals). philox_fill_: one thread per (particle, group of 4), one Philox call
+// giving the group's four words. normal_fill_: the tensor draws the noise of its flat
+// [P D / 4, 4] view whatever D is (scorefast/philox.h), so one thread per counter of that
+// run of the stream, one Philox call giving four consecutive elements.
 //
 // Precision: Box-Muller uses the precise logf / sqrtf / cosf / sinf (scorefast/philox.h),
 // never the __logf / __sincosf intrinsics, and this file must not be built with
@@ -43,41 +44,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// D >= 3: out[p, 4q : 4q + 4] (clipped to D) = normals of (p + offset, step, q), rounded to T;
-// `vec` (float32, D % 4 == 0 and a 16-byte aligned base): one float4 store per group.
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    normal_fill_kernel(T* out, int64_t total, int64_t particle_size, int64_t num_groups, bool index32, bool vec,
-                       uint64_t seed, uint32_t step_arg, uint64_t particle_offset, const int64_t* step_counter) {
-  const uint32_t step = current_step(step_arg, step_counter);
-  for (int64_t i = global_thread_id(); i < total; i += grid_stride()) {
-    int64_t p, q;
-    split_index(i, num_groups, index32, p, q);
-    const PhiloxWords w = noise_words(seed, particle_offset + static_cast<uint64_t>(p), step, static_cast<uint32_t>(q));
-    const int64_t d0 = 4 * q;
-    T* dst = out + p * particle_size + d0;
-    if constexpr (std::is_same<T, float>::value) {
-      if (vec) {
-        const Normal4 z = normals_from_words(w);
-        *reinterpret_cast<float4*>(dst) = make_float4(z.z0, z.z1, z.z2, z.z3);
-        continue;
-      }
-    }
-    const int64_t rest = particle_size - d0;
-    const int n = rest < 4 ? static_cast<int>(rest) : 4;
-    float z0, z1;
-    box_muller(w.w0, w.w1, z0, z1);
-    Storage<T>::store(dst, z0);
-    if (n > 1) Storage<T>::store(dst + 1, z1);
-    if (n > 2) {  // the second pair only when the group uses it (D % 4 == 1 or 2 tails)
-      float z2, z3;
-      box_muller(w.w2, w.w3, z2, z3);
-      Storage<T>::store(dst + 2, z2);
-      if (n > 3) Storage<T>::store(dst + 3, z3);
-    }
-  }
-}
-
 // out[e], out[e + 1] = Box-Muller of (word_a, word_b), those of the two in [0, n); nothing is
 // drawn when neither is.
 template <typename T>
@@ -90,15 +56,14 @@ __device__ __forceinline__ void store_pair_in_run(T* out, int64_t e, int64_t n, 
   if (second) Storage<T>::store(out + e + 1, z_sin);
 }
 
-// D <= 2 (packed): out[0 .. n) is the run of the stream's elements that starts at output
-// `head` of counter first_counter (noise_site of the first particle). Thread i takes counter
-// first_counter + i, whose output j is out[4 i + j - head]; only the first and last counters
-// are partial. `vec` (float32, head == 0, 16-byte aligned base): one float4 store per full
-// counter.
+// out[0 .. n) is the run of the stream's elements that starts at output `head` of counter
+// first_counter (noise_site of the first particle). Thread i takes counter first_counter + i,
+// whose output j is out[4 i + j - head]; only the first and last counters are partial. `vec`
+// (float32, head == 0, 16-byte aligned base): one float4 store per full counter.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    normal_fill_packed_kernel(T* out, int64_t num_counters, int64_t n, uint64_t first_counter, int head, bool vec,
-                              uint64_t seed, uint32_t step_arg, const int64_t* step_counter) {
+    normal_fill_kernel(T* out, int64_t num_counters, int64_t n, uint64_t first_counter, int head, bool vec,
+                       uint64_t seed, uint32_t step_arg, const int64_t* step_counter) {
   const uint32_t step = current_step(step_arg, step_counter);
   for (int64_t i = global_thread_id(); i < num_counters; i += grid_stride()) {
     const PhiloxWords w = noise_words(seed, first_counter + static_cast<uint64_t>(i), step, 0u);
@@ -118,27 +83,15 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 cudaError_t normal_fill_typed(T* out, int64_t num_particles, int64_t particle_size, uint64_t seed, uint32_t step,
                               uint64_t particle_offset, cudaStream_t stream, const int64_t* step_counter) {
+  const NoiseSite first = noise_site(particle_offset, static_cast<uint64_t>(particle_size), 0);
+  const int64_t n = num_particles * particle_size;
+  const int64_t num_counters = (first.output + n + 3) / 4;
   unsigned int blocks = 0;
-  cudaError_t err;
-  if (particle_size <= 2) {
-    const NoiseSite first = noise_site(particle_offset, static_cast<uint64_t>(particle_size), 0);
-    const int64_t n = num_particles * particle_size;
-    const int64_t num_counters = (first.output + n + 3) / 4;
-    err = grid_size(num_counters, kThreads, blocks);
-    if (err != cudaSuccess) return err;
-    const bool vec = std::is_same<T, float>::value && first.output == 0 && is_aligned(out, 16);
-    normal_fill_packed_kernel<T><<<blocks, kThreads, 0, stream>>>(out, num_counters, n, first.counter, first.output,
-                                                                  vec, seed, step, step_counter);
-    return cudaGetLastError();
-  }
-  const int64_t num_groups = (particle_size + 3) / 4;
-  const int64_t total = num_particles * num_groups;
-  err = grid_size(total, kThreads, blocks);
+  const cudaError_t err = grid_size(num_counters, kThreads, blocks);
   if (err != cudaSuccess) return err;
-  const bool index32 = total <= static_cast<int64_t>(UINT32_MAX);
-  const bool vec = std::is_same<T, float>::value && particle_size % 4 == 0 && is_aligned(out, 16);
-  normal_fill_kernel<T><<<blocks, kThreads, 0, stream>>>(out, total, particle_size, num_groups, index32, vec, seed,
-                                                         step, particle_offset, step_counter);
+  const bool vec = std::is_same<T, float>::value && first.output == 0 && is_aligned(out, 16);
+  normal_fill_kernel<T><<<blocks, kThreads, 0, stream>>>(out, num_counters, n, first.counter, first.output, vec, seed,
+                                                         step, step_counter);
   return cudaGetLastError();
 }
 

@@ -1,11 +1,10 @@
 """The noise contract in numba: ``scorefast_numba::philox_fill_`` and ``normal_fill_``.
 
-    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, q)))[j]
-    p' = particle_offset + p;  D >= 3: c = p', q = d >> 2, j = d & 3
-    D = 1 or 2 (packed): g = p' D + d, c = g >> 2, q = 0, j = g & 3
+    z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(g >> 2), hi32(g >> 2), t, 0)))[g & 3]
+    g = (particle_offset + p) D + d,  the element's flat index (< 2^63)
 
-(a [P, 1] or [P, 2] tensor draws the noise of its [P D / 4, 4] view, every word used; the
-fills take that view at their entry, see packed_view).
+(every tensor draws the noise of its flat [P D / 4, 4] view, every word used; the fills take
+that view at their entry, see flat_view).
 
 32-bit words are held in uint64 values below 2^32: Philox's mulhilo is then one uint64
 product, and nothing mixes signed with unsigned integers (numba would type that as
@@ -188,13 +187,10 @@ def box_muller(word_a, word_b):
 
 
 @jit(helper=True)
-def packed_view(D, offset, begin):
-    """(D, offset, begin) of a fill of [P, D] elements restated in the view whose noise it
-    draws: for D = 1 or 2 the [P D / 4, 4] view, where particle p' starts at flat element
-    p' D (p' < 2^63, so p' D fits in uint64), and a start mid-counter moves into begin;
-    other D are returned as they are."""
-    if D > 2:
-        return D, offset, begin
+def flat_view(D, offset, begin):
+    """(4, offset, begin) of a fill of [P, D] elements restated in the view whose noise it
+    draws, the flat [P D / 4, 4] view: particle p' starts at flat element p' D (< 2^63, the
+    op checks), and a start mid-counter moves into begin."""
     flat = offset * np.uint64(D)
     return 4, flat >> np.uint64(2), begin + np.int64(flat & np.uint64(3))
 
@@ -205,7 +201,7 @@ def fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n):
 
     Box-Muller runs only for the word pairs that are used.
     """
-    D, offset, begin = packed_view(D, offset, begin)
+    D, offset, begin = flat_view(D, offset, begin)
     p = begin // D
     d = begin - p * D
     i = 0
@@ -292,10 +288,10 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
 
     Batches of up to _LANES consecutive (particle, group) pairs: their Philox words and
-    Box-Muller pairs in vectorised loops, then the used normals in element order (D = 1 and 2
-    run as the packed view's D = 4, so every pair is used). Short runs take fill_normals_scalar.
+    Box-Muller pairs in vectorised loops, then the used normals in element order (every D runs
+    as the flat view's D = 4, so every pair is used). Short runs take fill_normals_scalar.
     """
-    D, offset, begin = packed_view(D, offset, begin)
+    D, offset, begin = flat_view(D, offset, begin)
     if n < _VECTOR_MIN:
         fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n)
         return
@@ -310,7 +306,7 @@ def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     d = begin - p * D
     i = 0
     while i < n:
-        if D <= 4 and d == 0 and n - i >= _LANES * D:  # whole particles of 3 or 4 (packed 1, 2 as 4): one group each
+        if d == 0 and n - i >= _LANES * D:  # whole counters of the flat view (D = 4): one group each
             for lane in range(_LANES):
                 pid = offset + np.uint64(p + lane)
                 c0[lane] = np.uint32(pid & _M32)

@@ -8,8 +8,8 @@ steps on them; only the trajectory frames and the final state go to memory:
                      s_t = score of the mixture noised by sigma2_t (0: the mixture itself)
     MALA:            y = x + a_t s(x) + sqrt(2 a_t) z, accepted when
                      log u < log p(y) - log p(x) - |x - y - a_t s(y)|^2 / (4 a_t) + |z|^2 / 2
-                     (in float64), u = uniform(word 0 of Philox group ceil(D/4)) at (p, t0 + t);
-                     a NaN ratio is a rejection.
+                     (in float64), u = uniform(word 0 of Philox counter (lo32(p'), hi32(p'),
+                     t0 + t, ceil(D / 4))); a NaN ratio is a rejection.
 
 The score is gmm.py's ``gmm_tile`` (per-point form of the parameters, sigma2_t added in the
 kernel) and the normals noise.py's ``particle_normals``, so the chain equals T single
@@ -30,7 +30,7 @@ import triton.language as tl
 from ..._env import triton_interpreting
 from ...ops import chain as contract
 from .gmm import MAX_BLOCK_D, gmm_tile
-from .noise import contract_words, custom_op, launch, particle_normals, round_bf16, seed_halves, to_acc
+from .noise import contract_words, custom_op, launch, noise_mode, particle_normals, round_bf16, seed_halves, to_acc
 
 # Elements of one [BLOCK_N, BLOCK_D] state tile: a program keeps about six tiles live (state,
 # score, noise, MALA's proposal and its score, the gmm accumulator), half the gmm kernel's.
@@ -82,6 +82,7 @@ def _chain_kernel(
     TRAJ: tl.constexpr,
     F64: tl.constexpr,
     BF16: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -95,7 +96,7 @@ def _chain_kernel(
     mask = row_ok[:, None] & dmask[None, :]
     offs = n[:, None] * D + d[None, :]
     x = to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), F64)
-    ids = offset + n  # global particle ids: the noise counter
+    ids = offset + n  # global particle ids p' (the noise's flat indices are p' D + d)
     zero = tl.zeros([BLOCK_N], dtype=x.dtype)
     sx = tl.zeros_like(x)
     lpx = zero
@@ -109,7 +110,9 @@ def _chain_kernel(
         a = tl.load(a_ptr + t)
         b = _sqrt(2.0 * a, F64)
         # padded coordinates keep x = 0, so the score's distances there stay 0
-        z = tl.where(dmask[None, :], to_acc(particle_normals(seed_lo, seed_hi, step, ids, BLOCK_D), F64), 0.0)
+        z = tl.where(
+            dmask[None, :], to_acc(particle_normals(seed_lo, seed_hi, step, ids, D, NOISE_MODE, BLOCK_D), F64), 0.0
+        )
         if MALA:
             y = _round_to_storage(x + a * sx + b * z, x_ptr, F64, BF16)
             sy, lpy = gmm_tile(
@@ -124,8 +127,8 @@ def _chain_kernel(
                 - tl.sum(r * r, axis=1) / (4.0 * a64)
                 + 0.5 * tl.sum(z64 * z64, axis=1)
             )
-            # the uniform: word 0 of group ceil(D / 4) of counter p' (after a particle's own groups;
-            # for D <= 2 the normals come from counters shared by particles, the uniform not)
+            # the uniform: word 0 of counter (lo32(p'), hi32(p'), t, ceil(D / 4)), whose last word
+            # (>= 1) no normal's counter has (theirs is 0)
             w0, w1, w2, w3 = contract_words(seed_lo, seed_hi, step, ids, 0 * ids + (D + 3) // 4)
             take = tl.log(tl.random.uint_to_uniform_float(w0).to(tl.float64)) < log_alpha  # NaN: rejected
             x = tl.where(take[:, None], y, x)
@@ -243,6 +246,7 @@ def gmm_chain_(
         TRAJ=k > 0,
         F64=x.dtype == torch.float64,
         BF16=x.dtype == torch.bfloat16,
+        NOISE_MODE=noise_mode(D),
         BLOCK_N=block_n,
         BLOCK_D=block_d,
     )

@@ -6,9 +6,9 @@
     snr_corrector_step:  the same with c_x = 1, c_s = ε_p, b = sqrt(2 ε_p) per particle
 
 Two kernels: per-particle norms (float64 ‖g_p‖², the clip factor c_p, and for the corrector
-‖z_p‖² of the contract normals regenerated in registers), then one fused pass over Philox
-groups that draws the noise again (``noise.group_normals``) or reads an explicit noise
-tensor. The corrector's step sizes are formed from the norms by the contract's
+‖z_p‖² of the contract normals regenerated in registers), then one fused pass over groups
+of four elements that draws the noise again (``noise.group_normals``) or reads an explicit
+noise tensor. The corrector's step sizes are formed from the norms by the contract's
 ``corrector_coefficients`` between the two launches (float64, rounded once). Storage
 float16/bfloat16/float32 computes in float32, float64 in float64.
 """
@@ -25,7 +25,18 @@ import triton.language as tl
 from ...ops import diffusion as contract
 from ...ops._common import check_particle_size
 from .langevin import f64_bits
-from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
+from .noise import (
+    block_for,
+    custom_op,
+    group_normals,
+    group_shift,
+    group_tile,
+    launch,
+    noise_layout,
+    seed_halves,
+    select4,
+    to_acc,
+)
 
 NORM_TILE = 2048  # groups per program of the norm kernel: BLOCK_Q of one particle by BLOCK_P
 MAX_BLOCK_Q = 128
@@ -58,7 +69,7 @@ def _g_sq(s_ptr, sc_ptr, p, d, row_ok, D, w, GUIDED: tl.constexpr, F64: tl.const
 
 @triton.jit
 def _z_sq(z, d, row_ok, D):
-    mask = row_ok[:, None] & (d < D)[None, :]
+    mask = row_ok[:, None] & (d >= 0) & (d < D)  # d: [BLOCK_P, BLOCK_Q]
     z64 = tl.where(mask, z, 0.0).to(tl.float64)
     return z64 * z64
 
@@ -72,6 +83,7 @@ def _norms_kernel(
     P,
     D,
     Q,
+    QN,
     w: tl.int64,
     max_norm: tl.int64,
     seed_lo: tl.int64,
@@ -82,14 +94,15 @@ def _norms_kernel(
     CLIP: tl.constexpr,
     WANT_Z: tl.constexpr,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_Q: tl.constexpr,
 ):
     """Per particle: ‖g_p‖² (float64), or with CLIP the factor min(1, max_norm / ‖g_p‖) in the
-    compute type; with WANT_Z also ‖z_p‖² of the contract normals (float64). Tiles of Philox
-    groups: z_k of ``group_normals`` is element 4q + k of group q (order does not matter to a
-    sum of squares)."""
+    compute type; with WANT_Z also ‖z_p‖² of the contract normals (float64). Tiles of groups
+    of four elements: Q = ceil(D / 4) plain groups for g, QN groups laid as NOISE_MODE says
+    for z (z_k of ``group_normals`` is element 4q + k - s of group q; order does not matter
+    to a sum of squares)."""
     p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     row_ok = p < P
     w = _f64(w)
@@ -103,12 +116,13 @@ def _norms_kernel(
         g_acc += _g_sq(s_ptr, sc_ptr, p, d + 2, row_ok, D, w, GUIDED, F64)
         g_acc += _g_sq(s_ptr, sc_ptr, p, d + 3, row_ok, D, w, GUIDED, F64)
     if WANT_Z:  # a loop of its own: fewer live values across Box-Muller's slow-path calls
-        for q0 in range(0, Q, BLOCK_Q):
+        shift = group_shift(offset + p, D, NOISE_MODE)[:, None]
+        for q0 in range(0, QN, BLOCK_Q):
             q = q0 + tl.arange(0, BLOCK_Q)
-            d = 4 * q
+            d = 4 * q[None, :] - shift
             ids = (offset + p)[:, None] + 0 * q[None, :]
             groups = q[None, :] + 0 * p[:, None]
-            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, ids, groups, PER_COUNTER)
+            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, ids, groups, D, NOISE_MODE)
             z_acc += _z_sq(z0, d, row_ok, D) + _z_sq(z1, d + 1, row_ok, D)
             z_acc += _z_sq(z2, d + 2, row_ok, D) + _z_sq(z3, d + 3, row_ok, D)
     g_sum = tl.sum(g_acc, axis=1)
@@ -165,11 +179,11 @@ def _reverse_kernel(
     NOISE: tl.constexpr,
     CLAMP: tl.constexpr,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # One lane per Philox group: its four elements share one Philox call.
-    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
+    # One lane per group of four elements of a particle (noise: ``group_normals``).
+    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, offset, NOISE_MODE, BLOCK)
     g = _guided(s_ptr, sc_ptr, e, mask, _f64(w), GUIDED, F64)
     x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
     c_x = _per_particle(cx_pp_ptr, p, row_ok, _f64(cx), CX_PP, F64)
@@ -179,7 +193,7 @@ def _reverse_kernel(
     v = c_x * x + a_p * g
     if NOISE != 0:
         if NOISE == 1:
-            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
+            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, D, NOISE_MODE)
             z = to_acc(select4(k, z0, z1, z2, z3), F64)
         else:
             z = to_acc(tl.load(noise_ptr + e, mask=mask, other=0.0), F64)
@@ -210,6 +224,7 @@ def _norms(score, score_cond, guidance, max_norm, want_z, seed, step, offset, P,
     if P == 0:
         return g_out, z_out
     Q = (D + 3) // 4
+    layout, QN = noise_layout(D, draws=want_z)  # QN >= Q: the z loop may take one more block
     block_q = min(triton.next_power_of_2(max(_hint(Q), 1)), MAX_BLOCK_Q)
     block_p = max(1, min(NORM_TILE // (4 * block_q), triton.next_power_of_2(_hint(P))))
     lo, hi = seed_halves(seed)
@@ -224,6 +239,7 @@ def _norms(score, score_cond, guidance, max_norm, want_z, seed, step, offset, P,
         P,
         D,
         Q,
+        QN,
         f64_bits(guidance),
         f64_bits(max_norm if clip else 1.0),
         lo,
@@ -234,7 +250,7 @@ def _norms(score, score_cond, guidance, max_norm, want_z, seed, step, offset, P,
         CLIP=clip,
         WANT_Z=want_z,
         F64=f64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=layout,
         BLOCK_P=block_p,
         BLOCK_Q=block_q,
     )
@@ -254,7 +270,7 @@ def _run(out, x, score, score_cond, w, cx, cx_pp, a, a_pp, b, b_pp, noise, seed,
     factor = None
     if max_norm is not None:
         factor, _ = _norms(score, score_cond, w, max_norm, False, seed, step, offset, P, D)
-    Q = (D + 3) // 4
+    layout, Q = noise_layout(D, draws=mode == _NOISE_CONTRACT)
     n_groups = P * Q
     seed_lo, seed_hi = seed_halves(seed)
     block = block_for(_hint(n_groups))
@@ -294,7 +310,7 @@ def _run(out, x, score, score_cond, w, cx, cx_pp, a, a_pp, b, b_pp, noise, seed,
         NOISE=mode,
         CLAMP=lo is not None or hi is not None,
         F64=x.dtype == torch.float64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=layout,
         BLOCK=block,
     )
 

@@ -10,9 +10,9 @@ triton_op infers its schema from the annotations).
 
 z is the noise contract's normals for (seed, step, particle_offset + b), drawn in registers
 (``noise.group_normals``) by every kernel, never stored. Perturb and backward are
-elementwise passes over Philox groups. The loss walks each sample's groups in BLOCK-sized
-chunks; a sample may be split over several programs (few samples, long samples), whose
-partial sums a second kernel adds. Storage float16/bfloat16/float32 computes and
+elementwise passes over groups of four elements. The loss walks each sample's groups in
+BLOCK-sized chunks; a sample may be split over several programs (few samples, long
+samples), whose partial sums a second kernel adds. Storage float16/bfloat16/float32 computes and
 accumulates in float32 (a tree reduction, tl.sum), float64 in float64. sigma_b^p is
 evaluated on the host side in float64 (torch.pow, one [B] op), as the C++ kernels do with
 std::pow.
@@ -27,9 +27,21 @@ import triton.language as tl
 from ..._env import triton_interpreting
 from ...ops import dsm as contract
 from ...ops._common import acc_dtype
-from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
+from .noise import (
+    NOISE_GENERAL,
+    block_for,
+    custom_op,
+    group_normals,
+    group_shift,
+    group_tile,
+    launch,
+    noise_layout,
+    seed_halves,
+    select4,
+    to_acc,
+)
 
-# Philox groups per chunk of the loss kernel (4 elements each).
+# Groups of four elements per chunk of the loss kernel.
 LOSS_GROUPS = 256
 # The loss kernel splits samples until about this many programs run (GPU only).
 LOSS_TARGET_PROGRAMS = 1024
@@ -65,13 +77,13 @@ def _dsm_perturb_kernel(
     step: tl.int64,
     offset: tl.int64,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # One lane per Philox group: its four elements share one Philox call.
-    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
+    # One lane per group of four elements of a particle (noise: ``group_normals``).
+    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, offset, NOISE_MODE, BLOCK)
     sig = to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
-    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, D, NOISE_MODE)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
     v = x + sig[:, None] * z
@@ -94,7 +106,7 @@ def _dsm_loss_kernel(
     EPS: tl.constexpr,
     F64: tl.constexpr,
     FINAL: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Program (b, s): groups [s * chunks_per_split * BLOCK, (s + 1) * chunks_per_split * BLOCK)
@@ -108,6 +120,7 @@ def _dsm_loss_kernel(
     lanes = tl.arange(0, BLOCK).to(tl.int64)
     base = b * D  # int64: B * D may exceed 2^31
     q_begin = s * chunks_per_split * BLOCK
+    shift = group_shift(offset + b, D, NOISE_MODE)  # group q holds elements 4q + k - shift
     if F64:
         acc = tl.zeros([BLOCK, 4], dtype=tl.float64)
     else:
@@ -115,8 +128,12 @@ def _dsm_loss_kernel(
     for c in range(0, chunks_per_split):
         q = q_begin + c * BLOCK + lanes
         d = q[:, None] * 4 + k[None, :]
-        mask = d < D
-        z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q, PER_COUNTER)
+        if NOISE_MODE == NOISE_GENERAL:
+            d = d - shift
+            mask = (d >= 0) & (d < D)
+        else:
+            mask = d < D
+        z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q, D, NOISE_MODE)
         z = to_acc(select4(k, z0, z1, z2, z3), F64)
         pred = to_acc(tl.load(pred_ptr + base + d, mask=mask, other=0.0), F64)
         r = tl.where(mask, _residual(pred, z, inv_sigma, EPS), 0.0)
@@ -171,10 +188,10 @@ def _dsm_backward_kernel(
     offset: tl.int64,
     EPS: tl.constexpr,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
+    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, offset, NOISE_MODE, BLOCK)
     g = to_acc(tl.load(g_ptr + p, mask=row_ok, other=0.0), F64)
     if EPS:
         scale = 2.0 * g
@@ -184,7 +201,7 @@ def _dsm_backward_kernel(
         scale = g * to_acc(tl.load(weight_ptr + p, mask=row_ok, other=0.0), F64)
         inv_sigma = 1.0 / to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
         inv_sigma = inv_sigma[:, None]
-    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, D, NOISE_MODE)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     pred = to_acc(tl.load(pred_ptr + e, mask=mask, other=0.0), F64)
     v = scale[:, None] * _residual(pred, z, inv_sigma, EPS)
@@ -230,7 +247,7 @@ def dsm_perturb(x: torch.Tensor, sigma: torch.Tensor, seed: int, step: int, part
     out = torch.empty_like(x_c)
     if B * D == 0:
         return out
-    Q = (D + 3) // 4
+    mode, Q = noise_layout(D)
     n_groups = B * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
@@ -249,7 +266,7 @@ def dsm_perturb(x: torch.Tensor, sigma: torch.Tensor, seed: int, step: int, part
         step,
         particle_offset,
         F64=x_c.dtype == torch.float64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=mode,
         BLOCK=block,
     )
     return out
@@ -267,7 +284,7 @@ def dsm_loss(
     out = torch.empty(B, dtype=acc, device=pred.device)
     weight = sigma_c if eps_form else _weight(sigma_c, power)  # not read in the eps form
     f64 = pred.dtype == torch.float64
-    Q = (D + 3) // 4
+    mode, Q = noise_layout(D)
     block = max(1, min(LOSS_GROUPS, triton.next_power_of_2(Q)))
     splits, per = _loss_split(B, triton.cdiv(Q, block))
     lo, hi = seed_halves(seed)
@@ -290,7 +307,7 @@ def dsm_loss(
             EPS=eps_form,
             F64=f64,
             FINAL=True,
-            PER_COUNTER=per_counter(D),
+            NOISE_MODE=mode,
             BLOCK=block,
         )
         return out
@@ -313,7 +330,7 @@ def dsm_loss(
         EPS=eps_form,
         F64=f64,
         FINAL=False,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=mode,
         BLOCK=block,
     )
     block_s = triton.next_power_of_2(splits)
@@ -354,7 +371,7 @@ def dsm_loss_backward(
     if B * D == 0:
         return out
     weight = sigma_c if eps_form else _weight(sigma_c, power)  # not read in the eps form
-    Q = (D + 3) // 4
+    mode, Q = noise_layout(D)
     n_groups = B * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
@@ -376,7 +393,7 @@ def dsm_loss_backward(
         particle_offset,
         EPS=eps_form,
         F64=pred.dtype == torch.float64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=mode,
         BLOCK=block,
     )
     return out

@@ -8,9 +8,9 @@ of scorefast.ops.dsm_vp; the int arguments are inferred as SymInt from the annot
 
 z is the noise contract's normals for (seed, step, particle_offset + b), drawn in registers
 (``noise.group_normals``) by every kernel, never stored. The launch layout is that of the
-DSM kernels (kernels/triton/dsm.py): perturb and backward are elementwise passes over Philox
-groups; the loss walks each sample's groups in BLOCK-sized chunks, a sample possibly split
-over several programs whose partial sums a second kernel adds. Storage float16/bfloat16/float32
+DSM kernels (kernels/triton/dsm.py): perturb and backward are elementwise passes over groups
+of four elements; the loss walks each sample's groups in BLOCK-sized chunks, a sample possibly
+split over several programs whose partial sums a second kernel adds. Storage float16/bfloat16/float32
 computes and accumulates in float32 (a tree reduction, tl.sum), float64 in float64; the
 float64 weight w_b multiplies the sum in float64.
 """
@@ -24,7 +24,19 @@ import triton.language as tl
 from ...ops import dsm_vp as contract
 from ...ops._common import acc_dtype
 from .dsm import FINISH_TILE, LOSS_GROUPS, _loss_split
-from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
+from .noise import (
+    NOISE_GENERAL,
+    block_for,
+    custom_op,
+    group_normals,
+    group_shift,
+    group_tile,
+    launch,
+    noise_layout,
+    seed_halves,
+    select4,
+    to_acc,
+)
 
 
 @triton.jit
@@ -50,14 +62,14 @@ def _vp_perturb_kernel(
     step: tl.int64,
     offset: tl.int64,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # One lane per Philox group: its four elements share one Philox call.
-    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
+    # One lane per group of four elements of a particle (noise: ``group_normals``).
+    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, offset, NOISE_MODE, BLOCK)
     al = to_acc(tl.load(alpha_ptr + p, mask=row_ok, other=1.0), F64)
     sig = to_acc(tl.load(sigma_ptr + p, mask=row_ok, other=1.0), F64)
-    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, D, NOISE_MODE)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     x = to_acc(tl.load(x_ptr + e, mask=mask, other=0.0), F64)
     v = al[:, None] * x + sig[:, None] * z
@@ -82,7 +94,7 @@ def _vp_loss_kernel(
     HAS_X: tl.constexpr,
     F64: tl.constexpr,
     FINAL: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Program (b, s): groups [s * chunks_per_split * BLOCK, (s + 1) * chunks_per_split * BLOCK)
@@ -96,6 +108,7 @@ def _vp_loss_kernel(
     lanes = tl.arange(0, BLOCK).to(tl.int64)
     base = b * D  # int64: B * D may exceed 2^31
     q_begin = s * chunks_per_split * BLOCK
+    shift = group_shift(offset + b, D, NOISE_MODE)  # group q holds elements 4q + k - shift
     if F64:
         acc = tl.zeros([BLOCK, 4], dtype=tl.float64)
     else:
@@ -103,8 +116,12 @@ def _vp_loss_kernel(
     for i in range(0, chunks_per_split):
         q = q_begin + i * BLOCK + lanes
         d = q[:, None] * 4 + k[None, :]
-        mask = d < D
-        z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q, PER_COUNTER)
+        if NOISE_MODE == NOISE_GENERAL:
+            d = d - shift
+            mask = (d >= 0) & (d < D)
+        else:
+            mask = d < D
+        z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, (offset + b) + q * 0, q, D, NOISE_MODE)
         z = to_acc(select4(k, z0, z1, z2, z3), F64)
         pred = to_acc(tl.load(pred_ptr + base + d, mask=mask, other=0.0), F64)
         x = pred
@@ -159,16 +176,16 @@ def _vp_backward_kernel(
     offset: tl.int64,
     HAS_X: tl.constexpr,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
+    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, offset, NOISE_MODE, BLOCK)
     g = to_acc(tl.load(g_ptr + p, mask=row_ok, other=0.0), F64)
     # g_b times 2 w_b rounded to the compute type, as the C++ kernels
     scale = g * to_acc(tl.load(weight2_ptr + p, mask=row_ok, other=0.0), F64)
     a = to_acc(tl.load(a_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
     c = to_acc(tl.load(c_ptr + p, mask=row_ok, other=0.0), F64)[:, None]
-    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
+    z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, D, NOISE_MODE)
     z = to_acc(select4(k, z0, z1, z2, z3), F64)
     pred = to_acc(tl.load(pred_ptr + e, mask=mask, other=0.0), F64)
     x = pred
@@ -198,7 +215,7 @@ def dsm_vp_perturb(
     out = torch.empty_like(x_c)
     if B * D == 0:
         return out
-    Q = (D + 3) // 4
+    mode, Q = noise_layout(D)
     n_groups = B * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
@@ -218,7 +235,7 @@ def dsm_vp_perturb(
         step,
         particle_offset,
         F64=x_c.dtype == torch.float64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=mode,
         BLOCK=block,
     )
     return out
@@ -246,7 +263,7 @@ def dsm_vp_loss(
     a_c, c_c, w_c = a.contiguous(), c.contiguous(), weight.contiguous()
     out = torch.empty(B, dtype=acc, device=pred.device)
     f64 = pred.dtype == torch.float64
-    Q = (D + 3) // 4
+    mode, Q = noise_layout(D)
     block = max(1, min(LOSS_GROUPS, triton.next_power_of_2(Q)))
     splits, per = _loss_split(B, triton.cdiv(Q, block))
     lo, hi = seed_halves(seed)
@@ -271,7 +288,7 @@ def dsm_vp_loss(
         HAS_X=x is not None,
         F64=f64,
         FINAL=splits == 1,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=mode,
         BLOCK=block,
     )
     if splits == 1:
@@ -314,7 +331,7 @@ def dsm_vp_loss_backward(
     out = torch.empty_like(pred_c)
     if B * D == 0:
         return out
-    Q = (D + 3) // 4
+    mode, Q = noise_layout(D)
     n_groups = B * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
@@ -338,7 +355,7 @@ def dsm_vp_loss_backward(
         particle_offset,
         HAS_X=x is not None,
         F64=pred.dtype == torch.float64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=mode,
         BLOCK=block,
     )
     return out

@@ -5,9 +5,9 @@ place) and ``scorefast_triton::langevin_step_`` (in place), with the schema of e
     c_p = min(1, max_score_norm / ‖g_p‖) per particle (NaN when ‖g_p‖ is NaN)
 
 Two kernels: the clip factors c_p (one float64 norm per particle, only with clipping),
-then one fused pass over Philox groups that loads x and the score(s), draws the contract
-noise in registers (``noise.group_normals``) or reads an explicit noise tensor, and
-stores the result. Storage float16/bfloat16/float32 computes in float32, float64 in
+then one fused pass over groups of four elements that loads x and the score(s), draws the
+contract noise in registers (``noise.group_normals``) or reads an explicit noise tensor,
+and stores the result. Storage float16/bfloat16/float32 computes in float32, float64 in
 float64 (the contract noise is float32 normals either way).
 """
 
@@ -23,7 +23,7 @@ import triton.language as tl
 
 from ...ops import langevin as contract
 from ...ops._common import check_particle_size
-from .noise import block_for, custom_op, group_normals, group_tile, launch, per_counter, seed_halves, select4, to_acc
+from .noise import block_for, custom_op, group_normals, group_tile, launch, noise_layout, seed_halves, select4, to_acc
 
 # Tile of the norm kernel: up to NORM_TILE elements, BLOCK_D of one particle by BLOCK_P particles.
 NORM_TILE = 2048
@@ -123,11 +123,11 @@ def _langevin_kernel(
     NOISE: tl.constexpr,
     CLAMP: tl.constexpr,
     F64: tl.constexpr,
-    PER_COUNTER: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # One lane per Philox group: its four elements share one Philox call.
-    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, BLOCK)
+    # One lane per group of four elements of a particle (noise: ``group_normals``).
+    p, q, k, e, row_ok, mask = group_tile(n_groups, Q, D, offset, NOISE_MODE, BLOCK)
     w = _f64(w)
     a = _f64(a)
     b = _f64(b)
@@ -149,7 +149,7 @@ def _langevin_kernel(
 
     if NOISE != 0:
         if NOISE == 1:
-            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, PER_COUNTER)
+            z0, z1, z2, z3 = group_normals(seed_lo, seed_hi, step, offset + p, q, D, NOISE_MODE)
             z = to_acc(select4(k, z0, z1, z2, z3), F64)
         else:
             z = to_acc(tl.load(noise_ptr + e, mask=mask, other=0.0), F64)
@@ -222,7 +222,7 @@ def _run(
             BLOCK_D=block_d,
         )
 
-    Q = (D + 3) // 4
+    layout, Q = noise_layout(D, draws=mode == _NOISE_CONTRACT)
     n_groups = P * Q
     lo, hi = seed_halves(seed)
     block = block_for(n_groups)
@@ -257,7 +257,7 @@ def _run(
         NOISE=mode,
         CLAMP=clamp_min is not None or clamp_max is not None,
         F64=f64,
-        PER_COUNTER=per_counter(D),
+        NOISE_MODE=layout,
         BLOCK=block,
     )
 

@@ -11,7 +11,8 @@ import torch
 
 STORAGE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 MAX_STEP = 2**32 - 1  # the step is one 32-bit word of the Philox counter
-MAX_PARTICLE_SIZE = 2**34  # d >> 2 is one 32-bit counter word
+MAX_PARTICLE_SIZE = 2**34  # ceil(D / 4), the group of a MALA uniform, is one 32-bit counter word
+MAX_FLAT_INDEX = 2**63  # the noise's flat element index (particle_offset + p) D + d is an int64
 
 
 # torch dtypes as the C++ checks print them (c10::ScalarType names).
@@ -69,18 +70,33 @@ def check_per_particle(x: torch.Tensor, t: torch.Tensor | None, name: str) -> No
         fail(f"{name} must be {scalar_name(acc)} for x of dtype {scalar_name(x.dtype)}, got {scalar_name(t.dtype)}")
 
 
-def check_counter(step: int, particle_offset: int, num_particles: int) -> None:
+def elements_per_particle(t: torch.Tensor) -> int:
+    """D of a tensor whose dim 0 holds the particles (0 when there are none)."""
+    return t.numel() // t.shape[0] if t.dim() and t.shape[0] else 0
+
+
+def check_counter(step: int, particle_offset: int, num_particles: int, particle_size: int = 1) -> None:
     if not 0 <= step <= MAX_STEP:
         fail(f"step must be in [0, 2^32) (one 32-bit counter word), got {step}")
     if particle_offset < 0:
         fail(f"particle_offset must be >= 0, got {particle_offset}")
     if particle_offset + num_particles > 2**63:
         fail(f"particle_offset + number of particles must be <= 2^63, got {particle_offset} + {num_particles}")
+    check_flat_extent(particle_offset, num_particles, particle_size)
+
+
+def check_flat_extent(particle_offset: int, num_particles: int, particle_size: int) -> None:
+    """The noise's flat element indices (particle_offset + p) D + d must stay below 2^63."""
+    if num_particles and (particle_offset + num_particles) * particle_size > MAX_FLAT_INDEX:
+        fail(
+            f"(particle_offset + number of particles) * elements per particle must be <= 2^63 (the noise's "
+            f"flat element index), got ({particle_offset} + {num_particles}) * {particle_size}"
+        )
 
 
 def check_particle_size(D: int) -> None:
     if D > MAX_PARTICLE_SIZE:
-        fail(f"elements per particle must be <= 2^34 (d >> 2 is a 32-bit counter word), got {D}")
+        fail(f"elements per particle must be <= 2^34 (ceil(D / 4) is a 32-bit counter word), got {D}")
 
 
 def check_finite(value: float, name: str) -> None:

@@ -49,7 +49,7 @@ def check_args(
 ) -> None:
     """The checks of the C++ op (csrc/chain_op.h), with its messages."""
     check_mixture_args(x, means, var, var, factor, log_const, None, device_type=device_type, kernels=kernels)
-    check_counter(step_offset, particle_offset, x.shape[0])
+    check_counter(step_offset, particle_offset, x.shape[0], x.shape[-1] if x.dim() else 1)
     if not x.is_contiguous():
         fail("x must be contiguous")
     acc = acc_dtype(x.dtype)

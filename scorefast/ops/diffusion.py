@@ -34,6 +34,7 @@ from ._common import (
     check_no_partial_overlap,
     check_per_particle,
     check_storage,
+    elements_per_particle,
     fail,
     scalar_name,
 )
@@ -110,7 +111,7 @@ def check_args(
     if noise is not None:
         check_like(x, noise, "noise")
         check_storage(noise, "noise")
-    check_counter(step, particle_offset, x.shape[0])
+    check_counter(step, particle_offset, x.shape[0], elements_per_particle(x))
     _check_clamp(clamp_min, clamp_max)
     if max_score_norm is not None and not (math.isfinite(max_score_norm) and max_score_norm > 0):
         fail(f"max_score_norm must be finite and > 0, got {max_score_norm}")
@@ -145,7 +146,7 @@ def check_corrector_args(
     _check_x_and_scores(x, score, score_cond, guidance, device_type, kernels)
     if not (math.isfinite(snr) and snr >= 0):
         fail(f"snr must be finite and >= 0, got {snr}")
-    check_counter(step, particle_offset, x.shape[0])
+    check_counter(step, particle_offset, x.shape[0], elements_per_particle(x))
     _check_clamp(clamp_min, clamp_max)
     if inplace:
         check_no_partial_overlap(x, score, "score")

@@ -64,7 +64,7 @@ def check_args(
         expected, got = scalar_name(acc), scalar_name(sigma.dtype)
         fail(f"sigma must be {expected} for {name} of dtype {scalar_name(input.dtype)}, got {got}")
     check_finite(power, "power")
-    check_counter(step, particle_offset, B)
+    check_counter(step, particle_offset, B, input.numel() // B if B else 0)
     check_particle_size(input.numel() // B if B else 0)
 
 

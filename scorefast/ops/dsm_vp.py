@@ -73,7 +73,7 @@ def check_perturb_args(
     acc = acc_dtype(x.dtype)
     _check_per_sample(alpha, "alpha", x, "x", acc)
     _check_per_sample(sigma, "sigma", x, "x", acc)
-    check_counter(step, particle_offset, B)
+    check_counter(step, particle_offset, B, x.numel() // B if B else 0)
     check_particle_size(x.numel() // B if B else 0)
 
 
@@ -102,7 +102,7 @@ def check_loss_args(
     _check_per_sample(a, "a", pred, "pred", acc)
     _check_per_sample(c, "c", pred, "pred", acc)
     _check_per_sample(weight, "weight", pred, "pred", torch.float64)
-    check_counter(step, particle_offset, B)
+    check_counter(step, particle_offset, B, pred.numel() // B if B else 0)
     check_particle_size(pred.numel() // B if B else 0)
 
 

@@ -25,6 +25,7 @@ from ._common import (
     check_no_partial_overlap,
     check_per_particle,
     check_storage,
+    elements_per_particle,
     fail,
     scalar_name,
 )
@@ -87,7 +88,7 @@ def check_args(
     if noise is not None:
         check_like(x, noise, "noise")
         check_storage(noise, "noise")
-    check_counter(step, particle_offset, x.shape[0])
+    check_counter(step, particle_offset, x.shape[0], elements_per_particle(x))
     for v, name in ((clamp_min, "clamp_min"), (clamp_max, "clamp_max")):
         if v is not None and math.isnan(v):
             fail(f"{name} must not be NaN")

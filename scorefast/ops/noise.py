@@ -46,7 +46,7 @@ def check_normal_fill(out: torch.Tensor, step: int, particle_offset: int) -> Non
         fail("out must have at least one dimension (dim 0 = particles)")
     if not out.is_contiguous():
         fail("out must be contiguous")
-    check_counter(step, particle_offset, out.shape[0])
+    check_counter(step, particle_offset, out.shape[0], out.numel() // out.shape[0] if out.shape[0] else 0)
     if out.numel():
         check_particle_size(out.numel() // out.shape[0])
 
@@ -68,12 +68,13 @@ def register(namespace: str, ops, *, fakes: bool = True) -> None:
 #
 # A tensor viewed as [P, D] gets, at sampler step t,
 #
-#     z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, w >> 2)))[w & 3]
-#     p' = particle_offset + p;  k = 4 // D for D = 1 or 2, else 1
-#     c = p' div k;  w = (p' mod k) * D + d
+#     z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(g >> 2), hi32(g >> 2), t, 0)))[g & 3]
+#     g = (particle_offset + p) * D + d,  the flat index of the element, < 2^63
 #
-# (D >= 3: c = p', w = d. Particles of one or two elements share a counter, k to a counter, so
-# every word of a Philox call is used: such a tensor draws the noise of its [P D / 4, 4] view.)
+# (every tensor draws the noise of its flat [P D / 4, 4] view, so every word of a Philox call
+# is used whatever D is, and the noise of a particle depends on its id and D only). Counters
+# with a last word >= 1 are free for other draws: a MALA step's acceptance uniform is word 0
+# of counter (lo32(p'), hi32(p'), t, ceil(D / 4)), p' = particle_offset + p.
 #
 # Philox, the uint32 -> uniform map and Box-Muller are exactly Triton's ``tl.philox``,
 # ``uint_to_uniform_float`` and ``pair_uniform_to_normal``. Words are held in int64
@@ -151,28 +152,17 @@ def _normals_of_words(w: torch.Tensor) -> torch.Tensor:
     return torch.stack((z0, z1, z2, z3), dim=-1)
 
 
-def particles_per_counter(particle_size: int) -> int:
-    """How many particles share one Philox counter: 4 // D for D = 1 or 2 (packed), else 1."""
-    return 4 // particle_size if particle_size in (1, 2) else 1
-
-
 def contract_outputs_ref(
     num_particles: int, particle_size: int, seed: int, step: int, particle_offset: int, outputs_of_words, device=None
 ) -> torch.Tensor:
-    """[P, D] of element (p, d)'s output of the contract's Philox group: ``outputs_of_words`` maps
+    """[P, D] of element (p, d)'s output of the contract's Philox call: ``outputs_of_words`` maps
     int64 words [..., 4] to the four outputs [..., 4] (the normals, or any function of them)."""
     P, D = num_particles, particle_size
-    k = particles_per_counter(D)
-    if k > 1:  # packed: k particles per counter, particle p' at words (p' mod k) D ..
-        first, last = particle_offset // k, (particle_offset + P - 1) // k
-        w = philox_words_ref(max(last - first + 1, 0), 1, seed, step, first, device)
-        z = outputs_of_words(w).reshape(-1)
-        start = (particle_offset % k) * D
-        return z[start : start + P * D].reshape(P, D).contiguous()
-    num_groups = (D + 3) // 4
-    w = philox_words_ref(P, num_groups, seed, step, particle_offset, device)
-    z = outputs_of_words(w).reshape(P, 4 * num_groups)
-    return z[:, :D].contiguous()
+    start = particle_offset * D  # flat index g of element (0, 0)
+    first, last = start >> 2, (start + P * D - 1) >> 2
+    w = philox_words_ref(max(last - first + 1, 0), 1, seed, step, first, device)
+    z = outputs_of_words(w).reshape(-1)
+    return z[start & 3 : (start & 3) + P * D].reshape(P, D).contiguous()
 
 
 def normal_ref(

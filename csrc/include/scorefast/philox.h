@@ -2,10 +2,12 @@
 //
 // A tensor viewed as [P, D] gets, at sampler step t, the standard normal
 //
-//   z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(c), hi32(c), t, w >> 2)))[w & 3]
-//   p' = particle_offset + p;  k = 4 / D for D = 1 or 2, else 1;  c = p' div k;  w = (p' mod k) D + d
+//   z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(g >> 2), hi32(g >> 2), t, 0)))[g & 3]
+//   g = (particle_offset + p) D + d,  the flat index of the element, < 2^63
 //
-// (noise_site below: particles of one or two elements share a counter, so every word is used)
+// (noise_site below: every tensor draws the noise of its flat [P D / 4, 4] view, so every word
+// of a Philox call is used whatever D is). Counters whose last word is >= 1 are free for other
+// draws: a MALA step's acceptance uniform is word 0 of counter (p', t, ceil(D / 4)).
 //
 // with Philox, the uint32 -> uniform map and Box-Muller exactly as Triton's
 // tl.philox / uint_to_uniform_float / pair_uniform_to_normal, so every backend
@@ -34,7 +36,7 @@ constexpr float kUint32ToUniformScale = 4.6566127342e-10f;
 constexpr float kTwoPi = 6.283185307179586f;
 constexpr float kMinUniform = 1.0e-7f;
 
-// The step index t is one 32-bit counter word; d >> 2 is another.
+// The step index t is one 32-bit counter word; the group word of a uniform (ceil(D / 4)) another.
 constexpr uint64_t kMaxStep = 0xFFFFFFFFull;
 
 struct PhiloxWords {
@@ -69,7 +71,7 @@ SF_HOST_DEVICE PhiloxWords philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, 
   return PhiloxWords{c0, c1, c2, c3};
 }
 
-// The words for particle p' (already offset), step t and group q = d >> 2.
+// The words of counter (lo32(counter), hi32(counter), step, group).
 SF_HOST_DEVICE PhiloxWords noise_words(uint64_t seed, uint64_t particle, uint32_t step, uint32_t group) {
   return philox4x32_10(static_cast<uint32_t>(particle), static_cast<uint32_t>(particle >> 32), step, group, seed);
 }
@@ -109,9 +111,8 @@ SF_HOST_DEVICE float normal_component(const Normal4& n, int j) {
 }
 
 // Where element d of particle p' (already offset) of a [P, D] tensor draws its normal: output
-// `output` of the four of counter (lo32(counter), hi32(counter), t, group). Particles of one or
-// two elements share a counter (element g = p' D + d of the tensor's [P D / 4, 4] view: every
-// word of a Philox call used); longer ones start a counter of their own.
+// `output` of the four of counter (lo32(counter), hi32(counter), t, group), counter = g >> 2 and
+// output = g & 3 of the element's flat index g = p' D + d (the caller keeps g < 2^63).
 struct NoiseSite {
   uint64_t counter;
   uint32_t group;
@@ -119,11 +120,8 @@ struct NoiseSite {
 };
 
 SF_HOST_DEVICE NoiseSite noise_site(uint64_t particle, uint64_t D, uint64_t d) {
-  if (D <= 2) {
-    const uint64_t g = particle * D + d;  // particle < 2^63, so no overflow
-    return NoiseSite{g >> 2, 0u, static_cast<int>(g & 3)};
-  }
-  return NoiseSite{particle, static_cast<uint32_t>(d >> 2), static_cast<int>(d & 3)};
+  const uint64_t g = particle * D + d;
+  return NoiseSite{g >> 2, 0u, static_cast<int>(g & 3)};
 }
 
 // One element of the contract: z[p, d] of a [P, D] tensor (particle already offset).
