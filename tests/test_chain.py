@@ -115,9 +115,19 @@ def _chain_op(kb, x, mix, steps, mala, seed, step_offset, trajectory_every=0):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", ["ula", "annealed"])
 def test_chain_equals_single_steps(kernel_backend, case, kind, dtype):
-    kb = kernel_backend
+    _chain_vs_single_steps(kernel_backend, case, kind, dtype, dim=3)
+
+
+@pytest.mark.parametrize("dim", [6, 8])
+def test_chain_equals_single_steps_past_four_elements(kernel_backend, dim):
+    # Particles of more than 4 elements take the blocked chains, whose noise meets the flat
+    # view's counters aligned (D = 8) or straddling them (D = 6).
+    _chain_vs_single_steps(kernel_backend, "ula", "isotropic", torch.float32, dim)
+
+
+def _chain_vs_single_steps(kb, case, kind, dtype, dim):
     _require(kb)
-    mix = random_mixture(3, 3, seed=1, kind=kind, spread=2.0)
+    mix = random_mixture(3, dim, seed=1, kind=kind, spread=2.0)
     x = mix.sample(_n(kb, 40), seed=2).to(dtype).to(kb.device)
     kw = _case(kb, case)
     out = scorefast.gmm_chain(x, mix, seed=5, step_offset=7, backend=kb.name, **kw).x
