@@ -153,14 +153,15 @@ def _chain_vs_single_steps(kb, case, kind, dtype, dim):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dim", [3, 6])
 @pytest.mark.parametrize("case", list(CASES))
-def test_chain_equals_one_step_chains_bit_for_bit(kernel_backend, case, dtype):
+def test_chain_equals_one_step_chains_bit_for_bit(kernel_backend, case, dim, dtype):
     # T fused steps equal T calls of one step each: the state is rounded to its storage after
     # every step, the counter of step t is step_offset + t, MALA's state and score carry over.
     kb = kernel_backend
     _require(kb)
     kind = {"ula": "full", "annealed": "diagonal", "mala": "isotropic"}[case]
-    mix = random_mixture(3, 3, seed=4, kind=kind, spread=2.0)
+    mix = random_mixture(3, dim, seed=4, kind=kind, spread=2.0)
     x = mix.sample(_n(kb, 24), seed=3).to(dtype).to(kb.device)
     kw = _case(kb, case)
     steps = [(a, 0.0 if s is None else s * s) for s, a in _levels(kw)]
@@ -216,11 +217,12 @@ def test_16bit_state_is_rounded_to_nearest_even(kernel_backend, dtype):
     assert bool(((out.double() - v).abs() <= ulp + budget)[~clear].all())
 
 
+@pytest.mark.parametrize("dim", [2, 7])
 @pytest.mark.parametrize("case", list(CASES))
-def test_chain_matches_reference_within_the_noise_budget(kernel_backend, case):
+def test_chain_matches_reference_within_the_noise_budget(kernel_backend, case, dim):
     kb = kernel_backend
     _require(kb)
-    mix = random_mixture(3, 2, seed=6, kind="diagonal", spread=2.0)
+    mix = random_mixture(3, dim, seed=6, kind="diagonal", spread=2.0)
     x = mix.sample(_n(kb, 30), seed=7)
     kw = _case(kb, case)
     k = 3 if kb.interpreted else 5
@@ -614,7 +616,9 @@ class _Cpp:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("D, kind", [(2, "isotropic"), (3, "full"), (9, "diagonal"), (9, "full")])
+@pytest.mark.parametrize(
+    "D, kind", [(2, "isotropic"), (3, "full"), (6, "diagonal"), (7, "full"), (9, "diagonal"), (9, "full")]
+)
 @pytest.mark.parametrize("case", ["ula", "annealed"])
 def test_16bit_chain_is_the_float32_chain_rounded_every_step(dtype, D, kind, case):
     # 16-bit states run the float32 vector chains (D <= 4: particles in lanes; D = 9: blocks),
@@ -670,7 +674,7 @@ def test_16bit_chain_rounds_overflow_subnormals_and_nan_as_torch(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("D", [1, 2, 9])
+@pytest.mark.parametrize("D", [1, 2, 6, 9])
 @pytest.mark.parametrize("case", ["ula", "mala"])
 def test_chain_independent_of_chunking_in_every_storage_type(dtype, D, case):
     # float64 states run blocks of up to 64 particles, 16-bit ones the vector chains: a cut

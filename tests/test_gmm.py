@@ -58,7 +58,7 @@ def _shape(kb, n, k, d):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_matches_reference(kernel_backend, kind, sigma_mode, dtype):
     _require_gmm(kernel_backend)
-    for N, K, D in [(37, 3, 5), (5, 1, 1), (9, 4, 2)]:
+    for N, K, D in [(37, 3, 5), (5, 1, 1), (9, 4, 2), (21, 5, 8)]:
         N, K, D = _shape(kernel_backend, N, K, D)
         mix = random_mixture(K, D, seed=K * 10 + D, kind=kind, device=kernel_backend.device)
         x = mix.sample(N, seed=1).to(dtype).to(kernel_backend.device)

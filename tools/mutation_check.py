@@ -82,12 +82,12 @@ _MALA_STEPWISE_CROSS = (
 )
 _MALA_NUMBA = (POWER + "test_mala_fused_chain_keeps_its_target[numba]",)
 _MALA_NUMBA_CROSS = (
-    CHAIN + "test_chain_matches_reference_within_the_noise_budget[numba-mala]",
+    CHAIN + "test_chain_matches_reference_within_the_noise_budget[numba-mala-2]",
     CHAIN + "test_mala_acceptances_equal_the_cpp_kernel[numba-torch.float64]",
 )
 _MALA_REF = (POWER + "test_mala_fused_chain_keeps_its_target[reference]",)
 _MALA_REF_CROSS = (
-    CHAIN + "test_chain_matches_reference_within_the_noise_budget[cpp:generic-mala]",
+    CHAIN + "test_chain_matches_reference_within_the_noise_budget[cpp:generic-mala-2]",
     CHAIN + "test_wider_particles_match_reference[cpp:generic-mala]",
 )
 _PC = (
@@ -189,7 +189,7 @@ MUTANTS = (
         "b = math.sqrt(two * a)",
         "b = math.sqrt(a)",
         (POWER + "test_ula_fused_chain_matches_its_exact_law[numba]",),
-        (CHAIN + "test_chain_matches_reference_within_the_noise_budget[numba-ula]",),
+        (CHAIN + "test_chain_matches_reference_within_the_noise_budget[numba-ula-2]",),
     ),
     Mutant(
         "annealed_double_step",
@@ -213,7 +213,7 @@ MUTANTS = (
             CLI + "test_sample_targets_and_samplers[annealed]",
         ),
         (
-            CHAIN + "test_chain_matches_reference_within_the_noise_budget[cpp:generic-annealed]",
+            CHAIN + "test_chain_matches_reference_within_the_noise_budget[cpp:generic-annealed-2]",
             SAMPLERS + "test_annealed_on_a_mixture_runs_the_fused_chain_with_the_same_result",
         ),
     ),
@@ -369,7 +369,7 @@ MUTANTS = (
         "noise_scale=math.sqrt(2 * a),",
         "noise_scale=math.sqrt(a),",
         (
-            CHAIN + "test_chain_matches_reference_within_the_noise_budget[cpp:generic-ula]",
+            CHAIN + "test_chain_matches_reference_within_the_noise_budget[cpp:generic-ula-2]",
             POWER + "test_ula_fused_chain_matches_its_exact_law[reference]",
         ),
     ),
