@@ -118,10 +118,11 @@ def test_chain_equals_single_steps(kernel_backend, case, kind, dtype):
     _chain_vs_single_steps(kernel_backend, case, kind, dtype, dim=3)
 
 
-@pytest.mark.parametrize("dim", [6, 8])
+@pytest.mark.parametrize("dim", [6, 8, 10])
 def test_chain_equals_single_steps_past_four_elements(kernel_backend, dim):
-    # Particles of more than 4 elements take the blocked chains, whose noise meets the flat
-    # view's counters aligned (D = 8) or straddling them (D = 6).
+    # Particles of more than 4 elements, whose noise meets the flat view's counters aligned
+    # (D = 8) or straddling them (D = 6, 10); cpp's register-tile chains take D <= 8, its
+    # blocked ones D = 10.
     _chain_vs_single_steps(kernel_backend, "ula", "isotropic", torch.float32, dim)
 
 
