@@ -85,6 +85,19 @@ def test_chain_script_writes_json(tmp_path, monkeypatch, capsys):
     _check_rows(r, TINY_CASES, ["eager loop", "cpp"])
 
 
+def test_chain_script_dsweep(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(chain, "DSWEEP_DIMS", (3, 10))
+    tiny = [dict(c, N=16) for c in chain.dsweep_cases(quick=True)]
+    assert [c["name"] for c in tiny] == [
+        f"{D}-D {kind}" for D in (3, 10) for kind in ("isotropic ULA", "full ULA", "full annealed 10x10")
+    ]
+    monkeypatch.setattr(chain, "dsweep_cases", lambda quick: tiny)
+    path = tmp_path / "d.json"
+    assert bench_chain.main(["--dsweep", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
+    assert f"results: {path}" in capsys.readouterr().out
+    _check_rows(json.loads(path.read_text()), tiny, ["eager loop", "cpp"])
+
+
 def _samplers_json(tmp_path, monkeypatch, capsys, *args):
     monkeypatch.setattr(chain, "cases", lambda quick: TINY_CASES)
     path = tmp_path / "s.json"

@@ -79,3 +79,15 @@ def test_fma_peak_is_measured_with_the_widest_vectors():
     assert peak["gflops"] == pytest.approx(2 * peak["multiply_adds_per_s"] / 1e9)
     assert fma_peak.fraction(peak["multiply_adds_per_s"], 2.0, peak) == pytest.approx(0.5)
     assert fma_peak.fraction(1.0, 1.0, {"error": "none"}) is None
+
+
+def test_gmm_script_dsweep(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gmm, "DSWEEP_DIMS", (3, 10))
+    monkeypatch.setattr(gmm, "DSWEEP_POINTS", 640)  # --quick: 64 points
+    path = tmp_path / "d.json"
+    assert bench_gmm.main(["--dsweep", "--quick", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
+    assert f"results: {path}" in capsys.readouterr().out
+    r = json.loads(path.read_text())
+    assert [(row["kind"], row["N"], row["K"], row["D"]) for row in r["rows"]] == [
+        (kind, 64, gmm.DSWEEP_COMPONENTS, d) for kind in gmm.KINDS for d in (3, 10)
+    ]

@@ -83,7 +83,7 @@ def _float32_chain_within_bound(mix, x, kw, every):
     a = scorefast.gmm_chain(x, mix, seed=13, trajectory_every=every, backend="cpp", **kw)
     b = scorefast.gmm_chain(x.double(), mix, seed=13, trajectory_every=every, backend="reference", **kw)
     mala = kw["method"] == "mala"
-    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=mala, seed=13)
+    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=mala, seed=13, explicit_precision=True)
     keep = a.accepted == b.accepted if mala else torch.ones(x.shape[0], dtype=torch.bool)
     assert int((~keep).sum()) <= 1
     _within_bound(a.x[keep], b.x[keep], bound[-1][keep], "final state")
@@ -232,7 +232,9 @@ def test_chain_matches_reference_within_the_noise_budget(kernel_backend, case, d
     # Each step adds the normals' contract tolerance, the score's budget and rounding; the drift
     # of the mixture noised at that step's level carries earlier differences on, contracting
     # where its precisions dominate (chain_error_bound).
-    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=11)
+    _, bound = chain_error_bound(
+        x, mix, *_schedule(kw), mala=case == "mala", seed=11, explicit_precision=kb.name == "cpp"
+    )
     _within_bound(a.x, b.x, bound[-1], "final state")
     _within_bound(a.trajectory, b.trajectory, bound[k - 1 :: k], "trajectory")
     if case == "mala":
@@ -252,7 +254,9 @@ def test_wider_particles_match_reference(kernel_backend, case):
         kw = dict(method="annealed", sigmas=[1.0, 0.3], steps_per_level=2, epsilon=0.004)
     a = scorefast.gmm_chain(x.to(kb.device), mix, seed=12, step_offset=9, backend=kb.name, **kw)
     b = scorefast.gmm_chain(x, mix, seed=12, step_offset=9, backend="reference", **kw)
-    _, bound = chain_error_bound(x, mix, *_schedule(kw), mala=case == "mala", seed=12, step_offset=9)
+    _, bound = chain_error_bound(
+        x, mix, *_schedule(kw), mala=case == "mala", seed=12, step_offset=9, explicit_precision=kb.name == "cpp"
+    )
     _within_bound(a.x, b.x, bound[-1], "final state")
     if case == "mala":
         assert torch.equal(a.accepted.cpu(), b.accepted)
@@ -511,11 +515,13 @@ def test_errors(kwargs, error, match, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("D", [1, 2, 4, 7, 37, 70])
+@pytest.mark.parametrize("D", [1, 2, 4, 7, 12, 37, 70])
 def test_float32_vector_path_matches_reference(kind, case, D):
-    # float32 with D <= 4 runs whole vectors of particles, D > 4 blocks of particles through
-    # the two-pass evaluator (isotropic, diagonal) or the full-covariance one (D = 70: more
-    # vectors per row than it keeps in registers); against the float64 reference chain.
+    # float32 with D <= 8 runs whole vectors of particles, D > 8 blocks of particles through
+    # the two-pass evaluator (isotropic, diagonal; D = 12 and 37 with a partial vector of
+    # coordinates) or, for full covariances, the explicit precisions (one noise level) and the
+    # factor form (annealed; D = 70: more vectors per row than it keeps in registers); against
+    # the float64 reference chain.
     mix = random_mixture(3, D, seed=D, kind=kind, spread=2.0)
     x = mix.sample(37, seed=1).float()  # 37: a partial vector at the end
     a = _float32_chain_within_bound(mix, x, CASES[case], every=5)
@@ -558,7 +564,7 @@ def test_two_pass_chain_equals_one_step_chains_bit_for_bit(kind, case, K):
 
 @pytest.mark.parametrize("case", ["ula", "mala"])
 def test_float32_full_chain_with_many_components_matches_reference(case):
-    # Full covariances at D >= 32 with one noise level run the explicit-precision tiles while
+    # Full covariances at D >= 9 with one noise level run the explicit-precision tiles while
     # the K precisions stay in cache (K D^2 <= 2^19); K = 1030 at D = 32 is past that and takes
     # the factor-form evaluator with its online log-sum-exp.
     mix = random_mixture(1030, 32, seed=3, kind="full", spread=2.0)

@@ -58,7 +58,7 @@ def _shape(kb, n, k, d):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_matches_reference(kernel_backend, kind, sigma_mode, dtype):
     _require_gmm(kernel_backend)
-    for N, K, D in [(37, 3, 5), (5, 1, 1), (9, 4, 2), (21, 5, 8)]:
+    for N, K, D in [(37, 3, 5), (5, 1, 1), (9, 4, 2), (21, 5, 8), (19, 6, 12)]:
         N, K, D = _shape(kernel_backend, N, K, D)
         mix = random_mixture(K, D, seed=K * 10 + D, kind=kind, device=kernel_backend.device)
         x = mix.sample(N, seed=1).to(dtype).to(kernel_backend.device)
@@ -67,7 +67,7 @@ def test_matches_reference(kernel_backend, kind, sigma_mode, dtype):
         score, log_p = scorefast.gmm_score(x, mix, sigma=sigma, backend=kernel_backend.name)
         assert score.dtype == dtype and log_p.dtype == dtype
         assert score.shape == (N, D) and log_p.shape == (N,)
-        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, dtype)
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, dtype, precision_gemm=kernel_backend.name == "cpp")
         assert_budget(score, ref_s, tol_s, f"score {kind} {sigma_mode} {(N, K, D)}")
         assert_budget(log_p, ref_l, tol_l, f"log_prob {kind} {sigma_mode} {(N, K, D)}")
 
@@ -280,12 +280,13 @@ def test_blocks_of_points_and_components(kernel_backend, kind, sigma_mode):
         assert_budget(log_p, ref_l, tol_l, f"log_prob {(N, K, D)}")
 
 
+@pytest.mark.parametrize("D", [12, 40])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("sigma", [None, 0.6])
-def test_precision_gemm_path(dtype, sigma):
-    """Full covariance at D >= 32 on cpp: more than one block of points, an ill-conditioned
-    component, far points, a NaN row, against the budget of the explicit-precision products."""
-    D = 40
+def test_precision_gemm_path(dtype, sigma, D):
+    """Full covariance at D >= 9 on cpp (float64: D >= 32): more than one block of points, an
+    ill-conditioned component, far points, a NaN row, against the budget of the
+    explicit-precision products."""
     mix = random_mixture(3, D, seed=12, kind="full", spread=3.0)
     cov = mix.cov.clone()
     cov[1] = cov[1] + 1e3 * torch.outer(torch.ones(D, dtype=torch.float64), torch.ones(D, dtype=torch.float64)) / D
@@ -313,6 +314,24 @@ def test_precision_path_with_many_components():
     score, log_p = scorefast.gmm_score(x, mix, backend="cpp")
     assert bool(torch.isnan(score[6]).all()) and bool(torch.isnan(log_p[6]))
     ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32, precision_gemm=True)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
+@pytest.mark.parametrize("K, D", [(130, 6), (3700, 12)])
+def test_factor_form_blocks(K, D):
+    """Full covariances of float math past the register tiles (D <= 8: K > 128; D >= 9:
+    K D^2 > 2^19) take the factor form's blocks of points with their online log-sum-exp. Points
+    between far modes weigh components down to the flushed band (exp below -87 is 0); a NaN
+    row and a far point included."""
+    mix = random_mixture(K, D, seed=K, kind="full", spread=4.0)
+    x = mix.sample(11, seed=2).float()  # two blocks of 4 and a partial one
+    x[1] = 0.5 * (x[0] + x[2])
+    x[4] = 40.0
+    x[6, 0] = float("nan")
+    score, log_p = scorefast.gmm_score(x, mix, backend="cpp")
+    assert bool(torch.isnan(score[6]).all()) and bool(torch.isnan(log_p[6]))
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, None, torch.float32)
     assert_budget(score, ref_s, tol_s, "score")
     assert_budget(log_p, ref_l, tol_l, "log_prob")
 

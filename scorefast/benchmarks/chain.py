@@ -64,6 +64,38 @@ def cases(quick: bool = False) -> list[dict]:
     ]
 
 
+# The D sweep of gmm_chain (bench_chain.py --dsweep): 16-component random mixtures at particle
+# sizes where the CPU kernels change layout (register tiles of particles up to D = 8, blocks of
+# particles past it, partial vectors of coordinates at 12 and 24; full covariances through
+# explicit precisions per noise level from 9).
+DSWEEP_DIMS = (4, 6, 8, 12, 16, 24, 32)
+
+
+def dsweep_cases(quick: bool = False) -> list[dict]:
+    """ULA (isotropic and full covariance, 100 steps) and annealed Langevin (full covariance,
+    10 levels of 10 steps) on 10^4 particles at every D of DSWEEP_DIMS; ``quick``: 10x fewer
+    particles and steps."""
+    f = 10 if quick else 1
+    out = []
+    for D in DSWEEP_DIMS:
+        iso = targets.random_mixture(16, D, seed=0, spread=2.0)
+        full = targets.random_mixture(16, D, seed=0, spread=2.0, kind="full")
+        out.append(dict(name=f"{D}-D isotropic ULA", target=iso, method="ula", N=10_000 // f, steps=100 // f, a=0.01))
+        out.append(dict(name=f"{D}-D full ULA", target=full, method="ula", N=10_000 // f, steps=100 // f, a=0.01))
+        out.append(
+            dict(
+                name=f"{D}-D full annealed 10x10",
+                target=full,
+                method="annealed",
+                N=10_000 // f,
+                sigmas=geometric_sigmas(2.0, 0.1, 10),
+                per_level=max(1, 10 // f),
+                eps=1e-3,
+            )
+        )
+    return out
+
+
 def schedule(case: dict) -> list[tuple[float | None, float]]:
     """(noise level or None, step size) of every step of a case's chain."""
     if case["method"] == "annealed":
@@ -264,11 +296,11 @@ def run_samplers_bench(
 
 
 def run_gmm_chain_bench(
-    quick: bool = False, compile_reference: bool = True, device=torch.device("cpu"), backends=None
+    quick: bool = False, compile_reference: bool = True, device=torch.device("cpu"), backends=None, dsweep=False
 ) -> dict:
     """gmm_chain on each backend (providers named by backend) against the eager loop and
     torch.compile of its step, on the same cases and with the same fields as
-    run_samplers_bench (op "gmm_chain").
+    run_samplers_bench (op "gmm_chain"); ``dsweep``: on dsweep_cases instead.
 
     backends: names, or None for every backend with a native gmm_chain kernel on ``device``.
     """
@@ -280,7 +312,8 @@ def run_gmm_chain_bench(
             for name in names
         }
 
-    return _run("gmm_chain", cases(quick), device, compile_reference, fused)
+    chain_cases = dsweep_cases(quick) if dsweep else cases(quick)
+    return _run("gmm_chain", chain_cases, device, compile_reference, fused)
 
 
 STORAGE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)

@@ -24,12 +24,21 @@ KINDS = ("isotropic", "diagonal", "full")
 TORCH_FORMS = ("direct", "matmul", "direct+compile", "matmul+compile")
 
 
-def sizes(quick: bool = False) -> list[tuple[int, int, int]]:
-    """The (N, K, D) cases: SIZES, or with ``quick`` the same cases with 10x fewer points
-    (at least 64) and D at most 128."""
+# The D sweep (bench_gmm.py --dsweep): 16 components at every D where the CPU kernels change
+# layout (register tiles of particles up to 8, blocks of points past it, partial vectors of
+# coordinates at 9, 12 and 24, explicit precisions for full covariances from 9).
+DSWEEP_DIMS = (2, 4, 6, 8, 9, 12, 16, 24, 32, 64)
+DSWEEP_POINTS = 100_000
+DSWEEP_COMPONENTS = 16
+
+
+def sizes(quick: bool = False, dsweep: bool = False) -> list[tuple[int, int, int]]:
+    """The (N, K, D) cases: SIZES, or with ``dsweep`` (N, 16, D) for D in DSWEEP_DIMS; with
+    ``quick`` 10x fewer points (at least 64) and D at most 128."""
+    cases = [(DSWEEP_POINTS, DSWEEP_COMPONENTS, d) for d in DSWEEP_DIMS] if dsweep else list(SIZES)
     if not quick:
-        return list(SIZES)
-    return [(max(64, n // 10), k, min(d, 128)) for n, k, d in SIZES]
+        return cases
+    return [(max(64, n // 10), k, min(d, 128)) for n, k, d in cases]
 
 
 def multiply_adds(kind: str, N: int, K: int, D: int) -> int:

@@ -70,13 +70,13 @@ class _Proposal:
         self.y, self.tol = _store(x + a * s + b * self.z, e, dtype)
 
 
-def _mala_decision(x, lp, tol_lp, prop: _Proposal, a, mixture, compute, q, seed, step, particle_offset):
+def _mala_decision(x, lp, tol_lp, prop: _Proposal, a, mixture, compute, q, seed, step, particle_offset, explicit):
     """(the reference accepts (N,), its decision is beyond the kernel's error (N,)) for the proposal
     ``prop`` from x (N, D) with log p(x) = lp (N,) within tol_lp."""
     N, D = x.shape
     u = unit_roundoff(compute)
     y, z = prop.y, prop.z
-    s_y, lp_y, tol_sy, tol_ly = gmm_budget(y, mixture, None, compute)
+    s_y, lp_y, tol_sy, tol_ly = gmm_budget(y, mixture, None, compute, precision_gemm=explicit)
     w = x - y - a * s_y
     log_alpha = lp_y - lp - (w * w).sum(1) / (4 * a) + 0.5 * (z * z).sum(1)
     words = noise_ref.philox_words_ref(N, q + 1, seed, step, particle_offset)[:, q, 0]
@@ -112,6 +112,7 @@ def compare_chain_steps(
     step_offset: int = 0,
     particle_offset: int = 0,
     score_storage: torch.dtype | None = None,
+    explicit_precision: bool = False,
 ) -> Comparison:
     """Every step of a chain recorded with trajectory_every=1 against the reference step.
 
@@ -120,6 +121,8 @@ def compare_chain_steps(
     sigmas [T] or None: the schedule; seed, step_offset, particle_offset: the noise counter.
     ``score_storage``: the dtype an implementation stores the score in before a ULA step (the
     reference backend's gmm_chain stores it in x's dtype); None: kept in the compute dtype.
+    ``explicit_precision``: the implementation may take full covariances' explicit precisions
+    (gmm_budget's ``precision_gemm``).
     """
     dtype = start.dtype
     compute = torch.float64 if dtype == torch.float64 else torch.float32  # scores are never stored in 16 bits
@@ -133,11 +136,11 @@ def compare_chain_steps(
         x = states[t]
         counter = (seed, step_offset + t, particle_offset)
         sig = None if sigmas is None or float(sigmas[t]) == 0 else float(sigmas[t])
-        s, lp, tol_s, tol_lp = gmm_budget(x, mixture, sig, compute)
+        s, lp, tol_s, tol_lp = gmm_budget(x, mixture, sig, compute, precision_gemm=explicit_precision)
         prop = _Proposal(x, s, tol_s, a, *counter, dtype, None if mala else score_storage)
         expected, tol, keep = prop.y, prop.tol, torch.ones(N, dtype=torch.bool)
         if mala:
-            accept, keep = _mala_decision(x, lp, tol_lp, prop, a, mixture, compute, q, *counter)
+            accept, keep = _mala_decision(x, lp, tol_lp, prop, a, mixture, compute, q, *counter, explicit_precision)
             reference_accepted += accept
             always_decided &= keep
             undecided_steps += int((~keep).sum())
@@ -183,12 +186,14 @@ def chain_error_bound(
     seed: int,
     step_offset: int = 0,
     particle_offset: int = 0,
+    explicit_precision: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the float64 reference chain's state after every step (T, N, D), a bound (T, N) on each
     particle's Euclidean distance from it after every step) for a whole chain run by a kernel
     from ``start`` (N, D) (float32 or float64: its dtype sets u), compared only where it is
-    recorded. step_sizes [T], sigmas [T] or None, the counter and ``mala`` as in
-    compare_chain_steps; for MALA the caller compares the particles whose acceptances agree.
+    recorded. step_sizes [T], sigmas [T] or None, the counter, ``mala`` and
+    ``explicit_precision`` as in compare_chain_steps; for MALA the caller compares the
+    particles whose acceptances agree.
 
     With e_t = x_t - y_t (kernel minus reference), one ULA or annealed step gives
     e_{t+1} = e_t + a (s(x_t) - s(y_t)) + a (s'(x_t) - s(x_t)) + b (z' - z) + rounding. The score
@@ -226,7 +231,8 @@ def chain_error_bound(
         s2 = 0.0 if sig is None else sig * sig
         lam, mu = 1.0 / (float(eig.min()) + s2), 1.0 / (float(eig.max()) + s2)
         b = math.sqrt(2 * a)
-        s, _, tol_s, _ = gmm_budget(y, mixture, sig, torch.float64 if dtype == torch.float64 else torch.float32)
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        s, _, tol_s, _ = gmm_budget(y, mixture, sig, compute, precision_gemm=explicit_precision)
         lj, sk = gmm_ref.gmm_log_joint_ref(y, means, logw, mixture.kind, cov, sig)
         r = torch.softmax(lj, dim=1)
         V = torch.where(r > 0, r * ((sk - s[:, None]) ** 2).sum(-1), torch.zeros_like(r)).sum(1)

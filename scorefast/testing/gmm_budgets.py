@@ -11,9 +11,11 @@ from ..ops import gmm as gmm_ref
 from .budgets import U32, storage_rounding
 
 # The cpp backend forms full precisions P_k = F_k H_k F_k^T explicitly for D >= this and one
-# sigma for all points (kGmmPrecisionMinDim in csrc/include/scorefast/gmm.h), in gmm_score and
-# in chains whose noise level does not change.
-PRECISION_GEMM_MIN_DIM = 32
+# sigma for all points, in gmm_score and in chains whose noise level does not change: float
+# math from here (kGmmPrecisionTileMinDim in csrc/include/scorefast/gmm.h), float64 from D = 32
+# (kGmmPrecisionMinDim). The budget takes the explicit-precision terms from here in every dtype:
+# a bound on both forms.
+PRECISION_GEMM_MIN_DIM = 9
 # float64 uses 2^-52: the kernels' float64 paths round a few terms more than the float32 analysis counts.
 _U = {torch.float32: U32, torch.float64: 2.0**-52, torch.float16: U32, torch.bfloat16: U32}
 # The CPU kernels' exp gives 0 below this (csrc/cpu/isa_gmm_kernels.inc vexp_nonpos,

@@ -15,11 +15,14 @@
 
 namespace scorefast {
 
-// Full covariances of D >= kGmmPrecisionMinDim with one sigma go through explicit precisions
-// P_k = F_k diag(h_k) F_k^T (one D x D product per component instead of the factor form's two).
-// The CPU's float register tiles take them while the K precisions stay in a core's L2 cache
-// (K D^2 <= kGmmTilePrecisionFloats, 2 MB); beyond, blocked GEMMs reuse each across many points.
+// Full covariances with one sigma go through explicit precisions P_k = F_k diag(h_k) F_k^T
+// (one D x D product per component instead of the factor form's two): in the CPU's float
+// register tiles from D = kGmmPrecisionTileMinDim while the K precisions stay in a core's L2
+// cache (K D^2 <= kGmmTilePrecisionFloats, 2 MB; below that D, the small-D tiles), and in
+// blocked GEMMs, which reuse each precision across many points, from D = kGmmPrecisionMinDim
+// in float64 or where the tiles' precisions do not fit.
 constexpr int64_t kGmmPrecisionMinDim = 32;
+constexpr int64_t kGmmPrecisionTileMinDim = 9;
 constexpr int64_t kGmmTilePrecisionFloats = int64_t{1} << 19;
 
 struct GmmArgs {
@@ -43,9 +46,9 @@ struct GmmArgs {
 };
 
 // Whether the CPU's float register tiles of explicit precisions take a mixture (the rule above):
-// full covariances, D >= kGmmPrecisionMinDim, K D^2 <= kGmmTilePrecisionFloats.
+// full covariances, D >= kGmmPrecisionTileMinDim, K D^2 <= kGmmTilePrecisionFloats.
 inline bool gmm_precision_tiles_fit(const GmmArgs& a) {
-  return a.factor != nullptr && a.dim >= kGmmPrecisionMinDim &&
+  return a.factor != nullptr && a.dim >= kGmmPrecisionTileMinDim &&
          a.num_components * a.dim * a.dim <= kGmmTilePrecisionFloats;
 }
 

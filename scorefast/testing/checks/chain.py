@@ -76,4 +76,5 @@ def check(
         mala=method == "mala",
         **counter,
         score_storage=dtype if backend == "reference" else None,
+        explicit_precision=backend == "cpp",
     )
