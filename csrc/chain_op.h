@@ -45,7 +45,7 @@ inline ChainCall prepare_chain_call(const at::Tensor& x, const at::Tensor& means
   TORCH_CHECK(sigma2.dim() == 1 && sigma2.numel() == T && sigma2.scalar_type() == acc && sigma2.is_contiguous(),
               "sigma2 must be a contiguous [T] tensor of ", acc, " (one per step)");
   check_noise_counter(step_offset, particle_offset);
-  check_flat_extent(particle_offset, x.size(0), x.dim() == 2 ? x.size(1) : 1);
+  check_noise_extent(particle_offset, x.size(0), x.dim() == 2 ? x.size(1) : 1);
   TORCH_CHECK(step_offset + T - 1 <= static_cast<int64_t>(kMaxStep) || T == 0,
               "step_offset + steps must stay below 2^32 (the step is a 32-bit counter word)");
   TORCH_CHECK(trajectory_every >= 0, "trajectory_every must be >= 0");

@@ -61,8 +61,7 @@ inline ReverseCall prepare_call_base(const at::Tensor& x, const at::Tensor& scor
   ReverseArgs& a = c.args;
   a.num_particles = x.size(0);
   a.particle_size = a.num_particles == 0 ? 0 : x.numel() / a.num_particles;
-  check_particle_size(a.particle_size);
-  check_flat_extent(particle_offset, a.num_particles, a.particle_size);
+  check_noise_extent(particle_offset, a.num_particles, a.particle_size);
   a.dtype = storage_type_of(x, "x");
   a.x = c.x.data_ptr();
   a.score = c.score.data_ptr();

@@ -36,8 +36,7 @@ inline DsmCall prepare_dsm_call(const at::Tensor& input, const char* input_name,
   DsmArgs& a = c.args;
   a.batch = B;
   a.sample_size = B == 0 ? 0 : input.numel() / B;
-  check_particle_size(a.sample_size);
-  check_flat_extent(particle_offset, a.batch, a.sample_size);
+  check_noise_extent(particle_offset, a.batch, a.sample_size);
   a.dtype = dtype;
   a.input = c.input.data_ptr();
   a.sigma = c.sigma.data_ptr();

@@ -38,7 +38,7 @@ inline DsmVpCall prepare_dsm_vp_input(const at::Tensor& input, const char* input
   DsmVpArgs& a = c.args;
   a.batch = input.size(0);
   a.sample_size = a.batch == 0 ? 0 : input.numel() / a.batch;
-  check_flat_extent(particle_offset, a.batch, a.sample_size);
+  check_noise_extent(particle_offset, a.batch, a.sample_size);
   a.dtype = dtype;
   a.input = c.input.data_ptr();
   a.seed = static_cast<uint64_t>(seed);
@@ -54,7 +54,6 @@ inline DsmVpCall prepare_dsm_vp_perturb(const at::Tensor& x, const at::Tensor& a
   check_dsm_vp_per_sample(alpha, "alpha", x, "x", acc_dtype_of(x));
   check_dsm_vp_per_sample(sigma, "sigma", x, "x", acc_dtype_of(x));
   DsmVpCall c = prepare_dsm_vp_input(x, "x", seed, step, particle_offset);
-  check_particle_size(c.args.sample_size);
   c.coef_a = alpha.contiguous();
   c.coef_c = sigma.contiguous();
   c.args.coef_a = c.coef_a.data_ptr();
@@ -78,7 +77,6 @@ inline DsmVpCall prepare_dsm_vp_loss(const at::Tensor& pred, const std::optional
   check_dsm_vp_per_sample(c, "c", pred, "pred", acc_dtype_of(pred));
   check_dsm_vp_per_sample(weight, "weight", pred, "pred", at::kDouble);
   DsmVpCall call = prepare_dsm_vp_input(pred, "pred", seed, step, particle_offset);
-  check_particle_size(call.args.sample_size);
   if (x.has_value()) {
     call.data = x->contiguous();
     call.args.data = call.data.data_ptr();

@@ -84,8 +84,7 @@ inline LangevinCall prepare_langevin_call(const at::Tensor& x, const at::Tensor&
   LangevinArgs& a = c.args;
   a.num_particles = x.size(0);
   a.particle_size = a.num_particles == 0 ? 0 : x.numel() / a.num_particles;
-  check_particle_size(a.particle_size);
-  check_flat_extent(particle_offset, a.num_particles, a.particle_size);
+  check_noise_extent(particle_offset, a.num_particles, a.particle_size);
   a.dtype = dtype;
   a.x = c.x.data_ptr();
   a.score = c.score.data_ptr();

@@ -23,14 +23,13 @@ inline void check_philox_fill(const at::Tensor& out, int64_t step, int64_t parti
 }
 
 // normal_fill_'s out, once it is known to be on the device: a storage dtype (the float32
-// normals are rounded to it), dim 0 = particles, contiguous. The caller checks the particle
-// size of a non-empty out (check_particle_size).
+// normals are rounded to it), dim 0 = particles, contiguous, within the noise's reach.
 inline void check_normal_fill(const at::Tensor& out, int64_t step, int64_t particle_offset) {
   storage_type_of(out, "out");
   TORCH_CHECK(out.dim() >= 1, "out must have at least one dimension (dim 0 = particles)");
   TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
   check_noise_counter(step, particle_offset);
-  if (out.numel() > 0) check_flat_extent(particle_offset, out.size(0), out.numel() / out.size(0));
+  if (out.numel() > 0) check_noise_extent(particle_offset, out.size(0), out.numel() / out.size(0));
 }
 
 // The entry points of philox_fill_, normal_fill_ and their *_counter_ variants on one device.

@@ -49,13 +49,12 @@ inline void check_step_tensor(const at::Tensor& step, const at::Tensor& like, co
               "), got ", step.device());
 }
 
-inline void check_particle_size(int64_t D) {
+// What the noise counter reaches for num_particles particles of D elements from particle_offset:
+// D <= 2^34 (ceil(D / 4) is MALA's uniform's 32-bit counter word), and the flat element indices
+// (particle_offset + p) D + d below 2^63.
+inline void check_noise_extent(int64_t particle_offset, int64_t num_particles, int64_t D) {
   TORCH_CHECK(D <= (int64_t{1} << 34),
               "elements per particle must be <= 2^34 (ceil(D / 4) is a 32-bit counter word), got ", D);
-}
-
-// The noise's flat element indices (particle_offset + p) D + d must stay below 2^63.
-inline void check_flat_extent(int64_t particle_offset, int64_t num_particles, int64_t D) {
   if (num_particles == 0 || D == 0) return;
   const uint64_t end = static_cast<uint64_t>(particle_offset) + static_cast<uint64_t>(num_particles);  // < 2^64
   TORCH_CHECK(end <= (uint64_t{1} << 63) / static_cast<uint64_t>(D),

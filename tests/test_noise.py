@@ -241,6 +241,16 @@ def test_noise_argument_errors(kwargs, error, match):
         scorefast.normal((4, 3), **kwargs)
 
 
+def test_counter_check_bounds_the_particle_size():
+    # ceil(D / 4) is MALA's uniform's 32-bit counter word: D <= 2^34, checked with the counter
+    # by every op's contract (no tensor that large is allocated here).
+    from scorefast.ops._common import check_counter
+
+    check_counter(0, 0, 1, 2**34)
+    with pytest.raises(RuntimeError, match=r"elements per particle must be <= 2\^34"):
+        check_counter(0, 0, 1, 2**34 + 1)
+
+
 def test_fill_op_refuses_flat_indices_past_2_63(kernel_backend):
     # The flat index (particle_offset + p) D + d of the last element must stay below 2^63, on
     # every backend's op called directly; the largest offset that keeps it there is accepted.

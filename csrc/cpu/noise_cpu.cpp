@@ -43,7 +43,6 @@ struct NoiseCpu : CpuDevice {
     check_normal_fill(out, step, particle_offset);
     if (out.numel() == 0) return;
     const int64_t D = out.numel() / out.size(0);
-    check_particle_size(D);
     void* data = out.data_ptr();
     const StorageType type = storage_type_of(out, "out");
     // A fresh out from torch's allocator (normal() under torch.compile, or a caller's) takes

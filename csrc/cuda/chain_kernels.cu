@@ -406,12 +406,14 @@ cudaError_t chain_typed(const ChainArgs& c, void* workspace, size_t workspace_by
   if (workspace == nullptr || workspace_bytes < plan.bytes) return cudaErrorInvalidValue;
   using Acc = typename Storage<T>::acc;
   const uint64_t flat = flat_offset(c.particle_offset, c.mixture.dim);
-  if (noise_layout(c.mixture.dim) == kAlignedNoise)
-    chain_thread_kernel<T, kAlignedNoise>
-        <<<plan.blocks, plan.threads, 0, stream>>>(c, static_cast<Acc*>(workspace), flat);
-  else
-    chain_thread_kernel<T, kGeneralNoise>
-        <<<plan.blocks, plan.threads, 0, stream>>>(c, static_cast<Acc*>(workspace), flat);
+  with_noise_layout(
+      c.mixture.dim,
+      [&](auto layout) {
+        constexpr int kLayout = decltype(layout)::value;
+        chain_thread_kernel<T, kLayout>
+            <<<plan.blocks, plan.threads, 0, stream>>>(c, static_cast<Acc*>(workspace), flat);
+      },
+      false);
   return cudaGetLastError();
 }
 

@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernel_common.cuh"
 #include "scorefast/philox.h"
@@ -34,6 +35,18 @@ __host__ __device__ constexpr NoiseLayout noise_layout(int64_t D) {
   return D % 4 == 0 ? kAlignedNoise : D <= 2 ? kPackedNoise : kGeneralNoise;
 }
 
+// f(layout) with the layout of [P, D] tensors (noise_layout(D)) as a std::integral_constant:
+// the launchers' run-time choice to a kernel's template argument. packed = false: for kernels
+// without a packed form (they never see D <= 2, or need none), which take the general layout
+// there, correct for every group.
+template <typename F>
+inline auto with_noise_layout(int64_t D, F&& f, bool packed = true) {
+  const NoiseLayout layout = noise_layout(D);
+  if (layout == kAlignedNoise) return f(std::integral_constant<int, kAlignedNoise>{});
+  if (layout == kPackedNoise && packed) return f(std::integral_constant<int, kPackedNoise>{});
+  return f(std::integral_constant<int, kGeneralNoise>{});
+}
+
 // The flat index of element (0, 0) of a [P, D] tensor: particle_offset D (the op keeps
 // (particle_offset + P) D < 2^63).
 inline uint64_t flat_offset(uint64_t particle_offset, int64_t D) { return particle_offset * static_cast<uint64_t>(D); }
@@ -44,6 +57,25 @@ enum UpdateNoise : int { kNoNoise = 3, kExplicitNoise = 4 };
 
 __host__ __device__ constexpr bool is_contract_noise(int noise) {
   return noise == kAlignedNoise || noise == kPackedNoise || noise == kGeneralNoise;
+}
+
+// f(mode, vec) with an update kernel's noise mode (an UpdateNoise, or a NoiseLayout for the
+// contract's noise) and whether it takes quads of elements, as std::integral_constants: the
+// launchers' run-time choice to the kernel's template arguments. vec (D % 4 == 0) never meets
+// the packed or the general layout.
+template <typename F>
+inline auto with_update_noise(int mode, bool vec, F&& f) {
+  using std::integral_constant;
+  if (vec) {
+    if (mode == kAlignedNoise) return f(integral_constant<int, kAlignedNoise>{}, std::true_type{});
+    if (mode == kExplicitNoise) return f(integral_constant<int, kExplicitNoise>{}, std::true_type{});
+    return f(integral_constant<int, kNoNoise>{}, std::true_type{});
+  }
+  if (mode == kAlignedNoise) return f(integral_constant<int, kAlignedNoise>{}, std::false_type{});
+  if (mode == kPackedNoise) return f(integral_constant<int, kPackedNoise>{}, std::false_type{});
+  if (mode == kGeneralNoise) return f(integral_constant<int, kGeneralNoise>{}, std::false_type{});
+  if (mode == kExplicitNoise) return f(integral_constant<int, kExplicitNoise>{}, std::false_type{});
+  return f(integral_constant<int, kNoNoise>{}, std::false_type{});
 }
 
 // Work item i of a [P, num_groups] space as (particle p, group q), as split_index;

@@ -293,27 +293,11 @@ cudaError_t reverse_step_typed(const ReverseArgs& args, cudaStream_t stream) {
   unsigned int blocks = 0;
   cudaError_t err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
-#define SF_LAUNCH(MODE, VEC) reverse_step_kernel<T, MODE, VEC><<<blocks, kThreads, 0, stream>>>(prm)
-  if (vec) {  // D % 4 == 0: the contract's noise is aligned
-    if (mode == kAlignedNoise)
-      SF_LAUNCH(kAlignedNoise, true);
-    else if (mode == kExplicitNoise)
-      SF_LAUNCH(kExplicitNoise, true);
-    else
-      SF_LAUNCH(kNoNoise, true);
-  } else {
-    if (mode == kAlignedNoise)
-      SF_LAUNCH(kAlignedNoise, false);
-    else if (mode == kPackedNoise)
-      SF_LAUNCH(kPackedNoise, false);
-    else if (mode == kGeneralNoise)
-      SF_LAUNCH(kGeneralNoise, false);
-    else if (mode == kExplicitNoise)
-      SF_LAUNCH(kExplicitNoise, false);
-    else
-      SF_LAUNCH(kNoNoise, false);
-  }
-#undef SF_LAUNCH
+  with_update_noise(mode, vec, [&](auto noise, auto quads) {
+    constexpr int kNoise = decltype(noise)::value;
+    constexpr bool kVec = decltype(quads)::value;
+    reverse_step_kernel<T, kNoise, kVec><<<blocks, kThreads, 0, stream>>>(prm);
+  });
   return cudaGetLastError();
 }
 
@@ -335,21 +319,19 @@ cudaError_t particle_typed(const ReverseArgs& args, ParticleParams<typename Stor
       SF_LAUNCH(true, kAlignedNoise);
     else
       SF_LAUNCH(false, kAlignedNoise);
-  } else {
-    const int layout = noise_layout(D);
-    if (warp) {
-      if (layout == kAlignedNoise)
-        SF_LAUNCH(true, kAlignedNoise);
-      else if (layout == kPackedNoise)
-        SF_LAUNCH(true, kPackedNoise);
-      else
-        SF_LAUNCH(true, kGeneralNoise);
-    } else {  // D > kWarpPerParticleMaxD: never packed
-      if (layout == kAlignedNoise)
-        SF_LAUNCH(false, kAlignedNoise);
-      else
-        SF_LAUNCH(false, kGeneralNoise);
-    }
+  } else if (warp) {
+    with_noise_layout(D, [&](auto layout) {
+      constexpr int kLayout = decltype(layout)::value;
+      SF_LAUNCH(true, kLayout);
+    });
+  } else {  // D > kWarpPerParticleMaxD: never packed
+    with_noise_layout(
+        D,
+        [&](auto layout) {
+          constexpr int kLayout = decltype(layout)::value;
+          SF_LAUNCH(false, kLayout);
+        },
+        false);
   }
 #undef SF_LAUNCH
   return cudaGetLastError();

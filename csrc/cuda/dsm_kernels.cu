@@ -289,15 +289,8 @@ cudaError_t dsm_typed(const DsmArgs& args, Op op, cudaStream_t stream) {
   bool vec = prm.sample_size % 4 == 0 && is_aligned(args.input, align);
   if (op != Op::kLoss) vec = vec && is_aligned(args.out, align);
   if (vec) return dsm_launch<T, true, kAlignedNoise>(prm, op, stream);  // D % 4 == 0
-  switch (noise_layout(prm.sample_size)) {
-    case kAlignedNoise:
-      return dsm_launch<T, false, kAlignedNoise>(prm, op, stream);
-    case kPackedNoise:
-      return dsm_launch<T, false, kPackedNoise>(prm, op, stream);
-    case kGeneralNoise:
-      break;
-  }
-  return dsm_launch<T, false, kGeneralNoise>(prm, op, stream);
+  return with_noise_layout(prm.sample_size,
+                           [&](auto layout) { return dsm_launch<T, false, decltype(layout)::value>(prm, op, stream); });
 }
 
 cudaError_t dsm_dispatch(const DsmArgs& args, Op op, cudaStream_t stream) {

@@ -292,15 +292,8 @@ cudaError_t dsm_vp_typed(const DsmVpArgs& args, Op op, cudaStream_t stream) {
   if (op != Op::kPerturb && args.data != nullptr) vec = vec && is_aligned(args.data, align);
   if (op != Op::kLoss) vec = vec && is_aligned(args.out, align);
   if (vec) return launch_vec<T, true, kAlignedNoise>(prm, op, stream);  // D % 4 == 0
-  switch (noise_layout(prm.sample_size)) {
-    case kAlignedNoise:
-      return launch_vec<T, false, kAlignedNoise>(prm, op, stream);
-    case kPackedNoise:
-      return launch_vec<T, false, kPackedNoise>(prm, op, stream);
-    case kGeneralNoise:
-      break;
-  }
-  return launch_vec<T, false, kGeneralNoise>(prm, op, stream);
+  return with_noise_layout(prm.sample_size,
+                           [&](auto layout) { return launch_vec<T, false, decltype(layout)::value>(prm, op, stream); });
 }
 
 cudaError_t dsm_vp_dispatch(const DsmVpArgs& args, Op op, cudaStream_t stream) {

@@ -251,27 +251,11 @@ cudaError_t langevin_typed(const LangevinArgs& args, cudaStream_t stream, const 
   unsigned int blocks = 0;
   cudaError_t err = grid_size(prm.total, kThreads, blocks);
   if (err != cudaSuccess) return err;
-#define SF_LAUNCH(MODE, VEC) langevin_kernel<T, MODE, VEC><<<blocks, kThreads, 0, stream>>>(prm)
-  if (vec) {  // D % 4 == 0: the contract's noise is aligned
-    if (mode == kAlignedNoise)
-      SF_LAUNCH(kAlignedNoise, true);
-    else if (mode == kExplicitNoise)
-      SF_LAUNCH(kExplicitNoise, true);
-    else
-      SF_LAUNCH(kNoNoise, true);
-  } else {
-    if (mode == kAlignedNoise)
-      SF_LAUNCH(kAlignedNoise, false);
-    else if (mode == kPackedNoise)
-      SF_LAUNCH(kPackedNoise, false);
-    else if (mode == kGeneralNoise)
-      SF_LAUNCH(kGeneralNoise, false);
-    else if (mode == kExplicitNoise)
-      SF_LAUNCH(kExplicitNoise, false);
-    else
-      SF_LAUNCH(kNoNoise, false);
-  }
-#undef SF_LAUNCH
+  with_update_noise(mode, vec, [&](auto noise, auto quads) {
+    constexpr int kNoise = decltype(noise)::value;
+    constexpr bool kVec = decltype(quads)::value;
+    langevin_kernel<T, kNoise, kVec><<<blocks, kThreads, 0, stream>>>(prm);
+  });
   return cudaGetLastError();
 }
 

@@ -18,7 +18,7 @@ import torch
 from numba import prange
 
 from ...ops import diffusion as contract
-from .noise import CHUNK, check_particle_size, fill_normals, jit, key_words, sync_threads
+from .noise import CHUNK, fill_normals, jit, key_words, sync_threads
 
 
 @jit(helper=True)
@@ -133,7 +133,6 @@ def _run(x, score, score_cond, w, cx, cx_pp, a, a_pp, b, b_pp, noise, seed, step
     np_acc = np.float64 if acc == torch.float64 else np.float32
     P = x.shape[0]
     D = x.numel() // P if P else 0
-    check_particle_size(D)
     empty = np.empty(0, np_acc)
     xs = _flat(x, acc, empty)
     out = np.empty(xs.shape[0], np_acc) if out_np is None else out_np
@@ -215,7 +214,6 @@ def _corrector(x, score, score_cond, w, snr, batch_mean, seed, step, offset, lo,
     np_acc = np.float64 if acc == torch.float64 else np.float32
     P = x.shape[0]
     D = x.numel() // P if P else 0
-    check_particle_size(D)
     g_sq, z_sq = np.zeros(P, np.float64), np.zeros(P, np.float64)
     if P:
         sync_threads()

@@ -16,7 +16,7 @@ import torch
 from numba import prange
 
 from ...ops import langevin as contract
-from .noise import CHUNK, check_particle_size, fill_normals, jit, key_words, sync_threads
+from .noise import CHUNK, fill_normals, jit, key_words, sync_threads
 
 
 @jit(helper=True)
@@ -235,7 +235,6 @@ def _run(
     np_acc = np.float64 if acc == torch.float64 else np.float32
     P = x.shape[0]
     D = x.numel() // P if P else 0
-    check_particle_size(D)
     empty = np.empty(0, np_acc)
     xs = _flat(x, acc, empty)
     out = np.empty(xs.shape[0], np_acc) if out_np is None else out_np

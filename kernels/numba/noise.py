@@ -3,16 +3,16 @@
     z[p, d] = BoxMuller(Philox4x32-10(key = seed, counter = (lo32(g >> 2), hi32(g >> 2), t, 0)))[g & 3]
     g = (particle_offset + p) D + d,  the element's flat index (< 2^63)
 
-(every tensor draws the noise of its flat [P D / 4, 4] view, every word used; the fills take
-that view at their entry, see flat_view).
+(every tensor draws the noise of its flat [P D / 4, 4] view, every word used; the fills walk
+its counters, see flat_start).
 
 32-bit words are held in uint64 values below 2^32: Philox's mulhilo is then one uint64
 product, and nothing mixes signed with unsigned integers (numba would type that as
 float64). Floats are float32 throughout, with fastmath off; log, sin and cos are vmath's
 polynomials (the C++ kernels' Cephes forms, ~1 ulp), so the results equal the reference up to
 libm rounding, and the scalar and the vectorised fills give the same bits. Runs of 1024
-elements or more are filled in batches of 64 (particle, group) pairs whose Philox rounds and
-Box-Muller pairs are loops LLVM vectorises. The helpers here are shared with the other kernels.
+elements or more are filled in batches of 64 counters whose Philox rounds and Box-Muller pairs
+are loops LLVM vectorises. The helpers here are shared with the other kernels.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import torch
 from numba import njit, prange
 
 from ...ops import noise as contract
-from ...ops._common import check_particle_size  # noqa: F401  (shared with the other kernels)
 from .vmath import vlog, vsincos
 
 # Integer constants as uint64 scalars: a plain Python int is typed int64, and
@@ -187,58 +186,44 @@ def box_muller(word_a, word_b):
 
 
 @jit(helper=True)
-def flat_view(D, offset, begin):
-    """(4, offset, begin) of a fill of [P, D] elements restated in the view whose noise it
-    draws, the flat [P D / 4, 4] view: particle p' starts at flat element p' D (< 2^63, the
-    op checks), and a start mid-counter moves into begin."""
-    flat = offset * np.uint64(D)
-    return 4, flat >> np.uint64(2), begin + np.int64(flat & np.uint64(3))
+def flat_start(D, offset, begin):
+    """(counter, word) of element ``begin`` of a fill of flattened [P, D] elements from particle
+    ``offset``: its flat index g = offset D + begin (< 2^63, the ops check) draws word g & 3 of
+    counter g >> 2."""
+    g = offset * np.uint64(D) + np.uint64(begin)
+    return g >> np.uint64(2), np.int64(g & np.uint64(3))
 
 
 @jit(helper=True)
 def fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n):
-    """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
-
-    Box-Muller runs only for the word pairs that are used.
-    """
-    D, offset, begin = flat_view(D, offset, begin)
-    p = begin // D
-    d = begin - p * D
+    """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n], one
+    counter at a time; Box-Muller runs only for the word pairs that are used."""
+    ctr, w = flat_start(D, offset, begin)
     i = 0
     while i < n:
-        pid = offset + np.uint64(p)
-        c0 = pid & _M32
-        c1 = pid >> _S32
-        d_end = d + min(n - i, D - d)
-        while d < d_end:
-            q = d >> 2
-            w0, w1, w2, w3 = philox4x32_10(c0, c1, step, np.uint64(q), k0, k1)
-            g_end = min(d_end, 4 * q + 4)
-            if (d & 3) < 2:
-                zc, zs = box_muller(w0, w1)
-                if (d & 3) == 0:
-                    dst[dst0 + i] = zc
-                    i += 1
-                    d += 1
-                if d < g_end:
-                    dst[dst0 + i] = zs
-                    i += 1
-                    d += 1
-            if d < g_end:
-                zc, zs = box_muller(w2, w3)
-                if (d & 3) == 2:
-                    dst[dst0 + i] = zc
-                    i += 1
-                    d += 1
-                if d < g_end:
-                    dst[dst0 + i] = zs
-                    i += 1
-                    d += 1
-        d = 0
-        p += 1
+        w0, w1, w2, w3 = philox4x32_10(ctr & _M32, ctr >> _S32, step, np.uint64(0), k0, k1)
+        if w < 2:
+            zc, zs = box_muller(w0, w1)
+            if w == 0:
+                dst[dst0 + i] = zc
+                i += 1
+            if i < n:
+                dst[dst0 + i] = zs
+                i += 1
+            w = 2
+        if i < n:
+            zc, zs = box_muller(w2, w3)
+            if w == 2:
+                dst[dst0 + i] = zc
+                i += 1
+            if i < n:
+                dst[dst0 + i] = zs
+                i += 1
+        w = 0
+        ctr += np.uint64(1)
 
 
-# Groups per batch of the vectorised fill: the lanes of its loops.
+# Counters per batch of the vectorised fill: the lanes of its loops.
 _LANES = 64
 # Below this many elements the scalar fill is used: a batch allocates its lane arrays (a chain
 # fills one particle of D elements per call).
@@ -287,74 +272,42 @@ def _box_muller_lanes(wa, wb, zc, zs, m):
 def fill_normals(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n].
 
-    Batches of up to _LANES consecutive (particle, group) pairs: their Philox words and
-    Box-Muller pairs in vectorised loops, then the used normals in element order (every D runs
-    as the flat view's D = 4, so every pair is used). Short runs take fill_normals_scalar.
+    The whole counters in batches of up to _LANES consecutive ones: their Philox words and
+    Box-Muller pairs in vectorised loops, all four normals of each used. A partial counter at
+    either end, and runs under _VECTOR_MIN elements, take fill_normals_scalar.
     """
-    D, offset, begin = flat_view(D, offset, begin)
     if n < _VECTOR_MIN:
         fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n)
         return
+    ctr, w = flat_start(D, offset, begin)
+    i = 0
+    if w != 0:  # the rest of a counter begun before this run
+        i = 4 - w
+        fill_normals_scalar(dst, dst0, 4, k0, k1, step, ctr, w, i)
+        ctr += np.uint64(1)
     c0 = np.empty(_LANES, np.uint32)
     c1 = np.empty(_LANES, np.uint32)
     c2 = np.empty(_LANES, np.uint32)
     c3 = np.empty(_LANES, np.uint32)
     z = np.empty((4, _LANES), np.float32)
-    first = np.empty(_LANES, np.int64)
-    count = np.empty(_LANES, np.int64)
-    p = begin // D
-    d = begin - p * D
-    i = 0
-    while i < n:
-        if d == 0 and n - i >= _LANES * D:  # whole counters of the flat view (D = 4): one group each
-            for lane in range(_LANES):
-                pid = offset + np.uint64(p + lane)
-                c0[lane] = np.uint32(pid & _M32)
-                c1[lane] = np.uint32(pid >> _S32)
-                c2[lane] = np.uint32(step)
-                c3[lane] = np.uint32(0)
-            _philox_lanes(c0, c1, c2, c3, _LANES, k0, k1)
-            _box_muller_lanes(c0, c1, z[0], z[1], _LANES)
-            _box_muller_lanes(c2, c3, z[2], z[3], _LANES)
-            for lane in range(_LANES):
-                for e in range(D):
-                    dst[dst0 + i + D * lane + e] = z[e, lane]
-            i += _LANES * D
-            p += _LANES
-            continue
-        m = 0
-        j = i
-        whole = True  # every group of the batch whole: its normals are contiguous in dst
-        while m < _LANES and j < n:
-            pid = offset + np.uint64(p)
-            q = d >> 2
-            c0[m] = np.uint32(pid & _M32)
-            c1[m] = np.uint32(pid >> _S32)
-            c2[m] = np.uint32(step)
-            c3[m] = np.uint32(q)
-            first[m] = d & 3
-            cnt = min(min(4 * q + 4, D) - d, n - j)
-            count[m] = cnt
-            whole = whole and cnt == 4
-            j += cnt
-            d += cnt
-            if d == D:
-                d = 0
-                p += 1
-            m += 1
+    while n - i >= 4:
+        m = min(_LANES, (n - i) // 4)
+        for lane in range(m):
+            c = ctr + np.uint64(lane)
+            c0[lane] = np.uint32(c & _M32)
+            c1[lane] = np.uint32(c >> _S32)
+            c2[lane] = np.uint32(step)
+            c3[lane] = np.uint32(0)
         _philox_lanes(c0, c1, c2, c3, m, k0, k1)
         _box_muller_lanes(c0, c1, z[0], z[1], m)
         _box_muller_lanes(c2, c3, z[2], z[3], m)
-        if whole:
-            for lane in range(m):
-                for e in range(4):
-                    dst[dst0 + i + 4 * lane + e] = z[e, lane]
-            i += 4 * m
-            continue
         for lane in range(m):
-            for e in range(first[lane], first[lane] + count[lane]):
-                dst[dst0 + i] = z[e, lane]
-                i += 1
+            for e in range(4):
+                dst[dst0 + i + 4 * lane + e] = z[e, lane]
+        i += 4 * m
+        ctr += np.uint64(m)
+    if i < n:  # a counter the run ends inside
+        fill_normals_scalar(dst, dst0 + i, 4, k0, k1, step, ctr, 0, n - i)
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import triton
 import triton.language as tl
 
 from ...ops import diffusion as contract
-from ...ops._common import check_particle_size
 from .langevin import f64_bits
 from .noise import (
     block_for,
@@ -263,7 +262,6 @@ def _run(out, x, score, score_cond, w, cx, cx_pp, a, a_pp, b, b_pp, noise, seed,
     if x.numel() == 0:
         return
     D = x.numel() // P
-    check_particle_size(D)
     # b == 0 for every particle: no noise term, nothing drawn (an explicit noise is ignored).
     needs_noise = b_pp is not None or b != 0.0
     mode = _NOISE_NONE if not needs_noise else (_NOISE_EXPLICIT if noise is not None else _NOISE_CONTRACT)
@@ -395,7 +393,6 @@ def _corrector(out, x, score, score_cond, guidance, snr, batch_mean, seed, step,
     """The corrector of contiguous x into contiguous ``out`` (may be x); returns the step sizes."""
     P = x.shape[0]
     D = x.numel() // P if P else 0
-    check_particle_size(D)
     score = score.contiguous()
     score_cond = _contiguous(score_cond)
     g_sq, z_sq = _norms(score, score_cond, guidance, None, True, seed, step, offset, P, D)

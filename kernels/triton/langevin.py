@@ -22,7 +22,6 @@ import triton
 import triton.language as tl
 
 from ...ops import langevin as contract
-from ...ops._common import check_particle_size
 from .noise import block_for, custom_op, group_normals, group_tile, launch, noise_layout, seed_halves, select4, to_acc
 
 # Tile of the norm kernel: up to NORM_TILE elements, BLOCK_D of one particle by BLOCK_P particles.
@@ -192,7 +191,6 @@ def _run(
     if x.numel() == 0:
         return
     D = x.numel() // P
-    check_particle_size(D)
     f64 = x.dtype == torch.float64
     guided = score_cond is not None
     # b == 0 for every particle: no noise term, nothing drawn (an explicit noise is ignored).

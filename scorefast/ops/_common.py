@@ -76,12 +76,16 @@ def elements_per_particle(t: torch.Tensor) -> int:
 
 
 def check_counter(step: int, particle_offset: int, num_particles: int, particle_size: int = 1) -> None:
+    """The noise counter of num_particles particles of particle_size elements from particle_offset
+    at ``step``: each word in range, the particle size within check_particle_size's bound and
+    the flat element indices within check_flat_extent's."""
     if not 0 <= step <= MAX_STEP:
         fail(f"step must be in [0, 2^32) (one 32-bit counter word), got {step}")
     if particle_offset < 0:
         fail(f"particle_offset must be >= 0, got {particle_offset}")
     if particle_offset + num_particles > 2**63:
         fail(f"particle_offset + number of particles must be <= 2^63, got {particle_offset} + {num_particles}")
+    check_particle_size(particle_size)
     check_flat_extent(particle_offset, num_particles, particle_size)
 
 

@@ -21,7 +21,6 @@ from ._common import (
     check_counter,
     check_device,
     check_finite,
-    check_particle_size,
     check_storage,
     fail,
     scalar_name,
@@ -65,7 +64,6 @@ def check_args(
         fail(f"sigma must be {expected} for {name} of dtype {scalar_name(input.dtype)}, got {got}")
     check_finite(power, "power")
     check_counter(step, particle_offset, B, input.numel() // B if B else 0)
-    check_particle_size(input.numel() // B if B else 0)
 
 
 def check_grad_per_sample(grad_per_sample: torch.Tensor, pred: torch.Tensor) -> None:

@@ -23,7 +23,6 @@ from ._common import (
     acc_dtype,
     check_counter,
     check_device,
-    check_particle_size,
     check_storage,
     fail,
     scalar_name,
@@ -74,7 +73,6 @@ def check_perturb_args(
     _check_per_sample(alpha, "alpha", x, "x", acc)
     _check_per_sample(sigma, "sigma", x, "x", acc)
     check_counter(step, particle_offset, B, x.numel() // B if B else 0)
-    check_particle_size(x.numel() // B if B else 0)
 
 
 def check_loss_args(
@@ -103,7 +101,6 @@ def check_loss_args(
     _check_per_sample(c, "c", pred, "pred", acc)
     _check_per_sample(weight, "weight", pred, "pred", torch.float64)
     check_counter(step, particle_offset, B, pred.numel() // B if B else 0)
-    check_particle_size(pred.numel() // B if B else 0)
 
 
 def check_grad_per_sample(grad_per_sample: torch.Tensor, pred: torch.Tensor) -> None:

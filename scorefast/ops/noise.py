@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_counter, check_particle_size, check_storage, fail, scalar_name
+from ._common import check_counter, check_storage, fail, scalar_name
 
 SCHEMAS = {
     "philox_fill_": "(Tensor(a!) out, SymInt seed, SymInt step, SymInt particle_offset) -> ()",
@@ -47,8 +47,6 @@ def check_normal_fill(out: torch.Tensor, step: int, particle_offset: int) -> Non
     if not out.is_contiguous():
         fail("out must be contiguous")
     check_counter(step, particle_offset, out.shape[0], out.numel() // out.shape[0] if out.shape[0] else 0)
-    if out.numel():
-        check_particle_size(out.numel() // out.shape[0])
 
 
 def _fake_fill(out, seed, step, particle_offset):
