@@ -3,7 +3,7 @@ every scorefast backend, for (N, K, D) in {(1e5, 2, 2), (1e5, 25, 2), (1e4, 64, 
 (4096, 16, 784)} and each covariance kind.
 
     python bench/bench_gmm.py [--device cuda] [--quick]
-    python bench/bench_gmm.py --dsweep   # K = 16, N = 1e5, D from 2 to 64 (gmm_score-dsweep-*.json)
+    python bench/bench_gmm.py --d-sweep   # K = 16, N = 1e5, D from 2 to 64 (gmm_score-dsweep-*.json)
 
 Prints one table and writes JSON with the machine named to bench/results/ of the source
 checkout (``--out`` elsewhere).
@@ -18,12 +18,12 @@ from scorefast.benchmarks import gmm, harness
 
 def main(argv=None) -> int:
     parser = harness.argument_parser(__doc__, quick_help="10x fewer points, D at most 128, fewer repeats")
-    parser.add_argument("--dsweep", action="store_true", help="16 components at D from 2 to 64 instead")
+    parser.add_argument("--d-sweep", action="store_true", help="16 components at D from 2 to 64 instead")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    path = harness.result_path("gmm_score-dsweep" if args.dsweep else "gmm_score", device, args.out, parser.error)
+    path = harness.result_path("gmm_score-dsweep" if args.d_sweep else "gmm_score", device, args.out, parser.error)
     result = gmm.run_gmm_bench(
-        sizes=gmm.sizes(args.quick, dsweep=args.dsweep),
+        sizes=gmm.sizes(args.quick, dsweep=args.d_sweep),
         device=device,
         backends=harness.parse_backends(args.backends),
         compile_reference=not args.no_compile,

@@ -93,7 +93,7 @@ def test_chain_script_dsweep(tmp_path, monkeypatch, capsys):
     ]
     monkeypatch.setattr(chain, "dsweep_cases", lambda quick: tiny)
     path = tmp_path / "d.json"
-    assert bench_chain.main(["--dsweep", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
+    assert bench_chain.main(["--d-sweep", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
     assert f"results: {path}" in capsys.readouterr().out
     _check_rows(json.loads(path.read_text()), tiny, ["eager loop", "cpp"])
 

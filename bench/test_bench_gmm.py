@@ -85,7 +85,7 @@ def test_gmm_script_dsweep(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gmm, "DSWEEP_DIMS", (3, 10))
     monkeypatch.setattr(gmm, "DSWEEP_POINTS", 640)  # --quick: 64 points
     path = tmp_path / "d.json"
-    assert bench_gmm.main(["--dsweep", "--quick", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
+    assert bench_gmm.main(["--d-sweep", "--quick", "--no-compile", "--backends", "cpp", "--out", str(path)]) == 0
     assert f"results: {path}" in capsys.readouterr().out
     r = json.loads(path.read_text())
     assert [(row["kind"], row["N"], row["K"], row["D"]) for row in r["rows"]] == [

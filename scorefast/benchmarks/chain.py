@@ -64,7 +64,7 @@ def cases(quick: bool = False) -> list[dict]:
     ]
 
 
-# The D sweep of gmm_chain (bench_chain.py --dsweep): 16-component random mixtures at particle
+# The D sweep of gmm_chain (bench_chain.py --d-sweep): 16-component random mixtures at particle
 # sizes where the CPU kernels change layout (register tiles of particles up to D = 8, blocks of
 # particles past it, partial vectors of coordinates at 12 and 24; full covariances through
 # explicit precisions per noise level from 9).

@@ -24,7 +24,7 @@ KINDS = ("isotropic", "diagonal", "full")
 TORCH_FORMS = ("direct", "matmul", "direct+compile", "matmul+compile")
 
 
-# The D sweep (bench_gmm.py --dsweep): 16 components at every D where the CPU kernels change
+# The D sweep (bench_gmm.py --d-sweep): 16 components at every D where the CPU kernels change
 # layout (register tiles of particles up to 8, blocks of points past it, partial vectors of
 # coordinates at 9, 12 and 24, explicit precisions for full covariances from 9).
 DSWEEP_DIMS = (2, 4, 6, 8, 9, 12, 16, 24, 32, 64)
