@@ -195,6 +195,19 @@ def flat_start(D, offset, begin):
 
 
 @jit(helper=True)
+def _store_pair(dst, dst0, i, n, zc, zs, skip_first):
+    """A Box-Muller pair's outputs into dst[dst0 + i ...]: zc unless ``skip_first`` (the run
+    starts at zs), then zs if i < n still; returns the new i."""
+    if not skip_first:
+        dst[dst0 + i] = zc
+        i += 1
+    if i < n:
+        dst[dst0 + i] = zs
+        i += 1
+    return i
+
+
+@jit(helper=True)
 def fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n):
     """z of the flattened [P, D] elements [begin, begin + n) into dst[dst0 : dst0 + n], one
     counter at a time; Box-Muller runs only for the word pairs that are used."""
@@ -204,21 +217,10 @@ def fill_normals_scalar(dst, dst0, D, k0, k1, step, offset, begin, n):
         w0, w1, w2, w3 = philox4x32_10(ctr & _M32, ctr >> _S32, step, np.uint64(0), k0, k1)
         if w < 2:
             zc, zs = box_muller(w0, w1)
-            if w == 0:
-                dst[dst0 + i] = zc
-                i += 1
-            if i < n:
-                dst[dst0 + i] = zs
-                i += 1
-            w = 2
+            i = _store_pair(dst, dst0, i, n, zc, zs, w == 1)
         if i < n:
             zc, zs = box_muller(w2, w3)
-            if w == 2:
-                dst[dst0 + i] = zc
-                i += 1
-            if i < n:
-                dst[dst0 + i] = zs
-                i += 1
+            i = _store_pair(dst, dst0, i, n, zc, zs, w == 3)
         w = 0
         ctr += np.uint64(1)
 
