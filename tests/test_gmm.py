@@ -318,6 +318,27 @@ def test_precision_path_with_many_components():
     assert_budget(log_p, ref_l, tol_l, "log_prob")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("K, D", [(5, 6), (40, 40)])
+def test_diagonal_mixture_with_a_noise_level_per_point(K, D, dtype):
+    """cpp's diagonal mixtures with a sigma per point: pass 1 vectorised over components with
+    each point's precisions and log-determinant, pass 2 per point over its weighing components.
+    40 components fill a tile of two 16-lane vectors and one of one, 40 coordinates two vectors
+    and a partial one; a zero sigma, a far point and a NaN row included."""
+    mix = random_mixture(K, D, seed=K + D, kind="diagonal", spread=3.0)
+    x = mix.sample(37, seed=4).to(dtype)
+    sigma = (torch.rand(37, generator=torch.Generator().manual_seed(1)) + 0.05).to(dtype)
+    sigma[2] = 0.0
+    x[7] = 50.0
+    x[5, 0] = float("nan")
+    score, log_p = scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp")
+    assert bool(torch.isnan(score[5]).all()) and bool(torch.isnan(log_p[5]))
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, dtype)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+    assert bool(torch.isfinite(score[7]).all())
+
+
 @pytest.mark.parametrize("K, D", [(130, 6), (3700, 12)])
 def test_factor_form_blocks(K, D):
     """Full covariances of float math past the register tiles (D <= 8: K > 128; D >= 9:

@@ -60,7 +60,9 @@ def gmm_budget(
     dl_k = 4u (|c_k| + (D + 2) q_k + g sqrt(q_k lam_k) ||(|mu_k| + |x - mu_k|)||): the constant,
     the D-term sums, and the rounding of x - mu_k (and of the factor F_k, g = 2 (1 + sqrt(D))
     for full covariances, g = 2 otherwise) through the precision, whose largest eigenvalue is
-    lam_k. Responsibilities move by r_k (dl_k - mean dl), so
+    lam_k; with a noise level per point the kernels form logdet_k themselves, which adds
+    (D + 1) u sum_d |log eig_kd| / 2 (a log of about an ulp per eigenvalue, a sum of D terms).
+    Responsibilities move by r_k (dl_k - mean dl), so
     |d score| <= sum r_k dl_k |s_k| + (sum r_k dl_k)(sum r_k |s_k|) + (D + 8) u sum r_k |s_k|
                  + g u sum r_k lam_k ||(|mu_k| + |x - mu_k|)||  (each s_k's own rounding),
     |d log p| <= sum r_k dl_k + 4u |log p|. 16-bit outputs add one storage ulp.
@@ -97,6 +99,10 @@ def gmm_budget(
     spread = (means.abs()[None] + d.abs()).norm(dim=-1)
     g = 2 * (1 + math.sqrt(D)) if mixture.kind == "full" else 2.0
     dl_all = 4 * u * (c.abs() + (D + 2) * q + g * torch.sqrt(q * lam) * spread)
+    if isinstance(s2, torch.Tensor):
+        # a noise level per point: the kernels form log det(cov + s2 I) themselves, a log of about
+        # an ulp per eigenvalue and a sum of D terms, (D + 1) u sum_d |log eig_d|, half of it in l_k
+        dl_all = dl_all + 0.5 * (D + 1) * u * torch.log(eig).abs().sum(-1)
     dl = torch.where(r > 0, dl_all, torch.zeros_like(dl_all))
     sk_abs = sk.abs()
     mag = (r[:, :, None] * sk_abs).sum(1)
