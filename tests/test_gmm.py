@@ -319,13 +319,15 @@ def test_precision_path_with_many_components():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("K, D", [(5, 6), (40, 40)])
-def test_diagonal_mixture_with_a_noise_level_per_point(K, D, dtype):
-    """cpp's diagonal mixtures with a sigma per point: pass 1 vectorised over components with
-    each point's precisions and log-determinant, pass 2 per point over its weighing components.
-    40 components fill a tile of two 16-lane vectors and one of one, 40 coordinates two vectors
-    and a partial one; a zero sigma, a far point and a NaN row included."""
-    mix = random_mixture(K, D, seed=K + D, kind="diagonal", spread=3.0)
+@pytest.mark.parametrize("kind, K, D", [("diagonal", 5, 6), ("diagonal", 40, 40), ("full", 5, 6), ("full", 7, 70)])
+def test_noise_level_per_point(kind, K, D, dtype):
+    """cpp's diagonal and full mixtures with a sigma per point. Diagonal: pass 1 vectorised over
+    components with each point's precisions and log-determinant, pass 2 per point over its
+    weighing components; 40 components fill a tile of two 16-lane vectors and one of one, 40
+    coordinates two vectors and a partial one. Full: the factor form's blocks with each point's
+    precisions 1 / (eigenvalue + s2); at D = 70 more vectors per row than it keeps in registers.
+    A zero sigma, a far point and a NaN row included."""
+    mix = random_mixture(K, D, seed=K + D, kind=kind, spread=3.0)
     x = mix.sample(37, seed=4).to(dtype)
     sigma = (torch.rand(37, generator=torch.Generator().manual_seed(1)) + 0.05).to(dtype)
     sigma[2] = 0.0
