@@ -391,6 +391,38 @@ def test_op_errors_name_the_argument(kernel_backend, change, match):
         backend_registry.op_namespace(kb.name).gmm_chain_(*args.values())
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_noise_level_gives_nan_from_its_step_on(kernel_backend, kind):
+    # The op does not check the schedule's values: a NaN sigma^2 at step 2 makes every particle
+    # NaN from there on (the C++ full-covariance chain at D = 12 keeps one precision table per
+    # distinct sigma^2: a NaN reuses its table rather than forming one per step and block).
+    kb = kernel_backend
+    _require(kb)
+    mix = random_mixture(3, 12, seed=4, kind=kind, spread=2.0)
+    x = mix.sample(_n(kb, 20), seed=1).float().to(kb.device)
+    steps = [(0.01, 0.5), (0.01, 0.5), (0.01, float("nan")), (0.01, 0.5)]
+    before, _, _ = _chain_op(kb, x, mix, steps[:2], mala=False, seed=3, step_offset=0)
+    assert bool(before.isfinite().all())
+    after, _, traj = _chain_op(kb, x, mix, steps, mala=False, seed=3, step_offset=0, trajectory_every=1)
+    assert torch.equal(traj[1], before)
+    assert bool(traj[2].isnan().all()) and bool(after.isnan().all())
+
+
+def test_schedule_returning_to_a_noise_level_equals_one_step_chains(kernel_backend):
+    # sigma^2 goes 0.5, 0.1, 0.5, 0.1: the C++ full-covariance chain at D = 12 forms two
+    # precision tables and switches between them; each step must equal a one-step chain.
+    kb = kernel_backend
+    _require(kb)
+    mix = random_mixture(3, 12, seed=5, kind="full", spread=2.0)
+    x = mix.sample(_n(kb, 19), seed=2).float().to(kb.device)
+    steps = [(0.01, 0.5), (0.02, 0.1), (0.01, 0.5), (0.02, 0.1)]
+    whole, _, _ = _chain_op(kb, x, mix, steps, mala=False, seed=9, step_offset=0)
+    y = x
+    for t, step in enumerate(steps):
+        y, _, _ = _chain_op(kb, y, mix, [step], mala=False, seed=9, step_offset=t)
+    assert torch.equal(whole, y)
+
+
 def test_sampler_on_a_mixture_runs_the_fused_chain_of_its_backend(kernel_backend):
     kb = kernel_backend
     _require(kb)

@@ -2,7 +2,6 @@
 // Standard headers come before the target pragma so no library inline function is
 // compiled for AVX2 here and then picked by the linker for the whole program.
 #include <algorithm>
-#include <memory>
 #include <cmath>
 #include <cstdint>
 #include <limits>

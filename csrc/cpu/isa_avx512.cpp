@@ -4,7 +4,6 @@
 // Standard headers come before the target pragma so no library inline function is
 // compiled for AVX-512 here and then picked by the linker for the whole program.
 #include <algorithm>
-#include <memory>
 #include <cmath>
 #include <cstdint>
 #include <limits>

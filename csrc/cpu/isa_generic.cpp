@@ -1,6 +1,5 @@
 // Portable build of the CPU kernels (no instruction-set assumptions beyond the baseline).
 #include <algorithm>
-#include <memory>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
