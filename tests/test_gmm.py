@@ -341,6 +341,46 @@ def test_noise_level_per_point(kind, K, D, dtype):
     assert bool(torch.isfinite(score[7]).all())
 
 
+@pytest.mark.parametrize("spread_of_variances", [False, True])
+def test_noise_level_per_point_log_determinant(spread_of_variances):
+    """cpp's diagonal log det(var + s2 I) per point: one log of the product of the D = 70
+    factors (mantissas multiplied, renormalised every 32, exponents summed). Factors of 1
+    (var + s2 = 1: the budget's sum of |log eig| is 0 and the product's own rounding is the
+    whole term) and factors from 1e-6 to 1e6."""
+    K, D, N = 4, 70, 21
+    base = random_mixture(K, D, seed=3, kind="diagonal", spread=2.0)
+    if spread_of_variances:
+        var = 10.0 ** (12 * torch.rand(K, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64) - 6)
+        sigma = torch.full((N,), 1e-4)
+    else:
+        var = torch.full((K, D), 0.75, dtype=torch.float64)
+        sigma = torch.full((N,), 0.5)
+    mix = GaussianMixture(base.means, log_weights=base.log_weights, diagonal=var)
+    x = mix.sample(N, seed=1).float()
+    score, log_p = scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp")
+    ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
+    assert_budget(score, ref_s, tol_s, "score")
+    assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
+def test_noise_level_per_point_nan_and_inf_in_the_op():
+    """The op itself takes any sigma^2 (the public function checks them): a NaN gives NaN, an
+    infinite one log p = -inf, and the other points of the block keep their bits."""
+    mix = random_mixture(5, 40, seed=6, kind="diagonal", spread=2.0)
+    x = mix.sample(20, seed=3).float()
+    s2 = torch.full((20,), 0.25)
+    p = mix.kernel_params(torch.float32, x.device, None, per_point=True)
+    op = scorefast.backend_registry.op_namespace("cpp").gmm_score
+    args = (p["means"], p["var"], p["inv_var"], p["factor"], p["log_const"])
+    want_s, want_l = op(x, *args, s2)
+    s2[1], s2[2] = float("nan"), float("inf")
+    score, log_p = op(x, *args, s2)
+    assert bool(score[1].isnan().all()) and bool(log_p[1].isnan())
+    assert float(log_p[2]) == -math.inf
+    keep = [i for i in range(20) if i not in (1, 2)]
+    assert torch.equal(score[keep], want_s[keep]) and torch.equal(log_p[keep], want_l[keep])
+
+
 @pytest.mark.parametrize("K, D", [(130, 6), (3700, 12)])
 def test_factor_form_blocks(K, D):
     """Full covariances of float math past the register tiles (D <= 8: K > 128; D >= 9:

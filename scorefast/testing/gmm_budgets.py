@@ -61,7 +61,8 @@ def gmm_budget(
     the D-term sums, and the rounding of x - mu_k (and of the factor F_k, g = 2 (1 + sqrt(D))
     for full covariances, g = 2 otherwise) through the precision, whose largest eigenvalue is
     lam_k; with a noise level per point the kernels form logdet_k themselves, which adds
-    (D + 1) u sum_d |log eig_kd| / 2 (a log of about an ulp per eigenvalue, a sum of D terms).
+    (D + 1) u (sum_d |log eig_kd| + 2.5) / 2 (a log of about an ulp per eigenvalue and a sum of
+    D terms, or one log of their product).
     Responsibilities move by r_k (dl_k - mean dl), so
     |d score| <= sum r_k dl_k |s_k| + (sum r_k dl_k)(sum r_k |s_k|) + (D + 8) u sum r_k |s_k|
                  + g u sum r_k lam_k ||(|mu_k| + |x - mu_k|)||  (each s_k's own rounding),
@@ -100,9 +101,13 @@ def gmm_budget(
     g = 2 * (1 + math.sqrt(D)) if mixture.kind == "full" else 2.0
     dl_all = 4 * u * (c.abs() + (D + 2) * q + g * torch.sqrt(q * lam) * spread)
     if isinstance(s2, torch.Tensor):
-        # a noise level per point: the kernels form log det(cov + s2 I) themselves, a log of about
-        # an ulp per eigenvalue and a sum of D terms, (D + 1) u sum_d |log eig_d|, half of it in l_k
-        dl_all = dl_all + 0.5 * (D + 1) * u * torch.log(eig).abs().sum(-1)
+        # a noise level per point: the kernels form log det(cov + s2 I) themselves, either a log
+        # of about an ulp per eigenvalue and a sum of D terms, (D + 1) u sum_d |log eig_d|, or (the
+        # C++ diagonal kernel) one log of the eigenvalues' product, its mantissas multiplied in
+        # float (D - 1 roundings) and its exponents summed: (D - 1) u, about an ulp of the log of
+        # a mantissa and two of the sum, under 2.5 (D + 1) u + 2 u sum_d |log eig_d|. Both
+        # bounds together, half of them in l_k.
+        dl_all = dl_all + 0.5 * (D + 1) * u * (torch.log(eig).abs().sum(-1) + 2.5)
     dl = torch.where(r > 0, dl_all, torch.zeros_like(dl_all))
     sk_abs = sk.abs()
     mag = (r[:, :, None] * sk_abs).sum(1)
