@@ -363,10 +363,12 @@ def test_noise_level_per_point_log_determinant(spread_of_variances):
     assert_budget(log_p, ref_l, tol_l, "log_prob")
 
 
-def test_noise_level_per_point_nan_and_inf_in_the_op():
+@pytest.mark.parametrize("kind, D", [("diagonal", 40), ("full", 6)])
+def test_noise_level_per_point_nan_and_inf_in_the_op(kind, D):
     """The op itself takes any sigma^2 (the public function checks them): a NaN gives NaN, an
-    infinite one log p = -inf, and the other points of the block keep their bits."""
-    mix = random_mixture(5, 40, seed=6, kind="diagonal", spread=2.0)
+    infinite one log p = -inf (diagonal: the log-determinant's product; full: the factor form's
+    logs), and the other points of the block keep their bits."""
+    mix = random_mixture(5, D, seed=6, kind=kind, spread=2.0)
     x = mix.sample(20, seed=3).float()
     s2 = torch.full((20,), 0.25)
     p = mix.kernel_params(torch.float32, x.device, None, per_point=True)
