@@ -24,6 +24,10 @@ def test_default_results_dir_is_the_checkouts_whatever_the_working_directory(tmp
     # the recorded files are named by this slug of the machine
     path = harness.default_result_path("gmm_score", "AMD EPYC (2 cores, 2 threads)")
     assert path == os.path.join(ROOT, "bench", "results", "gmm_score-amd-epyc-2-cores-2-threads.json")
+    name = "Intel(R) Xeon(R) Processor (family 6 model 207, 2 cores, 2 threads)"
+    assert harness.default_result_path("samplers", name).endswith(
+        "samplers-intel-r-xeon-r-processor-family-6-model-207-2-cores-2-threads.json"
+    )
     assert harness.result_path("x", torch.device("cpu"), str(tmp_path / "a.json")) == str(tmp_path / "a.json")
 
 

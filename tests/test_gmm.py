@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import require_or_skip
+from conftest import on_each_cpu_isa, require_or_skip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -245,6 +245,24 @@ def test_property_cpp_matches_reference(K, D, kind, scale, seed, sigma):
     ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
     assert_budget(score, ref_s, tol_s, "score")
     assert_budget(log_p, ref_l, tol_l, "log_prob")
+
+
+@pytest.mark.parametrize("D", range(9, 21))
+def test_cpp_full_covariance_precision_tiles_at_each_dimension(D):
+    # cpp, full covariances, one noise level: 9 <= D <= 17 take the explicit-precision register
+    # tiles (a block's 8 points in the lanes of one vector per coordinate; each D its own
+    # instantiation), D >= 18 the precision rows. 29 points: a partial block; a far point and a
+    # NaN row. Every CPU kernel build.
+    mix = random_mixture(6, D, seed=D, kind="full", spread=3.0)
+    x = mix.sample(29, seed=3).float()
+    x[1] += 40.0
+    x[2, D // 2] = float("nan")
+    for sigma in (None, 0.37):
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32, precision_gemm=True)
+        results = on_each_cpu_isa(lambda isa, sigma=sigma: scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp"))
+        for isa, (score, log_p) in results.items():
+            assert_budget(score, ref_s, tol_s, f"score {isa} D={D} sigma={sigma}")
+            assert_budget(log_p, ref_l, tol_l, f"log_prob {isa} D={D} sigma={sigma}")
 
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])

@@ -32,19 +32,29 @@ class NoResultsDir(RuntimeError):
 
 
 def machine_name(device: torch.device) -> str:
-    """A human-readable name of the device: GPU name, or CPU model and core count."""
+    """A human-readable name of the device: GPU name, or CPU model, its family and model numbers
+    where /proc/cpuinfo has them (virtual machines often report a bare "AMD EPYC" for several
+    generations) and the core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor's fields
     except OSError:
         pass
-    return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    model = fields.get("model name", model)
+    generation = ""
+    if "cpu family" in fields and "model" in fields:
+        generation = f"family {fields['cpu family']} model {fields['model']}, "
+    return f"{model} ({generation}{os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def run_info(device: torch.device) -> dict:
@@ -245,7 +255,7 @@ def default_result_path(op: str, machine: str) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in machine.lower()).strip("-")
     while "--" in slug:
         slug = slug.replace("--", "-")
-    return os.path.join(results_dir(), f"{op}-{slug[:60]}.json")
+    return os.path.join(results_dir(), f"{op}-{slug[:80]}.json")
 
 
 def result_path(op: str, device: torch.device, out: str | None = None, error=None) -> str:
