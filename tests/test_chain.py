@@ -594,10 +594,10 @@ def test_two_pass_chain_equals_one_step_chains_bit_for_bit(kind, case, K):
         assert 0 < int(accepted.sum()) < 6 * 37  # both outcomes happen
 
 
-@pytest.mark.parametrize("D", [9, 14, 17])
+@pytest.mark.parametrize("D", [9, 14, 17, 20])
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_full_chain_through_the_precision_register_tiles_matches_reference(D, case):
-    # 9 <= D <= 17: the explicit-precision evaluator runs its register tiles (blocks of 8
+    # 9 <= D <= 22: the explicit-precision evaluator runs its register tiles (blocks of 8
     # particles in vector lanes); 11 particles leave a partial block.
     mix = random_mixture(4, D, seed=D, kind="full", spread=2.0)
     x = mix.sample(11, seed=4).float()
