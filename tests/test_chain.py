@@ -594,13 +594,15 @@ def test_two_pass_chain_equals_one_step_chains_bit_for_bit(kind, case, K):
         assert 0 < int(accepted.sum()) < 6 * 37  # both outcomes happen
 
 
-@pytest.mark.parametrize("D", [9, 14, 17, 20])
+@pytest.mark.parametrize("D", [9, 14, 17, 20, 33])
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_full_chain_through_the_precision_register_tiles_matches_reference(D, case):
-    # 9 <= D <= 22: the explicit-precision evaluator runs its register tiles (blocks of 8
-    # particles in vector lanes); 11 particles leave a partial block.
+    # The explicit-precision evaluator: blocks of 16 particles (AVX-512 build) or 8 in vector
+    # lanes, through the register tiles (D <= 17) or chunks of coordinates (20: one whole chunk
+    # and a partial one in the AVX-512 build; 33: two and a single coordinate); 19 particles
+    # leave a partial block.
     mix = random_mixture(4, D, seed=D, kind="full", spread=2.0)
-    x = mix.sample(11, seed=4).float()
+    x = mix.sample(19, seed=4).float()
     _float32_chain_within_bound(mix, x, dict(CASES[case], steps=6) if case != "annealed" else CASES[case], every=3)
 
 
