@@ -266,6 +266,37 @@ def test_cpp_full_covariance_precision_tiles_at_each_dimension(D):
             assert_budget(log_p, ref_l, tol_l, f"log_prob {isa} D={D} sigma={sigma}")
 
 
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize(("K", "D"), [(3, 21), (16, 64), (40, 37)])
+def test_cpp_score_pass_of_points_that_weigh_one_component(kind, K, D):
+    # cpp's score pass: a tile of 8 points that each weigh exactly one component (a sample of
+    # separated components) takes a multiply per coordinate instead of the tile's multiply-add
+    # per component of the tile. Its sums are the tile's less terms that add +0: the same bits.
+    # Point 0 of the second copy lies between two components, which sends its tile (points 0
+    # to 7) through the tile of sums; the rows of points 1 to 7 must not change.
+    mix = random_mixture(K, D, seed=K + D, kind=kind, spread=6.0)
+    x = mix.sample(24, seed=4).float()
+    x[17, D - 1] = float("nan")  # a NaN row weighs every component as NaN: the tile form
+    mixed = x.clone()
+    mixed[0] = (0.5 * (mix.means[0] + mix.means[K - 1])).float()
+    for sigma in (None, 0.3):
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
+        results = on_each_cpu_isa(
+            lambda isa, sigma=sigma: (
+                scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp"),
+                scorefast.gmm_score(mixed, mix, sigma=sigma, backend="cpp"),
+            )
+        )
+        for isa, ((score, log_p), (score_mixed, log_p_mixed)) in results.items():
+            where = f"{isa} K={K} D={D} sigma={sigma}"
+            assert bool(torch.isnan(score[17]).all()), where
+            assert_budget(score, ref_s, tol_s, f"score {where}")
+            assert_budget(log_p, ref_l, tol_l, f"log_prob {where}")
+            exact = dict(rtol=0, atol=0, equal_nan=True, msg=where)
+            torch.testing.assert_close(score_mixed[1:], score[1:], **exact)
+            torch.testing.assert_close(log_p_mixed[1:], log_p[1:], **exact)
+
+
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
 @pytest.mark.parametrize("sigma_mode", SIGMAS)
 def test_blocks_of_points_and_components(kernel_backend, kind, sigma_mode):
