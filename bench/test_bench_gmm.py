@@ -41,7 +41,7 @@ def test_gmm_script_writes_json(tmp_path, monkeypatch, capsys):
     assert out.startswith("gmm_score on ") and f"results: {path}" in out
     r = json.loads(path.read_text())
     assert r["op"] == "gmm_score" and r["machine"] and r["dtype"] == "float32"
-    assert r["providers"] == ["direct", "matmul", "cpp"]
+    assert r["statistic"] == "median" and r["providers"] == ["direct", "matmul", "cpp"]
     assert [(row["kind"], row["N"], row["K"], row["D"], row["spread"]) for row in r["rows"]] == [
         (kind, 64, 3, 5, spread)
         for kind in gmm.KINDS
@@ -54,10 +54,32 @@ def test_gmm_script_writes_json(tmp_path, monkeypatch, capsys):
         assert row["best_torch_s"] == min(row["times"][p]["median"] for p in ("direct", "matmul"))
         assert row["multiply_adds"] == gmm.multiply_adds(row["kind"], 64, 3, 5)
         for t in row["times"].values():
-            assert {"median", "p20", "p80", "reps", "points_per_s", "speedup_vs_best_torch"} <= set(t)
+            assert {"median", "p20", "p80", "min", "reps", "points_per_s", "speedup_vs_best_torch"} <= set(t)
             if "multiply_adds_per_s" in peak:
                 rate = row["multiply_adds"] / t["median"]
                 assert t["fma_peak_fraction"] == pytest.approx(rate / peak["multiply_adds_per_s"])
+
+
+def test_gmm_script_best_of(tmp_path, monkeypatch, capsys):
+    # --best-of: the providers' calls interleaved; every figure from each one's fastest call
+    monkeypatch.setattr(gmm, "SIZES", [(640, 3, 5)])
+    monkeypatch.setattr(gmm, "OVERLAPPING", [])
+    path = tmp_path / "b.json"
+    argv = ["--best-of", "--quick", "--no-compile", "--backends", "cpp", "--out", str(path)]
+    assert bench_gmm.main(argv) == 0
+    assert "min of the calls" in capsys.readouterr().out
+    r = json.loads(path.read_text())
+    assert r["statistic"] == "min" and r["providers"] == ["direct", "matmul", "cpp"]
+    assert [row["kind"] for row in r["rows"]] == list(gmm.KINDS)
+    for row in r["rows"]:
+        times = row["times"]
+        assert row["best_torch_s"] == min(times[p]["min"] for p in ("direct", "matmul"))
+        for t in times.values():
+            assert 0 < t["min"] <= t["p20"] <= t["median"]
+            assert t["points_per_s"] == pytest.approx(64 / t["min"])
+            assert t["speedup_vs_best_torch"] == pytest.approx(row["best_torch_s"] / t["min"])
+        # interleaved rounds: every provider is timed the same number of calls
+        assert len({t["reps"] for t in times.values()}) == 1
 
 
 def test_multiply_add_counts():

@@ -68,5 +68,5 @@ def test_interleaved_timing_calls_each_function_once_per_round():
     fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
     result = harness.time_fns_interleaved(fns, torch.device("cpu"), min_time=0.0, min_reps=5)
     assert list(result) == ["a", "b", "c"]
-    assert all(r["reps"] == 5 and 0 <= r["p20"] <= r["median"] <= r["p80"] for r in result.values())
+    assert all(r["reps"] == 5 and 0 <= r["min"] <= r["p20"] <= r["median"] <= r["p80"] for r in result.values())
     assert calls == ["a", "b", "c"] * 8  # 3 warm-up rounds, then 5 timed ones, in order

@@ -272,29 +272,57 @@ def test_cpp_score_pass_of_points_that_weigh_one_component(kind, K, D):
     # cpp's score pass: a tile of 8 points that each weigh exactly one component (a sample of
     # separated components) takes a multiply per coordinate instead of the tile's multiply-add
     # per component of the tile. Its sums are the tile's less terms that add +0: the same bits.
-    # Point 0 of the second copy lies between two components, which sends its tile (points 0
-    # to 7) through the tile of sums; the rows of points 1 to 7 must not change.
+    # Point 0 of the second copy lies where components 0 and K - 1 weigh alike, which sends its
+    # tile (points 0 to 7) through the tile of sums; the rows of points 1 to 7 must not change.
     mix = random_mixture(K, D, seed=K + D, kind=kind, spread=6.0)
     x = mix.sample(24, seed=4).float()
     x[17, D - 1] = float("nan")  # a NaN row weighs every component as NaN: the tile form
-    mixed = x.clone()
-    mixed[0] = (0.5 * (mix.means[0] + mix.means[K - 1])).float()
     for sigma in (None, 0.3):
+        where = f"K={K} D={D} sigma={sigma}"
+        # float32 exps of log-joints 87 or more below the point's largest are +0: the kernel's
+        # test for a component of nonzero weight. The margins keep each case far from it.
+        gaps = _log_joint_gaps(x[:8], mix, sigma)
+        assert bool((gaps[:, 1] < -150).all()), f"points 0 to 7 weigh one component each, {where}"
+        mixed = x.clone()
+        mixed[0] = _point_of_equal_weight(mix, 0, K - 1, sigma).float()
+        assert float(_log_joint_gaps(mixed[:1], mix, sigma)[0, 1]) > -20, f"point 0 weighs two, {where}"
         ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
         results = on_each_cpu_isa(
-            lambda isa, sigma=sigma: (
+            lambda isa, sigma=sigma, mixed=mixed: (
                 scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp"),
                 scorefast.gmm_score(mixed, mix, sigma=sigma, backend="cpp"),
             )
         )
         for isa, ((score, log_p), (score_mixed, log_p_mixed)) in results.items():
-            where = f"{isa} K={K} D={D} sigma={sigma}"
-            assert bool(torch.isnan(score[17]).all()), where
-            assert_budget(score, ref_s, tol_s, f"score {where}")
-            assert_budget(log_p, ref_l, tol_l, f"log_prob {where}")
-            exact = dict(rtol=0, atol=0, equal_nan=True, msg=where)
+            where_isa = f"{isa} {where}"
+            assert bool(torch.isnan(score[17]).all()), where_isa
+            assert_budget(score, ref_s, tol_s, f"score {where_isa}")
+            assert_budget(log_p, ref_l, tol_l, f"log_prob {where_isa}")
+            exact = dict(rtol=0, atol=0, equal_nan=True, msg=where_isa)
             torch.testing.assert_close(score_mixed[1:], score[1:], **exact)
             torch.testing.assert_close(log_p_mixed[1:], log_p[1:], **exact)
+
+
+def _log_joint_gaps(x, mix, sigma):
+    """Each point's float64 log-joints less its largest, sorted in descending order (N, K)."""
+    lj, _ = gmm_log_joint_ref(x.double(), mix.means, mix.log_weights, mix.kind, mix.cov, sigma)
+    return (lj - lj.max(dim=1, keepdim=True).values).sort(dim=1, descending=True).values
+
+
+def _point_of_equal_weight(mix, i, j, sigma):
+    """The point of the segment from mean i to mean j where components i and j weigh alike
+    (float64 bisection of their log-joints' difference)."""
+    a, b = mix.means[i].double(), mix.means[j].double()
+
+    def excess(t):  # log-joint of i less that of j at a + t (b - a)
+        lj, _ = gmm_log_joint_ref((a + t * (b - a))[None], mix.means, mix.log_weights, mix.kind, mix.cov, sigma)
+        return float(lj[0, i] - lj[0, j])
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return a + 0.5 * (lo + hi) * (b - a)
 
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])

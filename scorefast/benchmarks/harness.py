@@ -90,7 +90,7 @@ def time_fn(fn, device: torch.device, *, min_time: float = 0.2, min_reps: int = 
     of at least 3 calls and min_time / 2 seconds: the first touches of fresh memory (first-use
     page faults, caches, compilation) are not the steady state a sampling loop runs in.
 
-    Returns {"median", "p20", "p80": seconds, "reps": timed calls}. Timed calls continue
+    Returns {"median", "p20", "p80", "min": seconds, "reps": timed calls}. Timed calls continue
     until min_time seconds and min_reps calls, at most max_reps; CUDA calls are timed with
     events. A call slower than 2 s is warmed up and timed once (it is not noise-bound).
     """
@@ -131,7 +131,7 @@ def _timed_call(fn, device: torch.device) -> float:
 def _summary(times: list[float]) -> dict:
     times = sorted(times)
     q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
-    return {"median": statistics.median(times), "p20": q(0.2), "p80": q(0.8), "reps": len(times)}
+    return {"median": statistics.median(times), "p20": q(0.2), "p80": q(0.8), "min": times[0], "reps": len(times)}
 
 
 def time_fns_interleaved(
