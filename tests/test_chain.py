@@ -562,20 +562,22 @@ def test_float32_vector_path_matches_reference(kind, case, D):
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("K", [12, 20])
+@pytest.mark.parametrize("K", [8, 12, 20])
 def test_float32_two_pass_chain_with_either_block_matches_reference(kind, case, K):
     # The two-pass evaluator runs blocks of 16 particles where the components fit one AVX-512
-    # vector (K = 12) and of 8 where they do not (K = 20); 37 particles leave a partial block
-    # (5 in the second tile of 8 of the last 16), D = 37 a partial vector of coordinates.
+    # vector (K = 12; K = 8 in a vector of 8 components) and of 8 where they do not (K = 20);
+    # 37 particles leave a partial block (5 in the second tile of 8 of the last 16), D = 37 a
+    # partial vector of coordinates.
     mix = random_mixture(K, 37, seed=K, kind=kind, spread=2.0)
     _float32_chain_within_bound(mix, mix.sample(37, seed=1).float(), CASES[case], every=5)
 
 
 @pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
 @pytest.mark.parametrize("case", ["ula", "mala"])
-@pytest.mark.parametrize("K", [5, 20])
+@pytest.mark.parametrize("K", [5, 12, 20])
 def test_two_pass_chain_equals_one_step_chains_bit_for_bit(kind, case, K):
-    # The blocked chains (16 particles a block for K = 5 in the AVX-512 build, 8 for K = 20)
+    # The blocked chains (16 particles a block for K = 5 and 12 in the AVX-512 build, K = 5 in
+    # vectors of 8 components, 8 particles for K = 20)
     # carry the state, its score and log-density from step to step, and a MALA step takes its
     # proposal's buffers as the state: T one-step chains give the same bits.
     mix = random_mixture(K, 37, seed=K, kind=kind, spread=2.0)

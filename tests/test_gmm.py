@@ -303,6 +303,29 @@ def test_cpp_score_pass_of_points_that_weigh_one_component(kind, K, D):
             torch.testing.assert_close(log_p_mixed[1:], log_p[1:], **exact)
 
 
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("K", [1, 8, 9])
+def test_cpp_two_pass_with_vectors_of_eight_components(kind, K):
+    # cpp's AVX-512 build holds the components in vectors of 8 where K <= 8 (16 from K = 9):
+    # K = 8 fills one, and its overlapping components weigh at every point, so every lane goes
+    # into the tile's list at once; K = 1 is one lane and padding. D = 37: a partial vector of
+    # coordinates; 21 points: a partial block. Every CPU build; no sigma, one, one per point.
+    mix = random_mixture(K, 37, seed=K, kind=kind, spread=0.3)
+    x = mix.sample(21, seed=5).float()
+    x[6, 3] = float("nan")
+    finite = torch.arange(21) != 6
+    for sigma in (None, 0.4, torch.linspace(0.1, 1.0, 21)):
+        where = f"{kind} K={K} sigma={'per point' if torch.is_tensor(sigma) else sigma}"
+        gaps = _log_joint_gaps(x[finite], mix, sigma[finite] if torch.is_tensor(sigma) else sigma)
+        assert bool((gaps > -50).all()), f"every component weighs at every point, {where}"
+        ref_s, ref_l, tol_s, tol_l = gmm_budget(x, mix, sigma, torch.float32)
+        results = on_each_cpu_isa(lambda isa, sigma=sigma: scorefast.gmm_score(x, mix, sigma=sigma, backend="cpp"))
+        for isa, (score, log_p) in results.items():
+            assert bool(torch.isnan(score[6]).all()) and bool(torch.isnan(log_p[6])), f"{isa} {where}"
+            assert_budget(score, ref_s, tol_s, f"score {isa} {where}")
+            assert_budget(log_p, ref_l, tol_l, f"log_prob {isa} {where}")
+
+
 def _log_joint_gaps(x, mix, sigma):
     """Each point's float64 log-joints less its largest, sorted in descending order (N, K)."""
     lj, _ = gmm_log_joint_ref(x.double(), mix.means, mix.log_weights, mix.kind, mix.cov, sigma)
