@@ -78,8 +78,8 @@ def test_gmm_script_best_of(tmp_path, monkeypatch, capsys):
             assert 0 < t["min"] <= t["p20"] <= t["median"]
             assert t["points_per_s"] == pytest.approx(64 / t["min"])
             assert t["speedup_vs_best_torch"] == pytest.approx(row["best_torch_s"] / t["min"])
-        # interleaved rounds: every provider is timed the same number of calls
-        assert len({t["reps"] for t in times.values()}) == 1
+        # interleaved rounds of at least one call each (more where a block of 50 ms holds more)
+        assert all(t["reps"] >= 3 for t in times.values())
 
 
 def test_multiply_add_counts():

@@ -63,6 +63,22 @@ def test_table_columns_are_aligned_and_space_separated():
     assert table.splitlines() == ["title", "name         ms", "ab        1.500", "abcdefgh   12.250"]
 
 
+def test_interleaved_timing_in_blocks_calls_each_function_for_its_block_time(monkeypatch):
+    # each call "takes" 10 ms of a fake clock; a block of 25 ms is 3 calls a round
+    clock = [0.0]
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def fn(name):
+        calls.append(name)
+        clock[0] += 0.01
+
+    fns = {name: (lambda name=name: fn(name)) for name in ("a", "b")}
+    result = harness.time_fns_interleaved(fns, torch.device("cpu"), min_time=0.05, min_reps=1, block_time=0.025)
+    assert calls == ["a", "b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3  # warm-up, then 2 rounds
+    assert all(r["reps"] == 6 and r["min"] == pytest.approx(0.01) for r in result.values())
+
+
 def test_interleaved_timing_calls_each_function_once_per_round():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}

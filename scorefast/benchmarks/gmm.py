@@ -67,9 +67,10 @@ def run_gmm_bench(
     backends: names, or None for every backend with a native gmm_score kernel on ``device``.
     ``quick``: 0.05 s of timed calls per provider instead of 0.3 s. A PyTorch form that fails
     (e.g. out of memory) is recorded as {"error": message}. ``best_of``: the providers' calls
-    interleaved, round by round, and every figure and ratio taken from each provider's fastest
-    call ("min") instead of the median: on a shared, busy host the slow spells then fall on all
-    providers alike and the minimum is the figure least moved by them.
+    interleaved, round by round (50 ms of calls each a round), and every figure and ratio taken
+    from each provider's fastest call ("min") instead of the median: on a shared, busy host the
+    slow spells then fall on all providers alike and the minimum is the figure least moved by
+    them.
 
     Returns the result dict (JSON fields as in bench/results/gmm_score-*.json): the measured
     multiply-add peak ("fma_peak", fma_peak.measure), the statistic the figures use
@@ -144,7 +145,8 @@ def _time_providers(providers: dict, device: torch.device, min_time: float, inte
         except (RuntimeError, MemoryError) as exc:
             times[prov] = failure(exc)
     if runnable:
-        times.update(harness.time_fns_interleaved(runnable, device, min_time=min_time))
+        # blocks of calls of 50 ms a provider and round: the slow PyTorch forms sweep the cache
+        times.update(harness.time_fns_interleaved(runnable, device, min_time=min_time, block_time=0.05))
     return {prov: times[prov] for prov in providers}
 
 
